@@ -1,0 +1,87 @@
+"""Apply (SPEC 4): filter a level's X with its predicted 15-tap star kernels, and alpha.
+
+vkdt's ``apply.comp``: the kernel weights are normalised by their sum, with guards against
+NaN and runaway values, and the result is clamped to the float16 range.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from kpn.features import STAR15_RADIUS, STAR15_TAPS
+from kpn.sampling import pad_symmetric
+
+F16_LIMIT = 65000.0  # apply's clamp: stay inside float16
+SOFTMAX_SCALE = 0.1  # vkdt's sigma_exp: exp(0.1 * x)
+SOFTMAX_MIN_SUM = 1e-3
+PLAIN_LIMIT = 10.0  # plain weights outside (-10, 10) are replaced ...
+PLAIN_REPLACEMENT = 0.001  # ... by this
+PLAIN_MIN_SUM = 0.001
+
+
+def kernel_weights(logits: Tensor, activation: str) -> Tensor:
+    """Normalised tap weights from the network's 15 kernel outputs.
+
+    - ``softmax``: w_k = exp(0.1*(K_k - max K)), a NaN K_k gives 1; divided by
+      max(1e-3, sum w).
+    - ``plain``: w_k = K_k, or 0.001 where K_k is NaN or outside (-10, 10); divided by
+      max(0.001, sum w).
+
+    Args:
+        logits: ``[B,15,H,W]``.
+        activation: ``"softmax"`` | ``"plain"``.
+
+    Returns:
+        ``[B,15,H,W]`` weights of the taps in ``STAR15_TAPS`` order.
+    """
+    if activation == "softmax":
+        # GPU max() skips NaN; a NaN difference (NaN tap, or inf - inf) gives exp(0) = 1
+        finite_max = logits.masked_fill(torch.isnan(logits), float("-inf")).amax(1, keepdim=True)
+        shifted = torch.nan_to_num(logits - finite_max, nan=0.0)
+        weights = torch.exp((SOFTMAX_SCALE * shifted).clamp(-1000.0, 1000.0))
+        return weights / weights.sum(1, keepdim=True).clamp(min=SOFTMAX_MIN_SUM)
+    inside = (logits < PLAIN_LIMIT) & (logits > -PLAIN_LIMIT)  # False for NaN too
+    weights = torch.where(inside, logits, torch.full_like(logits, PLAIN_REPLACEMENT))
+    return weights / weights.sum(1, keepdim=True).clamp(min=PLAIN_MIN_SUM)
+
+
+def apply_kernel(x: Tensor, weights: Tensor) -> Tensor:
+    """Star-shaped convolution: I(p) = sum_k w_k(p) X(p + tap_k), clamped to +-65000.
+
+    Args:
+        x: ``[B,C,H,W]``.
+        weights: ``[B,15,H,W]``, normalised (:func:`kernel_weights`).
+
+    Returns:
+        ``[B,C,H,W]``.
+    """
+    height, width = x.shape[-2:]
+    r = STAR15_RADIUS
+    padded = pad_symmetric(x, r, r, r, r)
+    filtered = torch.zeros_like(x)
+    for k, (dx, dy) in enumerate(STAR15_TAPS):
+        tap = padded[..., r + dy : r + dy + height, r + dx : r + dx + width]
+        filtered = filtered + weights[:, k : k + 1] * tap
+    return filtered.clamp(-F16_LIMIT, F16_LIMIT)
+
+
+def vkdt_sigmoid(x: Tensor) -> Tensor:
+    """vkdt's algebraic sigmoid 0.5*x/sqrt(1+x^2) + 0.5 (``sigmoid.glsl``)."""
+    return 0.5 * x * torch.rsqrt(1.0 + x * x) + 0.5
+
+
+def alpha_weight(raw: Tensor, activation: str) -> Tensor:
+    """Blend weight from the network's 16th output.
+
+    ``const`` (1, vkdt's default) | ``plain`` | ``clamped`` (to [0,1]) | ``sigmoid``.
+
+    ``[B,1,H,W] -> [B,1,H,W]``
+    """
+    if activation == "const":
+        return torch.ones_like(raw)
+    if activation == "plain":
+        return raw
+    if activation == "clamped":
+        return raw.clamp(0.0, 1.0)
+    return vkdt_sigmoid(raw)

@@ -1,0 +1,48 @@
+"""Training losses (SPEC 6, vkdt's ``loss.comp``).
+
+vkdt sums over pixels and channels; ``reduction = "mean"`` divides by their count so the
+learning rate does not depend on the tile size. Pixels whose output is not finite are
+left out (they contribute neither value nor gradient), as vkdt does.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+SMAPE_EPS = 1e-3
+
+
+def pixel_loss(output: Tensor, reference: Tensor, loss: str) -> Tensor:
+    """Per-element loss. ``l2``: d^2; ``smape``: |d|/(|O|+|R|+1e-3); ``cosh``: cosh(d)-1.
+
+    ``[B,C,H,W], [B,C,H,W] -> [B,C,H,W]``, with d = O - R.
+    """
+    diff = output - reference
+    if loss == "l2":
+        return diff * diff
+    if loss == "smape":
+        return diff.abs() / (output.abs() + reference.abs() + SMAPE_EPS)
+    return torch.cosh(diff) - 1.0
+
+
+def kpn_loss(output: Tensor, reference: Tensor, loss: str, reduction: str = "sum") -> Tensor:
+    """Scalar loss over the finite pixels of ``output``.
+
+    Args:
+        output: ``[B,C,H,W]``, the network's O_0.
+        reference: ``[B,C,H,W]``, the clean image.
+        loss: ``"l2"`` | ``"smape"`` | ``"cosh"``.
+        reduction: ``"sum"`` (vkdt) | ``"mean"`` (over the finite pixels' elements).
+
+    Returns:
+        scalar tensor.
+    """
+    finite = torch.isfinite(output).all(dim=1, keepdim=True).expand_as(output)
+    # where() before the loss, so no NaN reaches the backward pass of the masked pixels
+    safe_output = torch.where(finite, output, reference)
+    elementwise = pixel_loss(safe_output, reference, loss)
+    total = elementwise.sum()
+    if reduction == "sum":
+        return total
+    return total / finite.sum().clamp(min=1)

@@ -1,0 +1,106 @@
+"""The bias-free fully fused MLP shared by every pyramid level (SPEC 3)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kpn.errors import KpnError
+from kpn.precision import matmul_f16, round_f16
+
+OUTPUTS = 16  # 15 kernel weights in tap order, then alpha
+LEAKY_SLOPE = 0.001  # vkdt's leaky relu
+
+
+def activate(x: Tensor, activation: str) -> Tensor:
+    """Hidden-layer activation: ``leaky_relu`` (slope 0.001) | ``relu`` | ``none``."""
+    if activation == "leaky_relu":
+        return F.leaky_relu(x, LEAKY_SLOPE)
+    if activation == "relu":
+        return F.relu(x)
+    return x
+
+
+def mlp_forward(
+    inputs: Tensor, weights: Sequence[Tensor], activation: str, precision: str = "fp32"
+) -> Tensor:
+    """Run the MLP on a batch of pixels.
+
+    Args:
+        inputs: ``[N, in]``.
+        weights: ``[W, in]``, then ``n_hidden - 1`` of ``[W, W]``, then ``[16, W]``
+            (``nn.Linear.weight`` layout, vkdt's row-major [out][in]).
+        activation: after every hidden layer, none after the output.
+        precision: ``"fp32"``, or ``"vkdt-f16"`` for vkdt's float16 weights, activations
+            and accumulation.
+
+    Returns:
+        ``[N, 16]``: K[0..14] kernel weights, K[15] alpha.
+    """
+    f16 = precision == "vkdt-f16"
+    x = round_f16(inputs) if f16 else inputs
+    last = len(weights) - 1
+    for index, weight in enumerate(weights):
+        x = matmul_f16(x, round_f16(weight)) if f16 else F.linear(x, weight)
+        if index < last:
+            x = activate(x, activation)
+    return x
+
+
+def vkdt_init_bound(width: int) -> float:
+    """vkdt initialises every matrix uniform in +-sqrt(6/(W+W)), W for both fans."""
+    return math.sqrt(6.0 / (width + width))
+
+
+class MLP(nn.Module):
+    """Bias-free MLP: in -> W (n_hidden layers) -> 16, vkdt's Xavier initialisation."""
+
+    def __init__(
+        self, in_features: int, width: int, n_hidden: int, activation: str, precision: str = "fp32"
+    ) -> None:
+        super().__init__()
+        sizes = [in_features] + [width] * n_hidden + [OUTPUTS]
+        self.layers = nn.ModuleList(
+            nn.Linear(fan_in, fan_out, bias=False) for fan_in, fan_out in itertools.pairwise(sizes)
+        )
+        self.width = width
+        self.activation = activation
+        self.precision = precision
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        bound = vkdt_init_bound(self.width)
+        for layer in self.layers:
+            nn.init.uniform_(layer.weight, -bound, bound)
+
+    @property
+    def weights(self) -> list[Tensor]:
+        """The matrices in order, ``[W,in]``, ``[W,W]``..., ``[16,W]``."""
+        return [layer.weight for layer in self.layers]
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        """``[N, in] -> [N, 16]``"""
+        return mlp_forward(inputs, self.weights, self.activation, self.precision)
+
+    def extra_repr(self) -> str:
+        return f"activation={self.activation}, precision={self.precision}"
+
+
+def load_weights(mlp: MLP, matrices: Sequence[Tensor]) -> None:
+    """Copy ``matrices`` (as :attr:`MLP.weights` lists them) into ``mlp``, shapes checked."""
+    if len(matrices) != len(mlp.layers):
+        raise KpnError(
+            f"weights do not fit the model: {len(matrices)} matrices where {len(mlp.layers)} fit"
+        )
+    with torch.no_grad():
+        for layer, matrix in zip(mlp.layers, matrices, strict=True):
+            if tuple(matrix.shape) != tuple(layer.weight.shape):
+                raise KpnError(
+                    f"matrix of shape {tuple(matrix.shape)} where {tuple(layer.weight.shape)} fits"
+                )
+            layer.weight.copy_(matrix)
