@@ -6,6 +6,8 @@ NaN and runaway values, and the result is clamped to the float16 range.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -36,10 +38,11 @@ def kernel_weights(logits: Tensor, activation: str) -> Tensor:
         ``[B,15,H,W]`` weights of the taps in ``STAR15_TAPS`` order.
     """
     if activation == "softmax":
-        # GPU max() skips NaN; a NaN difference (NaN tap, or inf - inf) gives exp(0) = 1
-        finite_max = logits.masked_fill(torch.isnan(logits), float("-inf")).amax(1, keepdim=True)
-        shifted = torch.nan_to_num(logits - finite_max, nan=0.0)
-        weights = torch.exp((SOFTMAX_SCALE * shifted).clamp(-1000.0, 1000.0))
+        # GPU max() skips NaN; a NaN difference (a NaN tap, or inf - inf) gives factor 1,
+        # and exp(0.1 x) underflows to 0 long before vkdt's clamp to [-1000, 1000] acts
+        largest = torch.nan_to_num(logits, nan=-math.inf, posinf=math.inf, neginf=-math.inf)
+        weights = torch.exp(SOFTMAX_SCALE * (logits - largest.amax(1, keepdim=True)))
+        weights = torch.where(torch.isnan(weights), 1.0, weights)
         return weights / weights.sum(1, keepdim=True).clamp(min=SOFTMAX_MIN_SUM)
     inside = (logits < PLAIN_LIMIT) & (logits > -PLAIN_LIMIT)  # False for NaN too
     weights = torch.where(inside, logits, torch.full_like(logits, PLAIN_REPLACEMENT))
@@ -62,7 +65,7 @@ def apply_kernel(x: Tensor, weights: Tensor) -> Tensor:
     filtered = torch.zeros_like(x)
     for k, (dx, dy) in enumerate(STAR15_TAPS):
         tap = padded[..., r + dy : r + dy + height, r + dx : r + dx + width]
-        filtered = filtered + weights[:, k : k + 1] * tap
+        filtered = torch.addcmul(filtered, weights[:, k : k + 1], tap)
     return filtered.clamp(-F16_LIMIT, F16_LIMIT)
 
 
