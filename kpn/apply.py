@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor
 
-from kpn.features import STAR15_RADIUS, STAR15_TAPS
+from kpn.features import STAR15_PADDING, STAR15_RADIUS, STAR15_TAPS
 from kpn.sampling import pad_symmetric
 
 F16_LIMIT = 65000.0  # apply's clamp: stay inside float16
@@ -59,13 +59,21 @@ def apply_kernel(x: Tensor, weights: Tensor) -> Tensor:
     Returns:
         ``[B,C,H,W]``.
     """
-    height, width = x.shape[-2:]
+    return apply_kernel_padded(pad_symmetric(x, *STAR15_PADDING), weights)
+
+
+def apply_kernel_padded(padded: Tensor, weights: Tensor) -> Tensor:
+    """:func:`apply_kernel` of an X already padded by ``STAR15_PADDING``.
+
+    ``[B,C,h+4,w+4], [B,15,h,w] -> [B,C,h,w]``
+    """
+    height, width = weights.shape[-2:]
     r = STAR15_RADIUS
-    padded = pad_symmetric(x, r, r, r, r)
-    filtered = torch.zeros_like(x)
+    filtered = None
     for k, (dx, dy) in enumerate(STAR15_TAPS):
         tap = padded[..., r + dy : r + dy + height, r + dx : r + dx + width]
-        filtered = torch.addcmul(filtered, weights[:, k : k + 1], tap)
+        term = weights[:, k : k + 1]
+        filtered = term * tap if filtered is None else torch.addcmul(filtered, term, tap)
     return filtered.clamp(-F16_LIMIT, F16_LIMIT)
 
 

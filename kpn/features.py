@@ -21,8 +21,10 @@ STAR15_TAPS = (
     (0, 2),
 )  # fmt: skip
 STAR15_RADIUS = 2
+STAR15_PADDING = (2, 2, 2, 2)  # left, right, top, bottom
 # patch8x8: channel c reads tap (c//8 - 4, c%8 - 4).
 PATCH8X8_TAPS = tuple((c // 8 - 4, c % 8 - 4) for c in range(64))
+PATCH8X8_PADDING = (4, 3, 4, 3)
 NOISE_SCALE = 65535.0  # vkdt's noise profiles live on the 0..65535 scale
 
 
@@ -72,9 +74,18 @@ def star15_features(x: Tensor, noise_ab: Tensor, level: int, noise_lum: Tensor) 
     Returns:
         ``[B,32,H,W]``.
     """
-    height, width = x.shape[-2:]
+    return star15_features_padded(pad_symmetric(x, *STAR15_PADDING), noise_ab, level, noise_lum)
+
+
+def star15_features_padded(
+    padded: Tensor, noise_ab: Tensor, level: int, noise_lum: Tensor
+) -> Tensor:
+    """:func:`star15_features` of an X already padded by ``STAR15_PADDING``.
+
+    Lets a caller work on horizontal bands of a level: ``[B,3,h+4,w+4] -> [B,32,h,w]``.
+    """
+    height, width = noise_lum.shape[-2:]
     r = STAR15_RADIUS
-    padded = pad_symmetric(x, r, r, r, r)
     lum, sat = luminance(padded), saturation(padded)
     channels = []
     for dx, dy in STAR15_TAPS:
@@ -92,8 +103,16 @@ def patch8x8_features(x: Tensor) -> Tensor:
 
     ``[B,3,H,W] -> [B,64,H,W]``
     """
-    height, width = x.shape[-2:]
-    lum = luminance(pad_symmetric(x.abs(), 4, 3, 4, 3))
+    return patch8x8_features_padded(pad_symmetric(x, *PATCH8X8_PADDING))
+
+
+def patch8x8_features_padded(padded: Tensor) -> Tensor:
+    """:func:`patch8x8_features` of an X already padded by ``PATCH8X8_PADDING``.
+
+    ``[B,3,h+7,w+7] -> [B,64,h,w]``
+    """
+    height, width = padded.shape[-2] - 7, padded.shape[-1] - 7
+    lum = luminance(padded.abs())
     channels = [
         lum[:, 4 + dy : 4 + dy + height, 4 + dx : 4 + dx + width] for dx, dy in PATCH8X8_TAPS
     ]

@@ -8,23 +8,33 @@ MLP's weights and calls it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from kpn.apply import alpha_weight, apply_kernel, kernel_weights
+from kpn.apply import alpha_weight, apply_kernel_padded, kernel_weights
 from kpn.blend import blend_level
 from kpn.config import ModelConfig
 from kpn.errors import KpnError
-from kpn.features import luminance, patch8x8_features, patch8x8_features_past_end, star15_features
+from kpn.features import (
+    PATCH8X8_PADDING,
+    STAR15_PADDING,
+    STAR15_RADIUS,
+    luminance,
+    patch8x8_features_padded,
+    patch8x8_features_past_end,
+    star15_features_padded,
+)
 from kpn.mlp import MLP, OUTPUTS, mlp_forward
 from kpn.precision import round_f16
 from kpn.pyramid import details, mip_pyramid, upsample
+from kpn.sampling import pad_symmetric
 
 BLOCK = 16  # vkdt's network processes the pixels of a level in blocks of 16
-MLP_CHUNK = 16384  # pixels per MLP call: activations of 16384 x 64 floats stay in cache
+BAND_PIXELS = 16384  # pixels per fused band: 16384 x 64 float activations stay in cache
 
 
 @dataclass(frozen=True)
@@ -74,31 +84,34 @@ def block_transpose(kernels: Tensor) -> Tensor:
 
     The weight apply reads for pixel p, output k is output p % 16 of pixel 16*(p//16) + k.
 
-    ``[B,16,P] -> [B,16,P]``, P a multiple of 16, pixels in scanline order.
+    ``[B,P,16] -> [B,P,16]``, P a multiple of 16, pixels in scanline order.
     """
-    batch, outputs, pixels = kernels.shape
-    blocks = kernels.reshape(batch, outputs, pixels // BLOCK, BLOCK)
-    return blocks.permute(0, 3, 2, 1).reshape(batch, outputs, pixels)
+    batch, pixels, outputs = kernels.shape
+    blocks = kernels.reshape(batch, pixels // BLOCK, BLOCK, outputs)
+    return blocks.transpose(-1, -2).reshape(batch, pixels, outputs)
 
 
-def level_features(
-    x: Tensor, noise_ab: Tensor, level: int, noise_lum: Tensor, features: str
-) -> Tensor:
-    """The network input of every pixel of one level. ``[B,3,h,w] -> [B,C,h,w]``"""
-    if features == "star15":
-        return star15_features(x, noise_ab, level, noise_lum)
-    return patch8x8_features(x)
+def band_rows(batch: int, height: int, width: int, block_transpose: bool) -> int:
+    """Rows per band: about ``BAND_PIXELS`` pixels, whole blocks of 16 under the transpose."""
+    rows = max(1, BAND_PIXELS // (batch * width))
+    if block_transpose:  # a band must hold whole blocks of the level's scanline order
+        step = BLOCK // math.gcd(width, BLOCK)
+        rows = -(-rows // step) * step
+    return min(rows, height)
 
 
-def predict_kernels(
+def filter_level(
     x: Tensor,
     noise_ab: Tensor,
     level: int,
     noise_lum: Tensor,
     weights: Sequence[Tensor],
     config: ModelConfig,
-) -> Tensor:
-    """Run the MLP on every pixel of a level.
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Predict every pixel's kernel and alpha on one level, and filter the level with them.
+
+    Works in horizontal bands of about ``BAND_PIXELS`` pixels so that features, network
+    activations and kernels stay in cache: fused per band as vkdt fuses per block.
 
     Args:
         x: ``[B,3,h,w]``, the level's X.
@@ -106,38 +119,49 @@ def predict_kernels(
         level: pyramid level.
         noise_lum: ``[B,h,w]``, luminance for the noise channel.
         weights: the MLP's matrices.
-        config: the model's switches (features, activation, precision, block transpose).
+        config: the model's switches.
 
     Returns:
-        ``[B,16,h,w]``: kernel logits then alpha, as apply reads them.
+        filtered I ``[B,3,h,w]``, alpha ``[B,1,h,w]``, and the network output as apply
+        reads it ``[B,16,h,w]`` (kernel logits, then alpha).
     """
     batch, _, height, width = x.shape
-    inputs = level_features(x, noise_ab, level, noise_lum, config.features)
-    inputs = inputs.reshape(batch, inputs.shape[1], height * width)
-    pixels = height * width
-    padding = -pixels % BLOCK if config.block_transpose else 0
-    if padding:
-        # vkdt pads the batch past the last pixel: star15 reads zeros there, patch8x8
-        # reads mirrored rows, and the transpose carries their outputs into real pixels
-        if config.features == "star15":
-            extra = inputs.new_zeros(batch, inputs.shape[1], padding)
+    star15 = config.features == "star15"
+    feature_input = pad_symmetric(x, *(STAR15_PADDING if star15 else PATCH8X8_PADDING))
+    apply_input = feature_input if star15 else pad_symmetric(x, *STAR15_PADDING)
+    feature_rows = feature_input.shape[-2] - height
+    rows = band_rows(batch, height, width, config.block_transpose)
+    filtered, alphas, kernels = [], [], []
+    for top in range(0, height, rows):
+        bottom = min(top + rows, height)
+        slab = feature_input[:, :, top : bottom + feature_rows]
+        if star15:
+            inputs = star15_features_padded(slab, noise_ab, level, noise_lum[:, top:bottom])
         else:
-            extra = patch8x8_features_past_end(x, padding)
-        inputs = torch.cat((inputs, extra), dim=2)
-    # pixels in rows, a cache-sized chunk at a time: the small matrices then run near
-    # the machine's matmul speed instead of waiting on memory between layers
-    outputs = torch.cat(
-        [
-            mlp_forward(chunk.T, weights, config.activation, config.precision).T
-            for image in inputs
-            for chunk in image.split(MLP_CHUNK, dim=1)
-        ],
-        dim=1,
-    ).view(OUTPUTS, batch, pixels + padding)
-    outputs = outputs.transpose(0, 1)
-    if config.block_transpose:
-        outputs = block_transpose(outputs)[..., :pixels]
-    return outputs.reshape(batch, OUTPUTS, height, width)
+            inputs = patch8x8_features_padded(slab)
+        inputs = inputs.permute(0, 2, 3, 1).reshape(batch, (bottom - top) * width, -1)
+        pixels = inputs.shape[1]
+        padding = -pixels % BLOCK if config.block_transpose else 0
+        if padding:
+            # vkdt pads its batch past the last pixel: star15 reads zeros there, patch8x8
+            # reads mirrored rows, and the transpose carries their outputs into real pixels
+            if star15:
+                extra = inputs.new_zeros(batch, padding, inputs.shape[-1])
+            else:
+                extra = patch8x8_features_past_end(x, padding).transpose(1, 2)
+            inputs = torch.cat((inputs, extra), dim=1)
+        outputs = mlp_forward(inputs.flatten(0, 1), weights, config.activation, config.precision)
+        outputs = outputs.view(batch, pixels + padding, OUTPUTS)
+        if config.block_transpose:
+            outputs = block_transpose(outputs)[:, :pixels]
+        # planar, so that the per-tap weights below are contiguous planes
+        kernel = outputs.view(batch, bottom - top, width, OUTPUTS).permute(0, 3, 1, 2).contiguous()
+        tap_weights = kernel_weights(kernel[:, : OUTPUTS - 1], config.kernel_activation)
+        slab = apply_input[:, :, top : bottom + 2 * STAR15_RADIUS]
+        filtered.append(apply_kernel_padded(slab, tap_weights))
+        alphas.append(alpha_weight(kernel[:, OUTPUTS - 1 :], config.alpha_activation))
+        kernels.append(kernel)
+    return torch.cat(filtered, dim=2), torch.cat(alphas, dim=2), torch.cat(kernels, dim=2)
 
 
 def kpn_forward(
@@ -185,10 +209,9 @@ def kpn_forward(
             kernels.append(None)
             continue
         lowpass = mips[level] if config.noise_luminance == "lowpass" else x
-        kernel = predict_kernels(x, noise_ab, level, luminance(lowpass), weights, config)
-        tap_weights = kernel_weights(kernel[:, : OUTPUTS - 1], config.kernel_activation)
-        filtered.append(store(apply_kernel(x, tap_weights)))
-        alphas.append(store(alpha_weight(kernel[:, OUTPUTS - 1 :], config.alpha_activation)))
+        image, alpha, kernel = filter_level(x, noise_ab, level, luminance(lowpass), weights, config)
+        filtered.append(store(image))
+        alphas.append(store(alpha))
         kernels.append(kernel)
 
     residual = mips[count] if with_residual else None
