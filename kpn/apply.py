@@ -17,6 +17,7 @@ from kpn.sampling import pad_symmetric
 F16_LIMIT = 65000.0  # apply's clamp: stay inside float16
 SOFTMAX_SCALE = 0.1  # vkdt's sigma_exp: exp(0.1 * x)
 SOFTMAX_MIN_SUM = 1e-3
+SOFTMAX_MAX_START = -1e38  # apply.comp's initial maxK
 PLAIN_LIMIT = 10.0  # plain weights outside (-10, 10) are replaced ...
 PLAIN_REPLACEMENT = 0.001  # ... by this
 PLAIN_MIN_SUM = 0.001
@@ -38,15 +39,19 @@ def kernel_weights(logits: Tensor, activation: str) -> Tensor:
         ``[B,15,H,W]`` weights of the taps in ``STAR15_TAPS`` order.
     """
     if activation == "softmax":
-        # GPU max() skips NaN; a NaN difference (a NaN tap, or inf - inf) gives factor 1,
-        # and exp(0.1 x) underflows to 0 long before vkdt's clamp to [-1000, 1000] acts
+        # vkdt's max starts from -1e38 and skips NaN; a NaN difference (a NaN tap, or
+        # inf - inf) gives factor exp(0) = 1, replaced before exp so that its gradient
+        # stays finite; exp(0.1 x) underflows to 0 before vkdt's clamp to +-1000 acts
         largest = torch.nan_to_num(logits, nan=-math.inf, posinf=math.inf, neginf=-math.inf)
-        weights = torch.exp(SOFTMAX_SCALE * (logits - largest.amax(1, keepdim=True)))
-        weights = torch.where(torch.isnan(weights), 1.0, weights)
+        largest = largest.amax(1, keepdim=True).clamp(min=SOFTMAX_MAX_START)
+        shifted = torch.nan_to_num(logits - largest, nan=0.0)
+        weights = torch.exp(SOFTMAX_SCALE * shifted)
         return weights / weights.sum(1, keepdim=True).clamp(min=SOFTMAX_MIN_SUM)
-    inside = (logits < PLAIN_LIMIT) & (logits > -PLAIN_LIMIT)  # False for NaN too
-    weights = torch.where(inside, logits, torch.full_like(logits, PLAIN_REPLACEMENT))
-    return weights / weights.sum(1, keepdim=True).clamp(min=PLAIN_MIN_SUM)
+    if activation == "plain":
+        inside = (logits < PLAIN_LIMIT) & (logits > -PLAIN_LIMIT)  # False for NaN too
+        weights = torch.where(inside, logits, torch.full_like(logits, PLAIN_REPLACEMENT))
+        return weights / weights.sum(1, keepdim=True).clamp(min=PLAIN_MIN_SUM)
+    raise ValueError(f"unknown kernel activation {activation!r}")
 
 
 def apply_kernel(x: Tensor, weights: Tensor) -> Tensor:
@@ -95,4 +100,6 @@ def alpha_weight(raw: Tensor, activation: str) -> Tensor:
         return raw
     if activation == "clamped":
         return raw.clamp(0.0, 1.0)
-    return vkdt_sigmoid(raw)
+    if activation == "sigmoid":
+        return vkdt_sigmoid(raw)
+    raise ValueError(f"unknown alpha activation {activation!r}")

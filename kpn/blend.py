@@ -31,4 +31,6 @@ def blend_level(coarse_up: Tensor, filtered: Tensor, alpha: Tensor, blend: str) 
         return (1.0 - alpha) * coarse_up + alpha * filtered
     if blend == "add":
         return coarse_up + alpha * filtered
-    return coarse_up + alpha * (filtered - smooth_post_diff(filtered))
+    if blend == "post_diff":
+        return coarse_up + alpha * (filtered - smooth_post_diff(filtered))
+    raise ValueError(f"unknown blend {blend!r}")

@@ -23,7 +23,9 @@ def pixel_loss(output: Tensor, reference: Tensor, loss: str) -> Tensor:
         return diff * diff
     if loss == "smape":
         return diff.abs() / (output.abs() + reference.abs() + SMAPE_EPS)
-    return torch.cosh(diff) - 1.0
+    if loss == "cosh":
+        return torch.cosh(diff) - 1.0
+    raise ValueError(f"unknown loss {loss!r}")
 
 
 def kpn_loss(output: Tensor, reference: Tensor, loss: str, reduction: str = "sum") -> Tensor:
@@ -45,4 +47,6 @@ def kpn_loss(output: Tensor, reference: Tensor, loss: str, reduction: str = "sum
     total = elementwise.sum()
     if reduction == "sum":
         return total
-    return total / finite.sum().clamp(min=1)
+    if reduction == "mean":
+        return total / finite.sum().clamp(min=1)
+    raise ValueError(f"unknown reduction {reduction!r}")

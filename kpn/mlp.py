@@ -23,7 +23,9 @@ def activate(x: Tensor, activation: str) -> Tensor:
         return F.leaky_relu(x, LEAKY_SLOPE)
     if activation == "relu":
         return F.relu(x)
-    return x
+    if activation == "none":
+        return x
+    raise ValueError(f"unknown activation {activation!r}")
 
 
 def mlp_forward(
@@ -42,6 +44,8 @@ def mlp_forward(
     Returns:
         ``[N, 16]``: K[0..14] kernel weights, K[15] alpha.
     """
+    if precision not in ("fp32", "vkdt-f16"):
+        raise ValueError(f"unknown precision {precision!r}")
     f16 = precision == "vkdt-f16"
     x = round_f16(inputs) if f16 else inputs
     last = len(weights) - 1
@@ -49,6 +53,8 @@ def mlp_forward(
         x = matmul_f16(x, round_f16(weight)) if f16 else F.linear(x, weight)
         if index < last:
             x = activate(x, activation)
+            if f16 and activation == "leaky_relu":  # vkdt stores float16(0.001 * x)
+                x = round_f16(x)
     return x
 
 
@@ -97,10 +103,12 @@ def load_weights(mlp: MLP, matrices: Sequence[Tensor]) -> None:
         raise KpnError(
             f"weights do not fit the model: {len(matrices)} matrices where {len(mlp.layers)} fit"
         )
+    for index, (layer, matrix) in enumerate(zip(mlp.layers, matrices, strict=True)):
+        if tuple(matrix.shape) != tuple(layer.weight.shape):
+            raise KpnError(
+                f"weights do not fit the model: matrix {index} has shape "
+                f"{tuple(matrix.shape)} where {tuple(layer.weight.shape)} fits"
+            )
     with torch.no_grad():
         for layer, matrix in zip(mlp.layers, matrices, strict=True):
-            if tuple(matrix.shape) != tuple(layer.weight.shape):
-                raise KpnError(
-                    f"matrix of shape {tuple(matrix.shape)} where {tuple(layer.weight.shape)} fits"
-                )
             layer.weight.copy_(matrix)

@@ -176,7 +176,9 @@ def upsample(coarse: Tensor, height: int, width: int, up: str) -> Tensor:
     """Expand ``[B,C,Hc,Wc]`` to ``[B,C,height,width]`` with ``up`` = bspline | bilinear."""
     if up == "bspline":
         return up_bspline(coarse, height, width)
-    return up_bilinear(coarse, height, width)
+    if up == "bilinear":
+        return up_bilinear(coarse, height, width)
+    raise ValueError(f"unknown up filter {up!r}")
 
 
 def details(mips: list[Tensor], up: str) -> list[Tensor]:

@@ -321,11 +321,21 @@ def test_vkdt_f16_outputs_are_f16_values(activation: str) -> None:
 
 
 def test_vkdt_f16_rounds_inputs_and_weights() -> None:
-    # x = 1 + 2^-12 is 1 in float16, weight 1 + 2^-12 too: 16 * 1 * 1 = 16 (fp32 gives 16.0078)
-    x = torch.full((1, 16), 1.0 + 2.0**-12)
-    weights = [torch.full((16, 16), 1.0 + 2.0**-12), torch.eye(16)]
-    out = mlp_forward(x, weights, "none", "vkdt-f16")
-    assert torch.equal(out, torch.full((1, 16), 16.0))
+    # 1.0003 is 1 in float16 (spacing 2^-10 = 0.000977 above 1). Pixel 0 has x = (1.0003, 1),
+    # pixel 1 x = (1, 1); W0 row 0 = (1, -1), row 1 = (1.0003, -1). In float16 every product
+    # cancels to 0 exactly; an unrounded input (pixel 0, row 0) or an unrounded weight
+    # (pixel 1, row 1) leaves 0.0003.
+    x = torch.zeros(2, 16)
+    x[0, :2] = torch.tensor([1.0003, 1.0])
+    x[1, :2] = 1.0
+    w0 = torch.zeros(16, 16)
+    w0[0, :2] = torch.tensor([1.0, -1.0])
+    w0[1, :2] = torch.tensor([1.0003, -1.0])
+    weights = [w0, torch.eye(16)]
+    assert torch.equal(mlp_forward(x, weights, "none", "vkdt-f16"), torch.zeros(2, 16))
+    fp32 = mlp_forward(x, weights, "none")
+    assert_close(fp32[0, 0].item(), 0.0003, rtol=1e-3, atol=0.0)
+    assert_close(fp32[1, 1].item(), 0.0003, rtol=1e-3, atol=0.0)
 
 
 def test_vkdt_f16_rounds_leaky_relu_output() -> None:
