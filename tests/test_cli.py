@@ -1,0 +1,145 @@
+"""Tests for ``python -m kpn`` (kpn/__main__.py): ``main(argv)`` called in-process."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from kpn.__main__ import main
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+DESIGN = str(CONFIGS / "design.toml")
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_error_line(err: str, *words: str) -> None:
+    """Exactly one line, ``error: ...``, naming ``words``, and no traceback."""
+    assert err.endswith("\n")
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in err
+    for word in words:
+        assert word in lines[0]
+
+
+class TestSummary:
+    def test_design_37x23(self, capsys: pytest.CaptureFixture[str]) -> None:
+        code, out, err = run(capsys, "summary", "--config", DESIGN, "--size", "37x23")
+        assert (code, err) == (0, "")
+        lines = out.splitlines()
+        # 32*32 + 5*32*32 + 16*32 = 1024 + 5120 + 512 = 6656
+        assert lines[-1] == "total parameters: 6656"
+        # coarse size ((w+1)//2, (h+1)//2): 37x23 -> 19x12 -> 10x6 -> 5x3, 4 levels
+        levels = [line.strip() for line in lines if line.strip().startswith("level ")]
+        assert levels == [
+            "level 0: 37x23 (filtered)",
+            "level 1: 19x12 (filtered)",
+            "level 2: 10x6 (filtered)",
+            "level 3: 5x3 (filtered)",
+        ]
+        # one line per bias-free layer: [out x in]
+        assert sum("[32 x 32]" in line for line in lines) == 6
+        assert sum("[16 x 32]" in line for line in lines) == 1
+
+    def test_vkdt_head_w32_roles(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """add: one more level, the residual; denoise_levels 2: levels 2, 3 passed."""
+        config = str(CONFIGS / "vkdt-head-w32.toml")
+        code, out, _ = run(capsys, "summary", "--config", config, "--size", "37x23")
+        assert code == 0
+        levels = [line.strip() for line in out.splitlines() if line.strip().startswith("level ")]
+        assert levels == [
+            "level 0: 37x23 (filtered)",
+            "level 1: 19x12 (filtered)",
+            "level 2: 10x6 (passed through)",
+            "level 3: 5x3 (passed through)",
+            "level 4: 3x2 (residual low-pass)",
+        ]
+
+    def test_set_overrides_the_config(self, capsys: pytest.CaptureFixture[str]) -> None:
+        code, out, _ = run(
+            capsys, "summary", "--config", DESIGN, "--size", "8x8", "--set", "model.width=64"
+        )
+        assert code == 0
+        # 64*32 + 5*64*64 + 16*64 = 2048 + 20480 + 1024 = 23552
+        assert out.splitlines()[-1] == "total parameters: 23552"
+
+    def test_size_is_case_insensitive(self, capsys: pytest.CaptureFixture[str]) -> None:
+        code, out, _ = run(capsys, "summary", "--config", DESIGN, "--size", "64X48")
+        assert code == 0
+        assert "level 0: 64x48 (filtered)" in out
+
+
+class TestSmoke:
+    def test_design_64x48(self, capsys: pytest.CaptureFixture[str]) -> None:
+        code, out, err = run(capsys, "smoke", "--config", DESIGN, "--size", "64x48")
+        assert (code, err) == (0, "")
+        assert "64x48" in out
+        psnr = [line for line in out.splitlines() if line.startswith("PSNR")]
+        assert len(psnr) == 1
+        match = re.fullmatch(r"PSNR noisy (\d+\.\d\d) dB -> output (\d+\.\d\d) dB", psnr[0])
+        assert match is not None, psnr[0]
+        # noise (a, b) = (1e5, 100) on a [0,1] scene: sigma about
+        # sqrt(1e5 + 65535*0.5*100)/65535 = 0.028, so a PSNR near 31 dB
+        assert 20.0 < float(match.group(1)) < 40.0
+
+    def test_seed_makes_it_reproducible(self, capsys: pytest.CaptureFixture[str]) -> None:
+        argv = ("smoke", "--config", DESIGN, "--size", "16x16", "--seed", "3")
+        first = [line for line in run(capsys, *argv)[1].splitlines() if line.startswith("PSNR")]
+        second = [line for line in run(capsys, *argv)[1].splitlines() if line.startswith("PSNR")]
+        assert first == second
+
+
+class TestErrors:
+    @pytest.mark.parametrize("command", ["summary", "smoke"])
+    def test_missing_config(
+        self, command: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    ) -> None:
+        missing = str(tmp_path / "nowhere.toml")
+        code, out, err = run(capsys, command, "--config", missing, "--size", "8x8")
+        assert (code, out) == (2, "")
+        assert_error_line(err, missing)
+
+    @pytest.mark.parametrize("size", ["64by48", "0x5", "5x0", "x", "-3x4", "64x", "1.5x2"])
+    @pytest.mark.parametrize("command", ["summary", "smoke"])
+    def test_bad_size(self, command: str, size: str, capsys: pytest.CaptureFixture[str]) -> None:
+        code, out, err = run(capsys, command, "--config", DESIGN, f"--size={size}")
+        assert (code, out) == (2, "")
+        assert_error_line(err, "--size", size)
+
+    @pytest.mark.parametrize(
+        ("override", "word"),
+        [
+            ("model.width", "model.width"),
+            ("model.width=33", "33"),
+            ("model.nope=1", "model.nope"),
+            ("nope.width=1", "nope"),
+        ],
+    )
+    @pytest.mark.parametrize("command", ["summary", "smoke"])
+    def test_bad_set(
+        self, command: str, override: str, word: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        code, out, err = run(capsys, command, "--config", DESIGN, "--set", override)
+        assert (code, out) == (2, "")
+        assert_error_line(err, word)
+
+    def test_invalid_config_file(self, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+        path = tmp_path / "bad.toml"
+        path.write_text("[model]\nwidth = 40\n", encoding="utf-8")
+        code, out, err = run(capsys, "summary", "--config", str(path))
+        assert (code, out) == (2, "")
+        assert_error_line(err, str(path), "model.width")
+
+    def test_no_command_is_a_usage_error(self, capsys: pytest.CaptureFixture[str]) -> None:
+        with pytest.raises(SystemExit) as exit_info:
+            main([])
+        assert exit_info.value.code == 2
+        assert "usage" in capsys.readouterr().err

@@ -1,0 +1,301 @@
+"""Tests for kpn.config: TOML presets, validation, overrides and the resolved-config dump."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from kpn.config import (
+    Config,
+    DataConfig,
+    InferConfig,
+    ModelConfig,
+    TrainConfig,
+    apply_overrides,
+    config_from_dict,
+    config_to_toml,
+    load_config,
+)
+from kpn.errors import KpnError
+from kpn.model import KPN
+from kpn.summary import parameter_count
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+PRESETS = sorted(CONFIGS.glob("*.toml"))
+
+
+def write(tmp_path: Path, text: str, name: str = "config.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def one_line(error: pytest.ExceptionInfo[KpnError]) -> str:
+    message = str(error.value)
+    assert message and "\n" not in message
+    return message
+
+
+# ----------------------------------------------------------------------- presets
+
+
+def test_the_four_presets_exist() -> None:
+    names = {path.name for path in PRESETS}
+    assert {"design.toml", "vkdt-2024-02.toml", "vkdt-head-w32.toml", "vkdt-head.toml"} <= names
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.name)
+def test_every_preset_loads_and_builds(path: Path) -> None:
+    config = load_config(path)
+    assert isinstance(config, Config)
+    model = KPN(config.model)
+    assert sum(w.numel() for w in model.mlp.weights) == parameter_count(config.model)
+
+
+def test_design_parameter_count() -> None:
+    # star15: 32 inputs; W = 32, 6 hidden layers, 16 outputs, no biases:
+    # 32*32 (W0) + 5*32*32 (hidden) + 16*32 (W_out) = 1024 + 5120 + 512 = 6656
+    assert parameter_count(load_config(CONFIGS / "design.toml").model) == 6656
+
+
+def test_vkdt_head_parameter_count() -> None:
+    # patch8x8: 64 inputs; W = 64: 64*64 + 5*64*64 + 16*64 = 4096 + 20480 + 1024 = 25600
+    assert parameter_count(load_config(CONFIGS / "vkdt-head.toml").model) == 25600
+
+
+def test_design_is_the_default() -> None:
+    """ModelConfig's defaults are documented as the design preset."""
+    assert load_config(CONFIGS / "design.toml") == Config()
+
+
+def test_vkdt_head_is_the_shipped_build() -> None:
+    """SPEC 10: WIDTH 64 (patch8x8), APPLY_PLAIN, ALPHA_CONST, leaky relu, LOSS_SMAPE,
+    PRE_MLP_DIFF with NO_ALIAS (binomial5, bilinear, detail, add), block transpose,
+    levels >= 2 passed through, gradient stop, float16; trains 4 levels, infers 6."""
+    config = load_config(CONFIGS / "vkdt-head.toml")
+    assert config.model == ModelConfig(
+        levels=4,
+        down="binomial5",
+        up="bilinear",
+        mlp_input="detail",
+        blend="add",
+        features="patch8x8",
+        noise_luminance="x",
+        width=64,
+        n_hidden=6,
+        activation="leaky_relu",
+        kernel_activation="plain",
+        alpha_activation="const",
+        denoise_levels=2,
+        gradient_stop=True,
+        block_transpose=True,
+        precision="vkdt-f16",
+    )
+    assert config.train.loss == "smape"
+    assert config.infer.levels == 6
+
+
+def test_vkdt_head_w32_differs_from_head_only_in_width_and_input() -> None:
+    head = load_config(CONFIGS / "vkdt-head.toml")
+    w32 = load_config(CONFIGS / "vkdt-head-w32.toml")
+    assert dataclasses.replace(head.model, width=32, features="star15") == w32.model
+    assert (head.train, head.infer) == (w32.train, w32.infer)
+
+
+def test_vkdt_2024_has_no_transpose_and_softmax() -> None:
+    """Before the KHR port (4c5e4782) the store was row-major; APPLY_SOFTMAX then."""
+    model = load_config(CONFIGS / "vkdt-2024-02.toml").model
+    assert (model.block_transpose, model.kernel_activation, model.width) == (False, "softmax", 32)
+
+
+# ------------------------------------------------------------------- round trip
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.name)
+def test_toml_round_trip_of_presets(path: Path, tmp_path: Path) -> None:
+    config = load_config(path)
+    assert load_config(write(tmp_path, config_to_toml(config))) == config
+
+
+def test_toml_round_trip_of_non_defaults(tmp_path: Path) -> None:
+    config = Config(
+        model=ModelConfig(
+            levels=7,
+            down="box2_vkdt",
+            up="bilinear",
+            blend="post_diff",
+            features="patch8x8",
+            noise_luminance="lowpass",
+            width=96,
+            n_hidden=3,
+            activation="none",
+            kernel_activation="plain",
+            alpha_activation="clamped",
+            denoise_levels=3,
+            gradient_stop=True,
+            block_transpose=True,
+            precision="vkdt-f16",
+        ),
+        data=DataConfig(tile=128, batch=3),
+        train=TrainConfig(loss="cosh", loss_reduction="sum"),
+        infer=InferConfig(levels=9),
+    )
+    text = config_to_toml(config)
+    assert "[model]" in text and "[infer]" in text
+    assert "gradient_stop = true" in text  # TOML booleans, not Python's True
+    assert load_config(write(tmp_path, text)) == config
+
+
+def test_empty_file_gives_defaults(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "")) == Config()
+
+
+def test_partial_section_keeps_other_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "[model]\nwidth = 64\n[infer]\nlevels = 6\n"))
+    assert config.model == ModelConfig(width=64)
+    assert config.infer.levels == 6
+    assert config.train == TrainConfig()
+
+
+# -------------------------------------------------------------------- bad files
+
+BAD_FILES = {
+    # name: (TOML text, words the one-line message must contain)
+    "unknown-key": ("[model]\nwidht = 32\n", ["model.widht", "width"]),
+    "unknown-section": ("[modle]\nwidth = 32\n", ["modle"]),
+    "section-not-table": ("model = 3\n", ["model", "3"]),
+    "width-string": ('[model]\nwidth = "32"\n', ["model.width", "'32'", "integer"]),
+    "width-float": ("[model]\nwidth = 32.0\n", ["model.width", "32.0"]),
+    "levels-float": ("[model]\nlevels = 4.5\n", ["model.levels", "4.5", "integer"]),
+    "gradient-stop-int": ("[model]\ngradient_stop = 1\n", ["model.gradient_stop", "1", "true"]),
+    "levels-bool": ("[model]\nlevels = true\n", ["model.levels", "True"]),
+    "down-choice": ('[model]\ndown = "box3"\n', ["model.down", "'box3'", "'binomial5'"]),
+    "loss-choice": ('[train]\nloss = "l1"\n', ["train.loss", "'l1'", "'smape'"]),
+    "precision-choice": ('[model]\nprecision = "f16"\n', ["model.precision", "'f16'"]),
+    "choice-not-string": ("[model]\nup = 1\n", ["model.up", "1"]),
+    "width-not-multiple-of-16": ("[model]\nwidth = 40\n", ["model.width", "40", "16"]),
+    "width-too-small": ("[model]\nwidth = 0\n", ["model.width", "0"]),
+    "patch8x8-width-32": (
+        '[model]\nfeatures = "patch8x8"\nwidth = 32\n',
+        ["patch8x8", "model.width", "32"],
+    ),
+    "add-with-mip": ('[model]\nblend = "add"\n', ["model.blend", "'add'", "mlp_input"]),
+    "mix-with-detail": ('[model]\nmlp_input = "detail"\n', ["model.blend", "'detail'"]),
+    "levels-zero": ("[model]\nlevels = 0\n", ["model.levels", "0"]),
+    "levels-17": ("[model]\nlevels = 17\n", ["model.levels", "17"]),
+    "n-hidden-zero": ("[model]\nn_hidden = 0\n", ["model.n_hidden", "0"]),
+    "denoise-negative": ("[model]\ndenoise_levels = -1\n", ["model.denoise_levels", "-1"]),
+    "tile-zero": ("[data]\ntile = 0\n", ["data.tile", "0"]),
+    "infer-levels": ("[infer]\nlevels = 17\n", ["infer.levels", "17"]),
+    "invalid-toml": ("[model\nwidth = 32\n", ["invalid TOML"]),
+    "invalid-toml-value": ("[model]\nwidth = \n", ["invalid TOML"]),
+}
+
+
+@pytest.mark.parametrize(("text", "words"), BAD_FILES.values(), ids=BAD_FILES.keys())
+def test_bad_file(tmp_path: Path, text: str, words: list[str]) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(KpnError) as error:
+        load_config(path)
+    message = one_line(error)
+    assert str(path) in message  # every message names the file
+    for word in words:
+        assert word in message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nowhere.toml"
+    with pytest.raises(KpnError) as error:
+        load_config(path)
+    message = one_line(error)
+    assert str(path) in message and "not found" in message
+
+
+def test_directory_instead_of_file(tmp_path: Path) -> None:
+    with pytest.raises(KpnError) as error:
+        load_config(tmp_path)
+    assert str(tmp_path) in one_line(error)
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b'[model]\ndown = "b\xf6x2"\n')
+    with pytest.raises(KpnError) as error:
+        load_config(path)
+    assert str(path) in one_line(error)
+
+
+def test_config_from_dict_names_its_source() -> None:
+    with pytest.raises(KpnError) as error:
+        config_from_dict({"model": {"width": 33}}, "somewhere")
+    assert one_line(error).startswith("somewhere: model.width = 33")
+
+
+def test_config_is_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Config().model.width = 64  # type: ignore[misc]
+
+
+# -------------------------------------------------------------------- overrides
+
+
+class TestOverrides:
+    def test_int_bare_string_and_quoted_string(self) -> None:
+        config = apply_overrides(
+            Config(), ["model.width=64", "model.down=binomial5", 'train.loss="l2"']
+        )
+        assert config.model.width == 64 and isinstance(config.model.width, int)
+        assert config.model.down == "binomial5"
+        assert config.train.loss == "l2"
+        # everything else untouched
+        assert dataclasses.replace(config.model, width=32, down="box2") == ModelConfig()
+
+    def test_bool_and_spaces(self) -> None:
+        config = apply_overrides(Config(), [" model.gradient_stop = true "])
+        assert config.model.gradient_stop is True
+
+    def test_in_order_last_wins(self) -> None:
+        config = apply_overrides(Config(), ["model.width=64", "model.width=48"])
+        assert config.model.width == 48
+
+    def test_pairs_validated_together(self) -> None:
+        """blend and mlp_input change together; validation sees the final config."""
+        config = apply_overrides(Config(), ["model.blend=add", "model.mlp_input=detail"])
+        assert (config.model.blend, config.model.mlp_input) == ("add", "detail")
+
+    def test_no_overrides_is_identity(self) -> None:
+        config = load_config(CONFIGS / "vkdt-head.toml")
+        assert apply_overrides(config, []) == config
+
+    def test_input_config_unchanged(self) -> None:
+        config = Config()
+        apply_overrides(config, ["model.width=64"])
+        assert config.model.width == 32
+
+    @pytest.mark.parametrize(
+        ("override", "words"),
+        [
+            ("model.width", ["model.width", "section.key=value"]),
+            ("=64", ["section.key=value"]),
+            ("model..width=64", ["section.key=value"]),
+            ("model.widht=64", ["model.widht"]),
+            ("modle.width=64", ["modle"]),
+            ("model=3", ["model"]),
+            ("model.width.x=3", ["width"]),
+            ("model.width=abc", ["model.width", "'abc'"]),
+            ("model.width=33", ["model.width", "33"]),
+            ("model.width=32.0", ["model.width", "32.0"]),
+            ("model.gradient_stop=yes", ["model.gradient_stop", "'yes'"]),
+            ("model.down=box3", ["model.down", "'box3'"]),
+            ("model.blend=add", ["model.blend", "mlp_input"]),
+            ("model.features=patch8x8", ["patch8x8", "32"]),
+        ],
+    )
+    def test_bad_override(self, override: str, words: list[str]) -> None:
+        with pytest.raises(KpnError) as error:
+            apply_overrides(Config(), [override])
+        message = one_line(error)
+        for word in words:
+            assert word in message
