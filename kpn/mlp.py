@@ -18,11 +18,13 @@ LEAKY_SLOPE = 0.001  # vkdt's leaky relu
 
 
 def activate(x: Tensor, activation: str) -> Tensor:
-    """Hidden-layer activation: ``leaky_relu`` (slope 0.001) | ``relu`` | ``none``."""
+    """Hidden-layer activation, in place: ``leaky_relu`` (slope 0.001) | ``relu`` | ``none``."""
+    # in place: a product's output is not needed by its backward pass, and the
+    # activations' own backward reads their result
     if activation == "leaky_relu":
-        return F.leaky_relu(x, LEAKY_SLOPE)
+        return F.leaky_relu(x, LEAKY_SLOPE, inplace=True)
     if activation == "relu":
-        return F.relu(x)
+        return F.relu(x, inplace=True)
     if activation == "none":
         return x
     raise ValueError(f"unknown activation {activation!r}")
@@ -44,17 +46,38 @@ def mlp_forward(
     Returns:
         ``[N, 16]``: K[0..14] kernel weights, K[15] alpha.
     """
+    hidden = mlp_hidden(inputs, weights[:-1], activation, precision)
+    if precision == "vkdt-f16":
+        return matmul_f16(hidden, round_f16(weights[-1]))
+    return F.linear(hidden, weights[-1])
+
+
+def mlp_forward_planar(
+    inputs: Tensor, weights: Sequence[Tensor], activation: str, precision: str = "fp32"
+) -> Tensor:
+    """:func:`mlp_forward` with pixels as columns, vkdt's layout: ``[in, N] -> [16, N]``.
+
+    The first product reads the transposed view and the last one writes planar output,
+    so planar images go through the network without a transposing copy.
+    """
+    hidden = mlp_hidden(inputs.T, weights[:-1], activation, precision)
+    if precision == "vkdt-f16":
+        return matmul_f16(hidden, round_f16(weights[-1])).T.contiguous()
+    return torch.mm(weights[-1], hidden.T)
+
+
+def mlp_hidden(
+    inputs: Tensor, weights: Sequence[Tensor], activation: str, precision: str
+) -> Tensor:
+    """The hidden layers: ``[N, in] -> [N, W]``, activated."""
     if precision not in ("fp32", "vkdt-f16"):
         raise ValueError(f"unknown precision {precision!r}")
     f16 = precision == "vkdt-f16"
     x = round_f16(inputs) if f16 else inputs
-    last = len(weights) - 1
-    for index, weight in enumerate(weights):
-        x = matmul_f16(x, round_f16(weight)) if f16 else F.linear(x, weight)
-        if index < last:
-            x = activate(x, activation)
-            if f16 and activation == "leaky_relu":  # vkdt stores float16(0.001 * x)
-                x = round_f16(x)
+    for weight in weights:
+        x = activate(matmul_f16(x, round_f16(weight)) if f16 else F.linear(x, weight), activation)
+        if f16 and activation == "leaky_relu":  # vkdt stores float16(0.001 * x)
+            x = round_f16(x)
     return x
 
 

@@ -28,7 +28,7 @@ from kpn.features import (
     patch8x8_features_past_end,
     star15_features_padded,
 )
-from kpn.mlp import MLP, OUTPUTS, mlp_forward
+from kpn.mlp import MLP, OUTPUTS, mlp_forward_planar
 from kpn.precision import round_f16
 from kpn.pyramid import details, mip_pyramid, upsample
 from kpn.sampling import pad_symmetric
@@ -73,7 +73,8 @@ def check_inputs(noisy: Tensor, noise_ab: Tensor) -> None:
             f"noise profile must have shape [B,2] = [{noisy.shape[0]},2] (one (a, b) per "
             f"image), got {list(noise_ab.shape)}"
         )
-    if not torch.isfinite(noisy).all():
+    # a float64 sum is NaN or Inf exactly when an element is: one pass, no mask
+    if not torch.isfinite(noisy.sum(dtype=torch.float64)):
         raise KpnError("noisy image contains NaN or Inf")
     if not torch.isfinite(noise_ab).all() or (noise_ab < 0).any():
         raise KpnError(f"noise profile (a, b) must be finite and >= 0, got {noise_ab.tolist()}")
@@ -84,11 +85,11 @@ def block_transpose(kernels: Tensor) -> Tensor:
 
     The weight apply reads for pixel p, output k is output p % 16 of pixel 16*(p//16) + k.
 
-    ``[B,P,16] -> [B,P,16]``, P a multiple of 16, pixels in scanline order.
+    ``[B,16,P] -> [B,16,P]``, planar, P a multiple of 16, pixels in scanline order.
     """
-    batch, pixels, outputs = kernels.shape
-    blocks = kernels.reshape(batch, pixels // BLOCK, BLOCK, outputs)
-    return blocks.transpose(-1, -2).reshape(batch, pixels, outputs)
+    batch, outputs, pixels = kernels.shape
+    blocks = kernels.reshape(batch, outputs, pixels // BLOCK, BLOCK)
+    return blocks.permute(0, 3, 2, 1).reshape(batch, outputs, pixels)
 
 
 def band_rows(batch: int, height: int, width: int, block_transpose: bool) -> int:
@@ -139,23 +140,22 @@ def filter_level(
             inputs = star15_features_padded(slab, noise_ab, level, noise_lum[:, top:bottom])
         else:
             inputs = patch8x8_features_padded(slab)
-        inputs = inputs.permute(0, 2, 3, 1).reshape(batch, (bottom - top) * width, -1)
-        pixels = inputs.shape[1]
+        inputs = inputs.flatten(2)
+        pixels = inputs.shape[2]
         padding = -pixels % BLOCK if config.block_transpose else 0
         if padding:
             # vkdt pads its batch past the last pixel: star15 reads zeros there, patch8x8
             # reads mirrored rows, and the transpose carries their outputs into real pixels
             if star15:
-                extra = inputs.new_zeros(batch, padding, inputs.shape[-1])
+                extra = inputs.new_zeros(batch, inputs.shape[1], padding)
             else:
-                extra = patch8x8_features_past_end(x, padding).transpose(1, 2)
-            inputs = torch.cat((inputs, extra), dim=1)
-        outputs = mlp_forward(inputs.flatten(0, 1), weights, config.activation, config.precision)
-        outputs = outputs.view(batch, pixels + padding, OUTPUTS)
+                extra = patch8x8_features_past_end(x, padding)
+            inputs = torch.cat((inputs, extra), dim=2)
+        act, precision = config.activation, config.precision
+        outputs = torch.stack([mlp_forward_planar(i, weights, act, precision) for i in inputs])
         if config.block_transpose:
-            outputs = block_transpose(outputs)[:, :pixels]
-        # planar, so that the per-tap weights below are contiguous planes
-        kernel = outputs.view(batch, bottom - top, width, OUTPUTS).permute(0, 3, 1, 2).contiguous()
+            outputs = block_transpose(outputs)[..., :pixels]
+        kernel = outputs.view(batch, OUTPUTS, bottom - top, width)
         tap_weights = kernel_weights(kernel[:, : OUTPUTS - 1], config.kernel_activation)
         slab = apply_input[:, :, top : bottom + 2 * STAR15_RADIUS]
         filtered.append(apply_kernel_padded(slab, tap_weights))
