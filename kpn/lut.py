@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from kpn.errors import KpnError
+from kpn.fileio import atomic_write_bytes
 
 LUT_MAGIC = 1234
 LUT_VERSION = 2
@@ -431,38 +431,4 @@ def write_lut(
     and no temporary behind. Raises KpnError naming ``path``.
     """
     payload = _encode(matrices, in_width=in_width, dtype=dtype, trailer=trailer, where=str(path))
-    target = Path(path)
-    temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        # os.open with mode 0o666 lets the umask decide permissions, like a plain open().
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except OSError as err:
-        raise KpnError(f"{path}: cannot write ({err.strerror or err})") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, target)
-    except OSError as err:
-        temp.unlink(missing_ok=True)
-        raise KpnError(f"{path}: cannot write ({err.strerror or err})") from None
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    _fsync_directory(target.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename itself durable; some platforms cannot open directories, and the
-    # file is already complete and in place, so failing here is not an error.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    atomic_write_bytes(path, payload)

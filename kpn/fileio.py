@@ -1,0 +1,85 @@
+"""Atomic file output: a reader sees the old file or the whole new one, never half of one.
+
+Everything kpn writes goes through :func:`atomic_output`: the data goes to a hidden
+temporary file in the target's folder (a rename is only atomic within one file system),
+is flushed to disk, and then replaces the target with ``os.replace``. Any failure removes
+the temporary file and leaves an existing target untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from kpn.errors import KpnError
+
+
+def _temp_path_for(target: Path) -> Path:
+    """A fresh hidden name beside ``target`` that keeps its extension.
+
+    Writers that pick the file format from the extension (image libraries) then write the
+    temporary file in the target's format.
+    """
+    return target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp{target.suffix}")
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path``.
+
+    The temporary file exists (empty) when the body starts, so that an unwritable folder
+    fails before any work is done. When the body returns, the file is flushed to disk and
+    renamed over ``path``; when the body raises, or the flush or the rename fails, it is
+    removed and ``path`` stays as it was. ``OSError`` (the body's included) comes out as
+    a one-line :class:`KpnError` naming ``path``; other exceptions pass through unchanged.
+    """
+    target = Path(path)
+    temp = _temp_path_for(target)
+    try:
+        # os.open with mode 0o666 lets the umask decide permissions, like a plain open().
+        os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except OSError as err:
+        raise KpnError(f"{path}: cannot write ({err.strerror or err})") from None
+    try:
+        yield temp
+        _fsync_file(temp)
+        os.replace(temp, target)
+    except OSError as err:
+        temp.unlink(missing_ok=True)
+        raise KpnError(f"{path}: cannot write ({err.strerror or err})") from None
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_directory(target.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_output`)."""
+    with atomic_output(path) as temp, open(temp, "wb") as file:
+        file.write(data)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the rename itself durable; some platforms cannot open directories, and the
+    # file is already complete and in place, so failing here is not an error.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
