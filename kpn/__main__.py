@@ -3,22 +3,42 @@
 - ``summary --config X [--size WxH]``: layers, parameters, pyramid, FLOPs.
 - ``smoke --config X [--size WxH]``: one forward pass of the (untrained) model on a
   generated noisy image, with timing: proof that a fresh install works.
+- ``nprof import-darktable [noiseprofiles.json] -o DIR [--scale u16|dng]``: darktable's
+  noise profiles (from its usual install paths when no file is given) as ``.nprof`` files.
+- ``export RUN|CKPT -o weights.lut [--dtype f16|f32] [--vkdt-cfg DIR]``: the trained
+  weights as vkdt's ``.lut``, and with ``--vkdt-cfg`` vkdt graphs to use and train them.
+- ``import weights.lut [--config X] -o CKPT``: a ``.lut`` as a checkpoint to train on.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
+from kpn.checkpoint import save_checkpoint
 from kpn.config import apply_overrides, load_config
 from kpn.errors import KpnError
+from kpn.export import (
+    checkpoint_from_lut,
+    config_for_lut,
+    inference_layout_warning,
+    load_training_state,
+    lut_payload,
+    model_from_state,
+)
+from kpn.fileio import atomic_write_bytes
+from kpn.lut import read_lut
 from kpn.model import KPN
+from kpn.nprof import import_darktable, read_nprof
 from kpn.summary import summary
+from kpn.vkdt_graph import GraphFile, graph_files
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -81,6 +101,144 @@ def command_smoke(args: argparse.Namespace) -> None:
     print(f"PSNR noisy {psnr(noisy, clean):.2f} dB -> output {psnr(output, clean):.2f} dB")
 
 
+def command_nprof_import_darktable(args: argparse.Namespace) -> None:
+    paths = import_darktable(args.json, args.output, scale=args.scale)
+    cameras = {path.name.rpartition("-")[0] for path in paths}
+    print(
+        f"wrote {len(paths)} noise profiles of {len(cameras)} cameras to {args.output} "
+        f"({args.scale} scale)"
+    )
+
+
+def _graph_path(target: str, graph_dir: Path) -> str:
+    """``target`` as a vkdt graph in ``graph_dir`` names it: relative to that folder."""
+    try:
+        return Path(os.path.relpath(os.path.abspath(target), os.path.abspath(graph_dir))).as_posix()
+    except ValueError:  # another drive: only an absolute path reaches it
+        return Path(os.path.abspath(target)).as_posix()
+
+
+def _noise_profile(args: argparse.Namespace) -> tuple[float, float] | None:
+    """(a, b) on the 0..65535 scale from --noise or --nprof, or None when neither is given."""
+    if args.vkdt_cfg is None and (args.noise is not None or args.nprof is not None):
+        raise KpnError("--noise and --nprof set the graphs' kpn parameters: give --vkdt-cfg too")
+    if args.nprof_scale is not None and args.nprof is None:
+        raise KpnError("--nprof-scale says the scale of a --nprof file: give --nprof too")
+    if args.nprof is not None:
+        profile = read_nprof(args.nprof, unmarked=args.nprof_scale).converted("u16")
+        return profile.a, profile.b
+    if args.noise is not None:
+        a, b = args.noise
+        if not (math.isfinite(a) and math.isfinite(b) and a >= 0 and b >= 0):
+            raise KpnError(f"--noise {a:g} {b:g}: a and b must be finite and >= 0")
+        return a, b
+    return None
+
+
+def command_export(args: argparse.Namespace) -> None:
+    state = load_training_state(args.source)
+    config = state.config
+    if args.vkdt_cfg is not None and args.dtype != "f16":
+        raise KpnError(
+            "--vkdt-cfg with --dtype f32: vkdt's kpn reads its weights as f16 "
+            "(connector w:read:ssbo:f16) and refuses an f32 file"
+        )
+    noise = _noise_profile(args)
+    payload = lut_payload(model_from_state(state, str(args.source)).mlp, config, args.dtype)
+    graphs: tuple[GraphFile, ...] = ()
+    graph_dir = Path(args.vkdt_cfg) if args.vkdt_cfg is not None else None
+    if graph_dir is not None:
+        if graph_dir.exists() and not graph_dir.is_dir():
+            raise KpnError(f"--vkdt-cfg {graph_dir}: exists and is not a folder")
+        init = config.train.init
+        graphs = graph_files(
+            config,
+            _graph_path(args.output, graph_dir),
+            noise_a=noise[0] if noise else 0.0,
+            noise_b=noise[1] if noise else 0.0,
+            weights_out=f"{Path(args.output).stem}-vkdt",
+            init_weights=_graph_path(init, graph_dir) if init.endswith(".lut") else None,
+        )
+        try:
+            graph_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise KpnError(f"--vkdt-cfg {graph_dir}: cannot create ({error.strerror})") from None
+    atomic_write_bytes(args.output, payload)
+    model = config.model
+    print(
+        f"wrote {args.output}: W {model.width}, {model.n_hidden} hidden layers, {args.dtype}, "
+        f"first matrix {model.width} wide (kpn-t's layout)"
+    )
+    for graph in graphs:
+        assert graph_dir is not None
+        atomic_write_bytes(graph_dir / graph.name, graph.text.encode("utf-8"))
+        print(f"wrote {graph_dir / graph.name}")
+    warning = inference_layout_warning(model)
+    if warning is not None:
+        print(f"warning: {warning}", file=sys.stderr)
+    if graphs and noise is None:
+        print(
+            "note: no --noise or --nprof: the inference graphs set kpn's noise a and b to 0",
+            file=sys.stderr,
+        )
+
+
+def command_import(args: argparse.Namespace) -> None:
+    lut = read_lut(args.lut)
+    config = load_config(args.config) if args.config is not None else None
+    imported = config_for_lut(lut, config, f"--config {args.config}")
+    save_checkpoint(args.output, checkpoint_from_lut(lut, imported.config))
+    for note in imported.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(
+        f"wrote {args.output}: W {lut.width}, {lut.n_hidden} hidden layers from {args.lut}, "
+        f"step 0; what the file does not record from {imported.source}"
+    )
+
+
+def add_lut_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """The ``export`` and ``import`` subcommands (vkdt's .lut weights, SPEC 9, 10)."""
+    export = commands.add_parser(
+        "export", help="trained weights -> vkdt .lut (and vkdt graphs with --vkdt-cfg)"
+    )
+    export.add_argument("source", metavar="RUN|CKPT", help="run directory or checkpoint file")
+    export.add_argument("-o", "--output", required=True, help="the .lut to write")
+    export.add_argument(
+        "--dtype", choices=("f16", "f32"), default="f16", help="f16: what vkdt reads (default)"
+    )
+    export.add_argument(
+        "--vkdt-cfg",
+        metavar="DIR",
+        help="also write vkdt graphs here: inference (PFM and raw) and kpn-t training",
+    )
+    noise = export.add_mutually_exclusive_group()
+    noise.add_argument(
+        "--noise",
+        nargs=2,
+        type=float,
+        metavar=("A", "B"),
+        help="the graphs' kpn noise a, b (the camera's profile on the 0..65535 scale)",
+    )
+    noise.add_argument("--nprof", metavar="FILE", help="take noise a, b from a .nprof file")
+    export.add_argument(
+        "--nprof-scale",
+        choices=("u16", "dng"),
+        help="scale of a --nprof file without kpn's 'scale' line (vkdt's own files): "
+        "u16 for 0..65535, dng for [0,1] (vkdt's nprof since 2026-04)",
+    )
+    export.set_defaults(handler=command_export)
+
+    imp = commands.add_parser("import", help="vkdt .lut -> checkpoint to train on or export")
+    imp.add_argument("lut", metavar="weights.lut", help="vkdt .lut weights file")
+    imp.add_argument(
+        "--config",
+        help="config of the weights; default: the trailer's settings on the vkdt preset of "
+        "the file's width (configs/vkdt-head.toml for 64, vkdt-head-w32.toml for 32)",
+    )
+    imp.add_argument("-o", "--output", required=True, help="the checkpoint to write")
+    imp.set_defaults(handler=command_import)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m kpn",
@@ -107,6 +265,25 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--seed", type=int, default=0)
             sub.add_argument("--noise-a", type=float, default=1e5)
             sub.add_argument("--noise-b", type=float, default=100.0)
+    nprof = commands.add_parser("nprof", help="noise profiles (.nprof files)")
+    nprof_commands = nprof.add_subparsers(dest="nprof_command", required=True)
+    darktable = nprof_commands.add_parser(
+        "import-darktable", help="darktable's noiseprofiles.json -> one .nprof per camera and ISO"
+    )
+    darktable.add_argument(
+        "json",
+        nargs="?",
+        help="darktable's noiseprofiles.json (default: the first at darktable's usual paths)",
+    )
+    darktable.add_argument("-o", "--output", required=True, help="folder for the .nprof files")
+    darktable.add_argument(
+        "--scale",
+        choices=("u16", "dng"),
+        default="u16",
+        help="u16: x on 0..65535, what kpn uses (default); dng: x on [0,1], vkdt's nprof today",
+    )
+    darktable.set_defaults(handler=command_nprof_import_darktable)
+    add_lut_commands(commands)
     return parser
 
 

@@ -30,6 +30,7 @@ AlphaActivation = Literal["const", "plain", "clamped", "sigmoid"]
 Precision = Literal["fp32", "vkdt-f16"]
 Loss = Literal["l2", "smape", "cosh"]
 LossReduction = Literal["sum", "mean"]
+LrSchedule = Literal["constant", "cosine"]
 
 # The input width each feature extractor produces (SPEC 2).
 FEATURE_CHANNELS = {"star15": 32, "patch8x8": 64}
@@ -54,6 +55,7 @@ class ModelConfig:
     denoise_levels: int = 0  # filter only levels < this; 0 = all (vkdt HEAD: 2)
     gradient_stop: bool = False  # vkdt's training: no gradient from level 0 into coarser
     block_transpose: bool = False  # vkdt HEAD's kernel store bug since 2026-01 (SPEC 10)
+    vkdt_kernel_grad_untransposed: bool = False  # ... and its backward, which ignores it
     precision: Precision = "fp32"  # "vkdt-f16" emulates vkdt's float16 arithmetic
 
     @property
@@ -71,13 +73,18 @@ class ModelConfig:
             )
         if not 1 <= self.n_hidden <= 32:
             raise KpnError(f"{where}: model.n_hidden = {self.n_hidden} is outside 1..32")
-        if self.features == "patch8x8" and self.width < 64:
+        if self.width < self.in_features:
+            # vkdt feeds the input as one W-wide row: the .lut layout has no room otherwise
             raise KpnError(
-                f"{where}: model.features = 'patch8x8' has 64 input channels and needs "
-                f"model.width >= 64, not {self.width}"
+                f"{where}: model.features = '{self.features}' has {self.in_features} input "
+                f"channels and needs model.width >= {self.in_features}, not {self.width}"
             )
         if self.denoise_levels < 0:
             raise KpnError(f"{where}: model.denoise_levels = {self.denoise_levels} must be >= 0")
+        if self.vkdt_kernel_grad_untransposed and not self.block_transpose:
+            raise KpnError(
+                f"{where}: model.vkdt_kernel_grad_untransposed needs model.block_transpose"
+            )
         wanted_input = "detail" if self.blend == "add" else "mip"
         if self.mlp_input != wanted_input:
             raise KpnError(
@@ -86,40 +93,155 @@ class ModelConfig:
             )
 
 
+DataSource = Literal["deadleaves", "clean", "pairs"]
+RawMode = Literal["half", "demosaic", "mosaic"]  # kpn.io.RAW_MODES
+TileOffset = Literal["anywhere", "inside"]
+NoiseLaw = Literal["uniform", "loguniform", "cameras"]
+NprofScale = Literal["refuse", "u16", "dng", "raw"]
+EV_LIMIT = 16.0  # 2**16 is float16's range, vkdt's tile format
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    """Where training tiles come from (filled in by the data stage)."""
+    """Where training tiles come from and how cnngenin turns them into pairs (SPEC 8)."""
 
+    source: DataSource = "deadleaves"  # built in: trains on a fresh machine, no download
+    reference_dir: str = ""  # clean and pairs: folder of clean images (PFM, PNG/JPEG/TIFF, raw)
+    noisy_dir: str = ""  # pairs: noisy images, matched to references by file name
+    raw_mode: RawMode = "half"  # raw files: a pixel per 2x2 block, no demosaicing artefacts
     tile: int = 64  # vkdt's cnngenin tile size
     batch: int = 16  # tiles per step
+    generate: int = 2  # cnngenin mode: 0 static, 1 random, 2 noise, 3 mosaic, 4 noise + mosaic
+    ev_min: float = -2.0  # exposure 2**ev, ev uniform in [ev_min, ev_max]: vkdt's [-2, 2]
+    ev_max: float = 2.0  # see ev_min
+    flip_x: bool = True  # vkdt flips tiles at random in x
+    flip_y: bool = True  # and in y
+    offset: TileOffset = "anywhere"  # vkdt: uniform over the image, mirrored past its edges
+    noise: NoiseLaw = "uniform"  # vkdt's (a, b) law; "loguniform"; "cameras": real profiles
+    noise_a_min: float = 0.0  # a on the 0..65535 scale; vkdt: 1000*65535*u, u in [0, 1)
+    noise_a_max: float = 65535000.0  # see noise_a_min; real cameras stay far below
+    noise_b_min: float = 0.0  # b on the 0..65535 scale; vkdt: 1000*u
+    noise_b_max: float = 1000.0  # see noise_b_min
+    nprof_dir: str = ""  # .nprof folder: the cameras law draws from it, pairs look up theirs
+    nprof_scale: NprofScale = "refuse"  # scale of .nprof files without a scale line (vkdt's)
+    noise_a: float = 0.0  # pairs: profile of noisy files without a .nprof; 0, 0: refuse them
+    noise_b: float = 0.0  # see noise_a
+    workers: int = 2  # loader processes making tiles while the model trains
+    validation_count: int = 32  # tiles in the fixed validation set
+    validation_tile: int = 128  # larger than a training tile: every level sees structure
+    validation_seed: int = 0  # fixed, so the validation set is the same in every run
+    validation_reference_dir: str = ""  # held-out clean images; "" = reference_dir
+    validation_noisy_dir: str = ""  # held-out noisy images (pairs); "" = noisy_dir
 
     def validate(self, where: str) -> None:
-        if self.tile < 1:
-            raise KpnError(f"{where}: data.tile = {self.tile} must be >= 1")
-        if self.batch < 1:
-            raise KpnError(f"{where}: data.batch = {self.batch} must be >= 1")
+        def fail(key: str, problem: str) -> KpnError:
+            return KpnError(f"{where}: data.{key} = {getattr(self, key)!r} {problem}")
+
+        # the dead-leaves blur mirrors two pixels past each edge
+        for key in ("tile", "validation_tile"):
+            if getattr(self, key) < 2:
+                raise fail(key, "must be >= 2")
+        for key in ("batch", "validation_count"):
+            if getattr(self, key) < 1:
+                raise fail(key, "must be >= 1")
+        for key in ("workers", "validation_seed"):
+            if getattr(self, key) < 0:
+                raise fail(key, "must be >= 0")
+        if not 0 <= self.generate <= 4:
+            raise fail("generate", "is outside 0..4 (cnngenin's modes)")
+        for key in ("ev_min", "ev_max"):
+            if abs(getattr(self, key)) > EV_LIMIT:
+                raise fail(key, f"is outside -{EV_LIMIT:g}..{EV_LIMIT:g}")
+        if self.ev_min > self.ev_max:
+            raise fail("ev_min", f"is above data.ev_max = {self.ev_max!r}")
+        for key in ("noise_a_min", "noise_b_min", "noise_a", "noise_b"):
+            if getattr(self, key) < 0:
+                raise fail(key, "must be >= 0 (a variance)")
+        for name in ("a", "b"):
+            low, high = f"noise_{name}_min", f"noise_{name}_max"
+            if getattr(self, low) > getattr(self, high):
+                raise fail(low, f"is above data.{high} = {getattr(self, high)!r}")
+            if self.noise == "loguniform" and getattr(self, low) <= 0:
+                raise fail(low, "must be > 0 for data.noise = 'loguniform'")
+        if self.noise == "cameras" and not self.nprof_dir:
+            raise fail("nprof_dir", "must name a folder of .nprof files for noise = 'cameras'")
+        if self.source in ("clean", "pairs") and not self.reference_dir:
+            raise fail("reference_dir", f"must name a folder for source = '{self.source}'")
+        if self.source == "pairs" and not self.noisy_dir:
+            raise fail("noisy_dir", "must name a folder for source = 'pairs'")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """What training minimises (the optimiser joins this section with the training stage)."""
+    """The optimisation (SPEC 6, 7). Adam's defaults are vkdt's kpn-t parameters."""
 
     loss: Loss = "smape"  # vkdt's shipped LOSS; favours noise reduction
     loss_reduction: LossReduction = "mean"  # vkdt sums; a mean keeps lr independent of tile
+    steps: int = 2000  # optimiser steps
+    lr: float = 0.01  # vkdt's Adam alpha
+    lr_schedule: LrSchedule = "constant"  # vkdt's; "cosine" decays to lr * min_lr_ratio
+    warmup_steps: int = 0  # linear warm-up from 0, before either schedule
+    min_lr_ratio: float = 0.1  # where the cosine schedule ends
+    beta1: float = 0.99  # vkdt's
+    beta2: float = 0.999  # vkdt's
+    eps: float = 1e-4  # vkdt's: large, as its moments live in float16
+    l2: float = 0.001  # vkdt's L2: adds 2 * l2 * w to the gradient after clipping
+    grad_clip: float = 1000.0  # vkdt's: global gradient norm bound (0 = off)
+    init: str = "random"  # "random" (vkdt's Xavier) or a .lut / checkpoint to start from
+    log_every: int = 10  # steps between scalar logs and progress lines
+    val_every: int = 100  # steps between validations
+    checkpoint_every: int = 250  # steps between checkpoints
+    image_every: int = 500  # steps between TensorBoard images and histograms
+    # vkdt's optimiser as it is (SPEC 7, 10), for replaying its training:
+    vkdt_grad_clip: bool = False  # clip by the norm of only the first ceil(N/32) entries
+    grad_scale: float = 128.0  # vkdt's GRAD_SCALE, which that norm includes
+    vkdt_bias_correction: bool = False  # Adam's bias correction only before frame 5000
+    vkdt_f16_state: bool = False  # weights and Adam moments stored as float16
 
     def validate(self, where: str) -> None:
-        pass
+        positive = ("steps", "log_every", "val_every", "checkpoint_every", "image_every")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise KpnError(f"{where}: train.{name} = {getattr(self, name)} must be >= 1")
+        if not self.lr > 0:
+            raise KpnError(f"{where}: train.lr = {self.lr} must be > 0")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise KpnError(f"{where}: train.{name} = {getattr(self, name)} must be in [0, 1)")
+        for name in ("eps", "l2", "grad_clip", "warmup_steps"):
+            if getattr(self, name) < 0:
+                raise KpnError(f"{where}: train.{name} = {getattr(self, name)} must be >= 0")
+        if not self.grad_scale > 0:
+            raise KpnError(f"{where}: train.grad_scale = {self.grad_scale} must be > 0")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise KpnError(f"{where}: train.min_lr_ratio = {self.min_lr_ratio} must be in [0, 1]")
+        if self.init != "random" and not self.init.endswith((".lut", ".pt")):
+            raise KpnError(
+                f"{where}: train.init = {self.init!r} must be 'random' or a .lut or .pt file"
+            )
+
+
+InferPrecision = Literal["model", "fp32", "bf16", "vkdt-f16"]
+MIN_TILE = 8  # smaller tiles are nearly all halo
 
 
 @dataclass(frozen=True)
 class InferConfig:
-    """How photos are denoised."""
+    """How photos are denoised (kpn.infer, tiled by kpn.tiling)."""
 
     levels: int = 0  # network levels at inference; 0 = model.levels (vkdt's kpn uses 6)
+    tile: int = 1024  # core side of a tile, pixels of each level; 0 = whole image at once
+    precision: InferPrecision = "model"  # model.precision; bf16 = fp32 with bf16 matmuls
+    compile: bool = False  # torch.compile the per-tile function: a minute to compile
+    nprof_scale: NprofScale = "refuse"  # scale of .nprof files without a scale line (vkdt's)
 
     def validate(self, where: str) -> None:
         if self.levels < 0 or self.levels > 16:
             raise KpnError(f"{where}: infer.levels = {self.levels} is outside 0..16")
+        if self.tile != 0 and self.tile < MIN_TILE:
+            raise KpnError(
+                f"{where}: infer.tile = {self.tile} must be 0 (untiled) or >= {MIN_TILE}"
+            )
 
 
 @dataclass(frozen=True)

@@ -369,7 +369,7 @@ def write_image(path: PathLike, image: np.ndarray, *, bits: int = 8) -> None:
     else:
         if not np.isfinite(array).all():
             raise KpnError(f"{path}: image has NaN or Inf, which {bits}-bit codes cannot hold")
-        pixels = encode_srgb(array, bits)
+        pixels = np.ascontiguousarray(encode_srgb(array, bits))  # codecs need C order
     if extension == ".png":
         atomic_write_bytes(path, imagecodecs.png_encode(pixels))
     elif extension in (".jpg", ".jpeg"):

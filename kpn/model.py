@@ -92,6 +92,20 @@ def block_transpose(kernels: Tensor) -> Tensor:
     return blocks.permute(0, 3, 2, 1).reshape(batch, outputs, pixels)
 
 
+class _TransposeWithUntransposedGradient(torch.autograd.Function):
+    """vkdt HEAD's training (SPEC 10): the forward pass transposes the kernels, the
+    backward pass reads their gradient as if it had not, so gradients go to the wrong
+    pixels and outputs."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, kernels: Tensor) -> Tensor:
+        return block_transpose(kernels)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
+        return grad
+
+
 def band_rows(batch: int, height: int, width: int, block_transpose: bool) -> int:
     """Rows per band: about ``BAND_PIXELS`` pixels, whole blocks of 16 under the transpose."""
     rows = max(1, BAND_PIXELS // (batch * width))
@@ -153,7 +167,9 @@ def filter_level(
             inputs = torch.cat((inputs, extra), dim=2)
         act, precision = config.activation, config.precision
         outputs = torch.stack([mlp_forward_planar(i, weights, act, precision) for i in inputs])
-        if config.block_transpose:
+        if config.vkdt_kernel_grad_untransposed:
+            outputs = _TransposeWithUntransposedGradient.apply(outputs)[..., :pixels]
+        elif config.block_transpose:
             outputs = block_transpose(outputs)[..., :pixels]
         kernel = outputs.view(batch, OUTPUTS, bottom - top, width)
         tap_weights = kernel_weights(kernel[:, : OUTPUTS - 1], config.kernel_activation)

@@ -142,7 +142,7 @@ TIGHT = {"rtol": 0.0, "atol": 1e-12}
 class TestShapes:
     @pytest.mark.parametrize("batch", [1, 2, 5])
     def test_output_and_level_shapes(self, batch: int) -> None:
-        config = model_config(width=16, n_hidden=2, levels=4)
+        config = model_config(width=32, n_hidden=2, levels=4)
         out = kpn_forward(
             random_image(batch, 23, 37), noise_profiles(batch), vkdt_init_weights(config, 0), config
         )
@@ -164,7 +164,7 @@ class TestShapes:
         assert out.output is out.levels[0].output
 
     def test_add_has_residual_one_level_coarser(self) -> None:
-        config = model_config(width=16, n_hidden=1, levels=4, blend="add")
+        config = model_config(width=32, n_hidden=1, levels=4, blend="add")
         out = kpn_forward(
             random_image(2, 23, 37), noise_profiles(2), vkdt_init_weights(config, 0), config
         )
@@ -173,7 +173,7 @@ class TestShapes:
 
     @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
     def test_dtype_is_kept(self, dtype: torch.dtype) -> None:
-        config = model_config(width=16, n_hidden=1, levels=2)
+        config = model_config(width=32, n_hidden=1, levels=2)
         out = kpn_forward(
             random_image(1, 4, 5, dtype=dtype),
             noise_profiles(1).to(dtype),
@@ -291,7 +291,7 @@ class TestMix:
     @pytest.mark.parametrize(("alpha_activation", "raw"), [("plain", 1.0), ("clamped", 3.0)])
     def test_alpha_one_returns_level_zero_filtered(self, alpha_activation: str, raw: float) -> None:
         """a_0 = 1: O_0 = 0 * up(O_1) + 1 * I_0 = I_0, whatever the coarse levels hold."""
-        config = model_config(levels=4, alpha_activation=alpha_activation, width=16, n_hidden=3)
+        config = model_config(levels=4, alpha_activation=alpha_activation, width=32, n_hidden=3)
         weights = vkdt_init_weights(config, 3)
         # hidden unit 0 carries the constant 1 through every layer, W_out row 15 reads it only
         weights[0][0] = 0.0
@@ -320,7 +320,7 @@ class TestMix:
     @pytest.mark.parametrize("blend", ["mix", "add", "post_diff"])
     def test_recurrence_of_every_level(self, blend: str) -> None:
         """O_i from up(O_{i+1}), I_i and a_i as SPEC 5 writes each blend; coarsest as SPEC."""
-        config = model_config(levels=4, blend=blend, width=16, n_hidden=2)
+        config = model_config(levels=4, blend=blend, width=32, n_hidden=2)
         out = kpn_forward(
             random_image(2, 23, 37), noise_profiles(2), vkdt_init_weights(config, 5), config
         )
@@ -375,7 +375,7 @@ VARIANTS = {
 @pytest.mark.parametrize("changes", VARIANTS.values(), ids=VARIANTS.keys())
 def test_batch_independence(changes: dict[str, object]) -> None:
     """Each image's output is the one it gets alone, with its own noise profile."""
-    config = model_config(**{"width": 16, "n_hidden": 2, "levels": 3, **changes})
+    config = model_config(**{"width": 32, "n_hidden": 2, "levels": 3, **changes})
     weights = vkdt_init_weights(config, 11)
     noisy = random_image(3, 7, 5, seed=1)  # 35 pixels: a partial block of 16
     noise_ab = noise_profiles(3)
@@ -391,7 +391,7 @@ def test_noise_profile_is_per_image() -> None:
     """The same image twice with different (a, b): star15 outputs differ, patch8x8 not."""
     image = random_image(1, 8, 8).expand(2, 3, 8, 8)
     noise_ab = torch.tensor([[1e5, 100.0], [1e3, 1.0]], dtype=F64)
-    star = model_config(width=16, n_hidden=2, levels=2)
+    star = model_config(width=32, n_hidden=2, levels=2)
     out = kpn_forward(image, noise_ab, vkdt_init_weights(star, 0), star).output
     assert (out[0] - out[1]).abs().max() > 1e-6
     patch = model_config(features="patch8x8", width=64, n_hidden=1, levels=2)
@@ -442,7 +442,7 @@ class TestBlockTranspose:
 
     def test_star15_small_image_explicit_loop(self) -> None:
         """5x7 = 35 pixels: blocks 0..15, 16..31 and a partial block 32..34."""
-        config = model_config(width=16, n_hidden=2, levels=1)
+        config = model_config(width=32, n_hidden=2, levels=1)
         weights = vkdt_init_weights(config, 2)
         noisy = random_image(2, 5, 7)
         raw = kpn_forward(noisy, noise_profiles(2), weights, config).levels[0].kernel
@@ -475,7 +475,7 @@ class TestBlockTranspose:
         pixels = height * width
         padding = -pixels % 16
         wide = {"width": 64, "n_hidden": 1} if features == "patch8x8" else {"n_hidden": 2}
-        config = model_config(**{"width": 16, "levels": 1, "features": features, **wide})
+        config = model_config(**{"width": 32, "levels": 1, "features": features, **wide})
         weights = vkdt_init_weights(config, 4)
         noisy = random_image(batch, height, width)
         noise_ab = noise_profiles(batch)
@@ -515,7 +515,7 @@ class TestBlockTranspose:
     def test_apply_uses_the_transposed_kernel(self) -> None:
         """I_0 and a_0 come from the kernel as apply reads it, not the untransposed one."""
         config = model_config(
-            width=16, n_hidden=2, levels=2, block_transpose=True, alpha_activation="plain"
+            width=32, n_hidden=2, levels=2, block_transpose=True, alpha_activation="plain"
         )
         weights = vkdt_init_weights(config, 6)
         noisy = random_image(1, 5, 7)
@@ -543,7 +543,7 @@ class TestDenoiseLevels:
     @pytest.mark.parametrize("denoise_levels", [1, 2, 3])
     def test_coarse_levels_pass_through(self, denoise_levels: int) -> None:
         config = model_config(
-            width=16, n_hidden=2, levels=4, blend="add", denoise_levels=denoise_levels
+            width=32, n_hidden=2, levels=4, blend="add", denoise_levels=denoise_levels
         )
         out = kpn_forward(
             random_image(2, 20, 18), noise_profiles(2), vkdt_init_weights(config, 1), config
@@ -559,20 +559,20 @@ class TestDenoiseLevels:
 
     def test_passed_through_levels_are_not_clamped(self) -> None:
         """SPEC 4: passed-through levels are X unchanged, not clamped to +-65000."""
-        config = model_config(width=16, n_hidden=1, levels=2, denoise_levels=1)
+        config = model_config(width=32, n_hidden=1, levels=2, denoise_levels=1)
         noisy = torch.full((1, 3, 4, 4), 1e5, dtype=F64)
         out = kpn_forward(noisy, noise_profiles(1), vkdt_init_weights(config, 0), config)
         torch.testing.assert_close(out.levels[1].filtered, torch.full((1, 3, 2, 2), 1e5, dtype=F64))
 
     def test_zero_filters_every_level(self) -> None:
-        config = model_config(width=16, n_hidden=1, levels=5, denoise_levels=0)
+        config = model_config(width=32, n_hidden=1, levels=5, denoise_levels=0)
         out = kpn_forward(
             random_image(1, 20, 18), noise_profiles(1), vkdt_init_weights(config, 1), config
         )
         assert all(level.kernel is not None for level in out.levels)
 
     def test_denoise_levels_above_levels_filters_every_level(self) -> None:
-        config = model_config(width=16, n_hidden=1, levels=2, denoise_levels=5)
+        config = model_config(width=32, n_hidden=1, levels=2, denoise_levels=5)
         out = kpn_forward(
             random_image(1, 8, 8), noise_profiles(1), vkdt_init_weights(config, 1), config
         )
@@ -595,7 +595,7 @@ class TestGradientStop:
     def test_only_level_zero_reaches_the_weights(self) -> None:
         """add: O_0 = up(O_1) + a_0 I_0. With the stop, d O_0 / d W is the gradient of
         a_0 I_0 alone, which is what a network that filters only level 0 gets."""
-        base = {"width": 16, "n_hidden": 2, "levels": 3, "blend": "add"}
+        base = {"width": 32, "n_hidden": 2, "levels": 3, "blend": "add"}
         noisy = random_image(2, 9, 10)
         stopped = self.weight_gradient(model_config(**base, gradient_stop=True), noisy)
         level0 = self.weight_gradient(model_config(**base, denoise_levels=1), noisy)
@@ -607,7 +607,7 @@ class TestGradientStop:
 
     @pytest.mark.parametrize("blend", ["mix", "add", "post_diff"])
     def test_forward_values_unchanged(self, blend: str) -> None:
-        config = model_config(width=16, n_hidden=2, levels=3, blend=blend)
+        config = model_config(width=32, n_hidden=2, levels=3, blend=blend)
         weights = vkdt_init_weights(config, 2)
         noisy = random_image(2, 9, 10)
         free = kpn_forward(noisy, noise_profiles(2), weights, config).output
@@ -623,7 +623,7 @@ class TestGradientStop:
         Without the stop the coarse path adds to it."""
         gradients = []
         for stop in (True, False):
-            config = model_config(width=16, n_hidden=2, levels=3, blend=blend, gradient_stop=stop)
+            config = model_config(width=32, n_hidden=2, levels=3, blend=blend, gradient_stop=stop)
             noisy = random_image(1, 9, 10).requires_grad_()
             out = kpn_forward(noisy, noise_profiles(1), smooth_weights(config, 3), config)
             level0, level1 = out.levels[0], out.levels[1]
@@ -660,7 +660,7 @@ def assert_f16(tensor: Tensor, what: str) -> None:
 def test_vkdt_f16_stores_float16(changes: dict[str, object]) -> None:
     """SPEC 10: M, D, I, O, K and a are float16 in vkdt."""
     config = model_config(
-        **{"width": 16, "n_hidden": 2, "levels": 3, "precision": "vkdt-f16", **changes}
+        **{"width": 32, "n_hidden": 2, "levels": 3, "precision": "vkdt-f16", **changes}
     )
     weights = [w.float() for w in smooth_weights(config, 7)]
     noisy = random_image(2, 13, 11, dtype=torch.float32)
@@ -703,7 +703,7 @@ class TestNoiseLuminance:
         black (lum 0) with a = (0.3*65535)**2: sigma_i = 0.3 * 0.5**i. For add, X is the
         detail D_i = 0 of a constant image: with "x" image 0's sigma is sqrt(0) = 0."""
         config = model_config(
-            width=16,
+            width=32,
             n_hidden=2,
             levels=3,
             blend=blend,
@@ -731,7 +731,7 @@ class TestNoiseLuminance:
         """The formula written out, lum from Rec.2020 weights; "x" and "lowpass" agree
         for mip input (X = M_i) and differ for detail input, whose lum goes negative."""
         config = model_config(
-            width=16,
+            width=32,
             n_hidden=2,
             levels=3,
             blend=blend,
@@ -766,7 +766,7 @@ class TestNoiseLuminance:
         outputs = []
         for noise_luminance in ("x", "lowpass"):
             config = model_config(
-                width=16, n_hidden=2, levels=3, blend="add", noise_luminance=noise_luminance
+                width=32, n_hidden=2, levels=3, blend="add", noise_luminance=noise_luminance
             )
             weights = vkdt_init_weights(config, 4)
             weights[0][:, SIGMA] = 0.0
@@ -791,7 +791,7 @@ ADD_VKDT = {
 class TestLevelOverride:
     def test_train_four_infer_six_agree(self) -> None:
         """SPEC 10: with denoise_levels 2 and add, O_2 = M_2, so 4 and 6 levels agree."""
-        config = model_config(width=16, n_hidden=2, **ADD_VKDT)
+        config = model_config(width=32, n_hidden=2, **ADD_VKDT)
         weights = vkdt_init_weights(config, 3)
         noisy = random_image(2, 23, 37)
         four = kpn_forward(noisy, noise_profiles(2), weights, config)
@@ -806,7 +806,7 @@ class TestLevelOverride:
         torch.testing.assert_close(model(noisy, noise_profiles(2), levels=6), six.output, **TIGHT)
 
     def test_override_changes_a_fully_filtered_mix(self) -> None:
-        config = model_config(width=16, n_hidden=2, levels=4)
+        config = model_config(width=32, n_hidden=2, levels=4)
         weights = vkdt_init_weights(config, 3)
         noisy = random_image(1, 23, 37)
         four = kpn_forward(noisy, noise_profiles(1), weights, config).output
@@ -816,7 +816,7 @@ class TestLevelOverride:
 
     @pytest.mark.parametrize("levels", [0, -1, 17])
     def test_bad_override(self, levels: int) -> None:
-        config = model_config(width=16, n_hidden=1)
+        config = model_config(width=32, n_hidden=1)
         with pytest.raises(KpnError) as error:
             kpn_forward(
                 random_image(1, 4, 4), noise_profiles(1), zero_weights(config), config, levels
@@ -880,7 +880,7 @@ def test_gradcheck(changes: dict[str, object]) -> None:
     """float64 gradcheck w.r.t. the MLP weights and the noisy image (fast mode: a random
     projection of the Jacobian, which any wrong backward formula fails). vkdt-f16 is
     left out: its straight-through rounding is by design not the numerical derivative."""
-    config = model_config(**{"width": 16, "n_hidden": 2, "levels": 3, **changes})
+    config = model_config(**{"width": 32, "n_hidden": 2, "levels": 3, **changes})
     weights = [w.requires_grad_() for w in smooth_weights(config, 21)]
     noisy = random_image(2, 5, 6, seed=2).requires_grad_()
     noise_ab = noise_profiles(2)
@@ -898,7 +898,7 @@ def test_gradcheck_gradient_stop(blend: str) -> None:
     except where the coarse levels do not depend on the inputs checked: the weights with
     only level 0 filtered."""
     config = model_config(
-        width=16, n_hidden=2, levels=3, blend=blend, gradient_stop=True, denoise_levels=1
+        width=32, n_hidden=2, levels=3, blend=blend, gradient_stop=True, denoise_levels=1
     )
     weights = [w.requires_grad_() for w in smooth_weights(config, 21)]
     noisy = random_image(2, 5, 6, seed=2)
@@ -913,7 +913,7 @@ def test_gradcheck_full_jacobian_small() -> None:
     """One full (not fast-mode) gradcheck: every entry of the Jacobian w.r.t. a 3x4 image
     through a three-level add network with block transpose."""
     config = model_config(
-        width=16, n_hidden=1, levels=3, blend="add", block_transpose=True, up="bilinear"
+        width=32, n_hidden=1, levels=3, blend="add", block_transpose=True, up="bilinear"
     )
     weights = smooth_weights(config, 5)
     noisy = random_image(1, 3, 4, seed=3).requires_grad_()
@@ -930,7 +930,7 @@ def test_gradcheck_full_jacobian_small() -> None:
 class TestModule:
     @pytest.mark.parametrize("changes", VARIANTS.values(), ids=VARIANTS.keys())
     def test_module_equals_function(self, changes: dict[str, object]) -> None:
-        config = model_config(**{"width": 16, "n_hidden": 2, "levels": 3, **changes})
+        config = model_config(**{"width": 32, "n_hidden": 2, "levels": 3, **changes})
         torch.manual_seed(0)
         model = KPN(config)
         noisy = random_image(2, 7, 5, dtype=torch.float32)
@@ -955,7 +955,7 @@ class TestModule:
 
     @pytest.mark.parametrize("changes", VARIANTS.values(), ids=VARIANTS.keys())
     def test_non_contiguous_and_channels_last(self, changes: dict[str, object]) -> None:
-        config = model_config(**{"width": 16, "n_hidden": 2, "levels": 3, **changes})
+        config = model_config(**{"width": 32, "n_hidden": 2, "levels": 3, **changes})
         weights = vkdt_init_weights(config, 9)
         noisy = random_image(2, 9, 7)
         noise_ab = noise_profiles(2)
@@ -1017,7 +1017,7 @@ class UntouchableWeights(Sequence[Tensor]):
 @pytest.mark.parametrize(("noisy", "noise_ab", "words"), BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
 def test_bad_input(noisy: Tensor, noise_ab: Tensor, words: str) -> None:
     """One-line KpnError before any work: the weights are never read."""
-    config = model_config(width=16, n_hidden=1)
+    config = model_config(width=32, n_hidden=1)
     with pytest.raises(KpnError) as error:
         kpn_forward(noisy, noise_ab, UntouchableWeights(), config)
     assert words in assert_one_line(error)
@@ -1028,7 +1028,7 @@ def test_bad_input(noisy: Tensor, noise_ab: Tensor, words: str) -> None:
 
 def test_good_input_reads_the_weights() -> None:
     """The counterpart of test_bad_input: a valid input gets as far as the weights."""
-    config = model_config(width=16, n_hidden=1)
+    config = model_config(width=32, n_hidden=1)
     with pytest.raises(AssertionError, match="weights were read"):
         kpn_forward(torch.ones(1, 3, 4, 4), torch.ones(1, 2), UntouchableWeights(), config)
 
@@ -1050,7 +1050,7 @@ def test_torch_compile_matches_eager() -> None:
     if not torch._dynamo.is_dynamo_supported():
         pytest.skip("torch.compile (dynamo) is not supported on this Python/platform")
     torch._dynamo.reset()
-    config = model_config(width=16, n_hidden=1, levels=2, block_transpose=True)
+    config = model_config(width=32, n_hidden=1, levels=2, block_transpose=True)
     torch.manual_seed(0)
     model = KPN(config)
     noisy = random_image(2, 5, 7, dtype=torch.float32)
