@@ -55,21 +55,21 @@ def mlp_forward(
 def mlp_forward_planar(
     inputs: Tensor, weights: Sequence[Tensor], activation: str, precision: str = "fp32"
 ) -> Tensor:
-    """:func:`mlp_forward` with pixels as columns, vkdt's layout: ``[in, N] -> [16, N]``.
+    """:func:`mlp_forward` with pixels as columns, vkdt's layout: ``[..., in, N] -> [..., 16, N]``.
 
     The first product reads the transposed view and the last one writes planar output,
-    so planar images go through the network without a transposing copy.
+    so planar images go through the network without a transposing copy of the output.
     """
-    hidden = mlp_hidden(inputs.T, weights[:-1], activation, precision)
+    hidden = mlp_hidden(inputs.transpose(-1, -2), weights[:-1], activation, precision)
     if precision == "vkdt-f16":
-        return matmul_f16(hidden, round_f16(weights[-1])).T.contiguous()
-    return torch.mm(weights[-1], hidden.T)
+        return matmul_f16(hidden, round_f16(weights[-1])).transpose(-1, -2).contiguous()
+    return torch.matmul(weights[-1], hidden.transpose(-1, -2))
 
 
 def mlp_hidden(
     inputs: Tensor, weights: Sequence[Tensor], activation: str, precision: str
 ) -> Tensor:
-    """The hidden layers: ``[N, in] -> [N, W]``, activated."""
+    """The hidden layers: ``[..., N, in] -> [..., N, W]``, activated."""
     if precision not in ("fp32", "vkdt-f16"):
         raise ValueError(f"unknown precision {precision!r}")
     f16 = precision == "vkdt-f16"

@@ -166,7 +166,7 @@ def filter_level(
                 extra = patch8x8_features_past_end(x, padding)
             inputs = torch.cat((inputs, extra), dim=2)
         act, precision = config.activation, config.precision
-        outputs = torch.stack([mlp_forward_planar(i, weights, act, precision) for i in inputs])
+        outputs = mlp_forward_planar(inputs, weights, act, precision)
         if config.vkdt_kernel_grad_untransposed:
             outputs = _TransposeWithUntransposedGradient.apply(outputs)[..., :pixels]
         elif config.block_transpose:

@@ -26,14 +26,14 @@ def matmul_f16(inputs: Tensor, weight: Tensor) -> Tensor:
     """``inputs @ weight.T`` with a float16 accumulator rounded after every 16-wide slice.
 
     Args:
-        inputs: ``[N, in]``, already float16-valued.
+        inputs: ``[..., N, in]``, already float16-valued.
         weight: ``[out, in]``, already float16-valued.
 
     Returns:
-        ``[N, out]``.
+        ``[..., N, out]``.
     """
-    accumulator = inputs.new_zeros(inputs.shape[0], weight.shape[0])
-    for start in range(0, inputs.shape[1], F16_BLOCK):
-        block = inputs[:, start : start + F16_BLOCK] @ weight[:, start : start + F16_BLOCK].T
+    accumulator = inputs.new_zeros(*inputs.shape[:-1], weight.shape[0])
+    for start in range(0, inputs.shape[-1], F16_BLOCK):
+        block = inputs[..., start : start + F16_BLOCK] @ weight[:, start : start + F16_BLOCK].T
         accumulator = round_f16(accumulator + block)
     return accumulator

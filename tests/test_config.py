@@ -67,7 +67,8 @@ def test_vkdt_head_parameter_count() -> None:
 
 def test_design_is_the_default() -> None:
     """ModelConfig's defaults are documented as the design preset."""
-    assert load_config(CONFIGS / "design.toml") == Config()
+    # the design model is the default model; its training settings are the sound ones
+    assert load_config(CONFIGS / "design.toml").model == Config().model
 
 
 def test_vkdt_head_is_the_shipped_build() -> None:
@@ -91,9 +92,16 @@ def test_vkdt_head_is_the_shipped_build() -> None:
         denoise_levels=2,
         gradient_stop=True,
         block_transpose=True,
+        vkdt_kernel_grad_untransposed=True,
         precision="vkdt-f16",
     )
     assert config.train.loss == "smape"
+    assert config.train.loss_reduction == "sum"
+    # adam.comp and norm.comp as they are, kpn-t's parameter defaults, one tile per step
+    assert config.train.vkdt_grad_clip and config.train.vkdt_bias_correction
+    assert config.train.vkdt_f16_state and config.train.grad_scale == 128.0
+    assert (config.train.lr, config.train.eps, config.train.l2) == (0.01, 1e-4, 0.001)
+    assert (config.data.tile, config.data.batch, config.data.generate) == (64, 1, 2)
     assert config.infer.levels == 6
 
 

@@ -201,7 +201,7 @@ def test_lr_schedules() -> None:
     assert get_lr(4, warm) == pytest.approx(1.0)
     assert get_lr(9, warm) == pytest.approx(0.1 + 0.9 * 0.5)  # halfway: cos = 0
     assert get_lr(14, warm) == pytest.approx(0.1)
-    constant = replace(train_config, lr=0.5, lr_schedule="constant")
+    constant = replace(train_config, lr=0.5, lr_schedule="constant", warmup_steps=0)
     assert get_lr(0, constant) == get_lr(10_000, constant) == 0.5
 
 
