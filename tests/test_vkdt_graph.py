@@ -349,6 +349,7 @@ def test_design_differences() -> None:
         "model.vkdt_kernel_grad_untransposed = false: kpn-t's backward pass reads the kernel "
         "gradient untransposed (its gradients do not belong to its forward pass)",
         "train.loss_reduction = 'mean': loss.comp sums over pixels",
+        "train.lr_schedule / warmup_steps: kpn-t's alpha is constant",
         "train.vkdt_grad_clip = false: kpn-t clips by GRAD_SCALE times the norm of only the "
         "first ceil(N/32) gradient entries (norm.comp), not the whole gradient's norm",
         "train.vkdt_bias_correction = false: adam.comp corrects the moments only before frame 5000",
