@@ -34,6 +34,7 @@ from kpn.export import (
     model_from_state,
 )
 from kpn.fileio import atomic_write_bytes
+from kpn.loss import psnr
 from kpn.lut import read_lut
 from kpn.model import KPN
 from kpn.nprof import import_darktable, read_nprof
@@ -67,11 +68,6 @@ def test_scene(height: int, width: int, generator: torch.Generator) -> torch.Ten
         inside = (x - cx) ** 2 + (y - cy) ** 2 < (0.05 + 0.2 * radius) ** 2
         image = torch.where(inside, colour, image)
     return image.unsqueeze(0)
-
-
-def psnr(image: torch.Tensor, reference: torch.Tensor) -> float:
-    mse = torch.mean((image - reference) ** 2).item()
-    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
 def command_summary(args: argparse.Namespace) -> None:
@@ -133,6 +129,32 @@ def _noise_profile(args: argparse.Namespace) -> tuple[float, float] | None:
             raise KpnError(f"--noise {a:g} {b:g}: a and b must be finite and >= 0")
         return a, b
     return None
+
+
+def command_compare_precision(args: argparse.Namespace) -> None:
+    from kpn.compare import compare_precision
+    from kpn.infer import NoiseOptions
+
+    if (args.noise_a is None) != (args.noise_b is None):
+        raise KpnError("--noise-a and --noise-b go together")
+    explicit = None if args.noise_a is None else (args.noise_a, args.noise_b)
+    if explicit is None and args.noise != "auto":
+        raise KpnError("give the noise profile: --noise-a A --noise-b B, or --noise auto")
+    if explicit is not None and min(explicit) < 0:
+        raise KpnError(f"noise profile (a, b) = {explicit} must be >= 0")
+    noise = NoiseOptions(explicit=explicit, auto=args.noise == "auto")
+    references = [Path(r) for r in args.reference] if args.reference else [None] * len(args.images)
+    images = [Path(i) for i in args.images]
+    for result in compare_precision(
+        args.weights, images, references, noise, args.config, args.tile
+    ):
+        line = f"{result.image}: fp32 vs vkdt-f16 {result.fp32_vs_f16:.2f} dB"
+        if result.fp32_vs_reference is not None:
+            line += (
+                f"; against the reference: fp32 {result.fp32_vs_reference:.2f} dB, "
+                f"vkdt-f16 {result.f16_vs_reference:.2f} dB"
+            )
+        print(f"{line}  [{result.profile}]")
 
 
 def command_export(args: argparse.Namespace) -> None:
@@ -237,6 +259,19 @@ def add_lut_commands(commands: argparse._SubParsersAction) -> None:  # type: ign
     )
     imp.add_argument("-o", "--output", required=True, help="the checkpoint to write")
     imp.set_defaults(handler=command_import)
+
+    compare = commands.add_parser(
+        "compare-precision", help="PSNR between fp32 and vkdt-f16 outputs of a model"
+    )
+    compare.add_argument("images", nargs="+", metavar="IMAGE")
+    compare.add_argument("--weights", required=True, help="run directory, checkpoint or .lut")
+    compare.add_argument("--config", help="TOML config (a .lut without trailer needs one)")
+    compare.add_argument("--reference", action="append", help="clean image, one per IMAGE")
+    compare.add_argument("--noise-a", type=float, help="Gaussian part a, 0..65535 scale")
+    compare.add_argument("--noise-b", type=float, help="Poissonian part b, 0..65535 scale")
+    compare.add_argument("--noise", choices=("auto",), help="auto: estimate from the image")
+    compare.add_argument("--tile", type=int, help="tile side in pixels, 0 = untiled")
+    compare.set_defaults(handler=command_compare_precision)
 
 
 def build_parser() -> argparse.ArgumentParser:

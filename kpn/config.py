@@ -232,7 +232,6 @@ class InferConfig:
     levels: int = 0  # network levels at inference; 0 = model.levels (vkdt's kpn uses 6)
     tile: int = 1024  # core side of a tile, pixels of each level; 0 = whole image at once
     precision: InferPrecision = "model"  # model.precision; bf16 = fp32 with bf16 matmuls
-    compile: bool = False  # torch.compile the per-tile function: a minute to compile
     nprof_scale: NprofScale = "refuse"  # scale of .nprof files without a scale line (vkdt's)
 
     def validate(self, where: str) -> None:

@@ -7,10 +7,14 @@ left out (they contribute neither value nor gradient), as vkdt does.
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 from torch import Tensor
 
 SMAPE_EPS = 1e-3
+PSNR_SLICE = 256  # rows (or images) at a time: no full-size float64 copy of a large photo
 
 
 def pixel_loss(output: Tensor, reference: Tensor, loss: str) -> Tensor:
@@ -50,3 +54,17 @@ def kpn_loss(output: Tensor, reference: Tensor, loss: str, reduction: str = "sum
     if reduction == "mean":
         return total / finite.sum().clamp(min=1)
     raise ValueError(f"unknown reduction {reduction!r}")
+
+
+def psnr(image: Tensor | np.ndarray, reference: Tensor | np.ndarray, peak: float = 1.0) -> float:
+    """Peak signal-to-noise ratio in dB of linear images, against white ``peak``.
+
+    Tensors or arrays of the same shape (``[B,3,H,W]`` or ``[H,W,3]``), accumulated in
+    float64 a slice of the first axis at a time.
+    """
+    image, reference = torch.as_tensor(image), torch.as_tensor(reference)
+    total = 0.0
+    for part, truth in zip(image.split(PSNR_SLICE), reference.split(PSNR_SLICE), strict=True):
+        total += torch.sum((part.double() - truth.double()) ** 2).item()
+    mse = total / image.numel()
+    return math.inf if mse == 0 else 10.0 * math.log10(peak * peak / mse)

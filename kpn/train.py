@@ -29,7 +29,7 @@ from kpn.config import Config, TrainConfig, apply_overrides, config_to_toml, loa
 from kpn.data import TrainingBatch, training_batches, validation_set
 from kpn.errors import KpnError
 from kpn.export import export_lut, load_lut
-from kpn.loss import kpn_loss
+from kpn.loss import kpn_loss, psnr
 from kpn.model import KPN
 from kpn.monitor import Progress, log_pictures, open_writer
 from kpn.optim import clip_gradients_, make_optimizer
@@ -48,12 +48,6 @@ def get_lr(step: int, train: TrainConfig) -> float:
     progress = (step - train.warmup_steps) / max(1, train.steps - train.warmup_steps)
     cosine = 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
     return train.lr * (train.min_lr_ratio + (1.0 - train.min_lr_ratio) * cosine)
-
-
-def psnr(image: Tensor, reference: Tensor, peak: float = 1.0) -> float:
-    """Peak signal-to-noise ratio in dB of a whole batch, for linear images."""
-    mse = torch.mean((image.float() - reference.float()) ** 2).item()
-    return math.inf if mse == 0 else 10.0 * math.log10(peak * peak / mse)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,67 @@
+"""``python -m kpn compare-precision``: what vkdt's float16 arithmetic costs a model.
+
+Denoises each image twice, with ``fp32`` and with ``vkdt-f16`` (SPEC 10's emulation of
+vkdt's float16 weights, activations, kernels, pyramid images and accumulation), and
+reports the PSNR between the two outputs and, given a reference, of each against it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from kpn.errors import KpnError
+from kpn.infer import Denoiser, NoiseOptions, load_weights, read_source, resolve_profile
+from kpn.io import read_any
+from kpn.loss import psnr
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """PSNR in dB of one image: fp32 vs vkdt-f16, and each against the reference."""
+
+    image: Path
+    profile: str
+    fp32_vs_f16: float
+    fp32_vs_reference: float | None
+    f16_vs_reference: float | None
+
+
+def compare_precision(
+    weights: str,
+    images: list[Path],
+    references: list[Path | None],
+    noise: NoiseOptions,
+    config: str | None = None,
+    tile: int | None = None,
+) -> list[Comparison]:
+    """Denoise every image at both precisions and compare (one entry per image)."""
+    if len(references) != len(images):
+        raise KpnError("give one --reference per image, or none")
+    loaded = load_weights(weights, config)
+    fp32 = Denoiser.build(loaded.model, loaded.config.infer, precision="fp32", tile=tile)
+    f16 = Denoiser.build(loaded.model, loaded.config.infer, precision="vkdt-f16", tile=tile)
+    results = []
+    for path, reference_path in zip(images, references, strict=True):
+        source = read_source(path)
+        profile = resolve_profile(noise, path, source.image, source.raw)
+        out32 = fp32(source.image, profile.a, profile.b)
+        out16 = f16(source.image, profile.a, profile.b)
+        reference = None
+        if reference_path is not None:
+            reference = read_any(reference_path, require_finite=True)
+            if reference.shape != source.image.shape:
+                raise KpnError(
+                    f"{reference_path}: size {reference.shape[1]}x{reference.shape[0]} differs "
+                    f"from {path}'s {source.image.shape[1]}x{source.image.shape[0]}"
+                )
+        results.append(
+            Comparison(
+                path,
+                f"a = {profile.a:g}, b = {profile.b:g} ({profile.source})",
+                psnr(out16, out32),
+                None if reference is None else psnr(out32, reference),
+                None if reference is None else psnr(out16, reference),
+            )
+        )
+    return results
