@@ -63,9 +63,9 @@ from kpn.export import (
     model_from_state,
 )
 from kpn.fileio import atomic_output, atomic_write_bytes
-from kpn.io import _JPEG_QUALITY as JPEG_QUALITY  # write_image's, for the same files
 from kpn.io import (
     IMAGE_EXTENSIONS,
+    JPEG_QUALITY,  # write_image's, for the same files
     PFM_EXTENSIONS,
     RAW_EXTENSIONS,
     RawImage,

@@ -332,7 +332,7 @@ _WRITE_BITS = {
     ".tif": (8, 16, 32),
     ".tiff": (8, 16, 32),
 }
-_JPEG_QUALITY = 95
+JPEG_QUALITY = 95
 
 
 def encode_srgb(image: np.ndarray, bits: int) -> np.ndarray:
@@ -373,7 +373,7 @@ def write_image(path: PathLike, image: np.ndarray, *, bits: int = 8) -> None:
     if extension == ".png":
         atomic_write_bytes(path, imagecodecs.png_encode(pixels))
     elif extension in (".jpg", ".jpeg"):
-        atomic_write_bytes(path, imagecodecs.jpeg8_encode(pixels, level=_JPEG_QUALITY))
+        atomic_write_bytes(path, imagecodecs.jpeg8_encode(pixels, level=JPEG_QUALITY))
     else:
         photometric = "rgb" if pixels.ndim == 3 else "minisblack"
         with atomic_output(path) as temp:

@@ -156,7 +156,8 @@ def up_bspline(coarse: Tensor, height: int, width: int) -> Tensor:
     return expand_bspline_bordered(pad_symmetric(coarse, 1, 1, 1, 1), height, width)
 
 
-def _bilinear_coords(fine_len: int, coarse_len: int, device: torch.device) -> Tensor:
+def bilinear_coords(fine_len: int, coarse_len: int, device: torch.device) -> Tensor:
+    """Coarse texel coordinates that fine pixels 0..fine_len-1 sample. ``-> [fine_len]``"""
     # vkdt samples at uv = (x+1)/W: texel coordinate (x+1)*Wc/W - 0.5, which is x/2 for even W
     x = torch.arange(fine_len, device=device, dtype=torch.float64)
     return (x + 1) * coarse_len / fine_len - 0.5
@@ -168,8 +169,8 @@ def up_bilinear(coarse: Tensor, height: int, width: int) -> Tensor:
     ``[B,C,Hc,Wc] -> [B,C,height,width]``
     """
     coarse_h, coarse_w = coarse.shape[-2:]
-    rows = sample_linear_axis(coarse, _bilinear_coords(width, coarse_w, coarse.device), -1)
-    return sample_linear_axis(rows, _bilinear_coords(height, coarse_h, coarse.device), -2)
+    rows = sample_linear_axis(coarse, bilinear_coords(width, coarse_w, coarse.device), -1)
+    return sample_linear_axis(rows, bilinear_coords(height, coarse_h, coarse.device), -2)
 
 
 def upsample(coarse: Tensor, height: int, width: int, up: str) -> Tensor:

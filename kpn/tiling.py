@@ -66,7 +66,7 @@ from kpn.errors import KpnError
 from kpn.features import STAR15_RADIUS, luminance
 from kpn.model import BLOCK, check_inputs, filter_level
 from kpn.precision import round_f16
-from kpn.pyramid import _bilinear_coords, level_sizes, mip_pyramid, up_bspline
+from kpn.pyramid import bilinear_coords, level_sizes, mip_pyramid, up_bspline
 from kpn.sampling import sample_linear_axis
 
 # Extra fine taps a coarse pixel reads past its own 2x2 block, per reduction.
@@ -388,8 +388,8 @@ def bilinear_window_coords(
     """The coarse texel coordinates that the crop's rows and columns sample in vkdt's
     bilinear expansion, relative to the coarse crop that starts at half the window's
     start: the whole level's coordinates ``(x+1) * Wc/W - 0.5``, cut and shifted."""
-    rows = _bilinear_coords(fine[0], coarse[0], device)[window.top : window.bottom]
-    cols = _bilinear_coords(fine[1], coarse[1], device)[window.left : window.right]
+    rows = bilinear_coords(fine[0], coarse[0], device)[window.top : window.bottom]
+    cols = bilinear_coords(fine[1], coarse[1], device)[window.left : window.right]
     return rows - window.top // 2, cols - window.left // 2
 
 
