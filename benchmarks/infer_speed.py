@@ -36,10 +36,6 @@ import subprocess
 import sys
 import time
 
-# as infer.py does (before torch loads OpenMP): spinning waits are pathological on a
-# machine whose cores other processes share
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import numpy as np
 import torch
 
