@@ -8,6 +8,8 @@
 - ``export RUN|CKPT -o weights.lut [--dtype f16|f32] [--vkdt-cfg DIR]``: the trained
   weights as vkdt's ``.lut``, and with ``--vkdt-cfg`` vkdt graphs to use and train them.
 - ``import weights.lut [--config X] -o CKPT``: a ``.lut`` as a checkpoint to train on.
+- ``compare-precision --weights W IMAGE... [--reference REF]...``: PSNR between the fp32
+  and vkdt-f16 outputs, and of each against the reference.
 """
 
 from __future__ import annotations
