@@ -11,8 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kpn.errors import KpnError
-from kpn.infer import Denoiser, NoiseOptions, load_weights, read_source, resolve_profile
-from kpn.io import read_any
+from kpn.infer import (
+    Denoiser,
+    NoiseOptions,
+    load_weights,
+    read_reference,
+    read_source,
+    resolve_profile,
+)
 from kpn.loss import psnr
 
 
@@ -49,12 +55,7 @@ def compare_precision(
         out16 = f16(source.image, profile.a, profile.b)
         reference = None
         if reference_path is not None:
-            reference = read_any(reference_path, require_finite=True)
-            if reference.shape != source.image.shape:
-                raise KpnError(
-                    f"{reference_path}: size {reference.shape[1]}x{reference.shape[0]} differs "
-                    f"from {path}'s {source.image.shape[1]}x{source.image.shape[0]}"
-                )
+            reference = read_reference(reference_path, path, source.image)
         results.append(
             Comparison(
                 path,

@@ -616,6 +616,17 @@ def _check_output_arguments(args: argparse.Namespace, count: int) -> None:
         raise KpnError(f"--reference {args.reference}: a file fits one input; give a folder")
 
 
+def read_reference(reference: Path, source: Path, image: np.ndarray) -> np.ndarray:
+    """The clean image to measure ``image`` (read from ``source``) against, same size."""
+    clean = read_any(reference, require_finite=True)
+    if clean.shape != image.shape:
+        raise KpnError(
+            f"{source}: reference {reference} is {clean.shape[1]} x {clean.shape[0]}, "
+            f"the input {image.shape[1]} x {image.shape[0]}"
+        )
+    return clean
+
+
 def process(
     job: Job,
     denoiser: Denoiser,
@@ -625,14 +636,7 @@ def process(
 ) -> None:
     """Denoise one file and write its output; a failure is one KpnError naming the file."""
     source = read_source(job.source)
-    clean = None
-    if reference is not None:
-        clean = read_any(reference, require_finite=True)
-        if clean.shape != source.image.shape:
-            raise KpnError(
-                f"{job.source}: reference {reference} is {clean.shape[1]} x {clean.shape[0]}, "
-                f"the input {source.image.shape[1]} x {source.image.shape[0]}"
-            )
+    clean = None if reference is None else read_reference(reference, job.source, source.image)
     profile = resolve_profile(noise, job.source, source.image, source.raw)
     print(f"{job.source}: noise (a, b) = ({profile.a:.6g}, {profile.b:.6g}) from {profile.source}")
     height, width = source.image.shape[:2]
