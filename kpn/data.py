@@ -23,7 +23,8 @@ starting the stream at the number of samples already seen.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import signal
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -397,6 +398,13 @@ class StreamBatches(Sampler[list[int]]):
             step += 1
 
 
+def ignore_interrupts(worker_id: int) -> None:
+    """Loader workers leave Ctrl-C to the training process, which saves and stops, rather
+    than dying under it (the terminal sends SIGINT to the whole process group)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def make_loader(
     dataset: TileDataset,
     batch: int,
@@ -420,6 +428,7 @@ def make_loader(
         # the loader draws its workers' seeds (unused here) from this generator instead of
         # torch's global one, which training may checkpoint and restore
         generator=torch.Generator().manual_seed(0),
+        worker_init_fn=ignore_interrupts,
     )
 
 
@@ -430,17 +439,18 @@ def training_batches(
     rank: int = 0,
     world: int = 1,
     device: torch.device | str = "cpu",
-) -> Iterator[TrainingBatch]:
+) -> Generator[TrainingBatch, None, None]:
     """Endless training batches on ``device``, from sample ``start`` of the seed's stream.
 
-    The dataset is made (and its files checked) before this returns.
+    The dataset is made (and its files checked) before this returns; ``close()`` the
+    result to stop the loader's workers.
     """
     device = torch.device(device)
     dataset = make_dataset(config, seed)
     cuda = device.type == "cuda"
     loader = make_loader(dataset, config.batch, config.workers, start, rank, world, cuda)
 
-    def on_device() -> Iterator[TrainingBatch]:
+    def on_device() -> Generator[TrainingBatch, None, None]:
         for batch in loader:
             yield batch.to(device, non_blocking=cuda)
 

@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -240,7 +240,7 @@ def train(args: argparse.Namespace) -> TrainResult:
 
     # data: sample i of the stream is a pure function of (seed, i), so resuming is
     # starting the stream at samples_seen
-    batches: Iterator[TrainingBatch] = training_batches(
+    batches = training_batches(
         config.data, args.seed, samples_seen, ranks.rank, ranks.world, device
     )
     val_batch = validation_set(config.data).to(device)
@@ -319,6 +319,7 @@ def train(args: argparse.Namespace) -> TrainResult:
             print(f"{why}: stopped at step {step}; checkpoint and weights saved in {plan.run_dir}")
         raise
     finally:
+        batches.close()  # stops the loader's workers before the process goes
         for s, handler in previous.items():
             signal.signal(s, handler)
     progress.close()
