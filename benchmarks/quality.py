@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     write_csv(out / "quality.csv", rows)
     plot(out / "quality.png", table, names, conditions)
     crop_grid(out / "quality_crops.png", crops, crop_psnrs)
-    write_text(out / "quality.md", report(args, models, photos, conditions, names, table))
+    write_text(out / "quality.md", report(models, photos, conditions, names, table))
     print(f"wrote quality.md, quality.csv, quality.png and quality_crops.png into {out}")
     return 0
 
@@ -383,7 +383,13 @@ def crop(image: np.ndarray, condition: Condition) -> np.ndarray:
     return linear_to_srgb(part) if condition.domain == "linear" else part
 
 
-def report(args, models, photos, conditions, names, table) -> str:
+def report(
+    models: dict[str, Denoiser],
+    photos: dict[str, np.ndarray],
+    conditions: tuple[Condition, ...],
+    names: list[str],
+    table: dict,
+) -> str:
     """quality.md: where the figures come from, the headline table and every score."""
     sizes = ", ".join(f"{n} {p.shape[1]}x{p.shape[0]}" for n, p in photos.items())
     profiles = "; ".join(
