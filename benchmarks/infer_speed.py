@@ -30,7 +30,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -44,7 +43,8 @@ from kpn.infer import Denoiser
 from kpn.model import KPN
 from kpn.summary import flops_per_pixel
 
-MATMUL_SIZE = 2048
+from report import matmul_gflops, peak_rss_mb
+
 NOISE_AB = (2e5, 40.0)  # sigma ~ 0.03 at mid grey
 BAND = 256  # rows per band when generating and scoring
 
@@ -85,18 +85,6 @@ def psnr_to_scene(image: np.ndarray) -> float:
         clean = scene_rows(top, min(top + BAND, height), height, width)
         total += float(np.square(image[top : top + len(clean)] - clean, dtype=np.float64).sum())
     return 10 * math.log10(image.size / total)
-
-
-def matmul_gflops(dtype: torch.dtype) -> float:
-    a = torch.rand(MATMUL_SIZE, MATMUL_SIZE).to(dtype)
-    a @ a
-    start = time.perf_counter()
-    a @ a
-    return 2 * MATMUL_SIZE**3 / (time.perf_counter() - start) / 1e9
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def child(args: argparse.Namespace) -> None:

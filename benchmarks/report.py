@@ -13,9 +13,11 @@ import datetime
 import io
 import os
 import platform
+import resource
 import shlex
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +26,21 @@ import torch
 from kpn.fileio import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
+MATMUL_SIZE = 2048  # the square matmul whose speed stands for the machine's FLOP limit
+
+
+def matmul_gflops(dtype: torch.dtype) -> float:
+    """GFLOP/s of one ``MATMUL_SIZE`` square matmul in ``dtype`` on the CPU, after a warm-up."""
+    a = torch.rand(MATMUL_SIZE, MATMUL_SIZE).to(dtype)
+    a @ a
+    start = time.perf_counter()
+    a @ a
+    return 2 * MATMUL_SIZE**3 / (time.perf_counter() - start) / 1e9
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def cpu_name() -> str:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -53,23 +52,22 @@ from kpn.model import KPN, kpn_forward
 from kpn.optim import clip_gradients_, make_optimizer
 from kpn.summary import flops_per_pixel
 
-from report import ROOT, markdown_table, provenance, write_csv, write_text
+from report import (
+    ROOT,
+    markdown_table,
+    matmul_gflops,
+    peak_rss_mb,
+    provenance,
+    write_csv,
+    write_text,
+)
 
 PRESETS = ("design", "vkdt-2024-02", "vkdt-head", "vkdt-head-w32")
 SAME_MODEL = {"design": "design, quick, long"}
 VARIANTS = ("eager-fp32", "eager-bf16", "compiled-fp32", "compiled-bf16")
-MATMUL_SIZE = 2048
 NOISE_AB = (2e5, 40.0)
 FULL = {"forward": 256, "tiles": 8, "tile": 64, "image": (1200, 1700)}
 QUICK = {"forward": 64, "tiles": 2, "tile": 32, "image": (128, 128)}
-
-
-def matmul_gflops(dtype: torch.dtype) -> float:
-    a = torch.rand(MATMUL_SIZE, MATMUL_SIZE).to(dtype)
-    a @ a
-    start = time.perf_counter()
-    a @ a
-    return 2 * MATMUL_SIZE**3 / (time.perf_counter() - start) / 1e9
 
 
 def measure(function: Callable[[], object], repeats: int, dtype: torch.dtype) -> dict:
@@ -165,10 +163,6 @@ def child(args: argparse.Namespace) -> None:
     flops = flops_per_pixel(denoiser.config, height, width) * pixels
     result = measure(lambda: denoiser(image, *NOISE_AB), args.repeats, dtype)
     emit("inference", pixels, flops, result)
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def main(argv: list[str] | None = None) -> int:
