@@ -39,6 +39,7 @@ method) and ``quality_crops.png`` (crops of one photo: noisy, each method, refer
 from __future__ import annotations
 
 import argparse
+import csv
 import math
 import statistics
 import sys
@@ -52,7 +53,7 @@ import torch
 
 from kpn.errors import KpnError
 from kpn.fileio import atomic_output
-from kpn.infer import Denoiser, load_weights
+from kpn.infer import SHIPPED, SHIPPED_DIR, Denoiser, load_weights
 from kpn.io import linear_to_srgb, srgb_to_linear
 from kpn.loss import psnr
 from kpn.synthesis import add_noise
@@ -62,6 +63,8 @@ from report import markdown_table, provenance, write_csv, write_text
 U16 = 65535.0
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle")
 QUICK_SIZE = 96
+CLASSICAL = ("non-local means", "wavelet", "CBM3D")
+NUMBERS = ("a", "b", "psnr_linear", "psnr_srgb", "ssim", "seconds", "mpx")
 CROP = 128  # side of the crops in quality_crops.png
 CROP_PHOTO = "chelsea"
 
@@ -92,6 +95,8 @@ def srgb_condition(sigma: float) -> Condition:
 # 0..65535 scale (kpn.nprof.read_darktable), 5 significant digits
 CAMERA = "Sony ILCE-7M3"
 CONDITIONS = (
+    camera_condition(800, 58.306, 0.51205, 0),  # low noise: where a model must not harm
+    camera_condition(3200, 341.63, 1.9003, 1),
     camera_condition(6400, 741.52, 3.7666, 2),
     camera_condition(12800, 1434.2, 7.3766, 3),  # the mid profile
     camera_condition(25600, 2176.3, 14.170, 4),
@@ -99,7 +104,10 @@ CONDITIONS = (
     srgb_condition(25),
     srgb_condition(50),
 )
-QUICK_CONDITIONS = (CONDITIONS[1], CONDITIONS[4])
+QUICK_CONDITIONS = (CONDITIONS[3], CONDITIONS[6])
+# --profile-test: each kpn model told a wrong profile too, (a, b) times these factors (a by
+# the square): does the network use its noise input (kpn-t's readme asks)?
+WRONG_PROFILE = (0.5, 2.0)
 
 
 # --- the generalised Anscombe transform ----------------------------------------------------
@@ -159,24 +167,37 @@ def cbm3d(image: np.ndarray, sigma: float) -> np.ndarray:
     return bm3d.bm3d_rgb(image, sigma_psd=sigma)
 
 
-def kpn_method(denoiser: Denoiser) -> Callable[[np.ndarray, Condition], np.ndarray]:
+def kpn_method(
+    denoiser: Denoiser, noise_factor: float = 1.0
+) -> Callable[[np.ndarray, Condition], np.ndarray]:
+    """The model told the condition's profile, its noise std scaled by ``noise_factor``."""
+
     def run(noisy: np.ndarray, condition: Condition) -> np.ndarray:
-        return denoiser(np.ascontiguousarray(noisy, dtype=np.float32), condition.a, condition.b)
+        a, b = condition.a * noise_factor**2, condition.b * noise_factor
+        return denoiser(np.ascontiguousarray(noisy, dtype=np.float32), a, b)
 
     return run
 
 
-def methods(models: dict[str, Denoiser]) -> dict[str, Callable]:
+def methods(
+    models: dict[str, Denoiser], classical: bool = True, cbm3d_too: bool = True,
+    profile_test: bool = False,
+) -> dict[str, Callable]:  # fmt: skip
     """Method name -> ``run(noisy, condition) -> denoised``, in table order."""
     chosen: dict[str, Callable] = {"noisy": lambda noisy, condition: noisy}
-    chosen |= {f"kpn {name}": kpn_method(denoiser) for name, denoiser in models.items()}
-    chosen |= {"non-local means": stabilised(non_local_means), "wavelet": stabilised(wavelet)}
+    for name, denoiser in models.items():
+        chosen[f"kpn {name}"] = kpn_method(denoiser)
+        if profile_test:
+            for factor in WRONG_PROFILE:
+                chosen[f"kpn {name}, noise told x{factor:g}"] = kpn_method(denoiser, factor)
+    if classical:
+        chosen |= {"non-local means": stabilised(non_local_means), "wavelet": stabilised(wavelet)}
     try:
         import bm3d  # noqa: F401
-
-        chosen["CBM3D"] = stabilised(cbm3d)
     except ImportError:
-        pass
+        cbm3d_too = False
+    if classical and cbm3d_too:
+        chosen["CBM3D"] = stabilised(cbm3d)
     return chosen
 
 
@@ -232,6 +253,8 @@ def summary(rows: list[dict], names: list[str], conditions: tuple[Condition, ...
     for condition in conditions:
         for name in names:
             mine = [r for r in rows if r["condition"] == condition.name and r["method"] == name]
+            if not mine:  # a method left out at this noise (--cbm3d-at)
+                continue
             means = {
                 k: statistics.mean(r[k] for r in mine) for k in ("psnr_linear", "psnr_srgb", "ssim")
             }
@@ -252,7 +275,7 @@ def plot(path: Path, table: dict, names: list[str], conditions: tuple[Condition,
         chosen = [c for c in conditions if c.domain == domain]
         levels = [c.level * (255 if domain == "srgb" else 1) for c in chosen]
         for name in names:
-            values = [table[c.name, name][headline(c)] for c in chosen]
+            values = [table.get((c.name, name), {}).get(headline(c), math.nan) for c in chosen]
             axis.plot(levels, values, marker="o", label=name)
         if domain == "linear":
             axis.set_xlabel(f"noise std at 18% grey ({CAMERA}, pushed; linear, white = 1)")
@@ -286,6 +309,9 @@ def crop_grid(path: Path, crops: dict, psnrs: dict) -> None:
     for r, condition in enumerate(rows):
         for c, name in enumerate(columns):
             axis = axes[r][c]
+            axis.set_xticks([]), axis.set_yticks([])
+            if name not in crops[condition]:  # not run at this noise
+                continue
             axis.imshow(crops[condition][name], interpolation="nearest")
             score = psnrs.get((condition, name))
             axis.set_title(name + ("" if score is None else f"\n{score:.2f} dB"), fontsize=8)
@@ -313,12 +339,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--model", action="append", metavar="NAME=WEIGHTS",
-        help="a run directory, checkpoint or .lut (repeatable; default: quick=runs/quick "
-        "and long=runs/long, where train.py puts the two presets)",
+        help="a run directory, checkpoint or .lut (repeatable; default: the shipped models, "
+        "design=weights/design and vkdt-w32=weights/vkdt-w32)",
     )  # fmt: skip
     parser.add_argument("--images", default=",".join(PHOTOS), help="scikit-image photos")
     parser.add_argument("--out", default="benchmarks/results", help="where the results go")
     parser.add_argument("--quick", action="store_true", help="2 photos of 96x96, 2 noises")
+    parser.add_argument("--no-cbm3d", action="store_true", help="leave out CBM3D (slow)")
+    parser.add_argument(
+        "--cbm3d-at", default="", metavar="NOISE,...",
+        help="run CBM3D (70 s/Mpx) only at these noise settings, e.g. 'ISO 12800 +3 EV'",
+    )  # fmt: skip
+    parser.add_argument(
+        "--only-kpn", action="store_true", help="the models and the noisy input alone"
+    )
+    parser.add_argument(
+        "--classical-from", metavar="CSV",
+        help="take the classical methods' rows from an earlier quality.csv of the same photos "
+        "and noises (the same noisy inputs: seeds depend on photo and noise only)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--profile-test", action="store_true",
+        help="also run each model told a wrong noise profile (std x0.5 and x2)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     try:
         import matplotlib  # noqa: F401
@@ -327,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error.name} is missing: pip install -e '.[bench]'", file=sys.stderr)
         return 2
     try:
-        models = parse_models(args.model or ["quick=runs/quick", "long=runs/long"])
+        models = parse_models(args.model or [f"{n}={SHIPPED_DIR / n}" for n in SHIPPED])
     except KpnError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -336,10 +379,24 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"--images: unknown photo {unknown[0]!r} (known: {', '.join(PHOTOS)})")
     conditions = QUICK_CONDITIONS if args.quick else CONDITIONS
+    cbm3d_at = {name.strip() for name in args.cbm3d_at.split(",") if name.strip()}
+    unknown = cbm3d_at - {c.name for c in conditions}
+    if unknown:
+        parser.error(f"--cbm3d-at: unknown noise {sorted(unknown)[0]!r}")
     size = QUICK_SIZE if args.quick else None
     photos = {name: load_photo(name, size) for name in names_of_photos}
-    denoisers = methods(models)
+    earlier = []
+    if args.classical_from:
+        with open(args.classical_from, newline="") as handle:
+            earlier = [
+                {**r, **{k: float(r[k]) for k in NUMBERS}}
+                for r in csv.DictReader(handle)
+                if r["method"] in CLASSICAL
+            ]
+    reuse = bool(earlier)
+    denoisers = methods(models, not (args.only_kpn or reuse), not args.no_cbm3d, args.profile_test)
     names = list(denoisers)
+    names += [m for m in CLASSICAL if any(r["method"] == m for r in earlier)]
     crop_photo = CROP_PHOTO if CROP_PHOTO in photos else names_of_photos[0]
     crop_conditions = {c.name for c in QUICK_CONDITIONS}
 
@@ -350,6 +407,8 @@ def main(argv: list[str] | None = None) -> int:
             mpx = clean.shape[0] * clean.shape[1] / 1e6
             line = []
             for name, denoise in denoisers.items():
+                if name == "CBM3D" and cbm3d_at and condition.name not in cbm3d_at:
+                    continue
                 start = time.perf_counter()
                 output = denoise(noisy, condition)
                 seconds = time.perf_counter() - start if name != "noisy" else 0.0
@@ -361,6 +420,11 @@ def main(argv: list[str] | None = None) -> int:
                 if photo_name == crop_photo and condition.name in crop_conditions:
                     crops.setdefault(condition.name, {})[name] = crop(output, condition)
                     crop_psnrs[condition.name, name] = score[headline(condition)]
+            for row in earlier:
+                if (row["image"], row["condition"]) == (photo_name, condition.name):
+                    if (row["a"], row["b"]) != (condition.a, condition.b):
+                        parser.error(f"--classical-from: {condition.name} had another profile")
+                    rows.append(row)
             if photo_name == crop_photo and condition.name in crop_conditions:
                 crops[condition.name]["reference"] = crop(clean, condition)
             print(f"{photo_name} {condition.name}: " + ", ".join(line), flush=True)
@@ -370,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     write_csv(out / "quality.csv", rows)
     plot(out / "quality.png", table, names, conditions)
     crop_grid(out / "quality_crops.png", crops, crop_psnrs)
-    write_text(out / "quality.md", report(models, photos, conditions, names, table))
+    write_text(out / "quality.md", report(models, photos, conditions, names, table, rows))
     print(f"wrote quality.md, quality.csv, quality.png and quality_crops.png into {out}")
     return 0
 
@@ -389,8 +453,10 @@ def report(
     conditions: tuple[Condition, ...],
     names: list[str],
     table: dict,
+    rows: list[dict],
 ) -> str:
-    """quality.md: where the figures come from, the headline table and every score."""
+    """quality.md: where the figures come from, the headline table, each model's worst
+    photo against its noisy input, and every score."""
     sizes = ", ".join(f"{n} {p.shape[1]}x{p.shape[0]}" for n, p in photos.items())
     profiles = "; ".join(
         f"{c.name}: (a, b) = ({c.a:.4g}, {c.b:.4g})" for c in conditions if c.domain == "linear"
@@ -418,20 +484,51 @@ def report(
         "",
     ]
     header = ["method", *(c.name for c in conditions), "s/Mpx"]
-    rows = []
+    table_rows = []
     for name in names:
-        seconds = statistics.mean(table[c.name, name]["s_per_mpx"] for c in conditions)
-        rows.append([name, *(f"{table[c.name, name][headline(c)]:.2f}" for c in conditions),
-                     f"{seconds:.2f}"])  # fmt: skip
-    lines += [markdown_table(header, rows), "", "## Every score", ""]
-    rows = [
+        ran = [c for c in conditions if (c.name, name) in table]
+        seconds = statistics.mean(table[c.name, name]["s_per_mpx"] for c in ran)
+        cells = [f"{table[c.name, name][headline(c)]:.2f}" if c in ran else "-" for c in conditions]
+        table_rows.append([name, *cells, f"{seconds:.2f}"])
+    lines += [markdown_table(header, table_rows), ""]
+    lines += never_worse(rows, [n for n in names if n.startswith("kpn ")], conditions)
+    lines += ["## Every score", ""]
+    table_rows = [
         [c.name, name, *(f"{table[c.name, name][k]:.2f}" for k in ("psnr_linear", "psnr_srgb")),
          f"{table[c.name, name]['ssim']:.4f}", f"{table[c.name, name]['s_per_mpx']:.2f}"]
-        for c in conditions for name in names
+        for c in conditions for name in names if (c.name, name) in table
     ]  # fmt: skip
     header = ["noise", "method", "PSNR linear", "PSNR sRGB", "SSIM", "s/Mpx"]
-    lines += [markdown_table(header, rows), ""]
+    lines += [markdown_table(header, table_rows), ""]
     return "\n".join(lines)
+
+
+def never_worse(rows: list[dict], names: list[str], conditions: tuple[Condition, ...]) -> list[str]:
+    """The section of quality.md on each model's worst photo: its PSNR gain over the noisy
+    input (headline metric) on the photo where that gain is least, per condition."""
+    if not names:
+        return []
+    lines = [
+        "## Never worse than the input",
+        "",
+        "PSNR gain over the noisy input on the photo where it is least (headline metric); "
+        "negative: the model made that photo worse.",
+        "",
+    ]
+    header = ["method", *(c.name for c in conditions)]
+    body = []
+    for name in names:
+        cells = [name]
+        for condition in conditions:
+            key = headline(condition)
+            score = {r["image"]: r[key] for r in rows
+                     if r["condition"] == condition.name and r["method"] == name}  # fmt: skip
+            noisy = {r["image"]: r[key] for r in rows
+                     if r["condition"] == condition.name and r["method"] == "noisy"}  # fmt: skip
+            worst = min(score, key=lambda image: score[image] - noisy[image])
+            cells.append(f"{score[worst] - noisy[worst]:+.2f} ({worst})")
+        body.append(cells)
+    return [*lines, markdown_table(header, body), ""]
 
 
 if __name__ == "__main__":

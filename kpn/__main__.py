@@ -7,9 +7,12 @@
   noise profiles (from its usual install paths when no file is given) as ``.nprof`` files.
 - ``export RUN|CKPT -o weights.lut [--dtype f16|f32] [--vkdt-cfg DIR]``: the trained
   weights as vkdt's ``.lut``, and with ``--vkdt-cfg`` vkdt graphs to use and train them.
-- ``import weights.lut [--config X] -o CKPT``: a ``.lut`` as a checkpoint to train on.
+- ``import weights.lut [--config X | --preset NAME] -o CKPT``: a ``.lut`` as a checkpoint
+  to train on (a ``.lut`` without kpn's section needs ``--config`` or ``--preset``).
 - ``compare-precision --weights W IMAGE... [--reference REF]...``: PSNR between the fp32
   and vkdt-f16 outputs, and of each against the reference.
+- ``photos DIR [--factor N]``: real photographs from Debian's wallpaper packages, linear
+  and downscaled, as a training set (``DIR/train``, ``DIR/validation``, a manifest).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 import torch
 
 from kpn.checkpoint import save_checkpoint
+from kpn.cli import Parser
 from kpn.config import apply_overrides, load_config
 from kpn.errors import KpnError
 from kpn.export import (
@@ -40,6 +44,7 @@ from kpn.loss import psnr
 from kpn.lut import read_lut
 from kpn.model import KPN
 from kpn.nprof import import_darktable, read_nprof
+from kpn.photos import MANIFEST, MIN_FACTOR, TRAIN, VALIDATION, assemble_photos
 from kpn.summary import summary
 from kpn.vkdt_graph import GraphFile, graph_files
 
@@ -210,13 +215,13 @@ def command_export(args: argparse.Namespace) -> None:
 def command_import(args: argparse.Namespace) -> None:
     lut = read_lut(args.lut)
     config = load_config(args.config) if args.config is not None else None
-    imported = config_for_lut(lut, config, f"--config {args.config}")
+    imported = config_for_lut(lut, config, f"--config {args.config}", args.preset)
     save_checkpoint(args.output, checkpoint_from_lut(lut, imported.config))
     for note in imported.notes:
         print(f"note: {note}", file=sys.stderr)
     print(
         f"wrote {args.output}: W {lut.width}, {lut.n_hidden} hidden layers from {args.lut}, "
-        f"step 0; what the file does not record from {imported.source}"
+        f"step 0; config from {imported.source}"
     )
 
 
@@ -254,10 +259,17 @@ def add_lut_commands(commands: argparse._SubParsersAction) -> None:  # type: ign
 
     imp = commands.add_parser("import", help="vkdt .lut -> checkpoint to train on or export")
     imp.add_argument("lut", metavar="weights.lut", help="vkdt .lut weights file")
-    imp.add_argument(
+    told = imp.add_mutually_exclusive_group()
+    told.add_argument(
         "--config",
-        help="config of the weights; default: the trailer's settings on the vkdt preset of "
-        "the file's width (configs/vkdt-head.toml for 64, vkdt-head-w32.toml for 32)",
+        help="config of the weights (must agree with the file); a file kpn wrote says its "
+        "model itself, one without kpn's section (vkdt's) needs this or --preset",
+    )
+    told.add_argument(
+        "--preset",
+        metavar="NAME",
+        help="for a file without kpn's section: a config in configs/ under the trailer's "
+        "items (vkdt's W 64 build: vkdt-head, W 32: vkdt-head-w32)",
     )
     imp.add_argument("-o", "--output", required=True, help="the checkpoint to write")
     imp.set_defaults(handler=command_import)
@@ -276,10 +288,21 @@ def add_lut_commands(commands: argparse._SubParsersAction) -> None:  # type: ign
     compare.set_defaults(handler=command_compare_precision)
 
 
+def command_photos(args: argparse.Namespace) -> None:
+    records, made = assemble_photos(args.folder, args.factor)
+    counts = {split: sum(r.split == split for r in records) for split in (TRAIN, VALIDATION)}
+    state = "assembled" if made else "already assembled (kept)"
+    print(
+        f"{args.folder}: {len(records)} photos {state}: {counts[TRAIN]} in train/, "
+        f"{counts[VALIDATION]} in validation/, downscaled by {args.factor}; sources and "
+        f"licences in {MANIFEST}"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m kpn",
-        description=__doc__,
+        description=__doc__,  # its markup removed by Parser
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -320,6 +343,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="u16: x on 0..65535, what kpn uses (default); dng: x on [0,1], vkdt's nprof today",
     )
     darktable.set_defaults(handler=command_nprof_import_darktable)
+    photos = commands.add_parser(
+        "photos", help="a training set of real photographs from Debian's wallpaper packages"
+    )
+    photos.add_argument("folder", help="where the set goes (train/, validation/, manifest)")
+    photos.add_argument(
+        "--factor",
+        type=int,
+        default=MIN_FACTOR,
+        help=f"box-downscale factor in linear light, at least {MIN_FACTOR} (default)",
+    )
+    photos.set_defaults(handler=command_photos)
     add_lut_commands(commands)
     return parser
 

@@ -1,7 +1,9 @@
 """Apply (SPEC 4): filter a level's X with its predicted 15-tap star kernels, and alpha.
 
 vkdt's ``apply.comp``: the kernel weights are normalised by their sum, with guards against
-NaN and runaway values, and the result is clamped to the float16 range.
+NaN and runaway values, and the result is clamped to the float16 range. That clamp is part
+of vkdt's float16 arithmetic, so only the ``vkdt-f16`` precision has it
+(:func:`apply_limit`): a float32 model keeps HDR values above 65000 as they are.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from kpn.features import STAR15_PADDING, STAR15_RADIUS, STAR15_TAPS
 from kpn.sampling import pad_symmetric
 
 F16_LIMIT = 65000.0  # apply's clamp: stay inside float16
+F16_PRECISION = "vkdt-f16"  # the model precision that emulates vkdt's float16
 SOFTMAX_SCALE = 0.1  # vkdt's sigma_exp: exp(0.1 * x)
 SOFTMAX_MIN_SUM = 1e-3
 SOFTMAX_MAX_START = -1e38  # apply.comp's initial maxK
@@ -54,20 +57,28 @@ def kernel_weights(logits: Tensor, activation: str) -> Tensor:
     raise ValueError(f"unknown kernel activation {activation!r}")
 
 
-def apply_kernel(x: Tensor, weights: Tensor) -> Tensor:
-    """Star-shaped convolution: I(p) = sum_k w_k(p) X(p + tap_k), clamped to +-65000.
+def apply_limit(precision: str) -> float | None:
+    """The clamp of the filtered values for a model precision: +-65000 for ``vkdt-f16``
+    (vkdt's float16 range), None (no clamp) for float32 and bfloat16, whose range holds
+    any HDR value."""
+    return F16_LIMIT if precision == F16_PRECISION else None
+
+
+def apply_kernel(x: Tensor, weights: Tensor, limit: float | None = F16_LIMIT) -> Tensor:
+    """Star-shaped convolution: I(p) = sum_k w_k(p) X(p + tap_k), clamped to +-``limit``.
 
     Args:
         x: ``[B,C,H,W]``.
         weights: ``[B,15,H,W]``, normalised (:func:`kernel_weights`).
+        limit: the clamp, default vkdt's; None keeps every value (:func:`apply_limit`).
 
     Returns:
         ``[B,C,H,W]``.
     """
-    return apply_kernel_padded(pad_symmetric(x, *STAR15_PADDING), weights)
+    return apply_kernel_padded(pad_symmetric(x, *STAR15_PADDING), weights, limit)
 
 
-def apply_kernel_padded(padded: Tensor, weights: Tensor) -> Tensor:
+def apply_kernel_padded(padded: Tensor, weights: Tensor, limit: float | None = F16_LIMIT) -> Tensor:
     """:func:`apply_kernel` of an X already padded by ``STAR15_PADDING``.
 
     ``[B,C,h+4,w+4], [B,15,h,w] -> [B,C,h,w]``
@@ -79,7 +90,7 @@ def apply_kernel_padded(padded: Tensor, weights: Tensor) -> Tensor:
         tap = padded[..., r + dy : r + dy + height, r + dx : r + dx + width]
         term = weights[:, k : k + 1]
         filtered = term * tap if filtered is None else torch.addcmul(filtered, term, tap)
-    return filtered.clamp(-F16_LIMIT, F16_LIMIT)
+    return filtered if limit is None else filtered.clamp(-limit, limit)
 
 
 def vkdt_sigmoid(x: Tensor) -> Tensor:

@@ -22,30 +22,33 @@ DownFilter = Literal["box2", "binomial5", "box2_vkdt"]
 UpFilter = Literal["bspline", "bilinear"]
 MlpInput = Literal["mip", "detail"]
 Blend = Literal["mix", "add", "post_diff"]
-Features = Literal["star15", "patch8x8"]
+Features = Literal["star15", "star15_snr", "patch8x8"]
 NoiseLuminance = Literal["x", "lowpass"]
 Activation = Literal["leaky_relu", "relu", "none"]
 KernelActivation = Literal["softmax", "plain"]
 AlphaActivation = Literal["const", "plain", "clamped", "sigmoid"]
 Precision = Literal["fp32", "vkdt-f16"]
-Loss = Literal["l2", "smape", "cosh"]
+Loss = Literal["l2", "smape", "cosh", "psnr"]
 LossReduction = Literal["sum", "mean"]
 LrSchedule = Literal["constant", "cosine"]
 
 # The input width each feature extractor produces (SPEC 2).
-FEATURE_CHANNELS = {"star15": 32, "patch8x8": 64}
+FEATURE_CHANNELS = {"star15": 32, "star15_snr": 32, "patch8x8": 64}
+# Inputs that vkdt's input.glsl computes; others run in kpn only.
+VKDT_FEATURES = ("star15", "patch8x8")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The network and the pyramid around it (SPEC 1-5, 10). Defaults: the design preset."""
+    """The network and the pyramid around it (SPEC 1-5, 10). Defaults: the design preset,
+    but W 32 (the width vkdt's kpn module reads; configs/design.toml sets 64)."""
 
     levels: int = 4  # network levels N; vkdt's kpn-t trains 4
     down: DownFilter = "box2"  # pyramid reduction; box2 is the original 2x2 mip
     up: UpFilter = "bspline"  # expansion for details and reconstruction
     mlp_input: MlpInput = "mip"  # X of each level: its mip M_i or its detail D_i
     blend: Blend = "mix"  # coarse-to-fine reconstruction (SPEC 5)
-    features: Features = "star15"  # per-pixel network input (SPEC 2)
+    features: Features = "star15_snr"  # per-pixel input; star15_snr: taps in noise units
     noise_luminance: NoiseLuminance = "x"  # sigma channel from X (vkdt) or the low-pass M_i
     width: int = 32  # hidden width W; vkdt builds 32 or 64
     n_hidden: int = 6  # hidden layers, as tiny-cuda-nn's fully fused MLP in vkdt
@@ -108,6 +111,8 @@ class DataConfig:
     source: DataSource = "deadleaves"  # built in: trains on a fresh machine, no download
     reference_dir: str = ""  # clean and pairs: folder of clean images (PFM, PNG/JPEG/TIFF, raw)
     noisy_dir: str = ""  # pairs: noisy images, matched to references by file name
+    deadleaves_fraction: float = 0.0  # clean, pairs: share of training tiles from dead leaves
+    texture_candidates: int = 1  # clean: a training tile is the most textured of this many
     raw_mode: RawMode = "half"  # raw files: a pixel per 2x2 block, no demosaicing artefacts
     tile: int = 64  # vkdt's cnngenin tile size
     batch: int = 16  # tiles per step
@@ -141,7 +146,7 @@ class DataConfig:
         for key in ("tile", "validation_tile"):
             if getattr(self, key) < 2:
                 raise fail(key, "must be >= 2")
-        for key in ("batch", "validation_count"):
+        for key in ("batch", "validation_count", "texture_candidates"):
             if getattr(self, key) < 1:
                 raise fail(key, "must be >= 1")
         for key in ("workers", "validation_seed"):
@@ -163,6 +168,13 @@ class DataConfig:
                 raise fail(low, f"is above data.{high} = {getattr(self, high)!r}")
             if self.noise == "loguniform" and getattr(self, low) <= 0:
                 raise fail(low, "must be > 0 for data.noise = 'loguniform'")
+        if not 0 <= self.deadleaves_fraction <= 1:
+            raise fail("deadleaves_fraction", "is outside 0..1")
+        if self.deadleaves_fraction and self.source == "deadleaves":
+            raise fail(
+                "deadleaves_fraction",
+                "mixes dead leaves into files: needs source 'clean' or 'pairs'",
+            )
         if self.noise == "cameras" and not self.nprof_dir:
             raise fail("nprof_dir", "must name a folder of .nprof files for noise = 'cameras'")
         if self.source in ("clean", "pairs") and not self.reference_dir:
@@ -311,20 +323,46 @@ def config_from_dict(table: dict[str, Any], where: str = "<config>") -> Config:
     return config
 
 
+BASE_KEY = "base"  # a config may name another, relative to itself, whose values it changes
+
+
 def load_config(path: str | Path) -> Config:
-    """Read a TOML config file; every failure is a one-line :class:`KpnError`."""
+    """Read a TOML config file; every failure is a one-line :class:`KpnError`.
+
+    A top-level ``base = "design.toml"`` reads that file first (relative to this one) and
+    lays this file's tables over it key by key, so presets name only what they change.
+    """
     path = Path(path)
+    return config_from_dict(_read_table(path, ()), str(path))
+
+
+def _read_table(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise KpnError(f"{path}: config file not found") from None
+        where = f" (base of {chain[-1]})" if chain else ""
+        raise KpnError(f"{path}: config file not found{where}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise KpnError(f"{path}: cannot read config: {exc}") from None
     try:
         table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise KpnError(f"{path}: invalid TOML: {exc}") from None
-    return config_from_dict(table, str(path))
+    base = table.pop(BASE_KEY, None)
+    if base is None:
+        return table
+    if not isinstance(base, str):
+        raise KpnError(f"{path}: {BASE_KEY} = {base!r} must be a file name")
+    base_path = (path.parent / base).resolve()
+    if base_path in chain or base_path == path.resolve():
+        raise KpnError(f"{path}: {BASE_KEY} = {base!r} makes a cycle of configs")
+    merged = _read_table(base_path, (*chain, path.resolve()))
+    for section, values in table.items():
+        if isinstance(values, dict) and isinstance(merged.get(section), dict):
+            merged[section] = {**merged[section], **values}
+        else:
+            merged[section] = values
+    return merged
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

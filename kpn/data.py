@@ -24,6 +24,7 @@ starting the stream at the number of samples already seen.
 from __future__ import annotations
 
 import signal
+import sys
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from kpn.config import DataConfig, TileOffset
 from kpn.deadleaves import draw_scenes, render_scenes
 from kpn.errors import KpnError
+from kpn.features import luminance
 from kpn.io import (
     IMAGE_EXTENSIONS,
     PFM_EXTENSIONS,
@@ -46,7 +48,7 @@ from kpn.io import (
     read_raw,
 )
 from kpn.nprof import find_profile, read_nprof
-from kpn.synthesis import Sample, synthesize, uniforms
+from kpn.synthesis import Sample, draw_offset, synthesize, uniforms
 
 TRAINING, VALIDATION = 0, 1  # stream numbers: the two never share a tile
 READABLE = PFM_EXTENSIONS | IMAGE_EXTENSIONS | RAW_EXTENSIONS
@@ -103,6 +105,7 @@ class ImagePair:
     reference: Tensor
     noisy: Tensor | None = None
     noise_ab: Tensor | None = None
+    offset: TileOffset | None = None  # None: the source's
 
 
 class DeadLeavesSource:
@@ -118,19 +121,76 @@ class DeadLeavesSource:
 
 
 class FileSource:
-    """Images read from files; each tile picks one, uniformly."""
+    """Images read from files; each tile picks one, uniformly.
 
-    def __init__(self, pairs: Sequence[ImagePair], offset: TileOffset) -> None:
+    ``candidates`` > 1 (clean references only): the tile is the most textured of that many
+    tile-sized crops at random places in the picked image, so that a set of photos with
+    soft backgrounds and skies does not teach mostly smoothing.
+    """
+
+    def __init__(self, pairs: Sequence[ImagePair], offset: TileOffset, candidates: int = 1) -> None:
         self.pairs = list(pairs)
         self.offset = offset
+        self.candidates = candidates
 
     def images(self, generators: Sequence[torch.Generator], tile: int) -> list[ImagePair]:
         count = len(self.pairs)
         picks = [uniforms(1, g)[0] for g in generators]
-        return [self.pairs[min(int(count * u), count - 1)] for u in picks]
+        chosen = [self.pairs[min(int(count * u), count - 1)] for u in picks]
+        if self.candidates == 1:
+            return chosen
+        return [
+            textured_crop(pair, tile, self.candidates, g)
+            for pair, g in zip(chosen, generators, strict=True)
+        ]
 
 
-TileSource = DeadLeavesSource | FileSource
+def texture(crop: Tensor) -> float:
+    """Mean absolute luminance gradient over the mean luminance: how much a crop ``[3,T,T]``
+    shows, the same at every exposure."""
+    lum = luminance(crop[None])[0]
+    gradient = (lum[:, 1:] - lum[:, :-1]).abs().mean() + (lum[1:] - lum[:-1]).abs().mean()
+    return float(gradient / (lum.mean().abs() + 1e-3))
+
+
+def textured_crop(
+    pair: ImagePair, tile: int, candidates: int, generator: torch.Generator
+) -> ImagePair:
+    """The most textured of ``candidates`` random tile-sized crops inside ``pair``'s image,
+    as a pair of exactly the tile's size (synthesis then adds flips, exposure and noise)."""
+    height, width = pair.reference.shape[-2:]
+    u = uniforms(2 * candidates, generator)
+    crops = []
+    for k in range(candidates):
+        top = draw_offset(height, tile, "inside", u[2 * k])
+        left = draw_offset(width, tile, "inside", u[2 * k + 1])
+        crops.append(pair.reference[:, top : top + tile, left : left + tile])
+    return ImagePair(max(crops, key=texture), offset="inside")
+
+
+class MixedSource:
+    """Dead leaves for a fraction of the tiles, files for the rest, chosen per tile.
+
+    Photographs teach texture that dead leaves lack; dead leaves keep the hard edges and
+    flat areas a few dozen photos have too few of.
+    """
+
+    def __init__(self, files: FileSource, deadleaves_fraction: float) -> None:
+        self.files = files
+        self.fraction = deadleaves_fraction
+        self.offset = files.offset
+
+    def images(self, generators: Sequence[torch.Generator], tile: int) -> list[ImagePair]:
+        leaves = [uniforms(1, g)[0] < self.fraction for g in generators]
+        chosen = list(zip(generators, leaves, strict=True))
+        drawn = DeadLeavesSource().images([g for g, x in chosen if x], tile) if any(leaves) else []
+        read = self.files.images([g for g, x in chosen if not x], tile) if not all(leaves) else []
+        drawn_pairs = iter(ImagePair(p.reference, offset=DeadLeavesSource.offset) for p in drawn)
+        read_pairs = iter(read)
+        return [next(drawn_pairs) if x else next(read_pairs) for x in leaves]
+
+
+TileSource = DeadLeavesSource | FileSource | MixedSource
 
 
 class TileDataset(Dataset[Sample]):
@@ -169,7 +229,7 @@ class TileDataset(Dataset[Sample]):
                 pair.noise_ab,
                 self.config,
                 self.tile,
-                self.source.offset,
+                pair.offset or self.source.offset,
                 self.cameras,
                 generator,
             )
@@ -184,7 +244,10 @@ class TileDataset(Dataset[Sample]):
 def image_files(folder: Path, key: str) -> list[Path]:
     """The readable images in ``folder``, sorted by name; hidden files and others skipped."""
     if not folder.is_dir():
-        raise KpnError(f"{folder}: no such folder (data.{key})")
+        hint = ""
+        if key.endswith("reference_dir"):
+            hint = "; `python -m kpn photos DIR` assembles real photographs to train on"
+        raise KpnError(f"{folder}: no such folder (data.{key}){hint}")
     files = sorted(
         path
         for path in folder.iterdir()
@@ -284,12 +347,27 @@ def by_name(files: Sequence[Path]) -> dict[str, Path]:
 
 
 def load_clean(
-    reference_dir: Path, config: DataConfig, tile: int, tile_key: str
+    reference_dir: Path, config: DataConfig, tile: int, tile_key: str, key: str
 ) -> list[ImagePair]:
-    return [
-        ImagePair(read_reference(path, config, tile, tile_key))
-        for path in image_files(reference_dir, "reference_dir")
-    ]
+    """Every usable image of a folder of clean photos; a corrupt or too small one is
+    skipped with a warning naming it (one bad file in a folder of hundreds should not
+    stop a run), and a folder with none left is a one-line error."""
+    pairs, skipped = [], 0
+    for path in image_files(reference_dir, key):
+        try:
+            pairs.append(ImagePair(read_reference(path, config, tile, tile_key)))
+        except KpnError as err:
+            print(f"warning: skipped {err}", file=sys.stderr)
+            skipped += 1
+    if not pairs:
+        raise KpnError(
+            f"{reference_dir}: none of its {skipped} images is usable (data.{key}; "
+            "the warnings above say why)"
+        )
+    if skipped:
+        total = skipped + len(pairs)
+        print(f"warning: {reference_dir}: skipped {skipped} of {total} images", file=sys.stderr)
+    return pairs
 
 
 def load_pairs(
@@ -372,11 +450,16 @@ def make_dataset(
     if config.source == "deadleaves":
         source = DeadLeavesSource()
     elif config.source == "clean":
-        source = FileSource(load_clean(references, config, tile, tile_key), config.offset)
+        key = "validation_reference_dir" if reference_dir else "reference_dir"
+        pairs = load_clean(references, config, tile, tile_key, key)
+        candidates = config.texture_candidates if stream == TRAINING else 1
+        source = FileSource(pairs, config.offset, candidates)
     else:
         noisies = Path(noisy_dir or config.noisy_dir)
         pairs = load_pairs(references, noisies, config, tile, tile_key)
         source = FileSource(pairs, config.offset)
+    if config.deadleaves_fraction > 0 and stream == TRAINING:
+        source = MixedSource(source, config.deadleaves_fraction)
     return TileDataset(source, config, tile, seed, stream, cameras)
 
 

@@ -6,12 +6,18 @@ zero there), which is also what vkdt's ``kpn`` inference module reads for W = 32
 reads every file with in_width 32, so for W = 64 it cannot run the same network (SPEC
 10): :func:`inference_layout_warning` says so.
 
-Import: a ``.lut`` -> a training checkpoint. The trailer carries ``n_hidden``, ``width``,
-the kernel, alpha and MLP activations and the loss; every other setting comes from a
-config the caller gives or, without one, from the vkdt preset of the file's width
-(:data:`PRESET_FOR_WIDTH`): W 64 is vkdt HEAD as shipped, W 32 HEAD's code built with
-WIDTH 32. Both presets include HEAD's kernel block transpose (since 4c5e4782,
-2026-01-03): weights trained by an older vkdt need ``--config configs/vkdt-2024-02.toml``.
+Every file kpn writes also carries kpn's section (:mod:`kpn.lut`): the whole ``[model]``
+and ``[infer]`` of the model, after kpn-t's text. vkdt ignores it; kpn reads the model
+back from it, so a run's ``weights.lut`` runs as that run's model.
+
+Import: a ``.lut`` -> a training checkpoint. With kpn's section the file says its model.
+Without one (vkdt's files) the trailer carries only ``n_hidden``, ``width``, the kernel,
+alpha and MLP activations and the loss, so the caller must say what the rest is: a config
+(``--config``), which must agree with the file, or a preset (``--preset``, a name in
+``configs/``), whose settings the trailer's override. :data:`PRESET_FOR_WIDTH` names the
+vkdt preset of each width, which the refusal suggests: W 64 is vkdt HEAD as shipped, W 32
+HEAD's code built with WIDTH 32. Both include HEAD's kernel block transpose (since
+4c5e4782, 2026-01-03): weights trained by an older vkdt need ``--preset vkdt-2024-02``.
 """
 
 from __future__ import annotations
@@ -23,9 +29,16 @@ from pathlib import Path
 import torch
 
 from kpn.checkpoint import TrainingState, load_checkpoint
-from kpn.config import Config, ModelConfig, config_from_dict, config_to_dict, load_config
+from kpn.config import (
+    VKDT_FEATURES,
+    Config,
+    ModelConfig,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+)
 from kpn.errors import KpnError
-from kpn.lut import LutFile, format_trailer, lut_bytes, read_lut, write_lut
+from kpn.lut import VKDT_LOSSES, LutFile, format_trailer, lut_bytes, read_lut, write_lut
 from kpn.mlp import MLP, load_weights
 from kpn.model import KPN
 from kpn.optim import make_optimizer
@@ -51,20 +64,26 @@ def lut_trailer(config: Config) -> str:
         kernel_activation=model.kernel_activation,
         alpha_activation=model.alpha_activation,
         activation=model.activation,
-        loss=config.train.loss,
+        loss=config.train.loss if config.train.loss in VKDT_LOSSES else None,
     )
 
 
 def lut_payload(mlp: MLP, config: Config, dtype: str = "f16") -> bytes:
-    """The bytes of the ``.lut`` for the MLP's weights, with kpn-t's trailer."""
+    """The bytes of the ``.lut`` for the MLP's weights: kpn-t's trailer, then kpn's section
+    with ``config``'s ``[model]`` and ``[infer]``."""
     matrices = [weight.detach().cpu() for weight in mlp.weights]
     return lut_bytes(
-        matrices, in_width=lut_in_width(config.model), dtype=dtype, trailer=lut_trailer(config)
+        matrices,
+        in_width=lut_in_width(config.model),
+        dtype=dtype,
+        trailer=lut_trailer(config),
+        model=config.model,
+        infer=config.infer,
     )
 
 
 def export_lut(mlp: MLP, config: Config, path: str | os.PathLike[str], dtype: str = "f16") -> None:
-    """Write the MLP's weights as a ``.lut`` file with kpn-t's trailer, atomically."""
+    """Write :func:`lut_payload`'s bytes to ``path``, atomically."""
     matrices = [weight.detach().cpu() for weight in mlp.weights]
     write_lut(
         path,
@@ -72,20 +91,33 @@ def export_lut(mlp: MLP, config: Config, path: str | os.PathLike[str], dtype: st
         in_width=lut_in_width(config.model),
         dtype=dtype,
         trailer=lut_trailer(config),
+        model=config.model,
+        infer=config.infer,
     )
 
 
 def inference_layout_warning(model: ModelConfig) -> str | None:
-    """Why vkdt's ``kpn`` module would misread this model's file, or None when it would not."""
-    if model.width == INFERENCE_IN_WIDTH:
-        return None
-    return (
-        f"W = {model.width} weights are written in kpn-t's layout (first matrix "
-        f"{model.width} wide); vkdt's kpn inference module reads them with in_width "
-        f"{INFERENCE_IN_WIDTH} (src/pipe/modules/kpn/main.c), so every later layer starts "
-        f"elsewhere and it does not run this network: train W = {INFERENCE_IN_WIDTH} for vkdt "
-        "inference (docs/vkdt.md)"
-    )
+    """Why vkdt's ``kpn`` module cannot run this model's file (one line), or None.
+
+    Two reasons: features vkdt's ``input.glsl`` does not compute, and a width whose file
+    layout its inference module misreads. kpn reads such a file back all the same.
+    """
+    reasons = []
+    if model.features not in VKDT_FEATURES:
+        reasons.append(
+            f"model.features = {model.features!r} is kpn's own input: vkdt's input.glsl "
+            f"computes only {' and '.join(VKDT_FEATURES)}, so vkdt cannot run this network "
+            "(kpn reads the file back)"
+        )
+    if model.width != INFERENCE_IN_WIDTH:
+        reasons.append(
+            f"W = {model.width} weights are written in kpn-t's layout (first matrix "
+            f"{model.width} wide); vkdt's kpn inference module reads them with in_width "
+            f"{INFERENCE_IN_WIDTH} (src/pipe/modules/kpn/main.c), so every later layer starts "
+            f"elsewhere and it does not run this network: train W = {INFERENCE_IN_WIDTH} for "
+            "vkdt inference (docs/vkdt.md)"
+        )
+    return "; also ".join(reasons) or None
 
 
 def load_lut(mlp: MLP, model: ModelConfig, source: str | os.PathLike[str] | LutFile) -> None:
@@ -134,69 +166,75 @@ class ImportedConfig:
     """The config a ``.lut`` file's weights belong to, and how it was decided."""
 
     config: Config
-    source: str  # the config file that supplied what the trailer does not carry
+    source: str  # what supplied the model: the file's kpn section, a config or a preset
     notes: tuple[str, ...]  # choices a user should hear about (the ambiguous "sigmoid")
 
 
-def preset_path(width: int, where: str) -> Path:
-    """The vkdt preset for a file of width ``width`` (see :data:`PRESET_FOR_WIDTH`)."""
-    if width not in PRESET_FOR_WIDTH:
-        raise KpnError(
-            f"{where}: no vkdt preset has width {width} (only {sorted(PRESET_FOR_WIDTH)}): "
-            "pass --config"
-        )
-    path = PRESETS / PRESET_FOR_WIDTH[width]
-    if not path.is_file():
-        raise KpnError(
-            f"{where}: preset {path} not found (kpn without its configs/): pass --config"
-        )
+def preset_names() -> list[str]:
+    """The presets a ``--preset`` may name: the configs in ``configs/``, without ``.toml``."""
+    return sorted(path.stem for path in PRESETS.glob("*.toml"))
+
+
+def preset_config_path(name: str) -> Path:
+    """``configs/NAME.toml``; KpnError (one line, the names there) for any other name."""
+    path = PRESETS / f"{name}.toml"
+    if Path(name).name != name or not path.is_file():
+        available = ", ".join(preset_names()) or f"none: {PRESETS} is missing"
+        raise KpnError(f"--preset {name!r}: no such preset (presets: {available})")
     return path
 
 
-def config_for_lut(
-    lut: LutFile, config: Config | None = None, config_name: str = "--config"
-) -> ImportedConfig:
-    """Decide the config of a ``.lut`` file's weights from its header and trailer.
+def unknown_model_message(lut: LutFile) -> str:
+    """Why a file without kpn's section is refused without --config or --preset: one line."""
+    what = "no trailer, no kpn section" if lut.trailer is None else "no kpn section"
+    hint = "--config FILE (its whole config) or --preset NAME (a config in configs/"
+    if lut.width in PRESET_FOR_WIDTH:
+        preset = Path(PRESET_FOR_WIDTH[lut.width]).stem
+        hint += f"; vkdt's W {lut.width} build: --preset {preset}"
+    return (
+        f"{lut.path}: the file does not say which model its weights are for ({what}: "
+        f"written by vkdt or an older kpn); say it with {hint})"
+    )
 
-    With ``config`` (the user's ``--config``, named ``config_name`` in messages) the file
-    must agree with it on everything it records: width and hidden layers (header), and
-    the kernel, alpha and MLP activations and the loss (trailer); a contradiction is a
-    KpnError. vkdt writes "sigmoid" for both the sigmoid and the clamped alpha: either
-    agrees with a config's, and without a config "sigmoid" is taken (and said in a note).
-    Without ``config`` the file needs its trailer, and the other settings come from the
-    vkdt preset of its width.
+
+def config_for_lut(
+    lut: LutFile,
+    config: Config | None = None,
+    config_name: str = "--config",
+    preset: str | None = None,
+) -> ImportedConfig:
+    """Decide the config of a ``.lut`` file's weights.
+
+    A file with kpn's section says its model: the result has that ``[model]`` and
+    ``[infer]`` (and the trailer's loss); a ``config`` (the user's ``--config``, named
+    ``config_name`` in messages) must have the same ``[model]`` and is then used whole.
+    A file without one must be told what it is, else KpnError (:func:`unknown_model_message`):
+    with ``config`` the file must agree with it on everything it records (width and
+    hidden layers in the header; kernel, alpha and MLP activations and loss in the
+    trailer); with ``preset`` (a name in ``configs/``, see :func:`preset_config_path`) the
+    trailer's items replace the preset's. vkdt writes "sigmoid" for both the sigmoid and
+    the clamped alpha: either agrees with a config's, and over a preset "sigmoid" is taken
+    (and said in a note). ``config`` and ``preset`` together are refused.
     """
     trailer = lut.trailer
-    if config is None and trailer is None:
-        raise KpnError(
-            f"{lut.path}: no trailer (the text kpn-t appends) to tell the configuration: "
-            "pass --config"
-        )
+    if config is not None and preset is not None:
+        raise KpnError(f"{config_name} and --preset {preset}: give one of them, not both")
     if trailer is not None and trailer.kernel_activation not in ("softmax", "plain"):
         raise KpnError(
             f"{lut.path}: kernel weight activation {trailer.kernel_activation!r} (vkdt's "
             "retired APPLY_SIGMOID) has no counterpart here"
         )
-    fields = _recorded_fields(lut)
+    if lut.model is not None:
+        return _from_section(lut, config, config_name, preset)
     if config is not None:
-        for key, recorded in fields:
-            section, name = key.split(".")
-            wanted = getattr(getattr(config, section), name)
-            if recorded == "sigmoid_or_clamped":
-                agrees, recorded = wanted in ("sigmoid", "clamped"), "sigmoid (sigmoid or clamped)"
-            else:
-                agrees = recorded == wanted
-            if not agrees:
-                what = "header" if name in ("width", "n_hidden") else "trailer"
-                raise KpnError(
-                    f"{lut.path}: {what} says {key} = {recorded!r}, {config_name} says {wanted!r}"
-                )
+        _check_recorded(lut, config, config_name)
         return ImportedConfig(config, config_name, ())
-
-    source = preset_path(lut.width, str(lut.path))
+    if preset is None:
+        raise KpnError(unknown_model_message(lut))
+    source = preset_config_path(preset)
     table = config_to_dict(load_config(source))
     notes = []
-    for key, recorded in fields:
+    for key, recorded in _recorded_fields(lut):
         section, name = key.split(".")
         if recorded == "sigmoid_or_clamped":
             recorded = "sigmoid"
@@ -206,6 +244,50 @@ def config_for_lut(
             )
         table[section][name] = recorded
     return ImportedConfig(config_from_dict(table, str(lut.path)), str(source), tuple(notes))
+
+
+def _from_section(
+    lut: LutFile, config: Config | None, config_name: str, preset: str | None
+) -> ImportedConfig:
+    """config_for_lut for a file with kpn's section (read_lut checked it against the rest)."""
+    assert lut.model is not None and lut.infer is not None
+    source = "the file's kpn section"
+    if preset is not None:
+        raise KpnError(
+            f"--preset {preset}: {lut.path} says its model itself (kpn section): leave --preset out"
+        )
+    if config is not None:
+        # The header's width first: "W 32 vs 64" says more than the first [model] key.
+        _check_recorded(lut, config, config_name)
+        mine, theirs = config_to_dict(lut.model), config_to_dict(config.model)
+        for key, value in mine.items():
+            if theirs[key] != value:
+                raise KpnError(
+                    f"{config_name}: model.{key} = {theirs[key]!r}, but the weights in "
+                    f"{lut.path} are for {value!r} (its kpn section): leave {config_name} "
+                    "out, or give the run's config"
+                )
+        return ImportedConfig(config, config_name, ())
+    table = {"model": config_to_dict(lut.model), "infer": config_to_dict(lut.infer)}
+    if lut.trailer is not None and lut.trailer.loss is not None:
+        table["train"] = {"loss": lut.trailer.loss}  # the one training setting it records
+    return ImportedConfig(config_from_dict(table, source), source, ())
+
+
+def _check_recorded(lut: LutFile, config: Config, config_name: str) -> None:
+    """KpnError unless ``config`` agrees with everything the header and trailer record."""
+    for key, recorded in _recorded_fields(lut):
+        section, name = key.split(".")
+        wanted = getattr(getattr(config, section), name)
+        if recorded == "sigmoid_or_clamped":
+            agrees, recorded = wanted in ("sigmoid", "clamped"), "sigmoid (sigmoid or clamped)"
+        else:
+            agrees = recorded == wanted
+        if not agrees:
+            what = "header" if name in ("width", "n_hidden") else "trailer"
+            raise KpnError(
+                f"{lut.path}: {what} says {key} = {recorded!r}, {config_name} says {wanted!r}"
+            )
 
 
 def _recorded_fields(lut: LutFile) -> list[tuple[str, str | int]]:

@@ -26,6 +26,8 @@ STAR15_PADDING = (2, 2, 2, 2)  # left, right, top, bottom
 PATCH8X8_TAPS = tuple((c // 8 - 4, c % 8 - 4) for c in range(64))
 PATCH8X8_PADDING = (4, 3, 4, 3)
 NOISE_SCALE = 65535.0  # vkdt's noise profiles live on the 0..65535 scale
+SIGMA_FLOOR = 1e-7  # star15_snr divides by sigma: a noise-free profile gives 1e7, not inf
+STAR15_CENTRE = STAR15_TAPS.index((0, 0))
 
 
 def luminance(rgb: Tensor) -> Tensor:
@@ -94,6 +96,67 @@ def star15_features_padded(
     channels.append(noise_sigma(noise_lum, noise_ab, level))
     channels.append(torch.ones_like(channels[0]))
     return torch.stack(channels, dim=1)
+
+
+class _SignedLog1p(torch.autograd.Function):
+    """sign(x) log(1 + |x|), with a backward pass of one division (autograd's of abs and
+    copysign costs three times the forward; torch.asinh, the smooth alternative, is not
+    vectorised on the CPU and took a quarter of a training step)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor) -> Tensor:
+        magnitude = x.abs()
+        ctx.save_for_backward(magnitude)
+        return torch.log1p(magnitude).copysign_(x)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
+        (magnitude,) = ctx.saved_tensors
+        return grad / (magnitude + 1)
+
+
+def signed_log1p(x: Tensor) -> Tensor:
+    """sign(x) log(1 + |x|), elementwise: the identity's slope at 0, a logarithm far out."""
+    return _SignedLog1p.apply(x)
+
+
+def star15_snr_features_padded(
+    padded: Tensor, noise_ab: Tensor, level: int, noise_lum: Tensor
+) -> Tensor:
+    """kpn's own ``star15_snr`` input: the star15 taps in units of the noise.
+
+    What a denoiser must decide, whether a neighbour differs from the centre by more than
+    the noise, is a function of (tap - centre) / sigma, not of absolute values: the same
+    edge is signal at ISO 100 and noise at ISO 51200. ``star15`` leaves the network to
+    divide by a sigma channel of order 1e-3 beside values of order 1; this input does the
+    division, and s(v) = sign(v) log(1 + |v|) compresses the result (linear within a
+    sigma, logarithmic beyond, so 1e4 sigma of a clean edge stays a moderate number).
+    Channels as star15's: 2t, 2t+1 = s((lum_t - lum_c) / sigma), s((sat_t - sat_c) / sigma)
+    for the 14 outer taps, the centre's own slots s(lum_c / sigma), s(sat_c / sigma) (its
+    signal-to-noise ratio), 30 = log2(65535 sigma) / 16 (the noise level itself), 31 = 1.
+    vkdt's input.glsl does not compute this: such a network runs in kpn only.
+
+    ``[B,3,h+4,w+4] -> [B,32,h,w]``
+    """
+    height, width = noise_lum.shape[-2:]
+    r = STAR15_RADIUS
+    lum, sat = luminance(padded), saturation(padded)
+    sigma = noise_sigma(noise_lum, noise_ab, level).clamp(min=SIGMA_FLOOR)
+    inverse = sigma.reciprocal()
+    taps = []
+    for dx, dy in STAR15_TAPS:
+        window = (slice(None), slice(r + dy, r + dy + height), slice(r + dx, r + dx + width))
+        taps.append((lum[window], sat[window]))
+    lum_c, sat_c = taps[STAR15_CENTRE]
+    channels = []
+    for index, (lum_t, sat_t) in enumerate(taps):
+        if index == STAR15_CENTRE:
+            channels += [lum_c * inverse, sat_c * inverse]
+        else:
+            channels += [(lum_t - lum_c) * inverse, (sat_t - sat_c) * inverse]
+    features = signed_log1p(torch.stack(channels, dim=1))
+    level_channel = torch.log2(sigma * NOISE_SCALE) / 16
+    return torch.cat((features, level_channel[:, None], torch.ones_like(level_channel)[:, None]), 1)
 
 
 def patch8x8_features(x: Tensor) -> Tensor:

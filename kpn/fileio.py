@@ -3,18 +3,23 @@
 Everything kpn writes goes through :func:`atomic_output`: the data goes to a hidden
 temporary file in the target's folder (a rename is only atomic within one file system),
 is flushed to disk, and then replaces the target with ``os.replace``. Any failure removes
-the temporary file and leaves an existing target untouched.
+the temporary file and leaves an existing target untouched; the temporary files of a
+writer that was killed (nothing could remove them) are removed by the next write of the
+same target.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from kpn.errors import KpnError
+
+TOKEN_BYTES = 4  # random bytes in a temporary file's name, written as hex
 
 
 def _temp_path_for(target: Path) -> Path:
@@ -23,7 +28,34 @@ def _temp_path_for(target: Path) -> Path:
     Writers that pick the file format from the extension (image libraries) then write the
     temporary file in the target's format.
     """
-    return target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp{target.suffix}")
+    return target.with_name(f".{target.name}.{secrets.token_hex(TOKEN_BYTES)}.tmp{target.suffix}")
+
+
+def stale_temp_paths(target: Path) -> list[Path]:
+    """The temporary files of ``target`` (names from :func:`_temp_path_for`) in its folder.
+
+    Only an exact match of the pattern counts, so other hidden files stay.
+    """
+    pattern = re.compile(
+        rf"\.{re.escape(target.name)}\.[0-9a-f]{{{2 * TOKEN_BYTES}}}\.tmp{re.escape(target.suffix)}"
+    )
+    try:
+        names = os.listdir(target.parent)
+    except OSError:  # a missing or unreadable folder: the write itself says what is wrong
+        return []
+    return [target.parent / name for name in names if pattern.fullmatch(name)]
+
+
+def _remove_stale_temps(target: Path) -> None:
+    # A write that was killed (SIGKILL, power loss) had no chance to remove its temporary
+    # file; they would pile up beside a checkpoint written every few minutes. Two writers
+    # of one target at once already race for the rename: whichever wins (or fails with a
+    # one-line error when its temporary file went), the target stays whole.
+    for stale in stale_temp_paths(target):
+        try:
+            stale.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 @contextmanager
@@ -37,6 +69,7 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     a one-line :class:`KpnError` naming ``path``; other exceptions pass through unchanged.
     """
     target = Path(path)
+    _remove_stale_temps(target)
     temp = _temp_path_for(target)
     try:
         # os.open with mode 0o666 lets the umask decide permissions, like a plain open().

@@ -1,17 +1,20 @@
 """``python infer.py`` / ``kpn-infer``: denoise photos with trained weights.
 
-    kpn-infer INPUT... --weights W [--config X] [-o OUT | --out-dir DIR]
+    kpn-infer INPUT... [--weights W] [--config X | --preset NAME] [-o OUT | --out-dir DIR]
         [--format pfm|png|tiff|same] [--noise-a A --noise-b B | --nprof FILE
         | --nprof-dir DIR | --noise auto] [--tile N] [--device cpu|cuda]
         [--precision fp32|bf16|vkdt-f16] [--reference REF]
 
-Weights ``W``: a training run's directory (its ``checkpoint.pt``, else its ``weights.lut``
-with its ``config.toml``), a checkpoint, or a vkdt ``.lut``. The model's config comes
-from the run or checkpoint, else from the ``.lut``'s trailer (what it does not record
-from the vkdt preset of its width, :func:`kpn.export.config_for_lut`), else from
-``--config``. ``--config`` never overrides what the weights record: with a run or
-checkpoint its ``[model]`` must be the same (its ``[infer]`` is used), with a ``.lut``
-it must agree with the trailer (and then supplies the rest).
+Weights ``W``: without ``--weights``, the shipped model in ``weights/`` (the design model,
+or with ``--config`` the shipped model of that config's [model]); a training run's
+directory (its ``checkpoint.pt``, else its ``weights.lut`` with its ``config.toml``), a
+checkpoint, or a ``.lut``. The model's config comes from the run or checkpoint, or from
+the kpn section of a ``.lut`` kpn wrote. A ``.lut`` without one (vkdt's) is refused
+unless ``--config`` (which must agree with its trailer and supplies the rest) or
+``--preset NAME`` (a config in ``configs/``, under the trailer's items) says what it is
+(:func:`kpn.export.config_for_lut`). ``--config`` never overrides what the weights
+record: with a run, checkpoint or kpn's ``.lut`` its ``[model]`` must be the same (its
+``[infer]`` is used).
 
 Inputs: PFM, PNG, JPEG and TIFF (8- and 16-bit files are sRGB, decoded to linear and
 encoded back), camera raw files (demosaiced, linear; written as PFM, or 16-bit TIFF or
@@ -45,6 +48,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import imagecodecs
 import numpy as np
@@ -53,6 +57,7 @@ import torch
 import tqdm
 from torch import Tensor
 
+from kpn.cli import Parser
 from kpn.config import MIN_TILE, Config, InferConfig, ModelConfig, config_to_dict, load_config
 from kpn.errors import KpnError
 from kpn.export import (
@@ -90,6 +95,11 @@ FORMAT_EXTENSION = {"pfm": ".pfm", "png": ".png", "tiff": ".tif"}
 WRITABLE = frozenset({".pfm", ".png", ".jpg", ".jpeg", ".tif", ".tiff"})
 INPUT_EXTENSIONS = PFM_EXTENSIONS | IMAGE_EXTENSIONS | RAW_EXTENSIONS
 GLOB_CHARACTERS = frozenset("*?[")
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the model computes in float32
+# The trained models in the repository (weights/NAME: a run directory with its model card),
+# the first the default of an infer without --weights.
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "weights"
+SHIPPED = ("design", "vkdt-w32")
 
 
 # --- weights -----------------------------------------------------------------------------
@@ -113,31 +123,43 @@ def _same_model(ours: Config, theirs: Config, where: str, config_name: str) -> N
             )
 
 
-def _from_lut(path: Path, config: Config | None, config_name: str) -> LoadedWeights:
+def _from_lut(
+    path: Path, config: Config | None, config_name: str, preset: str | None = None
+) -> LoadedWeights:
     lut = read_lut(path)
-    imported = config_for_lut(lut, config, config_name)
+    imported = config_for_lut(lut, config, config_name, preset)
     with torch.random.fork_rng(devices=[]):  # the discarded random init leaves no trace
         model = KPN(imported.config.model)
     load_lut(model.mlp, imported.config.model, lut)
-    notes = "".join(f"; {note}" for note in imported.notes)
-    description = f"{path} (config: trailer + {imported.source}{notes})"
-    if lut.trailer is None:
-        description = f"{path} (config: {imported.source}, no trailer)"
-    return LoadedWeights(model, imported.config, description)
+    how = imported.source + "".join(f"; {note}" for note in imported.notes)
+    if lut.model is None:
+        how = f"trailer + {how}" if lut.trailer is not None else f"{how}, no trailer"
+    return LoadedWeights(model, imported.config, f"{path} (config: {how})")
 
 
-def load_weights(source: str | os.PathLike[str], config_path: str | None = None) -> LoadedWeights:
+def load_weights(
+    source: str | os.PathLike[str],
+    config_path: str | os.PathLike[str] | None = None,
+    preset: str | None = None,
+) -> LoadedWeights:
     """The model of a run directory, a checkpoint or a ``.lut``, and its config.
 
-    See the module docstring for where the config comes from. Every failure (missing or
-    corrupt file, weights that do not fit, a ``--config`` that contradicts them) is a
-    one-line :class:`KpnError`.
+    See the module docstring for where the config comes from; ``preset`` (``--preset``)
+    names a config in ``configs/`` for a ``.lut`` that does not say its model. Every
+    failure (missing or corrupt file, weights that do not fit, a ``--config`` that
+    contradicts them, a ``.lut`` nobody says the model of) is a one-line
+    :class:`KpnError`.
     """
     path = Path(source)
     user = load_config(config_path) if config_path is not None else None
     name = str(config_path)
     if not path.exists():
         raise KpnError(f"{path}: no such weights file or run directory")
+    if preset is not None and (path.is_dir() or path.suffix.lower() != ".lut"):
+        raise KpnError(
+            f"--preset {preset}: {path} is a run or checkpoint, which says its model "
+            "itself (--preset is for a .lut that does not)"
+        )
     if path.is_dir() and not (path / RUN_CHECKPOINT).is_file() and (path / RUN_WEIGHTS).is_file():
         run_config = load_config(path / RUN_CONFIG) if (path / RUN_CONFIG).is_file() else None
         if run_config is None:
@@ -150,7 +172,7 @@ def load_weights(source: str | os.PathLike[str], config_path: str | None = None)
             )
         return loaded
     if path.suffix.lower() == ".lut":
-        return _from_lut(path, user, name)
+        return _from_lut(path, user, name, preset)
     state = load_training_state(path)
     model = model_from_state(state, str(path))
     config = state.config
@@ -158,6 +180,28 @@ def load_weights(source: str | os.PathLike[str], config_path: str | None = None)
         _same_model(config, user, f"in {path}", name)
         config = dataclasses.replace(config, infer=user.infer)
     return LoadedWeights(model, config, f"{path} (config: the run's, step {state.step})")
+
+
+def shipped_weights(config_path: str | None = None) -> Path:
+    """The shipped model for ``--config``'s [model] (without one: the design model).
+
+    KpnError (one line) when no shipped model has that [model], or none is installed.
+    """
+    installed = [name for name in SHIPPED if (SHIPPED_DIR / name / RUN_CHECKPOINT).is_file()]
+    if not installed:
+        raise KpnError(f"{SHIPPED_DIR}: no shipped weights here: give --weights")
+    if config_path is None:
+        if SHIPPED[0] not in installed:
+            raise KpnError(f"{SHIPPED_DIR / SHIPPED[0]}: the shipped design model is missing")
+        return SHIPPED_DIR / SHIPPED[0]
+    wanted = load_config(config_path).model
+    for name in installed:
+        if load_config(SHIPPED_DIR / name / RUN_CONFIG).model == wanted:
+            return SHIPPED_DIR / name
+    raise KpnError(
+        f"{config_path}: no shipped weights have its [model] (shipped: "
+        f"{', '.join(installed)} in {SHIPPED_DIR}): give --weights"
+    )
 
 
 # --- denoising ---------------------------------------------------------------------------
@@ -521,17 +565,27 @@ def write_output(path: Path, image: np.ndarray, bits: int) -> None:
 
 # --- command line ------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="kpn-infer",
-        description=__doc__.split("\n\n")[0].strip("`"),
+        description=__doc__.split("\n\n")[0],  # its markup removed by Parser
         epilog="Exit status: 0 all written, 1 some inputs failed, 2 usage or weights errors.",
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, globs")
     parser.add_argument(
-        "--weights", required=True, help="run directory, checkpoint (.pt) or vkdt .lut"
+        "--weights",
+        help="run directory, checkpoint (.pt) or vkdt .lut; default: the shipped model that "
+        "fits --config, without --config the shipped design model (weights/design)",
     )
-    parser.add_argument(
-        "--config", help="TOML config: needed for a .lut without trailer; [infer] settings"
+    told = parser.add_mutually_exclusive_group()
+    told.add_argument(
+        "--config",
+        help="TOML config: [infer] settings; the model of a .lut that does not say it (vkdt's)",
+    )
+    told.add_argument(
+        "--preset",
+        metavar="NAME",
+        help="the model of a .lut that does not say it (vkdt's): a config in configs/ under "
+        "the trailer's items, e.g. vkdt-head-w32",
     )
     where = parser.add_mutually_exclusive_group()
     where.add_argument("-o", "--output", help="output file (one input only)")
@@ -559,6 +613,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_noise_value(name: str, value: float) -> None:
+    """KpnError unless ``value`` is a noise parameter the model can compute with.
+
+    The model runs in float32: a Python float above its range (1e39) would become inf
+    there and fail every file, so it is a usage error like nan.
+    """
+    if not math.isfinite(value) or value < 0 or value > FLOAT32_MAX:
+        raise KpnError(
+            f"{name} {value!r}: a noise parameter is a finite number >= 0 "
+            f"and at most {FLOAT32_MAX:.4g} (float32)"
+        )
+
+
 def _noise_options(args: argparse.Namespace, infer: InferConfig) -> NoiseOptions:
     """The run's noise sources, checked up front (usage errors)."""
     if (args.noise_a is None) != (args.noise_b is None):
@@ -567,8 +634,7 @@ def _noise_options(args: argparse.Namespace, infer: InferConfig) -> NoiseOptions
     explicit = None
     if args.noise_a is not None:
         for name, value in (("--noise-a", args.noise_a), ("--noise-b", args.noise_b)):
-            if not math.isfinite(value) or value < 0:
-                raise KpnError(f"{name} {value!r}: a noise parameter is a finite number >= 0")
+            _check_noise_value(name, value)
         explicit = (float(args.noise_a), float(args.noise_b))
     nprof = read_nprof(args.nprof, unmarked=unmarked) if args.nprof else None  # type: ignore[arg-type]
     if args.nprof_dir is not None and not Path(args.nprof_dir).is_dir():
@@ -638,7 +704,7 @@ def process(
     source = read_source(job.source)
     clean = None if reference is None else read_reference(reference, job.source, source.image)
     profile = resolve_profile(noise, job.source, source.image, source.raw)
-    print(f"{job.source}: noise (a, b) = ({profile.a:.6g}, {profile.b:.6g}) from {profile.source}")
+    say(f"{job.source}: noise (a, b) = ({profile.a:.6g}, {profile.b:.6g}) from {profile.source}")
     height, width = source.image.shape[:2]
     start = time.perf_counter()
     with (
@@ -657,12 +723,18 @@ def process(
         del source  # the input's memory is free while the output is encoded
         write_output(temp, denoised, bits)
     seconds = time.perf_counter() - start
-    print(f"{job.source} -> {job.output} ({width} x {height}, {seconds:.1f} s)")
+    say(f"{job.source} -> {job.output} ({width} x {height}, {seconds:.1f} s)")
     if clean is not None:
-        print(
+        say(
             f"{job.source}: PSNR noisy {noisy_psnr:.2f} dB -> denoised "
             f"{psnr(denoised, clean):.2f} dB"
         )
+
+
+def say(line: str, file: TextIO | None = None) -> None:
+    """Print ``line`` (to stdout by default) above the progress bars: tqdm clears them,
+    writes, and draws them again; a plain print would land on a bar's line, after it."""
+    tqdm.tqdm.write(line, file=sys.stdout if file is None else file)
 
 
 def _failure_line(error: KpnError, source: Path) -> str:
@@ -685,7 +757,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # usage errors: argparse has printed them
         return int(exit_.code or 0)
     try:
-        loaded = load_weights(args.weights, args.config)
+        weights = args.weights if args.weights is not None else shipped_weights(args.config)
+        loaded = load_weights(weights, args.config, args.preset)
         infer = loaded.config.infer
         noise = _noise_options(args, infer)
         denoiser = Denoiser.build(
@@ -697,7 +770,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(
-        f"weights {loaded.description}; {denoiser.levels} levels, {denoiser.config.precision}"
+        f"{'shipped ' if args.weights is None else ''}weights {loaded.description}; "
+        f"{denoiser.levels} levels, {denoiser.config.precision}"
         f"{' with bf16 matmuls' if denoiser.bf16 else ''}, tile {denoiser.tile or 'none'}"
     )
     jobs, refused = plan_jobs(sources, args.format, args.output, args.out_dir)
@@ -715,7 +789,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             line = f"{job.source}: out of memory (try a smaller --tile)"
         else:
             continue
-        print(f"error: {line}", file=sys.stderr)
+        say(f"error: {line}", sys.stderr)
         failures.append(line)
     return 1 if failures else 0
 

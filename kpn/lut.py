@@ -12,6 +12,13 @@ configuration it was trained with. The matrices lie in the block back to back::
 ``in_width`` is not stored in the file: it is a convention of the program that reads it
 (kpn-t uses W, vkdt's ``kpn`` inference module always 32), so every function that needs
 the layout takes it as an argument.
+
+kpn appends one more part after kpn-t's text: its own section, a line ``kpn config:`` and
+then the model's fully resolved ``[model]`` and ``[infer]`` tables as TOML. kpn-t's few
+items leave most of the model open (pyramid, blend, input features, vkdt's defects,
+precision); the section says all of it, so a file kpn wrote runs as the model that wrote
+it. vkdt reads only the header and the block, and kpn-t's text comes first, byte for byte
+as kpn-t writes it, so neither notices the section.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import os
 import re
 import struct
+import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kpn.config import Config, InferConfig, ModelConfig, config_from_dict, config_to_toml
 from kpn.errors import KpnError
 from kpn.fileio import atomic_write_bytes
 
@@ -55,6 +64,7 @@ _KERNEL_TO_VKDT = {"softmax": "softmax", "plain": "plain"}
 _ALPHA_TO_VKDT = {"const": "const", "plain": "plain", "clamped": "sigmoid", "sigmoid": "sigmoid"}
 _ACTIVATION_TO_VKDT = {"leaky_relu": "leaky relu", "relu": "relu", "none": "none"}
 _LOSS_TO_VKDT = {"l2": "L2", "smape": "SMAPE", "cosh": "cosh"}
+VKDT_LOSSES = tuple(_LOSS_TO_VKDT)  # kpn's psnr loss is its own
 
 _TRAILER_HEAD = ("lut contains weights for", "multi-level kernel predicting mlp with:")
 _INT_LINE = re.compile(r"(-?[0-9]+) (hidden layers|network width)")
@@ -67,6 +77,10 @@ _WORD_LINES = (
 # kpn-t added "mlp activation" on 2024-01-18 and "loss" on 2024-01-30: files from the
 # weeks before carry 6 or 7 lines, which we read with the missing items as None.
 _MIN_TRAILER_LINES = 6
+
+# kpn's section after kpn-t's text: this line, then TOML with these tables (module docstring).
+KPN_SECTION_HEAD = "kpn config:"
+KPN_SECTION_TABLES = ("model", "infer")
 
 
 @dataclass(frozen=True)
@@ -134,12 +148,13 @@ def format_trailer(
     kernel_activation: str,
     alpha_activation: str,
     activation: str,
-    loss: str,
+    loss: str | None,
 ) -> str:
     """The text vkdt's kpn-t stores after the weights, for a configuration in our names.
 
     Returns the text without its final newline: the writer adds it, as vkdt's o-lut does.
-    ``alpha_activation`` "clamped" comes out as "sigmoid", as vkdt writes it.
+    ``alpha_activation`` "clamped" comes out as "sigmoid", as vkdt writes it. ``loss``
+    None leaves the loss line out, as kpn-t did before 2024-01-30 (for a loss vkdt lacks).
     """
     if isinstance(n_hidden, bool) or not isinstance(n_hidden, int) or n_hidden < 1:
         raise KpnError(f"trailer: n_hidden must be an integer >= 1, got {n_hidden!r}")
@@ -151,6 +166,8 @@ def format_trailer(
         ("activation", activation, _ACTIVATION_TO_VKDT),
         ("loss", loss, _LOSS_TO_VKDT),
     )
+    if loss is None:
+        chosen = chosen[:-1]
     words = []
     for name, value, table in chosen:
         if value not in table:
@@ -191,6 +208,74 @@ def parse_trailer(text: str, path: str | os.PathLike[str]) -> LutTrailer:
     return LutTrailer(numbers[0], numbers[1], kernel, alpha, activation, loss)
 
 
+# --- kpn's section ---------------------------------------------------------------------
+def format_kpn_section(model: ModelConfig, infer: InferConfig) -> str:
+    """kpn's section: ``KPN_SECTION_HEAD``, then ``[model]`` and ``[infer]`` as TOML.
+
+    Every key is written, defaults included, so a later kpn whose defaults differ still
+    reads the same model. Returns the text with its final newline.
+    """
+    lines, keep = [KPN_SECTION_HEAD], False
+    # config_to_toml is the one TOML writer of configs; take its two tables from it.
+    for line in config_to_toml(Config(model=model, infer=infer)).splitlines():
+        if line.startswith("["):
+            keep = line.strip("[]") in KPN_SECTION_TABLES
+        if keep and line:
+            lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def parse_kpn_section(text: str, path: str | os.PathLike[str]) -> tuple[ModelConfig, InferConfig]:
+    """The model and infer configs of kpn's section (the TOML after ``KPN_SECTION_HEAD``).
+
+    Raises KpnError naming ``path`` for text that is not TOML, tables other than
+    ``[model]`` and ``[infer]``, no ``[model]``, or a model this kpn cannot build.
+    """
+    where = f"{path} ({KPN_SECTION_HEAD!r} section)"
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise KpnError(f"{where}: invalid TOML: {err}") from None
+    unknown = sorted(set(table) - set(KPN_SECTION_TABLES))
+    if unknown:
+        raise KpnError(f"{where}: unknown table {unknown[0]!r} (expected [model] and [infer])")
+    if "model" not in table:
+        raise KpnError(f"{where}: no [model] table")
+    config = config_from_dict(table, where)
+    return config.model, config.infer
+
+
+def trailer_contradiction(trailer: LutTrailer, model: ModelConfig) -> str | None:
+    """The first item where kpn-t's text and a model config disagree, as words, or None.
+
+    vkdt's "sigmoid" alpha (``sigmoid_or_clamped``) agrees with sigmoid and clamped; items
+    the text does not record agree with anything.
+    """
+    pairs = (
+        ("n_hidden", trailer.n_hidden, model.n_hidden),
+        ("width", trailer.width, model.width),
+        ("kernel_activation", trailer.kernel_activation, model.kernel_activation),
+        ("alpha_activation", trailer.alpha_activation, model.alpha_activation),
+        ("activation", trailer.activation, model.activation),
+    )
+    for name, recorded, wanted in pairs:
+        if recorded is None or recorded == wanted:
+            continue
+        if recorded == "sigmoid_or_clamped" and wanted in ("sigmoid", "clamped"):
+            continue
+        return f"trailer says model.{name} = {recorded!r}, the kpn section {wanted!r}"
+    return None
+
+
+def _split_text(text: str) -> tuple[str, str | None]:
+    """(kpn-t's text, kpn's TOML or None): the text after the blocks, at kpn's head line."""
+    lines = text.split("\n")
+    if KPN_SECTION_HEAD not in lines:
+        return text, None
+    head = lines.index(KPN_SECTION_HEAD)
+    return "\n".join(lines[:head]), "\n".join(lines[head + 1 :])
+
+
 # --- layout ----------------------------------------------------------------------------
 def _layout(width: int, n_hidden: int, in_width: int) -> list[tuple[int, int, int]]:
     """(offset, rows, cols) in floats of W0, every hidden matrix and W_out (SPEC 9)."""
@@ -228,7 +313,9 @@ class LutFile:
 
     ``data`` is the whole float32 ``[(n_hidden+1)*W, W]`` block, read-only, including
     the unused rest (vkdt-trained files hold random initial values there). ``path`` is
-    where it was read from and only serves error messages.
+    where it was read from and only serves error messages. ``model`` and ``infer`` are
+    kpn's section (the configs of the model that wrote the file), None in files without
+    one (vkdt's, and kpn's before the section existed).
     """
 
     width: int
@@ -237,6 +324,8 @@ class LutFile:
     data: np.ndarray
     trailer: LutTrailer | None
     path: str = "<lut>"
+    model: ModelConfig | None = None
+    infer: InferConfig | None = None
 
     def matrices(self, in_width: int, in_features: int) -> list[np.ndarray]:
         """The MLP's matrices, read with layout ``in_width``.
@@ -260,11 +349,14 @@ class LutFile:
 
 
 def read_lut(path: str | os.PathLike[str]) -> LutFile:
-    """Read a vkdt ``.lut`` weights file (header, float block, optional text trailer).
+    """Read a vkdt ``.lut`` weights file (header, float block, optional text trailer,
+    optional kpn section).
 
     Raises KpnError, naming ``path``, for anything that is not a single-channel ssbo
-    weights block of a W x (n_hidden+1)W MLP, or whose trailer is not kpn-t's text or
-    contradicts the header. An absent or blank trailer gives ``trailer=None``.
+    weights block of a W x (n_hidden+1)W MLP, whose trailer is not kpn-t's text or
+    contradicts the header, or whose kpn section is not a model of this shape that agrees
+    with the trailer. An absent or blank trailer gives ``trailer=None``; no kpn section
+    gives ``model=infer=None``.
     """
     try:
         raw = Path(path).read_bytes()
@@ -305,23 +397,36 @@ def read_lut(path: str | os.PathLike[str]) -> LutFile:
     data = np.frombuffer(raw, dtype=np_dtype, count=wd * ht, offset=_HEADER.size)
     data = data.astype(np.float32).reshape(ht, wd)
     data.flags.writeable = False
-    trailer = _read_trailer(raw[end:], path)
+    try:
+        text = raw[end:].decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise KpnError(f"{path}: trailer is not UTF-8 text (byte {err.start})") from None
+    vkdt_text, kpn_text = _split_text(text)
+    trailer = parse_trailer(vkdt_text, path) if vkdt_text.strip() else None
     if trailer is not None and (trailer.n_hidden, trailer.width) != (n_hidden, wd):
         raise KpnError(
             f"{path}: trailer says {trailer.n_hidden} hidden layers of width {trailer.width}, "
             f"header says {n_hidden} of width {wd}"
         )
-    return LutFile(wd, n_hidden, dtype, data, trailer, str(path))
+    model = infer = None
+    if kpn_text is not None:
+        model, infer = parse_kpn_section(kpn_text, path)
+        _check_section(model, wd, n_hidden, trailer, str(path))
+    return LutFile(wd, n_hidden, dtype, data, trailer, str(path), model, infer)
 
 
-def _read_trailer(raw: bytes, path: str | os.PathLike[str]) -> LutTrailer | None:
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise KpnError(f"{path}: trailer is not UTF-8 text (byte {err.start})") from None
-    if not text.strip():
-        return None
-    return parse_trailer(text, path)
+def _check_section(
+    model: ModelConfig, width: int, n_hidden: int, trailer: LutTrailer | None, where: str
+) -> None:
+    """KpnError unless kpn's section fits the block's shape and agrees with the trailer."""
+    if (model.width, model.n_hidden) != (width, n_hidden):
+        raise KpnError(
+            f"{where}: the kpn section says {model.n_hidden} hidden layers of width "
+            f"{model.width}, the weights are {n_hidden} of width {width}"
+        )
+    contradiction = None if trailer is None else trailer_contradiction(trailer, model)
+    if contradiction is not None:
+        raise KpnError(f"{where}: {contradiction}")
 
 
 # --- writing ---------------------------------------------------------------------------
@@ -331,6 +436,8 @@ def lut_bytes(
     in_width: int,
     dtype: str = "f16",
     trailer: str | None,
+    model: ModelConfig | None = None,
+    infer: InferConfig | None = None,
 ) -> bytes:
     """The bytes of a ``.lut`` holding ``matrices`` in layout ``in_width``.
 
@@ -338,10 +445,15 @@ def lut_bytes(
     ``c <= in_width`` (W0 is zero-padded to ``in_width`` columns), as torch
     ``Linear.weight`` tensors or arrays. ``dtype`` is "f16" (vkdt's) or "f32".
     ``trailer`` is kpn-t's text (see ``format_trailer``), written with a final newline.
+    ``model`` (with ``infer``, default ``InferConfig()``) adds kpn's section after it.
     Raises KpnError for shapes that do not form such an MLP, a layout that does not fit
-    the block, non-finite values, or values the dtype cannot hold.
+    the block, non-finite values, values the dtype cannot hold, or a model or trailer
+    that does not describe the matrices.
     """
-    return _encode(matrices, in_width=in_width, dtype=dtype, trailer=trailer, where="lut")
+    section = None if model is None else (model, infer or InferConfig())
+    return _encode(
+        matrices, in_width=in_width, dtype=dtype, trailer=trailer, section=section, where="lut"
+    )
 
 
 def _encode(
@@ -350,6 +462,7 @@ def _encode(
     in_width: int,
     dtype: str,
     trailer: str | None,
+    section: tuple[ModelConfig, InferConfig] | None,
     where: str,
 ) -> bytes:
     if dtype not in _DTYPES:
@@ -385,7 +498,7 @@ def _encode(
         target = block[offset : offset + rows * cols].reshape(rows, cols)
         target[:, : array.shape[1]] = converted
     header = _HEADER.pack(LUT_MAGIC, LUT_VERSION, 1, datatype, width, (n_hidden + 1) * width)
-    tail = b""
+    tail, parsed = b"", None
     if trailer is not None:
         parsed = parse_trailer(trailer, where)
         if (parsed.n_hidden, parsed.width) != (n_hidden, width):
@@ -394,6 +507,16 @@ def _encode(
                 f"{parsed.width}, the matrices are {n_hidden} of width {width}"
             )
         tail = (trailer + "\n").encode("utf-8")
+    if section is not None:
+        model, infer = section
+        _check_section(model, width, n_hidden, parsed, where)
+        if model.in_features != arrays[0].shape[1]:
+            raise KpnError(
+                f"{where}: W0 has {arrays[0].shape[1]} columns, the kpn section's "
+                f"model.features = {model.features!r} has {model.in_features} inputs"
+            )
+        # After kpn-t's text, which stays byte for byte what kpn-t writes (module docstring).
+        tail += format_kpn_section(model, infer).encode("utf-8")
     return header + block.tobytes() + tail
 
 
@@ -423,6 +546,8 @@ def write_lut(
     in_width: int,
     dtype: str = "f16",
     trailer: str | None = None,
+    model: ModelConfig | None = None,
+    infer: InferConfig | None = None,
 ) -> None:
     """Write ``matrices`` as a ``.lut`` file (arguments as in ``lut_bytes``), atomically.
 
@@ -430,5 +555,8 @@ def write_lut(
     disk, so a reader never sees half a file and a failure leaves ``path`` as it was
     and no temporary behind. Raises KpnError naming ``path``.
     """
-    payload = _encode(matrices, in_width=in_width, dtype=dtype, trailer=trailer, where=str(path))
+    section = None if model is None else (model, infer or InferConfig())
+    payload = _encode(
+        matrices, in_width=in_width, dtype=dtype, trailer=trailer, section=section, where=str(path)
+    )
     atomic_write_bytes(path, payload)

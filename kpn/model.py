@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from kpn.apply import alpha_weight, apply_kernel_padded, kernel_weights
+from kpn.apply import alpha_weight, apply_kernel_padded, apply_limit, kernel_weights
 from kpn.blend import blend_level
 from kpn.config import ModelConfig
 from kpn.errors import KpnError
@@ -27,6 +27,7 @@ from kpn.features import (
     patch8x8_features_padded,
     patch8x8_features_past_end,
     star15_features_padded,
+    star15_snr_features_padded,
 )
 from kpn.mlp import MLP, OUTPUTS, mlp_forward_planar
 from kpn.precision import round_f16
@@ -141,17 +142,21 @@ def filter_level(
         reads it ``[B,16,h,w]`` (kernel logits, then alpha).
     """
     batch, _, height, width = x.shape
-    star15 = config.features == "star15"
+    star15 = config.features != "patch8x8"
+    star15_input = (
+        star15_snr_features_padded if config.features == "star15_snr" else star15_features_padded
+    )
     feature_input = pad_symmetric(x, *(STAR15_PADDING if star15 else PATCH8X8_PADDING))
     apply_input = feature_input if star15 else pad_symmetric(x, *STAR15_PADDING)
     feature_rows = feature_input.shape[-2] - height
     rows = band_rows(batch, height, width, config.block_transpose)
+    limit = apply_limit(config.precision)  # vkdt's float16 clamp, only where vkdt's f16 is
     filtered, alphas, kernels = [], [], []
     for top in range(0, height, rows):
         bottom = min(top + rows, height)
         slab = feature_input[:, :, top : bottom + feature_rows]
         if star15:
-            inputs = star15_features_padded(slab, noise_ab, level, noise_lum[:, top:bottom])
+            inputs = star15_input(slab, noise_ab, level, noise_lum[:, top:bottom])
         else:
             inputs = patch8x8_features_padded(slab)
         inputs = inputs.flatten(2)
@@ -174,7 +179,7 @@ def filter_level(
         kernel = outputs.view(batch, OUTPUTS, bottom - top, width)
         tap_weights = kernel_weights(kernel[:, : OUTPUTS - 1], config.kernel_activation)
         slab = apply_input[:, :, top : bottom + 2 * STAR15_RADIUS]
-        filtered.append(apply_kernel_padded(slab, tap_weights))
+        filtered.append(apply_kernel_padded(slab, tap_weights, limit))
         alphas.append(alpha_weight(kernel[:, OUTPUTS - 1 :], config.alpha_activation))
         kernels.append(kernel)
     return torch.cat(filtered, dim=2), torch.cat(alphas, dim=2), torch.cat(kernels, dim=2)

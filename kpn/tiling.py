@@ -74,7 +74,7 @@ DOWN_REACH = {"box2": 0, "binomial5": 2, "box2_vkdt": 0}
 # Fine pixels made wrong by one wrong coarse pixel past the edge, per expansion.
 UP_REACH = {"bspline": 2, "bilinear": 3}
 # How far the per-pixel network input reads (star15: (+-2, +-1), (0, +-2); patch8x8: -4..3).
-FEATURE_REACH = {"star15": STAR15_RADIUS, "patch8x8": 4}
+FEATURE_REACH = {"star15": STAR15_RADIUS, "star15_snr": STAR15_RADIUS, "patch8x8": 4}
 APPLY_REACH = STAR15_RADIUS  # the star kernel's taps
 BAND_PIXELS = 1 << 22  # pixels per band of the global mip pyramid (4 Mpx, ~50 MB a band)
 DEFAULT_TILE = InferConfig.tile  # a core of ~1 Mpx: a few percent of halo, ~250 MB at work

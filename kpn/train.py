@@ -3,8 +3,14 @@
 The loop reads top to bottom: config, run directory, data, model, optimiser, then steps
 with validation, logging and checkpoints. A run directory holds the resolved
 ``config.toml``, TensorBoard events, ``checkpoint.pt`` (everything an exact resume needs)
-and ``weights.lut`` for vkdt. ``torchrun --nproc_per_node N train.py ...`` trains
-data-parallel; only rank 0 writes.
+and the one before it, ``checkpoint.prev.pt``, ``best.pt`` (the checkpoint of the best
+validation PSNR) and ``weights.lut`` for vkdt. ``torchrun --nproc_per_node N train.py ...``
+trains data-parallel; only rank 0 writes.
+
+A run survives every kill: SIGINT and SIGTERM end it after the step at work, with a
+checkpoint; ``--resume`` continues from the latest checkpoint (from the one before when
+the latest cannot be read), and starts a run killed before its first checkpoint afresh
+from its ``config.toml``.
 """
 
 from __future__ import annotations
@@ -23,18 +29,28 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.tensorboard import SummaryWriter
 
-from kpn.checkpoint import TrainingState, load_checkpoint, save_checkpoint
+from kpn.checkpoint import (
+    TrainingState,
+    load_checkpoint,
+    load_latest_checkpoint,
+    previous_path,
+    save_checkpoint,
+)
+from kpn.cli import Parser
 from kpn.config import Config, TrainConfig, apply_overrides, config_to_toml, load_config
 from kpn.data import TrainingBatch, training_batches, validation_set
 from kpn.errors import KpnError
 from kpn.export import export_lut, load_lut
 from kpn.loss import kpn_loss, psnr
+from kpn.metrics import display_ssim
 from kpn.model import KPN
-from kpn.monitor import Progress, log_pictures, open_writer
+from kpn.monitor import Progress, end_hparams, log_pictures, open_writer
 from kpn.optim import clip_gradients_, make_optimizer
 
 CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
 WEIGHTS = "weights.lut"
 CONFIG = "config.toml"
 
@@ -82,9 +98,13 @@ def all_mean(value: Tensor, ranks: Distributed) -> Tensor:
 
 @dataclass(frozen=True)
 class Validation:
+    """The validation set's loss, and PSNR (linear) and SSIM (as shown) of its images."""
+
     loss: float
     psnr_noisy: float
     psnr_denoised: float
+    ssim_noisy: float = math.nan
+    ssim_denoised: float = math.nan
 
     @property
     def gain(self) -> float:
@@ -100,15 +120,26 @@ class TrainResult:
     final: Validation | None
 
 
+def log_validation(writer: SummaryWriter, result: Validation, step: int) -> None:
+    writer.add_scalar("loss/val", result.loss, step)
+    writer.add_scalar("metrics/val_psnr", result.psnr_denoised, step)
+    writer.add_scalar("metrics/val_psnr_gain", result.gain, step)
+    writer.add_scalar("metrics/val_ssim", result.ssim_denoised, step)
+
+
 def validate(model: KPN, batch: TrainingBatch, config: Config) -> Validation:
-    """Loss and PSNR of the fixed validation set, noisy and denoised."""
+    """Loss, PSNR and SSIM of the fixed validation set, noisy and denoised."""
     model.eval()
     with torch.no_grad():
         output = model(batch.noisy, batch.noise_ab)
         loss = kpn_loss(output, batch.reference, config.train.loss, config.train.loss_reduction)
     model.train()
     return Validation(
-        loss.item(), psnr(batch.noisy, batch.reference), psnr(output, batch.reference)
+        loss.item(),
+        psnr(batch.noisy, batch.reference),
+        psnr(output, batch.reference),
+        display_ssim(batch.noisy, batch.reference),
+        display_ssim(output, batch.reference),
     )
 
 
@@ -117,7 +148,7 @@ def validate(model: KPN, batch: TrainingBatch, config: Config) -> Validation:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="train.py", description="Train the multilevel KPN denoiser (vkdt's kpn-t)."
     )
     parser.add_argument("--config", help="TOML config, e.g. configs/quick.toml")
@@ -148,6 +179,36 @@ class Plan:
     config: Config
     run_dir: Path
     resume_from: TrainingState | None
+    notes: tuple[str, ...] = ()  # what the user should know about the start, a line each
+    resumed: bool = False  # --resume: earlier events in run_dir are superseded
+
+
+def refuse_occupied(run_dir: Path, resumed: Path | None = None) -> None:
+    """KpnError when ``run_dir`` holds anything and is not ``resumed``, the run continued.
+
+    A run written there would mix its files with another's and overwrite its config.toml.
+    """
+    if resumed is not None and run_dir.resolve() == resumed.resolve():
+        return
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        if resumed is None:
+            raise KpnError(f"{run_dir}: run directory exists; use --resume or another --out")
+        raise KpnError(
+            f"{run_dir}: run directory exists and is not the run resumed ({resumed}); "
+            "choose another --out"
+        )
+
+
+def started_without_checkpoint(run_dir: Path) -> bool:
+    """A run directory that a kill stopped before its first checkpoint: its resolved
+    config.toml is there, and no checkpoint."""
+    latest = run_dir / CHECKPOINT
+    return (
+        run_dir.is_dir()
+        and (run_dir / CONFIG).is_file()
+        and not latest.exists()
+        and not previous_path(latest).exists()
+    )
 
 
 def plan_run(args: argparse.Namespace) -> Plan:
@@ -157,28 +218,36 @@ def plan_run(args: argparse.Namespace) -> Plan:
             raise KpnError("--config is required (or --resume a run)")
         config = apply_overrides(load_config(args.config), args.set)
         run_dir = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise KpnError(f"{run_dir}: run directory exists; use --resume or another --out")
+        refuse_occupied(run_dir)
         return Plan(config, run_dir, None)
 
     source = Path(args.resume or args.out or "")
     if not str(source) or str(source) == ".":
         raise KpnError("--resume needs a run directory or checkpoint (or --out)")
     checkpoint = source / CHECKPOINT if source.is_dir() else source
-    state = load_checkpoint(checkpoint)
-    config = state.config
+    state: TrainingState | None = None
+    if started_without_checkpoint(source):
+        # nothing was saved to continue from: the run starts over, as it was configured
+        where = source / CONFIG
+        config = load_config(where)
+        notes = (f"{source}: no checkpoint yet; starting the run from step 0 with its {CONFIG}",)
+    else:
+        where = checkpoint
+        state, note = load_latest_checkpoint(checkpoint)
+        config, notes = state.config, () if note is None else (note,)
+    saved_model = config.model
     if args.config:
         requested = load_config(args.config)
-        if requested.model != config.model:
+        if requested.model != saved_model:
             raise KpnError(
-                f"{checkpoint}: checkpoint's model differs from {args.config}'s "
-                "(another architecture)"
+                f"{where}: the run's model differs from {args.config}'s (another architecture)"
             )
     config = apply_overrides(config, args.set)
-    if config.model != state.config.model:
-        raise KpnError(f"{checkpoint}: --set may not change the model of a resumed run")
+    if config.model != saved_model:
+        raise KpnError(f"{where}: --set may not change the model of a resumed run")
     run_dir = Path(args.out) if args.out else checkpoint.parent
-    return Plan(config, run_dir, state)
+    refuse_occupied(run_dir, checkpoint.parent)
+    return Plan(config, run_dir, state, notes, resumed=True)
 
 
 def prepare_run_dir(run_dir: Path, config: Config) -> None:
@@ -203,11 +272,35 @@ def initialise(model: KPN, config: Config) -> None:
 
 
 class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived: save and stop."""
+    """SIGINT or SIGTERM arrived: the run saved and stopped."""
 
 
-def raise_interrupted(signum: int, frame: object) -> None:
-    raise Interrupted(signal.Signals(signum).name)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopRequest:
+    """The handler of SIGINT and SIGTERM: it only notes the signal for the loop.
+
+    Raising from the handler would end the step it lands in half done (its batch drawn,
+    the weights not updated), leaving the checkpoint's data position a batch ahead of
+    its step; the loop finishes the step, then saves and stops.
+    """
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.name = signal.Signals(signum).name
+
+
+def stop_agreed(stop: StopRequest, ranks: Distributed, device: torch.device) -> bool:
+    """Whether any rank was asked to stop. All ranks leave the loop after the same step:
+    one that went on would wait forever in the next step's all-reduce."""
+    if ranks.world == 1:
+        return stop.name is not None
+    flag = torch.tensor([float(stop.name is not None)], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
 
 
 # ------------------------------------------------------------------------------------------
@@ -221,13 +314,16 @@ def train(args: argparse.Namespace) -> TrainResult:
     config = plan.config
     if device.type == "cuda" and not torch.cuda.is_available():
         raise KpnError("--device cuda: no CUDA device is available")
+    if ranks.main:
+        for note in plan.notes:
+            print(note, flush=True)
 
     # model and optimiser, resumed or fresh; the seed makes the initialisation repeatable
     torch.manual_seed(args.seed)
     model = KPN(config.model).to(device)
     optimizer = make_optimizer(model.parameters(), config.train)
     buffer_size = (config.model.n_hidden + 1) * config.model.width**2  # vkdt's weights
-    step, skipped, samples_seen = 0, 0, 0
+    step, skipped, samples_seen, best_psnr = 0, 0, 0, -math.inf
     if plan.resume_from is None:
         initialise(model, config)
     else:
@@ -235,6 +331,7 @@ def train(args: argparse.Namespace) -> TrainResult:
         model.load_state_dict(state.model)
         optimizer.load_state_dict(state.optimizer)
         step, skipped, samples_seen = state.step, state.skipped_steps, state.samples_seen
+        best_psnr = state.best_psnr
         torch.set_rng_state(state.rng)
     parallel = DistributedDataParallel(model) if ranks.world > 1 else model
 
@@ -248,7 +345,7 @@ def train(args: argparse.Namespace) -> TrainResult:
     writer = None
     if ranks.main:
         prepare_run_dir(plan.run_dir, config)
-        writer = open_writer(plan.run_dir, config, model, step)
+        writer = open_writer(plan.run_dir, config, model, step, plan.resumed, args.seed)
 
     def snapshot() -> TrainingState:
         return TrainingState(
@@ -259,19 +356,32 @@ def train(args: argparse.Namespace) -> TrainResult:
             skipped,
             samples_seen,
             torch.get_rng_state(),
+            best_psnr,
         )
 
     def save_all() -> None:
         if ranks.main:
-            save_checkpoint(plan.run_dir / CHECKPOINT, snapshot())
+            save_checkpoint(plan.run_dir / CHECKPOINT, snapshot(), keep_previous=True)
             export_lut(model.mlp, config, plan.run_dir / WEIGHTS)
 
-    previous = {s: signal.signal(s, raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
+    stop = StopRequest()
+    previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
     progress = Progress(config.train.steps, step, ranks.main, config.train.log_every)
+    val_tiles = val_batch.noisy.shape[0]
+    progress.validating(val_tiles, step)
     initial = validate(model, val_batch, config) if ranks.main else None
+    progress.validated(initial, step)
     result = initial
+    if writer is not None and initial is not None and step == 0:  # the untrained model
+        log_validation(writer, initial, step)
+        log_pictures(writer, model, val_batch, step)
+    stopped = False
     try:
         while step < config.train.steps:
+            # a signal lands anywhere; it is acted on only here, between whole steps
+            stopped = stop_agreed(stop, ranks, device)
+            if stopped:
+                break
             started = time.perf_counter()
             batch = next(batches)
             samples_seen += batch.noisy.shape[0] * ranks.world
@@ -303,31 +413,35 @@ def train(args: argparse.Namespace) -> TrainResult:
                     writer.add_scalar("opt/skipped_steps", skipped, step)
                     writer.add_scalar("perf/steps_per_s", 1.0 / seconds, step)
                 if step % config.train.val_every == 0 or step == config.train.steps:
+                    progress.validating(val_tiles, step)
                     result = validate(model, val_batch, config)
-                    writer.add_scalar("loss/val", result.loss, step)
-                    writer.add_scalar("metrics/val_psnr", result.psnr_denoised, step)
-                    writer.add_scalar("metrics/val_psnr_gain", result.gain, step)
+                    progress.validated(result, step)
+                    log_validation(writer, result, step)
+                    if result.psnr_denoised > best_psnr:  # never for NaN
+                        best_psnr = result.psnr_denoised
+                        save_checkpoint(plan.run_dir / BEST, snapshot())
                 if step % config.train.image_every == 0 or step == config.train.steps:
                     log_pictures(writer, model, val_batch, step)
-                progress.update(step, loss_value.item(), result)
+                progress.update(step, loss_value.item())
             if step % config.train.checkpoint_every == 0 and step < config.train.steps:
                 save_all()
-    except Interrupted as why:
         progress.close()
-        save_all()
-        if ranks.main:
-            print(f"{why}: stopped at step {step}; checkpoint and weights saved in {plan.run_dir}")
-        raise
+        save_all()  # still under our handler: a second Ctrl-C does not cut the save short
     finally:
         batches.close()  # stops the loader's workers before the process goes
         for s, handler in previous.items():
             signal.signal(s, handler)
-    progress.close()
-    save_all()
     if writer is not None:
+        if not stopped:
+            end_hparams(writer, step)
         writer.close()
     if ranks.world > 1:
         dist.destroy_process_group()
+    if stopped:
+        why = stop.name or "another rank's signal"
+        if ranks.main:
+            print(f"{why}: stopped at step {step}; checkpoint and weights saved in {plan.run_dir}")
+        raise Interrupted(why)
     return TrainResult(model, initial, result)
 
 
@@ -344,7 +458,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if final is not None:
         print(
             f"validation PSNR noisy {final.psnr_noisy:.2f} dB -> denoised "
-            f"{final.psnr_denoised:.2f} dB ({final.gain:+.2f} dB)"
+            f"{final.psnr_denoised:.2f} dB ({final.gain:+.2f} dB); SSIM "
+            f"{final.ssim_noisy:.3f} -> {final.ssim_denoised:.3f}"
         )
     return 0
 

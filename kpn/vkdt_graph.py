@@ -102,7 +102,8 @@ def vkdt_build(model: ModelConfig, train: TrainConfig) -> VkdtBuild:
         _switch("PRE_MLP_DIFF", model.blend == "add"),
         _switch("NO_ALIAS", no_alias),
         f"#define MLP_ACTIVATION {_MLP_ACTIVATION[model.activation]}",
-        f"#define LOSS {_LOSS[train.loss]}",
+        # kpn's psnr loss has no counterpart in vkdt: its graph trains with vkdt's default
+        f"#define LOSS {_LOSS.get(train.loss, 'LOSS_SMAPE')}",
     ]
     down, up = ("binomial5", "bilinear") if no_alias else ("box2_vkdt", "bspline")
     return VkdtBuild(tuple(defines), no_alias, down, up)
@@ -141,6 +142,10 @@ def training_differences(config: Config) -> list[str]:
         out.append(
             "model.vkdt_kernel_grad_untransposed = false: kpn-t's backward pass reads the "
             "kernel gradient untransposed (its gradients do not belong to its forward pass)"
+        )
+    if train.loss not in _LOSS:
+        out.append(
+            f"train.loss = '{train.loss}': kpn's own loss; vkdt's build trains with LOSS_SMAPE"
         )
     if train.loss_reduction != "sum":
         out.append(f"train.loss_reduction = '{train.loss_reduction}': loss.comp sums over pixels")

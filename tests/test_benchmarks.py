@@ -22,6 +22,7 @@ BENCHMARKS = ROOT / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))  # the scripts import their sibling report.py
 
 import ablation  # noqa: E402
+import design  # noqa: E402
 import quality  # noqa: E402
 
 
@@ -112,12 +113,33 @@ def test_scores_by_hand() -> None:
 
 def test_quality_quick_end_to_end(tmp_path: Path, lut: Path) -> None:
     out = tmp_path / "results"
-    done = run_script("quality.py", "--quick", "--model", f"seeded={lut}", "--out", out)
+    done = run_script(
+        "quality.py", "--quick", "--model", f"seeded={lut}", "--out", out, "--profile-test"
+    )
     assert done.returncode == 0, done.stderr
     rows = read_csv(out / "quality.csv")
-    methods = ["noisy", "kpn seeded", "non-local means", "wavelet", "CBM3D"]
+    told = [f"kpn seeded, noise told x{f:g}" for f in quality.WRONG_PROFILE]
+    methods = ["noisy", "kpn seeded", *told, "non-local means", "wavelet", "CBM3D"]
     assert sorted({r["method"] for r in rows}) == sorted(methods)
     assert len(rows) == 2 * 2 * len(methods)  # photos x noises x methods
+    report = (out / "quality.md").read_text()
+    assert "## Never worse than the input" in report
+    # the worst photo's gain, per model and noise: a PSNR difference and the photo's name
+    section = report.split("## Never worse than the input")[1].split("## Every score")[0]
+    line = next(row for row in section.splitlines() if row.startswith("| kpn seeded |"))
+    gain, photo = line.split("|")[2].split()
+    assert float(gain) == pytest.approx(
+        min(
+            float(r["psnr_linear"]) - float(n["psnr_linear"])
+            for r in rows
+            for n in rows
+            if r["method"] == "kpn seeded" and n["method"] == "noisy"
+            and r["image"] == n["image"] and r["condition"] == n["condition"]
+            and r["condition"] == quality.QUICK_CONDITIONS[0].name
+        ),
+        abs=0.006,
+    )  # fmt: skip
+    assert photo.strip("()") in {"astronaut", "chelsea"}
     for row in rows:
         if row["method"] == "noisy":
             assert float(row["seconds"]) == 0
@@ -128,12 +150,23 @@ def test_quality_quick_end_to_end(tmp_path: Path, lut: Path) -> None:
     noisy = {r["image"]: float(r["psnr_srgb"]) for r in rows
              if r["method"] == "noisy" and r["condition"] == "sRGB sigma 25"}  # fmt: skip
     for row in rows:
-        if row["condition"] == "sRGB sigma 25" and row["method"] != "noisy":
+        if (
+            row["condition"] == "sRGB sigma 25"
+            and row["method"] != "noisy"
+            and "told" not in row["method"]
+        ):
             assert float(row["psnr_srgb"]) > noisy[row["image"]], row
     text = (out / "quality.md").read_text()
     assert "| CBM3D |" in text and "(a, b) = (9.179e+04, 59.01)" in text
     for picture in ("quality.png", "quality_crops.png"):
         assert (out / picture).read_bytes().startswith(b"\x89PNG")
+
+
+def test_quality_kpn_only_leaves_out_the_classical_methods(tmp_path: Path, lut: Path) -> None:
+    out = tmp_path / "results"
+    done = run_script("quality.py", "--quick", "--model", f"s={lut}", "--out", out, "--only-kpn")
+    assert done.returncode == 0, done.stderr
+    assert {r["method"] for r in read_csv(out / "quality.csv")} == {"noisy", "kpn s"}
 
 
 def test_quality_bad_weights_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
@@ -204,3 +237,50 @@ def test_speed_quick_end_to_end(tmp_path: Path) -> None:
     for row in rows:
         assert 0 < float(row["fraction"]) < 1.5 and float(row["peak_rss_mb"]) > 50
     assert "| design, quick, long | compiled-fp32 | forward |" in (out / "speed.md").read_text()
+
+
+def test_quality_cbm3d_at_and_classical_from(tmp_path: Path, lut: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    mid = quality.QUICK_CONDITIONS[0].name
+    done = run_script(
+        "quality.py", "--quick", "--model", f"s={lut}", "--out", first, "--cbm3d-at", mid
+    )
+    assert done.returncode == 0, done.stderr
+    rows = read_csv(first / "quality.csv")
+    assert {r["condition"] for r in rows if r["method"] == "CBM3D"} == {mid}
+    assert "| CBM3D |" in (first / "quality.md").read_text()
+    done = run_script(
+        "quality.py", "--quick", "--model", f"s={lut}", "--out", second,
+        "--classical-from", first / "quality.csv",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    again = read_csv(second / "quality.csv")
+    classical = [r for r in rows if r["method"] in quality.CLASSICAL]
+    reused = [r for r in again if r["method"] in quality.CLASSICAL]
+    assert sorted(map(str, reused)) == sorted(map(str, classical))
+    # the kpn rows are recomputed from the same noisy inputs: the same scores
+    mine = [r for r in again if r["method"] == "kpn s"]
+    before = [r for r in rows if r["method"] == "kpn s"]
+    assert [r["psnr_linear"] for r in mine] == [r["psnr_linear"] for r in before]
+    bad = run_script("quality.py", "--quick", "--model", f"s={lut}", "--cbm3d-at", "ISO 1")
+    assert bad.returncode == 2 and "unknown noise" in bad.stderr
+
+
+# --- design: the candidates and their curves ------------------------------------------------
+def test_design_candidates_resolve_to_valid_configs() -> None:
+    base = load_config(design.BASE_CONFIG)
+    for name in design.CANDIDATES:
+        config = apply_overrides(base, design.settings(name, 600))
+        assert config.train.steps == 600 and config.train.val_every == 100
+        assert config.data.source == "clean"  # the photos, with dead leaves mixed in
+    star15 = apply_overrides(base, design.settings("star15", 600))
+    assert (star15.model.features, star15.model.width, star15.train.loss) == ("star15", 32, "smape")
+    psnr_loss = apply_overrides(base, design.settings("loss-psnr", 600))
+    assert (psnr_loss.train.loss, psnr_loss.data.texture_candidates) == ("psnr", 4)
+
+
+def test_design_psnr_at_takes_the_last_validation_reached() -> None:
+    curve = design.Curve("x", 0, [20.0, 30.0, 31.0], [0, 500, 1000], 25.0)
+    assert design.psnr_at(curve, 999.5) == 30.0
+    assert design.psnr_at(curve, 1000) == 31.0
+    assert math.isnan(design.psnr_at(curve, -1))

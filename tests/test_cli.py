@@ -35,8 +35,8 @@ class TestSummary:
         code, out, err = run(capsys, "summary", "--config", DESIGN, "--size", "37x23")
         assert (code, err) == (0, "")
         lines = out.splitlines()
-        # 32*32 + 5*32*32 + 16*32 = 1024 + 5120 + 512 = 6656
-        assert lines[-1] == "total parameters: 6656"
+        # W 64: 64*32 + 5*64*64 + 16*64 = 2048 + 20480 + 1024 = 23552
+        assert lines[-1] == "total parameters: 23552"
         # coarse size ((w+1)//2, (h+1)//2): 37x23 -> 19x12 -> 10x6 -> 5x3, 4 levels
         levels = [line.strip() for line in lines if line.strip().startswith("level ")]
         assert levels == [
@@ -46,8 +46,9 @@ class TestSummary:
             "level 3: 5x3 (filtered)",
         ]
         # one line per bias-free layer: [out x in]
-        assert sum("[32 x 32]" in line for line in lines) == 6
-        assert sum("[16 x 32]" in line for line in lines) == 1
+        assert sum("[64 x 32]" in line for line in lines) == 1
+        assert sum("[64 x 64]" in line for line in lines) == 5
+        assert sum("[16 x 64]" in line for line in lines) == 1
 
     def test_vkdt_head_w32_roles(self, capsys: pytest.CaptureFixture[str]) -> None:
         """add: one more level, the residual; denoise_levels 2: levels 2, 3 passed."""

@@ -55,9 +55,11 @@ def test_every_preset_loads_and_builds(path: Path) -> None:
 
 
 def test_design_parameter_count() -> None:
-    # star15: 32 inputs; W = 32, 6 hidden layers, 16 outputs, no biases:
-    # 32*32 (W0) + 5*32*32 (hidden) + 16*32 (W_out) = 1024 + 5120 + 512 = 6656
-    assert parameter_count(load_config(CONFIGS / "design.toml").model) == 6656
+    # star15_snr: 32 inputs; W = 64, 6 hidden layers, 16 outputs, no biases:
+    # 64*32 (W0) + 5*64*64 (hidden) + 16*64 (W_out) = 2048 + 20480 + 1024 = 23552
+    assert parameter_count(load_config(CONFIGS / "design.toml").model) == 23552
+    # the W 32 network vkdt's kpn reads: 32*32 + 5*32*32 + 16*32 = 1024 + 5120 + 512
+    assert parameter_count(load_config(CONFIGS / "photos-vkdt-w32.toml").model) == 6656
 
 
 def test_vkdt_head_parameter_count() -> None:
@@ -66,9 +68,11 @@ def test_vkdt_head_parameter_count() -> None:
 
 
 def test_design_is_the_default() -> None:
-    """ModelConfig's defaults are documented as the design preset."""
-    # the design model is the default model; its training settings are the sound ones
-    assert load_config(CONFIGS / "design.toml").model == Config().model
+    """ModelConfig's defaults are documented as the design preset, at W 32."""
+    # the design model is the default model but for its width; its training settings are
+    # the sound ones
+    design = load_config(CONFIGS / "design.toml").model
+    assert dataclasses.replace(design, width=32) == Config().model
 
 
 def test_vkdt_head_is_the_shipped_build() -> None:
@@ -307,3 +311,44 @@ class TestOverrides:
         message = one_line(error)
         for word in words:
             assert word in message
+
+
+# --- base: presets that change only what differs --------------------------------------
+def test_base_config_is_laid_under_the_file(tmp_path):
+    (tmp_path / "base.toml").write_text(
+        "[model]\nwidth = 64\nlevels = 3\n[train]\nlr = 0.5\nsteps = 7\n"
+    )
+    (tmp_path / "child.toml").write_text(
+        'base = "base.toml"\n[model]\nlevels = 5\n[data]\nbatch = 3\n'
+    )
+    config = load_config(tmp_path / "child.toml")
+    assert (config.model.width, config.model.levels) == (64, 5)
+    assert (config.train.lr, config.train.steps, config.data.batch) == (0.5, 7, 3)
+
+
+def test_base_chain_and_its_errors(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.toml").write_text("[model]\nwidth = 48\n")
+    (tmp_path / "sub" / "b.toml").write_text('base = "../a.toml"\n[model]\nlevels = 2\n')
+    (tmp_path / "c.toml").write_text('base = "sub/b.toml"\n')
+    config = load_config(tmp_path / "c.toml")
+    assert (config.model.width, config.model.levels) == (48, 2)
+    (tmp_path / "loop.toml").write_text('base = "loop2.toml"\n')
+    (tmp_path / "loop2.toml").write_text('base = "loop.toml"\n')
+    with pytest.raises(KpnError, match="cycle"):
+        load_config(tmp_path / "loop.toml")
+    (tmp_path / "orphan.toml").write_text('base = "gone.toml"\n')
+    with pytest.raises(KpnError, match=r"gone\.toml: config file not found \(base of .*orphan"):
+        load_config(tmp_path / "orphan.toml")
+    (tmp_path / "typo.toml").write_text('base = "a.toml"\n[model]\nwidht = 3\n')
+    with pytest.raises(KpnError, match=r"unknown key 'model\.widht'"):
+        load_config(tmp_path / "typo.toml")
+    (tmp_path / "number.toml").write_text("base = 3\n")
+    with pytest.raises(KpnError, match="must be a file name"):
+        load_config(tmp_path / "number.toml")
+
+
+def test_presets_inherit_the_design_model():
+    design = load_config(CONFIGS / "design.toml").model
+    for name in ("quick.toml", "long.toml", "photos.toml"):
+        assert load_config(CONFIGS / name).model == design, name

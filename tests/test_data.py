@@ -16,11 +16,15 @@ from kpn.config import DataConfig, config_from_dict
 from kpn.data import (
     TRAINING,
     VALIDATION,
+    ImagePair,
     StreamBatches,
     TrainingBatch,
     collate,
     make_dataset,
     make_loader,
+    sample_generator,
+    texture,
+    textured_crop,
     training_batches,
     validation_set,
 )
@@ -290,33 +294,84 @@ def test_missing_and_empty_folders(tmp_path: Path):
     expect_error(small(noise="cameras", nprof_dir=str(empty)), str(empty), "no .nprof")
 
 
-def test_image_smaller_than_the_tile(tmp_path: Path):
+def test_image_smaller_than_the_tile_is_skipped(tmp_path: Path, capsys):
     write_pfm(tmp_path / "big.pfm", ramp(20, 20))
     write_pfm(tmp_path / "small.pfm", ramp(20, 12))
     config = small(source="clean", reference_dir=str(tmp_path))
-    expect_error(config, "small.pfm", "12x20", "data.tile")
+    dataset = make_dataset(config, seed=0)
+    assert len(dataset.source.pairs) == 1
+    warnings = capsys.readouterr().err
+    assert "small.pfm" in warnings and "12x20" in warnings and "data.tile" in warnings
+    assert "skipped 1 of 2 images" in warnings
+    (tmp_path / "big.pfm").unlink()
+    expect_error(config, str(tmp_path), "none of its 1 images is usable")
+    write_pfm(tmp_path / "big.pfm", ramp(20, 20))
     ok = dataclasses.replace(config, tile=12, validation_tile=16)
-    make_dataset(ok, seed=0)
-    with pytest.raises(KpnError, match=r"small\.pfm.*data\.validation_tile"):
+    assert len(make_dataset(ok, seed=0).source.pairs) == 2
+    assert len(validation_set(ok).reference) == ok.validation_count  # small.pfm skipped
+    capsys.readouterr()
+    (tmp_path / "big.pfm").unlink()
+    with pytest.raises(KpnError, match=r"none of its 1 images is usable \(data\.reference_dir"):
         validation_set(ok)
+    assert "data.validation_tile" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_reference_with_nan_or_inf(tmp_path: Path, bad: float):
+def test_reference_with_nan_or_inf_is_skipped(tmp_path: Path, bad: float, capsys):
     image = ramp(20, 20)
     image[3, 4, 1] = bad
     write_pfm(tmp_path / "bad.pfm", image)
-    expect_error(small(source="clean", reference_dir=str(tmp_path)), "bad.pfm", "NaN or Inf")
+    expect_error(small(source="clean", reference_dir=str(tmp_path)), "none of its 1 images")
+    warning = capsys.readouterr().err
+    assert "bad.pfm" in warning and "NaN or Inf" in warning
 
 
 @pytest.mark.parametrize(
     ("name", "content"),
     [("broken.pfm", b"PF\n20 20\n-1.0\n" + b"\0" * 10), ("photo.dng", b"not a raw file")],
 )
-def test_corrupt_file_in_the_folder(tmp_path: Path, name: str, content: bytes):
+def test_corrupt_file_in_the_folder_is_skipped(tmp_path: Path, name: str, content: bytes, capsys):
     write_pfm(tmp_path / "a.pfm", ramp(20, 20))
     (tmp_path / name).write_bytes(content)
-    expect_error(small(source="clean", reference_dir=str(tmp_path)), name)
+    dataset = make_dataset(small(source="clean", reference_dir=str(tmp_path)), seed=0)
+    assert len(dataset.source.pairs) == 1
+    warnings = capsys.readouterr().err.splitlines()
+    assert len(warnings) == 2 and name in warnings[0] and "skipped 1 of 2" in warnings[1]
+
+
+def test_mixed_source_draws_dead_leaves_for_a_fraction(tmp_path: Path):
+    write_pfm(tmp_path / "a.pfm", np.full((40, 40, 3), 0.5, np.float32))
+    config = small(
+        source="clean",
+        reference_dir=str(tmp_path),
+        deadleaves_fraction=0.5,
+        generate=1,
+        ev_min=0.0,
+        ev_max=0.0,
+        batch=64,
+    )
+    dataset = make_dataset(config, seed=0)
+    samples = dataset.__getitems__(range(200))
+    from_file = [bool((s.reference == 0.5).all()) for s in samples]
+    assert 70 < sum(from_file) < 130  # binomial(200, 0.5): 100 +- 15 at 2 sigma
+    again = dataset.__getitems__(range(100, 110))  # a pure function of the index
+    assert all(
+        torch.equal(a.reference, b.reference) for a, b in zip(again, samples[100:110], strict=True)
+    )
+    assert [from_file[i] for i in range(10)] == [
+        bool((s.reference == 0.5).all()) for s in (dataset[i] for i in range(10))
+    ]
+    validation = validation_set(config)  # validation tiles: the files alone
+    assert (validation.reference == 0.5).all()
+    only_files = make_dataset(dataclasses.replace(config, deadleaves_fraction=0.0), seed=0)
+    assert all((s.reference == 0.5).all() for s in only_files.__getitems__(range(20)))
+
+
+def test_deadleaves_fraction_needs_files():
+    with pytest.raises(KpnError, match="deadleaves_fraction"):
+        small(deadleaves_fraction=0.5).validate("t")
+    with pytest.raises(KpnError, match=r"outside 0\.\.1"):
+        small(source="clean", reference_dir="x", deadleaves_fraction=1.5).validate("t")
 
 
 def test_pairs_missing_partner(tmp_path: Path):
@@ -408,3 +463,31 @@ def test_loader_leaves_the_global_generator_alone():
     state = torch.get_rng_state()
     next(iter(make_loader(make_dataset(small(), seed=1), 2, workers=0)))
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_textured_crop_takes_the_busiest_candidate():
+    image = torch.full((3, 64, 64), 0.5)
+    stripes = torch.arange(32) % 2 * 0.4 + 0.3
+    image[:, 32:, :32] = stripes  # one textured quarter, the rest flat
+    pair = ImagePair(image)
+    busy = 0
+    for index in range(40):
+        generator = sample_generator(0, 0, index)
+        crop = textured_crop(pair, 32, 8, generator)
+        assert crop.reference.shape == (3, 32, 32) and crop.offset == "inside"
+        again = textured_crop(pair, 32, 8, sample_generator(0, 0, index))
+        assert torch.equal(crop.reference, again.reference)
+        busy += texture(crop.reference) > 0.1
+    # 8 candidates of 33x33 places: the chance that none overlaps the stripes is tiny
+    assert busy >= 36
+    assert texture(torch.full((3, 8, 8), 0.2)) == 0.0
+    assert texture(2 * image) == pytest.approx(texture(image), rel=1e-2)  # nor exposure
+
+
+def test_texture_candidates_apply_to_training_tiles_only(tmp_path: Path):
+    write_pfm(tmp_path / "a.pfm", ramp(40, 40))
+    config = small(source="clean", reference_dir=str(tmp_path), texture_candidates=4)
+    assert make_dataset(config, seed=0).source.candidates == 4
+    assert make_dataset(config, seed=0, stream=VALIDATION).source.candidates == 1
+    with pytest.raises(KpnError, match="texture_candidates"):
+        small(texture_candidates=0).validate("t")

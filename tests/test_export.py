@@ -7,6 +7,7 @@ input of issue 7: one line on stderr, exit code 2, nothing written.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from pathlib import Path
 
@@ -19,21 +20,20 @@ from kpn.checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from kpn.config import Config, apply_overrides, config_to_toml, load_config
 from kpn.errors import KpnError
 from kpn.export import (
-    PRESET_FOR_WIDTH,
     RUN_CHECKPOINT,
     checkpoint_from_lut,
     config_for_lut,
     inference_layout_warning,
     lut_payload,
 )
-from kpn.lut import read_lut
+from kpn.lut import KPN_SECTION_HEAD, format_kpn_section, read_lut
 from kpn.mlp import load_weights
 from kpn.model import KPN
 from kpn.optim import make_optimizer
 from kpn.vkdt_graph import INFER_PFM, INFER_RAW, TRAIN, graph_files
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-DESIGN = CONFIGS / "design.toml"
+DESIGN = Path(__file__).resolve().parent / "data" / "design-vkdt.toml"  # vkdt-runnable
 
 # kpn-t's text for its shipped config.h, as kpn-t/main.c's init() prints it (o-lut adds "\n")
 SHIPPED_TRAILER = (
@@ -122,7 +122,7 @@ def tiny_matrices() -> list[np.ndarray]:
 
 
 def test_export_golden_bytes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    config = tiny_config(tmp_path)
+    config = tiny_config(tmp_path, features="star15")  # vkdt's input: no warning
     ckpt = save_model(tmp_path / "tiny.pt", config, tiny_matrices())
     code, out, err = run(capsys, "export", ckpt, "-o", tmp_path / "tiny.lut")
     assert (code, err) == (0, "")
@@ -140,8 +140,9 @@ def test_export_golden_bytes(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert raw[16 + 1535 * 2 : 16 + 1536 * 2] == bytes.fromhex("00bc")
     # the rest of the last 32 x 32 block (floats 1536..2047) is zeros
     assert raw[16 + 1536 * 2 : 16 + 4096] == bytes(1024)
-    # kpn-t's trailer for the design's settings, with o-lut's final newline
-    assert raw[16 + 4096 :] == (
+    # kpn-t's trailer for the design's settings, with o-lut's final newline, first and
+    # byte for byte as before kpn's section existed
+    vkdt_text = (
         b"lut contains weights for\n"
         b"multi-level kernel predicting mlp with:\n"
         b"1 hidden layers\n"
@@ -151,6 +152,13 @@ def test_export_golden_bytes(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         b"leaky relu mlp activation\n"
         b"SMAPE loss\n"
     )
+    assert raw[16 + 4096 : 16 + 4096 + len(vkdt_text)] == vkdt_text
+    # then kpn's section: the whole [model] and [infer]
+    section = raw[16 + 4096 + len(vkdt_text) :].decode()
+    assert section == format_kpn_section(config.model, config.infer)
+    assert section.startswith(f"{KPN_SECTION_HEAD}\n[model]\nlevels = 4\n")
+    assert '\nfeatures = "star15"\n' in section
+    assert "\n[infer]\nlevels = 0\n" in section
 
 
 def test_export_golden_f32_header(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -216,8 +224,9 @@ def test_export_import_export_is_byte_identical(
     assert (state.step, state.skipped_steps, state.samples_seen) == (0, 0, 0)
     if with_config:
         assert state.config == config
-    else:  # the trailer's fields on the preset of the width: here, the same preset
-        assert state.config == load_config(CONFIGS / PRESET_FOR_WIDTH[config.model.width])
+    else:  # the file's kpn section: the model and its [infer], the trailer's loss
+        assert (state.config.model, state.config.infer) == (config.model, config.infer)
+        assert state.config.train.loss == config.train.loss
 
 
 def test_imported_checkpoint_resumes_like_a_training_checkpoint(tmp_path: Path) -> None:
@@ -270,7 +279,15 @@ def test_import_vkdt_shipped_file(tmp_path: Path, capsys: pytest.CaptureFixture[
     """kpn-t's shipped build (W 64): preset vkdt-head; weights kept, the random tail not."""
     raw = vkdt_lut(64, 6, SHIPPED_TRAILER.rstrip("\n"))
     (tmp_path / "mlp-w.lut").write_bytes(raw)
-    code, out, err = run(capsys, "import", tmp_path / "mlp-w.lut", "-o", tmp_path / "w.pt")
+    # the file does not say its model: refused until the user says it
+    before = listing(tmp_path)
+    code, _, err = run(capsys, "import", tmp_path / "mlp-w.lut", "-o", tmp_path / "w.pt")
+    assert code == 2
+    assert_error_line(err, "mlp-w.lut", "no kpn section", "--config", "--preset vkdt-head")
+    assert listing(tmp_path) == before
+    code, out, err = run(
+        capsys, "import", tmp_path / "mlp-w.lut", "--preset", "vkdt-head", "-o", tmp_path / "w.pt"
+    )
     assert (code, err) == (0, "")
     assert "vkdt-head.toml" in out
     state = load_checkpoint(tmp_path / "w.pt")
@@ -289,13 +306,18 @@ def test_import_vkdt_shipped_file(tmp_path: Path, capsys: pytest.CaptureFixture[
     used = 16 + (24576 + 16 * 64) * 2
     assert back[:used] == raw[:used]  # header and every matrix
     assert back[used : 16 + 7 * 64 * 64 * 2] == bytes(7 * 64 * 64 * 2 + 16 - used)  # zeros
-    assert back[16 + 7 * 64 * 64 * 2 :] == SHIPPED_TRAILER.encode()  # the same text
+    text = back[16 + 7 * 64 * 64 * 2 :].decode()
+    assert text.startswith(SHIPPED_TRAILER)  # the same text, then kpn's section
+    assert text[len(SHIPPED_TRAILER) :] == format_kpn_section(
+        state.config.model, state.config.infer
+    )
 
 
 def test_import_old_six_line_trailer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """kpn-t before 2024-01-18 wrote no activation and no loss: they come from the preset."""
     (tmp_path / "old.lut").write_bytes(vkdt_lut(32, 6, old_trailer(32, "softmax", "const")))
-    assert run(capsys, "import", tmp_path / "old.lut", "-o", tmp_path / "o.pt")[0] == 0
+    argv = ["import", tmp_path / "old.lut", "--preset", "vkdt-head-w32", "-o", tmp_path / "o.pt"]
+    assert run(capsys, *argv)[0] == 0
     config = load_checkpoint(tmp_path / "o.pt").config
     preset = load_config(CONFIGS / "vkdt-head-w32.toml")
     assert config.model.kernel_activation == "softmax"  # from the trailer
@@ -320,7 +342,9 @@ def test_import_ambiguous_sigmoid_alpha(tmp_path: Path, capsys: pytest.CaptureFi
     """vkdt prints "sigmoid" for ALPHA_SIGMOID and ALPHA_CLAMPED."""
     text = full_trailer(32, "softmax", "sigmoid", "leaky relu", "SMAPE")
     (tmp_path / "s.lut").write_bytes(vkdt_lut(32, 6, text))
-    code, _, err = run(capsys, "import", tmp_path / "s.lut", "-o", tmp_path / "s.pt")
+    code, _, err = run(
+        capsys, "import", tmp_path / "s.lut", "--preset", "vkdt-head-w32", "-o", tmp_path / "s.pt"
+    )
     assert code == 0
     assert load_checkpoint(tmp_path / "s.pt").config.model.alpha_activation == "sigmoid"
     assert err.startswith("note: ") and "clamped" in err and len(err.splitlines()) == 1
@@ -347,6 +371,8 @@ def test_config_for_lut_without_trailer_takes_config(tmp_path: Path) -> None:
     assert (imported.config, imported.source, imported.notes) == (config, "design", ())
     with pytest.raises(KpnError, match="no trailer"):
         config_for_lut(lut)
+    with pytest.raises(KpnError, match="not both"):
+        config_for_lut(lut, config, "design", "vkdt-head-w32")
 
 
 def test_inference_layout_warning() -> None:
@@ -538,10 +564,10 @@ def test_import_header_contradicts_config(
 @pytest.mark.parametrize(
     ("raw", "words"),
     [
-        (vkdt_lut(32, 6, None), ["no trailer", "--config"]),
+        (vkdt_lut(32, 6, None), ["no trailer", "--config", "--preset vkdt-head-w32"]),
         (
             vkdt_lut(48, 6, full_trailer(48, "plain", "const", "leaky relu", "SMAPE")),
-            ["no vkdt preset has width 48", "--config"],
+            ["does not say which model", "--config", "--preset NAME"],
         ),
         (
             vkdt_lut(32, 6, full_trailer(32, "sigmoid", "const", "leaky relu", "SMAPE")),
@@ -683,3 +709,98 @@ def test_export_checkpoint_whose_weights_do_not_fit(
     assert code == 2
     assert_error_line(err, "a.pt", "do not fit")
     assert listing(tmp_path) == before
+
+
+# --- kpn's section: files kpn wrote say their model ------------------------------------
+def test_export_of_kpn_only_features_warns_and_reads_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The design's star15_snr: one warning line, the file written, and kpn imports it
+    without --config as the same model."""
+    config = apply_overrides(load_config(CONFIGS / "design.toml"), ["model.width=32"])
+    assert config.model.features == "star15_snr"
+    save_model(tmp_path / "d.pt", config)
+    code, out, err = run(capsys, "export", tmp_path / "d.pt", "-o", tmp_path / "d.lut")
+    assert code == 0 and "wrote" in out
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: "), err
+    assert "star15_snr" in lines[0] and "vkdt cannot run" in lines[0]
+    lut = read_lut(tmp_path / "d.lut")
+    assert (lut.model, lut.infer) == (config.model, config.infer)
+    code, out, err = run(capsys, "import", tmp_path / "d.lut", "-o", tmp_path / "i.pt")
+    assert (code, err) == (0, "")
+    assert "kpn section" in out
+    state = load_checkpoint(tmp_path / "i.pt")
+    assert (state.config.model, state.config.infer) == (config.model, config.infer)
+
+
+def test_inference_layout_warning_for_features() -> None:
+    design = dataclasses.replace(load_config(CONFIGS / "design.toml").model, width=32)
+    message = inference_layout_warning(design)
+    assert message is not None and "star15_snr" in message and "in_width" not in message
+    both = inference_layout_warning(dataclasses.replace(design, width=64))
+    assert both is not None and "star15_snr" in both and "in_width 32" in both
+    assert "\n" not in both
+    assert inference_layout_warning(dataclasses.replace(design, features="star15")) is None
+
+
+def test_import_with_section_refuses_preset_and_other_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = load_config(CONFIGS / "vkdt-head-w32.toml")
+    save_model(tmp_path / "w.pt", config)
+    assert run(capsys, "export", tmp_path / "w.pt", "-o", tmp_path / "w.lut")[0] == 0
+    # same width and trailer items, another pyramid: the section tells them apart
+    other = tmp_path / "other.toml"
+    other.write_text(
+        (CONFIGS / "vkdt-head-w32.toml").read_text().replace('down = "binomial5"', 'down = "box2"')
+    )
+    before = listing(tmp_path)
+    code, _, err = run(
+        capsys, "import", tmp_path / "w.lut", "--preset", "vkdt-head-w32", "-o", tmp_path / "i.pt"
+    )
+    assert code == 2
+    assert_error_line(err, "--preset vkdt-head-w32", "w.lut", "leave --preset out")
+    code, _, err = run(
+        capsys, "import", tmp_path / "w.lut", "--config", other, "-o", tmp_path / "i.pt"
+    )
+    assert code == 2
+    assert_error_line(err, "other.toml", "model.down = 'box2'", "'binomial5'", "kpn section")
+    assert listing(tmp_path) == before
+    code, _, err = run(
+        capsys,
+        "import",
+        tmp_path / "w.lut",
+        "--config",
+        CONFIGS / "vkdt-head-w32.toml",
+        "-o",
+        tmp_path / "i.pt",
+    )
+    assert (code, err) == (0, "")
+    assert load_checkpoint(tmp_path / "i.pt").config == config
+
+
+def test_import_unknown_preset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "w.lut").write_bytes(vkdt_lut(32, 6, SHIPPED_TRAILER.replace("64", "32")))
+    for name in ("nope", "../configs/design"):
+        code, _, err = run(
+            capsys, "import", tmp_path / "w.lut", "--preset", name, "-o", tmp_path / "w.pt"
+        )
+        assert code == 2
+        assert_error_line(err, f"--preset {name!r}", "no such preset", "vkdt-head-w32")
+    assert not (tmp_path / "w.pt").exists()
+
+
+def test_config_for_lut_restores_the_section_exactly(tmp_path: Path) -> None:
+    """Every [model] and [infer] key, not only those kpn-t's trailer records."""
+    config = apply_overrides(
+        load_config(DESIGN),
+        ["model.levels=5", "model.down=binomial5", "model.precision=vkdt-f16", "infer.tile=64"],
+    )
+    model = KPN(config.model)
+    (tmp_path / "w.lut").write_bytes(lut_payload(model.mlp, config))
+    imported = config_for_lut(read_lut(tmp_path / "w.lut"))
+    assert imported.config.model == config.model
+    assert imported.config.infer == config.infer
+    assert imported.config.train.loss == config.train.loss
+    assert (imported.source, imported.notes) == ("the file's kpn section", ())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ from kpn.features import (
     LUMA_REC2020,
     PATCH8X8_PADDING,
     PATCH8X8_TAPS,
+    SIGMA_FLOOR,
     STAR15_PADDING,
     STAR15_TAPS,
     luminance,
@@ -20,8 +23,10 @@ from kpn.features import (
     patch8x8_features_padded,
     patch8x8_features_past_end,
     saturation,
+    signed_log1p,
     star15_features,
     star15_features_padded,
+    star15_snr_features_padded,
 )
 from kpn.sampling import pad_symmetric
 
@@ -432,3 +437,74 @@ def test_patch8x8_padded_band_equals_rows_of_full(top, bottom, generator):
     out = patch8x8_features_padded(padded[..., top : bottom + 7, :])
     assert out.shape == (2, 64, bottom - top, 4)
     assert_close(out, full[..., top:bottom, :], rtol=0, atol=0)
+
+
+# --- star15_snr: kpn's noise-normalised input ----------------------------------------------
+def slog(v: float) -> float:
+    return math.copysign(math.log1p(abs(v)), v)
+
+
+def test_signed_log1p_values_and_gradient() -> None:
+    x = torch.tensor([-1e6, -2.0, -0.0, 0.0, 0.5, 3.0], dtype=torch.float64)
+    assert_close(signed_log1p(x), torch.sign(x) * torch.log1p(x.abs()))
+    assert signed_log1p(torch.tensor([-0.0])).signbit().all()
+    inputs = torch.tensor([-3.0, -0.2, 0.1, 7.0], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(signed_log1p, (inputs,))
+
+
+def test_star15_snr_by_hand(image_5x4: Tensor) -> None:
+    noise_ab = torch.tensor([[2.0e4, 30.0]], dtype=torch.float64)
+    level = 1
+    padded = pad_symmetric(image_5x4, *STAR15_PADDING)
+    lum = luminance(image_5x4)
+    got = star15_snr_features_padded(padded, noise_ab, level, lum)
+    assert got.shape == (1, 32, 5, 4)
+    px, py = 3, 0  # at the right and top edges: taps mirror
+    lum_c, sat_c = lum_at(image_5x4, px, py), sat_at(image_5x4, px, py)
+    sigma = 0.5**level * math.sqrt(2.0e4 + 65535 * lum_c * 30.0) / 65535
+    for t, (dx, dy) in enumerate(STAR15_TAPS):
+        qx, qy = mirror(px + dx, 4), mirror(py + dy, 5)
+        if (dx, dy) == (0, 0):
+            expected = (slog(lum_c / sigma), slog(sat_c / sigma))
+        else:
+            expected = (
+                slog((lum_at(image_5x4, qx, qy) - lum_c) / sigma),
+                slog((sat_at(image_5x4, qx, qy) - sat_c) / sigma),
+            )
+        assert got[0, 2 * t, py, px].item() == pytest.approx(expected[0], rel=1e-9)
+        assert got[0, 2 * t + 1, py, px].item() == pytest.approx(expected[1], rel=1e-9)
+    assert got[0, 30, py, px].item() == pytest.approx(math.log2(sigma * 65535) / 16, rel=1e-9)
+    assert got[0, 31].eq(1).all()
+
+
+def test_star15_snr_is_invariant_to_exposure_at_equal_snr(image_5x4: Tensor) -> None:
+    """Scale the image by k and a by k**2, b by k: every sigma scales by k, so every
+    channel but the noise level's is unchanged."""
+    k = 4.0
+    noise_ab = torch.tensor([[1.0e4, 20.0]], dtype=torch.float64)
+    scaled_ab = noise_ab * torch.tensor([[k * k, k]], dtype=torch.float64)
+    padded = pad_symmetric(image_5x4, *STAR15_PADDING)
+    one = star15_snr_features_padded(padded, noise_ab, 0, luminance(image_5x4))
+    other = star15_snr_features_padded(k * padded, scaled_ab, 0, luminance(k * image_5x4))
+    assert_close(other[:, :30], one[:, :30])
+    assert_close(other[:, 30], one[:, 30] + math.log2(k) / 16)
+
+
+def test_star15_snr_noise_free_profile_is_finite(image_5x4: Tensor) -> None:
+    padded = pad_symmetric(image_5x4, *STAR15_PADDING)
+    zero = torch.zeros(1, 2, dtype=torch.float64)
+    got = star15_snr_features_padded(padded, zero, 0, luminance(image_5x4))
+    assert torch.isfinite(got).all()
+    assert got[:, :30].abs().max() < slog(1 / SIGMA_FLOOR) + 1e-9
+
+
+def test_star15_snr_gradcheck() -> None:
+    generator = torch.Generator().manual_seed(3)
+    x = torch.rand(1, 3, 4, 5, generator=generator, dtype=torch.float64, requires_grad=True)
+    noise_ab = torch.tensor([[5.0e3, 10.0]], dtype=torch.float64)
+
+    def features(image: Tensor) -> Tensor:
+        padded = pad_symmetric(image, *STAR15_PADDING)
+        return star15_snr_features_padded(padded, noise_ab, 0, luminance(image))
+
+    assert torch.autograd.gradcheck(features, (x,))

@@ -7,7 +7,9 @@ input as read back, so the tests see the numbers, not only that files appear.
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +34,7 @@ from kpn.nprof import NoiseProfile, write_nprof
 from kpn.optim import make_optimizer
 
 ROOT = Path(__file__).resolve().parent.parent
-DESIGN = ROOT / "configs" / "design.toml"
+DESIGN = ROOT / "tests" / "data" / "design-vkdt.toml"  # the design as vkdt runs it
 NOISE = ["--noise-a", "20000", "--noise-b", "4"]
 
 
@@ -284,19 +286,18 @@ def test_lut_with_trailer(
 ) -> None:
     image = noisy_image(24, 26)
     write_pfm(tmp_path / "x.pfm", image)
-    # without --config: the trailer, and the vkdt preset of its width for the rest
+    lut = read_lut(weights.lut)
+    design = KPN(weights.config.model)
+    load_lut(design.mlp, weights.config.model, lut)  # the file's float16 weights
+    want = expected(design, image)
+    # without --config: the file's kpn section says it is the design
     code, out, err = run(
-        capsys, tmp_path / "x.pfm", "--weights", weights.lut, *NOISE, "-o", tmp_path / "preset.pfm"
+        capsys, tmp_path / "x.pfm", "--weights", weights.lut, *NOISE, "-o", tmp_path / "own.pfm"
     )
     assert (code, err) == (0, "")
-    assert "vkdt-head-w32.toml" in out
-    lut = read_lut(weights.lut)
-    preset = config_for_lut(lut).config
-    model = KPN(preset.model)
-    load_lut(model.mlp, preset.model, lut)
-    want = expected(model, image, levels=preset.infer.levels)  # vkdt infers with 6
-    np.testing.assert_allclose(read_any(tmp_path / "preset.pfm"), want, atol=1e-5)
-    # with --config: the design, weights rounded to float16 by the file
+    assert "kpn section" in out and "vkdt-head" not in out
+    np.testing.assert_allclose(read_any(tmp_path / "own.pfm"), want, atol=1e-5)
+    # with --config: the same model
     code, _, err = run(
         capsys,
         tmp_path / "x.pfm",
@@ -309,11 +310,55 @@ def test_lut_with_trailer(
         tmp_path / "design.pfm",
     )
     assert (code, err) == (0, "")
-    design = KPN(weights.config.model)
-    load_lut(design.mlp, weights.config.model, lut)
-    np.testing.assert_allclose(
-        read_any(tmp_path / "design.pfm"), expected(design, image), atol=1e-5
+    np.testing.assert_allclose(read_any(tmp_path / "design.pfm"), want, atol=1e-5)
+
+
+def test_vkdt_lut_needs_config_or_preset(
+    tmp_path: Path, weights: SimpleNamespace, capsys: pytest.CaptureFixture
+) -> None:
+    """A file with vkdt's trailer only does not say its model: refused in one line that
+    says how to tell it; --preset takes the preset under the trailer's items."""
+    image = noisy_image(24, 26)
+    write_pfm(tmp_path / "x.pfm", image)
+    vkdt = tmp_path / "vkdt.lut"
+    trailer = read_lut(weights.lut).trailer
+    assert trailer is not None
+    matrices = [w.detach() for w in weights.model.mlp.weights]
+    write_lut(vkdt, matrices, in_width=32, trailer=trailer.to_text())  # no kpn section
+    code, _, err = run(capsys, tmp_path / "x.pfm", "--weights", vkdt, *NOISE)
+    assert code == 2
+    assert_one_error(err, "vkdt.lut", "no kpn section", "--config", "--preset vkdt-head-w32")
+    assert not (tmp_path / "x.denoised.pfm").exists()
+    code, out, err = run(
+        capsys,
+        tmp_path / "x.pfm",
+        "--weights",
+        vkdt,
+        "--preset",
+        "vkdt-head-w32",
+        *NOISE,
+        "-o",
+        tmp_path / "preset.pfm",
     )
+    assert (code, err) == (0, "")
+    assert "trailer + " in out and "vkdt-head-w32.toml" in out
+    preset = config_for_lut(read_lut(vkdt), preset="vkdt-head-w32").config
+    assert preset.model.block_transpose and preset.model.kernel_activation == "softmax"
+    model = KPN(preset.model)
+    load_lut(model.mlp, preset.model, read_lut(vkdt))
+    want = expected(model, image, levels=preset.infer.levels)  # vkdt infers with 6
+    np.testing.assert_allclose(read_any(tmp_path / "preset.pfm"), want, atol=1e-5)
+    # --preset is for such files only
+    code, _, err = run(
+        capsys, tmp_path / "x.pfm", "--weights", weights.lut, "--preset", "vkdt-head-w32", *NOISE
+    )
+    assert code == 2
+    assert_one_error(err, "--preset vkdt-head-w32", "leave --preset out")
+    code, _, err = run(
+        capsys, tmp_path / "x.pfm", "--weights", weights.run, "--preset", "vkdt-head-w32", *NOISE
+    )
+    assert code == 2
+    assert_one_error(err, "--preset vkdt-head-w32", "run or checkpoint")
 
 
 def test_lut_without_trailer(
@@ -845,3 +890,64 @@ def test_infer_config_is_checked(
     )
     assert code == 2
     assert_one_error(err, "bad.toml", *words)
+
+
+# --- progress display ---------------------------------------------------------------------
+class Terminal(io.StringIO):
+    """A terminal's one screen, which stdout and stderr both write to."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+CURSOR = re.compile(r"\x1b\[(\d*)([A-Za-z])")
+
+
+def screen(text: str) -> list[str]:
+    """The lines a terminal shows after ``text``: ``\\r`` returns to the line's start,
+    ``\\n`` starts the next line, ``ESC[nA`` moves up (tqdm's moves between its bars),
+    later characters overwrite earlier ones."""
+    rows: list[list[str]] = [[]]
+    row = col = 0
+    index = 0
+    while index < len(text):
+        escape = CURSOR.match(text, index)
+        if escape is not None:
+            if escape.group(2) == "A":
+                row = max(0, row - int(escape.group(1) or 1))
+            index = escape.end()
+            continue
+        char = text[index]
+        index += 1
+        if char == "\r":
+            col = 0
+        elif char == "\n":
+            row, col = row + 1, 0
+        else:
+            while len(rows) <= row:
+                rows.append([])
+            line = rows[row]
+            line.extend(" " * (col + 1 - len(line)))
+            line[col] = char
+            col += 1
+    return ["".join(line).rstrip() for line in rows]
+
+
+def test_file_lines_do_not_overwrite_the_progress_bar(
+    tmp_path: Path, weights: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inputs = [tmp_path / "a.pfm", tmp_path / "b.pfm"]
+    for path in inputs:
+        write_pfm(path, noisy_image(12, 10))
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    monkeypatch.setattr(sys, "stderr", terminal)
+    argv = [*map(str, inputs), "--weights", str(weights.checkpoint), *NOISE, "--tile", "8"]
+    assert main(argv) == 0
+    shown = screen(terminal.getvalue())
+    assert any(line.startswith("files:") for line in shown), shown  # the bar was drawn
+    for path in inputs:
+        # each line whole, on a line of its own, not after the bar's text
+        assert f"{path}: noise (a, b) = (20000, 4) from --noise-a/--noise-b" in shown, shown
+        done = [line for line in shown if f"{path} -> " in line]
+        assert len(done) == 1 and done[0].startswith(f"{path} -> "), shown

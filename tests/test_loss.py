@@ -177,3 +177,48 @@ class TestKpnLoss:
         output, reference = (t.double() for t in with_broken_pixel(math.nan))
         output.requires_grad_(True)
         assert gradcheck(lambda o: kpn_loss(o, reference, loss), (output,))
+
+
+# --- psnr: kpn's per-tile decibel loss ------------------------------------------------------
+def test_psnr_loss_by_hand():
+    reference = torch.zeros(2, 3, 4, 4, dtype=torch.float64)
+    output = reference.clone()
+    output[0] += 0.1  # mse 0.01: PSNR 20 dB
+    output[1, 0, 0, 0] = 0.4  # mse 0.16 / 48: PSNR 10 log10(300) = 24.77 dB
+    expected = [-20.0, -10 * math.log10(300.0)]
+    loss = kpn_loss(output, reference, "psnr", "mean")
+    assert loss.item() == pytest.approx(sum(expected) / 2, abs=1e-6)
+    assert kpn_loss(output, reference, "psnr", "sum").item() == pytest.approx(
+        sum(expected), abs=1e-6
+    )
+    # the floor: a perfect tile costs -100 dB, not -inf
+    assert kpn_loss(reference, reference, "psnr", "mean").item() == pytest.approx(-100.0)
+
+
+def test_psnr_loss_weighs_tiles_in_decibels():
+    """Halving a quiet tile's error gains as much as halving a loud one's: 3 dB each,
+    where l2 sees only the loud tile."""
+    reference = torch.zeros(2, 1, 8, 8, dtype=torch.float64)
+    errors = torch.tensor([1e-2, 3e-1], dtype=torch.float64).view(2, 1, 1, 1)
+    before = kpn_loss(reference + errors, reference, "psnr", "sum")
+    quiet = kpn_loss(
+        reference + errors * torch.tensor([0.5, 1.0]).view(2, 1, 1, 1), reference, "psnr", "sum"
+    )
+    loud = kpn_loss(
+        reference + errors * torch.tensor([1.0, 0.5]).view(2, 1, 1, 1), reference, "psnr", "sum"
+    )
+    assert (before - quiet).item() == pytest.approx(before.item() - loud.item(), abs=1e-4)
+    assert (before - quiet).item() == pytest.approx(20 * math.log10(2), abs=1e-4)
+
+
+def test_psnr_loss_gradcheck_and_nonfinite_pixels():
+    generator = torch.Generator().manual_seed(2)
+    reference = torch.rand(2, 3, 5, 5, generator=generator, dtype=torch.float64)
+    output = reference + 0.1 * torch.rand(2, 3, 5, 5, generator=generator, dtype=torch.float64)
+    output.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda o: kpn_loss(o, reference, "psnr", "mean"), (output,))
+    broken = output.detach().clone()
+    broken[0, :, 1, 1] = math.nan
+    loss = kpn_loss(broken.requires_grad_(True), reference, "psnr", "mean")
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(broken.grad).all()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
+import re
 import struct
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,13 +15,16 @@ import numpy as np
 import pytest
 import torch
 
+from kpn.config import InferConfig, ModelConfig
 from kpn.errors import KpnError
 from kpn.lut import (
     DATATYPE_F16,
     DATATYPE_F32,
+    KPN_SECTION_HEAD,
     LUT_MAGIC,
     LUT_VERSION,
     LutTrailer,
+    format_kpn_section,
     format_trailer,
     lut_bytes,
     parse_trailer,
@@ -604,3 +610,116 @@ def test_overwrite_replaces_and_leaves_no_temporary(shipped_file: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     assert shipped_file.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+# --- kpn's section -----------------------------------------------------------------------
+def tiny_model(**changes: object) -> ModelConfig:
+    """W 32, one hidden layer, vkdt's star15 (32 inputs): fits make_matrices(32, 1, 32)."""
+    return dataclasses.replace(
+        ModelConfig(width=32, n_hidden=1, features="star15", blend="add", mlp_input="detail"),
+        **changes,
+    )
+
+
+TINY_TRAILER = format_trailer(
+    n_hidden=1,
+    width=32,
+    kernel_activation="softmax",
+    alpha_activation="sigmoid",
+    activation="leaky_relu",
+    loss="smape",
+)
+
+
+def test_section_round_trip_and_vkdt_text_unchanged(tmp_path: Path) -> None:
+    """The section restores model and infer exactly; what precedes it is byte for byte the
+    file without it, and kpn-t's text still parses with the plain trailer parser."""
+    mats = make_matrices(32, 1, 32, seed=3)
+    model, infer = tiny_model(precision="vkdt-f16", levels=6), InferConfig(tile=96, levels=5)
+    plain = lut_bytes(mats, in_width=32, trailer=TINY_TRAILER)
+    with_section = lut_bytes(mats, in_width=32, trailer=TINY_TRAILER, model=model, infer=infer)
+    assert with_section == plain + format_kpn_section(model, infer).encode()
+    path = tmp_path / "w.lut"
+    write_lut(path, mats, in_width=32, trailer=TINY_TRAILER, model=model, infer=infer)
+    assert path.read_bytes() == with_section
+    lut = read_lut(path)
+    assert (lut.model, lut.infer) == (model, infer)
+    # the old path: everything before kpn's head line is kpn-t's text, as parse_trailer reads it
+    text = with_section[16 + 2 * 32 * 32 * 2 :].decode()
+    vkdt_text, head, _ = text.partition(f"\n{KPN_SECTION_HEAD}\n")
+    assert head and vkdt_text == TINY_TRAILER
+    assert parse_trailer(vkdt_text, "w.lut") == lut.trailer == parse_trailer(TINY_TRAILER, "t")
+    # the section is the head line and TOML with every key of [model] and [infer]
+    section = tomllib.loads(format_kpn_section(model, infer).partition("\n")[2])
+    assert section == {
+        "model": dataclasses.asdict(model),
+        "infer": dataclasses.asdict(infer),
+    }
+    for got, want in zip(lut.matrices(32, 32), mats, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_section_without_trailer_and_default_infer(tmp_path: Path) -> None:
+    path = tmp_path / "w.lut"
+    write_lut(path, make_matrices(32, 1, 32, seed=4), in_width=32, model=tiny_model())
+    lut = read_lut(path)
+    assert (lut.trailer, lut.model, lut.infer) == (None, tiny_model(), InferConfig())
+
+
+def test_files_without_section_have_no_model(shipped_file: Path) -> None:
+    lut = read_lut(shipped_file)
+    assert (lut.model, lut.infer) == (None, None)
+
+
+SECTION_HEAD = f"{KPN_SECTION_HEAD}\n"
+BAD_SECTIONS = [
+    ("not toml", SECTION_HEAD + "[model\n", "invalid TOML"),
+    ("unknown table", SECTION_HEAD + "[model]\nwidth = 32\nn_hidden = 1\n[train]\n", "'train'"),
+    ("no model", SECTION_HEAD + "[infer]\nlevels = 2\n", "no [model]"),
+    ("unknown key", SECTION_HEAD + "[model]\nwidth = 32\nn_hidden = 1\nfoo = 1\n", "model.foo"),
+    ("bad value", SECTION_HEAD + '[model]\nwidth = 32\nn_hidden = 1\ndown = "x"\n', "model.down"),
+    ("shape", SECTION_HEAD + "[model]\nwidth = 32\nn_hidden = 2\n", "2 hidden layers of width 32"),
+]
+
+
+@pytest.mark.parametrize(
+    ("section", "fragment"), [c[1:] for c in BAD_SECTIONS], ids=[c[0] for c in BAD_SECTIONS]
+)
+def test_bad_sections(tmp_path: Path, small_bytes: bytes, section: str, fragment: str) -> None:
+    path = tmp_path / "bad.lut"
+    path.write_bytes(small_bytes + (TINY_TRAILER + "\n" + section).encode())
+    with pytest.raises(KpnError) as err:
+        read_lut(path)
+    assert fragment in str(err.value)
+    assert_one_line_naming(err, path)
+
+
+def test_section_contradicting_trailer(tmp_path: Path, small_bytes: bytes) -> None:
+    section = format_kpn_section(tiny_model(kernel_activation="plain"), InferConfig())
+    path = tmp_path / "bad.lut"
+    path.write_bytes(small_bytes + (TINY_TRAILER + "\n" + section).encode())
+    with pytest.raises(KpnError, match=re.escape("kernel_activation = 'softmax'")) as err:
+        read_lut(path)
+    assert_one_line_naming(err, path)
+    # vkdt's "sigmoid" alpha agrees with clamped
+    clamped = format_kpn_section(tiny_model(alpha_activation="clamped"), InferConfig())
+    path.write_bytes(small_bytes + (TINY_TRAILER + "\n" + clamped).encode())
+    assert read_lut(path).model == tiny_model(alpha_activation="clamped")
+
+
+@pytest.mark.parametrize(
+    ("model", "fragment"),
+    [
+        (tiny_model(n_hidden=2), "2 hidden layers of width 32"),
+        (tiny_model(activation="relu"), "model.activation = 'leaky_relu'"),
+        (tiny_model(features="patch8x8", width=64), "1 hidden layers of width 64"),
+    ],
+)
+def test_write_refuses_section_that_does_not_fit(model: ModelConfig, fragment: str) -> None:
+    mats = make_matrices(32, 1, 32, seed=1)
+    with pytest.raises(KpnError, match=re.escape(fragment)):
+        lut_bytes(mats, in_width=32, trailer=TINY_TRAILER, model=model)
+    with pytest.raises(KpnError, match="W0 has 16 columns"):
+        lut_bytes([mats[0][:, :16], mats[1]], in_width=32, trailer=None, model=tiny_model())
+    # kpn's own input (32 channels too) is written: kpn reads it back, vkdt cannot run it
+    lut_bytes(mats, in_width=32, trailer=TINY_TRAILER, model=tiny_model(features="star15_snr"))

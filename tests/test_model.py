@@ -42,7 +42,11 @@ SIGMA = 30  # star15 channel 30 is the noise sigma (SPEC 2)
 
 
 def model_config(**changes: object) -> ModelConfig:
-    """``ModelConfig`` with ``changes``; mlp_input follows blend unless given (SPEC 5)."""
+    """``ModelConfig`` with ``changes``; mlp_input follows blend unless given (SPEC 5).
+
+    The input is vkdt's star15 unless given: the routed networks below read its channels.
+    """
+    changes.setdefault("features", "star15")
     if "blend" in changes and "mlp_input" not in changes:
         changes["mlp_input"] = "detail" if changes["blend"] == "add" else "mip"
     config = dataclasses.replace(ModelConfig(), **changes)

@@ -35,14 +35,20 @@ HEAD = load_config(CONFIGS / "vkdt-head.toml").model
 # Every switch that changes what a tile must see, across the configs.
 CASES = {
     "design": DESIGN,  # box2, bspline, mip, mix, star15
+    "design_star15_snr": dataclasses.replace(DESIGN, features="star15_snr"),
     "post_diff_box2_vkdt_lowpass": dataclasses.replace(
         DESIGN, blend="post_diff", down="box2_vkdt", noise_luminance="lowpass"
     ),
     "add_binomial5_bilinear": dataclasses.replace(
         DESIGN, down="binomial5", up="bilinear", mlp_input="detail", blend="add"
     ),
-    "mix_box2_vkdt_bilinear_plain": dataclasses.replace(
-        DESIGN, down="box2_vkdt", up="bilinear", kernel_activation="plain", alpha_activation="const"
+    "mix_box2_vkdt_bilinear_plain": dataclasses.replace(  # vkdt's variants: its input too
+        DESIGN,
+        features="star15",
+        down="box2_vkdt",
+        up="bilinear",
+        kernel_activation="plain",
+        alpha_activation="const",
     ),
     "vkdt_2024_f16": VKDT_2024,  # binomial5/bilinear/add, denoise 2 levels, float16
     "vkdt_head_w32": HEAD_W32,  # ... plus the block transpose

@@ -22,8 +22,9 @@ from kpn.config import load_config
 from kpn.export import load_lut
 from kpn.lut import read_lut
 from kpn.mlp import MLP
+from kpn.monitor import Progress
 from kpn.optim import VkdtAdam, vkdt_clip_
-from kpn.train import build_parser, get_lr, main, train
+from kpn.train import Validation, build_parser, get_lr, main, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,7 +106,8 @@ def test_run_directory_has_every_part(tiny: Path, tmp_path: Path) -> None:
     } <= scalars
     images = set(events.Tags()["images"])
     assert "images/0_noisy_denoised_reference" in images
-    assert {"alpha/level_0", "kernels/level_0", "weights/layer_0", "gradients/layer_0"} <= images
+    assert {"alpha/level_0", "kernels/level_0", "weight_maps/layer_0"} <= images
+    assert "gradient_maps/layer_0" in images
     assert "weights/layer_1" in set(events.Tags()["histograms"])
     assert [e.step for e in events.Scalars("loss/train")] == [2, 4]
 
@@ -409,3 +411,43 @@ def test_refuses_bad_input_before_writing(tiny: Path, tmp_path: Path, capsys) ->
     assert "not found" in one_error_line(capsys)
     assert main([]) == 2
     one_error_line(capsys)
+
+
+# --- progress display ---------------------------------------------------------------------
+def test_progress_lines_come_early_and_date_their_validation(capsys) -> None:
+    """Plain lines (not a terminal): after the first step, every ``every``, after the last;
+    a validation says that it runs, and its gain shows the step it was measured at."""
+    progress = Progress(total=10, start=0, enabled=True, every=5)
+    progress.validating(3, 0)
+    progress.validated(Validation(0.1, 20.0, 27.25), 0)
+    for step in range(1, 6):
+        progress.update(step, 0.5)
+    progress.validating(1, 6)
+    progress.validated(Validation(0.1, 20.0, 28.5), 6)
+    progress.update(10, 0.25)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "validating 3 tiles at step 0..."
+    assert lines[1].startswith("step 1/10  loss 0.5  val +7.25 dB @0  ")
+    assert lines[2].startswith("step 5/10  loss 0.5  val +7.25 dB @0  ")
+    assert lines[3] == "validating 1 tile at step 6..."
+    assert lines[4].startswith("step 10/10  loss 0.25  val +8.50 dB @6  ")
+    assert len(lines) == 5
+    quiet = Progress(total=10, start=0, enabled=False, every=5)  # another rank's
+    quiet.validating(3, 0)
+    quiet.validated(None, 0)
+    quiet.update(1, 0.5)
+    assert capsys.readouterr().out == ""
+
+
+def test_training_shows_progress_after_its_first_step(tiny: Path, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    assert main(["--config", str(tiny), "--out", str(run), "--set", "train.log_every=3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    progress = [line for line in lines if line.startswith(("step ", "validating "))]
+    assert progress[0] == "validating 2 tiles at step 0..."  # the untrained model
+    assert progress[1].startswith("step 1/4  loss ") and " dB @0  " in progress[1]
+    assert progress[2] == "validating 2 tiles at step 2..."
+    assert progress[3].startswith("step 3/4  loss ") and " dB @2  " in progress[3]
+    assert progress[4] == "validating 2 tiles at step 4..."
+    assert progress[5].startswith("step 4/4  loss ") and " dB @4  " in progress[5]
+    assert "; SSIM " in lines[-1]

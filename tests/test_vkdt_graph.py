@@ -223,6 +223,15 @@ def preset(name: str, *overrides: str) -> Config:
     return apply_overrides(load_config(CONFIGS / f"{name}.toml"), list(overrides))
 
 
+# The design as vkdt can build it: vkdt's star15 input (the design's star15_snr is kpn's
+# own), a width vkdt's kpn reads, and a loss of vkdt's.
+VKDT_DESIGN = ("model.features=star15", "model.width=32", "train.loss=smape")
+
+
+def vkdt_design(*overrides: str) -> Config:
+    return preset("design", *VKDT_DESIGN, *overrides)
+
+
 # --- golden text -------------------------------------------------------------------------
 def test_golden_inference_pfm() -> None:
     config = preset("vkdt-head-w32")
@@ -258,7 +267,7 @@ def test_training_random_init_and_no_clip() -> None:
 
 
 def test_checkpoint_init_is_explained() -> None:
-    text = training_graph(preset("design", "train.init=old.pt"), weights_out="w", init_weights=None)
+    text = training_graph(vkdt_design("train.init=old.pt"), weights_out="w", init_weights=None)
     assert "# train.init = old.pt is a kpn checkpoint, which vkdt cannot read:\n" in text
 
 
@@ -303,8 +312,7 @@ def test_pyramid_builds(
     blend: str, down: str, up: str, defines: tuple[str, ...], no_alias: int
 ) -> None:
     inputs = "detail" if blend == "add" else "mip"
-    config = preset(
-        "design",
+    config = vkdt_design(
         f"model.blend={blend}",
         f"model.mlp_input={inputs}",
         f"model.down={down}",
@@ -340,11 +348,11 @@ def test_design_differences() -> None:
         "pixels (since 4c5e4782)",
         "model.precision = 'fp32': vkdt computes in float16",
     ]
-    assert inference_differences(preset("design")) == [
+    assert inference_differences(vkdt_design()) == [
         *model_lines,
         "infer.levels = 4: kpn infers with 6 levels",
     ]
-    assert training_differences(preset("design")) == [
+    assert training_differences(vkdt_design()) == [
         *model_lines,
         "model.vkdt_kernel_grad_untransposed = false: kpn-t's backward pass reads the kernel "
         "gradient untransposed (its gradients do not belong to its forward pass)",
@@ -356,7 +364,7 @@ def test_design_differences() -> None:
         "train.vkdt_f16_state = false: adam.comp stores weights and moments as float16",
         "data.tile = 64, data.batch = 16: cnngenin cuts one 64x64 tile per step",
     ]
-    text = training_graph(preset("design"), weights_out="w", init_weights=None)
+    text = training_graph(vkdt_design(), weights_out="w", init_weights=None)
     assert "# vkdt HEAD (ce12d6ed) trains otherwise than this config:\n#   model.down" in text
 
 
@@ -382,7 +390,7 @@ def test_vkdt_float() -> None:
     with pytest.raises(ValueError, match="not finite"):
         vkdt_float(float("nan"))
     with pytest.raises(ValueError, match="source"):
-        inference_graph("w.lut", preset("design"), source="jpg", noise_a=0, noise_b=0)
+        inference_graph("w.lut", vkdt_design(), source="jpg", noise_a=0, noise_b=0)
 
 
 # --- vkdt's reader and module declarations -------------------------------------------------
@@ -492,3 +500,11 @@ def test_shipped_build_matches_vkdts_config_h() -> None:
             assert not any(a.split()[1] == name for a in active), define
         else:
             assert define in active, define
+
+
+def test_kpn_only_loss_trains_with_smape_in_vkdt() -> None:
+    config = vkdt_design("train.loss=psnr")
+    assert "#define LOSS LOSS_SMAPE" in vkdt_build(config.model, config.train).defines
+    assert "train.loss = 'psnr': kpn's own loss; vkdt's build trains with LOSS_SMAPE" in (
+        training_differences(config)
+    )

@@ -1,0 +1,338 @@
+"""The shipped design chosen by measurement: validation PSNR against training time.
+
+    python benchmarks/design.py [--steps 3000] [--seeds 0,1] [--candidates a,b,...]
+        [--jobs 2] [--runs runs/design] [--out benchmarks/results]
+
+Each candidate is ``configs/photos.toml`` (photos mixed with dead leaves, noise from base
+ISO to pushed high ISO) with ``SCREENING_BASE`` and one or two changes, trained
+``--steps`` steps from each seed with one torch thread, ``--jobs`` runs at a time (one
+per core: two torch processes that both spin on two cores run many times slower). The
+held-out photos are the validation set (``data/photos/validation``, 64 tiles of 128x128,
+the same in every run); its PSNR is
+read from each run's TensorBoard events. The runs' wall times depend on what else the
+machine did meanwhile, so the time axis is each candidate's step count times its cost per
+training step, measured at the end in one process, candidates alternating: a candidate
+that costs more per step is compared at equal time too. A run whose directory already
+holds a finished run of the same resolved config is read, not trained again.
+
+Also each seed-0 model on the held-out photos themselves: a 384x384 centre crop of each,
+with the quality benchmark's camera noises (a real camera from ISO 800 to ISO 25600 +4
+EV), mean PSNR over photos and noises, beside the noisy input's.
+
+Writes ``design.md`` (final PSNR per seed, mean, seconds per step, PSNR at the time the
+cheapest candidate took, held-out photos) and ``design.png`` (the curves against time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from kpn.config import apply_overrides, load_config
+from kpn.fileio import atomic_output
+
+from report import ROOT, markdown_table, provenance, write_text
+
+BASE_CONFIG = ROOT / "configs" / "photos.toml"
+# name -> (what it is, --set overrides on configs/photos.toml)
+CANDIDATES: dict[str, tuple[str, dict[str, object]]] = {
+    "star15": ("vkdt's star15 input, W 32", {"model.features": "star15"}),
+    "star15_snr": ("star15_snr input (noise units), W 32", {"model.features": "star15_snr"}),
+    "star15_snr-w64": ("star15_snr, W 64", {"model.features": "star15_snr", "model.width": 64}),
+    "detail-add": (
+        "star15_snr, detail + add",
+        {"model.features": "star15_snr", "model.mlp_input": "detail", "model.blend": "add"},
+    ),
+    "texture-4": (
+        "star15_snr, each photo tile the most textured of 4 crops",
+        {"model.features": "star15_snr", "data.texture_candidates": 4},
+    ),
+    "levels-3": ("star15_snr, 3 levels", {"model.features": "star15_snr", "model.levels": 3}),
+    "loss-l2": ("star15_snr, l2 loss", {"model.features": "star15_snr", "train.loss": "l2"}),
+    "loss-psnr": (
+        "star15_snr, most textured of 4 crops, psnr loss (-PSNR per tile)",
+        {"model.features": "star15_snr", "data.texture_candidates": 4, "train.loss": "psnr"},
+    ),
+}
+TAG = "metrics/val_psnr"
+GAIN_TAG = "metrics/val_psnr_gain"
+
+
+def budget(steps: int) -> dict[str, object]:
+    """The schedule of a run of ``steps`` steps: six validations, three checkpoints."""
+    return {
+        "train.steps": steps,
+        "train.warmup_steps": max(1, steps // 15),
+        "train.val_every": max(1, steps // 6),
+        "train.log_every": max(1, steps // 6),
+        "train.checkpoint_every": max(1, steps // 3),
+    }
+
+
+# What the candidates share, set here rather than taken from configs/photos.toml, whose
+# model and loss are the outcome of this comparison: the design of before it (W 32, smape,
+# random photo crops). Each candidate changes one or two of these.
+SCREENING_BASE: dict[str, object] = {
+    "model.features": "star15_snr",
+    "model.width": 32,
+    "train.loss": "smape",
+    "data.texture_candidates": 1,
+}
+
+
+def settings(name: str, steps: int) -> list[str]:
+    chosen = budget(steps) | SCREENING_BASE | CANDIDATES[name][1]
+    return [f"{key}={value}" for key, value in chosen.items()]
+
+
+@dataclass(frozen=True)
+class Curve:
+    name: str
+    seed: int
+    psnr: list[float]
+    steps: list[int]
+    noisy: float  # the validation set's noisy PSNR
+
+
+def step_seconds(names: list[str], rounds: int = 3, steps: int = 8) -> dict[str, float]:
+    """Seconds per training step of each candidate (batch and tile of its config, one
+    thread): the median over ``rounds`` rounds in which the candidates take turns."""
+    import time
+
+    import torch
+
+    from kpn.loss import kpn_loss
+    from kpn.model import KPN
+
+    torch.set_num_threads(1)
+    setups = {}
+    for name in names:
+        config = apply_overrides(load_config(BASE_CONFIG), settings(name, 1))
+        torch.manual_seed(0)
+        model = KPN(config.model)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+        batch, tile = config.data.batch, config.data.tile
+        noisy = torch.rand(batch, 3, tile, tile)
+        noise_ab = torch.tensor([[1e4, 10.0]]).expand(batch, 2)
+        setups[name] = (model, optimizer, noisy, noise_ab, config.train.loss)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(rounds):
+        for name, (model, optimizer, noisy, noise_ab, loss_name) in setups.items():
+            start = time.perf_counter()
+            for _ in range(steps):
+                loss = kpn_loss(model(noisy, noise_ab), noisy, loss_name, "mean")
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            times[name].append((time.perf_counter() - start) / steps)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def read_curve(run_dir: Path, name: str, seed: int) -> Curve | None:
+    """The validation PSNR of a run from its events; None when it did not finish."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    if TAG not in events.Tags().get("scalars", []):
+        return None
+    points = events.Scalars(TAG)
+    gain = events.Scalars(GAIN_TAG)[-1].value
+    return Curve(
+        name, seed, [p.value for p in points], [p.step for p in points], points[-1].value - gain
+    )
+
+
+def run(name: str, seed: int, args: argparse.Namespace) -> Curve | None:
+    run_dir = Path(args.runs) / f"{name}-seed{seed}"
+    wanted = apply_overrides(load_config(BASE_CONFIG), settings(name, args.steps))
+    config_file = run_dir / "config.toml"
+    # compared as configs, not text: a key added since keeps its default in the old file
+    if config_file.is_file() and load_config(config_file) == wanted:
+        curve = read_curve(run_dir, name, seed)
+        if curve is not None and curve.steps[-1] == args.steps:
+            return curve
+    if args.no_train:
+        return None
+    command = [sys.executable, str(ROOT / "train.py"), "--config", str(BASE_CONFIG),
+               "--out", str(run_dir), "--seed", str(seed)]  # fmt: skip
+    if run_dir.exists():
+        command = [sys.executable, str(ROOT / "train.py"), "--resume", str(run_dir)]
+    for setting in settings(name, args.steps):
+        command += ["--set", setting]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if done.returncode:
+        print(f"{name} seed {seed}: failed: {done.stderr.strip().splitlines()[-1:]}")
+        return None
+    return read_curve(run_dir, name, seed)
+
+
+HELD_OUT = ROOT / "data" / "photos" / "validation"
+HELD_OUT_CROP = 384
+
+
+def held_out_psnr(run_dir: Path) -> tuple[float, float]:
+    """(noisy, denoised) mean linear PSNR of a run's model on the held-out photos' centre
+    crops under the quality benchmark's camera noises."""
+    import numpy as np
+    import quality
+
+    from kpn.infer import Denoiser, load_weights
+    from kpn.io import read_pfm
+    from kpn.loss import psnr
+
+    loaded = load_weights(run_dir)
+    denoiser = Denoiser.build(loaded.model, loaded.config.infer)
+    noisy_scores, denoised_scores = [], []
+    cameras = [c for c in quality.CONDITIONS if c.domain == "linear"]
+    for p, path in enumerate(sorted(HELD_OUT.glob("*.pfm"))):
+        image = read_pfm(path)
+        top = max(0, (image.shape[0] - HELD_OUT_CROP) // 2)
+        left = max(0, (image.shape[1] - HELD_OUT_CROP) // 2)
+        clean = np.ascontiguousarray(image[top : top + HELD_OUT_CROP, left : left + HELD_OUT_CROP])
+        for c, condition in enumerate(cameras):
+            _, noisy = quality.make_noisy(quality.linear_to_srgb(clean), condition, 100 * p + c)
+            noisy_scores.append(psnr(np.clip(noisy, 0, 1), clean))
+            output = denoiser(np.ascontiguousarray(noisy), condition.a, condition.b)
+            denoised_scores.append(psnr(np.clip(output, 0, 1), clean))
+    return statistics.mean(noisy_scores), statistics.mean(denoised_scores)
+
+
+def psnr_at(curve: Curve, step: float) -> float:
+    """The last validated PSNR at or before ``step``."""
+    reached = [p for s, p in zip(curve.steps, curve.psnr, strict=True) if s <= step + 1e-9]
+    return reached[-1] if reached else math.nan
+
+
+def report(
+    curves: dict[tuple[str, int], Curve | None],
+    names: list[str],
+    seeds: list[int],
+    cost: dict[str, float],
+    held_out: dict[str, tuple[float, float]],
+) -> str:
+    done = [c for c in curves.values() if c is not None]
+    budget = min(c.steps[-1] * cost[c.name] for c in done)  # the cheapest full run
+    header = ["candidate", *(f"seed {s}" for s in seeds), "mean", "s/step",
+              f"mean at {budget / 60:.1f} min", "held-out photos"]  # fmt: skip
+    rows = []
+    for name in names:
+        mine = [curves.get((name, s)) for s in seeds]
+        finals = [f"{c.psnr[-1]:.2f}" if c else "-" for c in mine]
+        ok = [c for c in mine if c]
+        mean = f"{statistics.mean(c.psnr[-1] for c in ok):.2f}" if ok else "-"
+        at_time = statistics.mean(psnr_at(c, budget / cost[name]) for c in ok) if ok else None
+        at = "-" if at_time is None or math.isnan(at_time) else f"{at_time:.2f}"
+        photos = f"{held_out[name][1]:.2f}" if name in held_out else "-"
+        rows.append(
+            [f"{name}: {CANDIDATES[name][0]}", *finals, mean, f"{cost[name]:.3f}", at, photos]
+        )
+    first = done[0]
+    return "\n".join(
+        [
+            "# The design: validation PSNR against training time",
+            "",
+            *provenance(),
+            f"- base: configs/photos.toml; {first.steps[-1]} steps of 16 tiles 64x64 per run, "
+            "one torch thread per run",
+            "- validation: the held-out photos (data/photos/validation), 64 tiles of 128x128, "
+            f"noise drawn from the training law, the same in every run (noisy PSNR "
+            f"{first.noisy:.2f} dB); PSNR of the denoised tiles, linear, peak 1",
+            "- time: steps x seconds per training step (s/step: one thread, measured in one "
+            "process with the candidates taking turns, median of 3 rounds); the last column "
+            "is each candidate's PSNR at the time the cheapest full run took (the last "
+            "validation before it)",
+            "- held-out photos: the seed-0 model on a 384x384 centre crop of each held-out "
+            "photo under the quality benchmark's five camera noises (Sony ILCE-7M3, ISO 800 "
+            "to ISO 25600 +4 EV), mean linear PSNR (noisy: "
+            f"{statistics.mean(v[0] for v in held_out.values()):.2f} dB)"
+            if held_out
+            else "- held-out photos: not measured",
+            "- curves in design.png",
+            "",
+            markdown_table(header, rows),
+            "",
+        ]
+    )
+
+
+def plot(path: Path, curves: dict[tuple[str, int], Curve | None], cost: dict[str, float]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    colours: dict[str, str] = {}
+    for (name, seed), curve in curves.items():
+        if curve is None:
+            continue
+        colour = colours.setdefault(name, f"C{len(colours)}")
+        minutes = [step * cost[name] / 60 for step in curve.steps]
+        axis.plot(minutes, curve.psnr, marker="o", color=colour,
+                  linestyle="-" if seed == min(s for _, s in curves) else "--",
+                  label=f"{name} seed {seed}")  # fmt: skip
+    done = [c for c in curves.values() if c is not None]
+    trained = [p for c in done for s, p in zip(c.steps, c.psnr, strict=True) if s]
+    if trained:  # the untrained model's point would squash the curves
+        axis.set_ylim(bottom=min(trained) - 0.5, top=max(trained) + 0.3)
+    axis.set_xlabel("training time (minutes: steps x seconds per step, one thread)")
+    axis.set_ylabel("validation PSNR on held-out photos (dB)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    with atomic_output(path) as temp:
+        figure.savefig(temp, dpi=100)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--candidates", default=",".join(CANDIDATES))
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one per core)")
+    parser.add_argument("--runs", default="runs/design", help="where the runs go")
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument(
+        "--no-train", action="store_true", help="report the finished runs, train none"
+    )
+    args = parser.parse_args(argv)
+    names = args.candidates.split(",")
+    unknown = [n for n in names if n not in CANDIDATES]
+    if unknown:
+        parser.error(f"--candidates: unknown {unknown[0]!r} (known: {', '.join(CANDIDATES)})")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    jobs = [(name, seed) for seed in seeds for name in names]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        results = pool.map(lambda job: run(*job, args), jobs)
+        curves = dict(zip(jobs, results, strict=True))
+    for (name, seed), curve in curves.items():
+        if curve is not None:
+            print(f"{name} seed {seed}: {curve.psnr[-1]:.2f} dB after {curve.steps[-1]} steps")
+    if not any(curves.values()):
+        print("no run finished: nothing to report")
+        return 1
+    cost = step_seconds(names)
+    held_out = {
+        name: held_out_psnr(Path(args.runs) / f"{name}-seed{seed}")
+        for (name, seed), curve in curves.items()
+        if curve is not None and seed == seeds[0] and HELD_OUT.is_dir()
+    }
+    out = Path(args.out)
+    write_text(out / "design.md", report(curves, names, seeds, cost, held_out))
+    plot(out / "design.png", curves, cost)
+    print(f"wrote design.md and design.png into {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

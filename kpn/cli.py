@@ -1,0 +1,79 @@
+"""What the command lines share: help in plain words, and a hint for a mistyped option.
+
+The module docstrings double as ``--help`` texts; their reST markup (double backticks,
+``:func:`` roles) is for the API documentation and reads as noise in a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any, NoReturn
+
+_ROLE = re.compile(r":(?:func|meth|class|mod|attr|data|exc|obj):`~?([^`]+)`")
+_LITERAL = re.compile(r"``(.+?)``", re.DOTALL)
+_NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")  # a value, not an option
+
+
+def plain(text: str) -> str:
+    """Docstring markup as plain words: ``x`` and :func:`x` become x."""
+    return _LITERAL.sub(r"\1", _ROLE.sub(r"\1", text))
+
+
+def _chain(parser: argparse.ArgumentParser, argv: Sequence[str]) -> Iterator[Any]:
+    """``parser`` and the subcommand parsers ``argv`` chose, outermost first."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for index, token in enumerate(argv):
+                if token in action.choices:
+                    yield from _chain(action.choices[token], argv[index + 1 :])
+                    break
+
+
+def suggestions(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
+    """``--typo: did you mean --option?`` for each option in ``argv`` that none of the
+    chosen parsers knows (not even as a prefix) and that is close to one they have."""
+    known = [option for p in _chain(parser, argv) for option in p._option_string_actions]
+    hints = []
+    for token in argv:
+        if token == "--":
+            break  # the rest are values
+        name = token.partition("=")[0]
+        if not name.startswith("-") or name == "-" or _NEGATIVE_NUMBER.match(name):
+            continue
+        if any(option.startswith(name) for option in known):
+            continue  # known, or an abbreviation argparse accepts
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        if close:
+            hints.append(f"{name}: did you mean {close[0]}?")
+    return hints
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose description and epilog read as plain words, and whose
+    errors name the option closest to a mistyped one (Python 3.11's argparse has no
+    ``suggest_on_error``). Subcommand parsers are of this class too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        for key in ("description", "epilog"):
+            if kwargs.get(key):
+                kwargs[key] = plain(kwargs[key])
+        super().__init__(*args, **kwargs)
+        self._argv: list[str] = []
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        # remembered for error(), which argparse calls without the arguments
+        self._argv = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str) -> NoReturn:
+        """Usage, then one line ``prog: error: message; --typo: did you mean --x?``;
+        exit code 2."""
+        hints = suggestions(self, self._argv)
+        super().error("; ".join([message, *hints]))

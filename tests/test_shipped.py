@@ -1,0 +1,92 @@
+"""The shipped models (weights/): infer.py runs them without --weights, and they never make
+a photo worse than its input within the noise range they were trained for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kpn.infer import SHIPPED, SHIPPED_DIR, Denoiser, load_weights, main, shipped_weights
+from kpn.io import read_pfm, srgb_to_linear, write_pfm
+from kpn.loss import psnr
+from kpn.synthesis import add_noise
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs"
+RECIPES = {"design": "photos.toml", "vkdt-w32": "photos-vkdt-w32.toml"}
+
+
+@pytest.fixture(scope="module")
+def photo_crop() -> np.ndarray:
+    """A 96x96 crop of a scikit-image photo (the benchmark's, never trained on), linear."""
+    from skimage import data
+
+    srgb = data.chelsea()[100:196, 200:296].astype(np.float32) / 255
+    return srgb_to_linear(srgb)
+
+
+def denoiser(name: str) -> Denoiser:
+    loaded = load_weights(SHIPPED_DIR / name)
+    return Denoiser.build(loaded.model, loaded.config.infer)
+
+
+def test_every_shipped_model_is_complete():
+    assert SHIPPED[0] == "design"
+    for name in SHIPPED:
+        folder = SHIPPED_DIR / name
+        for part in ("checkpoint.pt", "weights.lut", "config.toml", "MODEL.md"):
+            assert (folder / part).is_file(), folder / part
+            assert (folder / part).stat().st_size < 400_000  # tens of KB
+        card = (folder / "MODEL.md").read_text()
+        assert "reproduce" in card and RECIPES[name] in card
+
+
+def test_shipped_weights_follow_the_config():
+    assert shipped_weights() == SHIPPED_DIR / "design"
+    for name, recipe in RECIPES.items():
+        assert shipped_weights(str(CONFIGS / recipe)) == SHIPPED_DIR / name
+
+
+def test_infer_without_weights_runs_the_design_model(tmp_path: Path, photo_crop, capsys):
+    source, output = tmp_path / "photo.pfm", tmp_path / "out.pfm"
+    write_pfm(source, photo_crop)
+    assert main([str(source), "-o", str(output), "--noise-a", "1e4", "--noise-b", "20"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("shipped weights") and str(SHIPPED_DIR / "design") in first
+    expected = denoiser("design")(photo_crop, 1e4, 20.0)
+    np.testing.assert_array_equal(read_pfm(output), expected)
+
+
+def test_infer_without_weights_refuses_a_config_nothing_was_shipped_for(tmp_path, capsys):
+    source = tmp_path / "photo.pfm"
+    write_pfm(source, np.full((16, 16, 3), 0.5, np.float32))
+    code = main([str(source), "--config", str(CONFIGS / "vkdt-head.toml"), "--noise-a", "1"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "no shipped weights have its [model]" in err
+    assert not (tmp_path / "photo.denoised.pfm").exists()
+
+
+# darktable's Sony ILCE-7M3 at ISO 800 (base-ISO-like noise) and the training law's corner
+LOW_NOISE = {"ISO 800": (58.306, 0.51205), "lowest trained": (100.0, 0.1)}
+
+
+@pytest.mark.parametrize("noise", list(LOW_NOISE))
+def test_design_model_never_worse_than_its_input_at_low_noise(photo_crop, noise):
+    a, b = LOW_NOISE[noise]
+    clean = torch.from_numpy(photo_crop).permute(2, 0, 1)
+    noisy = add_noise(clean, torch.tensor([a, b]), torch.Generator().manual_seed(5))
+    noisy = np.ascontiguousarray(noisy.permute(1, 2, 0).numpy())
+    denoised = denoiser("design")(noisy, a, b)
+    assert psnr(denoised, photo_crop) >= psnr(noisy, photo_crop)
+
+
+def test_design_model_tends_to_the_input_as_noise_vanishes(photo_crop):
+    """Told almost no noise, the model leaves a clean photo nearly as it is."""
+    model = denoiser("design")
+    gaps = [psnr(model(photo_crop, a, a / 1000), photo_crop) for a in (1e4, 1e2, 1.0)]
+    assert gaps == sorted(gaps)  # closer to the input as the noise shrinks
+    assert gaps[-1] > 50.0
