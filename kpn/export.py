@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -68,32 +69,27 @@ def lut_trailer(config: Config) -> str:
     )
 
 
+def _lut_contents(mlp: MLP, config: Config) -> dict[str, Any]:
+    """What a ``.lut`` of this MLP holds: the matrices, kpn-t's layout and trailer, and
+    kpn's section with ``config``'s ``[model]`` and ``[infer]``."""
+    return {
+        "matrices": [weight.detach().cpu() for weight in mlp.weights],
+        "in_width": lut_in_width(config.model),
+        "trailer": lut_trailer(config),
+        "model": config.model,
+        "infer": config.infer,
+    }
+
+
 def lut_payload(mlp: MLP, config: Config, dtype: str = "f16") -> bytes:
     """The bytes of the ``.lut`` for the MLP's weights: kpn-t's trailer, then kpn's section
     with ``config``'s ``[model]`` and ``[infer]``."""
-    matrices = [weight.detach().cpu() for weight in mlp.weights]
-    return lut_bytes(
-        matrices,
-        in_width=lut_in_width(config.model),
-        dtype=dtype,
-        trailer=lut_trailer(config),
-        model=config.model,
-        infer=config.infer,
-    )
+    return lut_bytes(dtype=dtype, **_lut_contents(mlp, config))
 
 
 def export_lut(mlp: MLP, config: Config, path: str | os.PathLike[str], dtype: str = "f16") -> None:
     """Write :func:`lut_payload`'s bytes to ``path``, atomically."""
-    matrices = [weight.detach().cpu() for weight in mlp.weights]
-    write_lut(
-        path,
-        matrices,
-        in_width=lut_in_width(config.model),
-        dtype=dtype,
-        trailer=lut_trailer(config),
-        model=config.model,
-        infer=config.infer,
-    )
+    write_lut(path, dtype=dtype, **_lut_contents(mlp, config))
 
 
 def inference_layout_warning(model: ModelConfig) -> str | None:
