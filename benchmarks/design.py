@@ -60,6 +60,19 @@ CANDIDATES: dict[str, tuple[str, dict[str, object]]] = {
         "star15_snr, most textured of 4 crops, psnr loss (-PSNR per tile)",
         {"model.features": "star15_snr", "data.texture_candidates": 4, "train.loss": "psnr"},
     ),
+    "design": (
+        "the shipped design: star15_snr, W 64, most textured of 4 crops, psnr loss",
+        {"model.width": 64, "data.texture_candidates": 4, "train.loss": "psnr"},
+    ),
+    "design-bf16": (
+        "the shipped design with bfloat16 hidden products (model.precision = bf16)",
+        {
+            "model.width": 64,
+            "data.texture_candidates": 4,
+            "train.loss": "psnr",
+            "model.precision": "bf16",
+        },
+    ),
 }
 TAG = "metrics/val_psnr"
 GAIN_TAG = "metrics/val_psnr_gain"

@@ -1,55 +1,56 @@
-"""Forward, training-step and inference throughput of each preset, against the FLOP limit.
+"""Speed: where the time goes, training steps per hour, inference seconds and memory, each
+figure as a fraction of the machine's matrix-product limit measured in the same process.
 
-    python benchmarks/speed.py [--presets design,vkdt-2024-02,...] [--variants eager-fp32,...]
-        [--compile-presets design] [--repeats 5] [--out benchmarks/results] [--quick]
+    python benchmarks/speed.py [--config configs/long.toml] [--sizes 1,24] [--repeats 3]
+        [--baseline REV] [--no-quality] [--out benchmarks/results] [--quick]
 
-Presets with the same ``[model]`` are one row (design, quick and long are one network).
-For each preset and variant a child process (so that its peak resident memory is its
-own) measures, medians of ``--repeats``:
+Every measurement runs in a child process of its own (its peak resident memory is its
+own), which times a square ``MATMUL_SIZE`` matmul in float32 and in bfloat16 between its
+repeats: the FLOP limit as torch sees it under the load of that moment. A figure's
+fraction is the network's FLOPs (``kpn.summary``: the MLP's products over the levels it
+filters) per second over the limit of its dtype: float32 variants against the float32
+limit, bf16 ones (``model.precision = "bf16"``: the hidden layers' products in bfloat16)
+against the bfloat16 limit. Medians of ``--repeats``.
 
-- forward: ``kpn_forward`` of a 256x256 image without gradients (compiling a larger one
-  takes minutes: Dynamo unrolls the loop over bands of 16384 pixels);
-- train step: forward, the preset's loss, backward, gradient clipping and the preset's
-  optimiser on a batch of 8 tiles of 64x64 (our three MLP products per pixel: 3x the
-  forward's FLOPs); compiled only with ``--compile-train``: Inductor's C++ for the
-  backward pass kept gcc busy for over 13 minutes on this machine without finishing;
-- inference: :class:`kpn.infer.Denoiser` (tiled, as ``infer.py``) on a 2 Mpx image,
-  eager only: compiling it is ``infer.py``'s per-tile ``torch.compile``, which needs
-  minutes per tile shape (``benchmarks/infer_speed.py --variants compile`` measures it).
+Sections of ``speed.md``:
 
-Forward and train step run the preset's model precision (the vkdt presets emulate vkdt's
-float16 arithmetic, ``vkdt-f16``, which is slow on a CPU); inference runs float32 or
-bfloat16 as ``infer.py --precision`` does. Variants: ``eager-fp32``, ``eager-bf16``
-(matrix products in bfloat16 under autocast), ``compiled-fp32`` and ``compiled-bf16``
-(``torch.compile`` of the forward, and with ``--compile-train`` of the training step's
-forward and backward; the untimed first run, which compiles, is reported). Compiled
-variants run for ``--compile-presets`` only, as each costs minutes of compiling on a
-small CPU. The FLOP limit is a 2048x2048 matmul in the variant's dtype timed between the
-repeats in the same process; the fraction is MLP FLOPs (``kpn.summary.flops_per_pixel``)
-over it. Writes ``speed.md`` and ``speed.csv``. ``--quick``: the design preset, 64x64 forward,
-two 32x32 tiles, a 128x128 image, one repeat, compiled fp32 included.
+- stages: the forward pass of a 1 Mpx image and a training step of ``--config``'s batch,
+  per stage (``torch.profiler`` over the ``record_function`` labels of ``kpn.model``:
+  pyramid, features, mlp, kernel_weights, apply, blend, copies); the training step's
+  backward pass and optimiser as one row each;
+- training: a step of ``--config``'s batch and tile (forward, loss, backward, gradient
+  clipping, Adam), float32 and bf16, and steps per hour; with ``--baseline REV`` also the
+  step of the code at git revision REV (a temporary worktree), side by side;
+- inference: the command line's path (:class:`kpn.infer.Denoiser`, tiled) on a noisy
+  image of each ``--sizes`` megapixels, float32 and bf16: seconds, Mpx/s, fraction, peak
+  RSS against the image's own size;
+- threads: two 1 Mpx images by one process of two threads, one after the other, against
+  two processes of one thread, one image each, at once;
+- quality cost of bf16 (``--no-quality`` skips it; needs the ``bench`` extra): PSNR of
+  the shipped design model in bf16 minus float32 on the quality benchmark's photos and
+  camera noises (``benchmarks/quality.py``).
+
+``--quick``: a 2-tile batch, 0.06 and 0.25 Mpx, one repeat, no quality section.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from kpn.config import Config, load_config
-from kpn.infer import Denoiser
-from kpn.loss import kpn_loss
-from kpn.model import KPN, kpn_forward
-from kpn.optim import clip_gradients_, make_optimizer
+from kpn.config import load_config
 from kpn.summary import flops_per_pixel
 
 from report import (
@@ -62,195 +63,406 @@ from report import (
     write_text,
 )
 
-PRESETS = ("design", "vkdt-2024-02", "vkdt-head", "vkdt-head-w32")
-SAME_MODEL = {"design": "design, quick, long"}
-VARIANTS = ("eager-fp32", "eager-bf16", "compiled-fp32", "compiled-bf16")
-NOISE_AB = (2e5, 40.0)
-FULL = {"forward": 256, "tiles": 8, "tile": 64, "image": (1200, 1700)}
-QUICK = {"forward": 64, "tiles": 2, "tile": 32, "image": (128, 128)}
+STAGES = ("pyramid", "features", "mlp", "kernel_weights", "apply", "blend", "copies")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DEFAULT_CONFIG = "configs/long.toml"
 
 
-def measure(function: Callable[[], object], repeats: int, dtype: torch.dtype) -> dict:
-    """Median seconds of ``function`` and of the matmul between its runs; the first call
-    (compiling, warming caches) is timed apart."""
+# --- measuring, in a child process ----------------------------------------------------------
+def timed(function: Callable[[], object]) -> float:
     start = time.perf_counter()
     function()
-    first = time.perf_counter() - start
-    seconds, limits = [], [matmul_gflops(dtype)]
+    return time.perf_counter() - start
+
+
+def measure(function: Callable[[], object], repeats: int, precision: str) -> dict:
+    """Median seconds of ``function`` and the median matmul limit of ``precision``'s dtype,
+    timed in turns; after one untimed warm-up."""
+    function()
+    seconds, limits = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        seconds.append(time.perf_counter() - start)
-        limits.append(matmul_gflops(dtype))
-    return {"seconds": statistics.median(seconds), "first": first,
-            "limit": statistics.median(limits)}  # fmt: skip
+        seconds.append(timed(function))
+        limits.append(matmul_gflops(DTYPES[precision]))
+    return {"seconds": statistics.median(seconds), "limit_gflops": statistics.median(limits)}
 
 
-def child(args: argparse.Namespace) -> None:
-    """One preset and variant: a JSON line per task on stdout."""
-    sizes = QUICK if args.quick else FULL
-    config: Config = load_config(ROOT / "configs" / f"{args.preset}.toml")
-    compiled = args.variant.startswith("compiled")
-    bf16 = args.variant.endswith("bf16")
-    dtype = torch.bfloat16 if bf16 else torch.float32
+def model_of(config_path: str, precision: str):  # -> (KPN, Config); imports kept local so
+    from kpn.model import KPN  # that a --baseline child imports the baseline's kpn
+
+    config = load_config(config_path)
     torch.manual_seed(0)
-    model = KPN(config.model)
-    weights = model.mlp.weights
-    generator = torch.Generator().manual_seed(1)
+    model = KPN(dataclasses.replace(config.model, precision=precision))
+    return model, config
 
-    def autocast():
-        return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
 
-    def emit(task: str, pixels: int, flops: float, result: dict) -> None:
-        mpx_s = pixels / result["seconds"] / 1e6
-        gflops = flops / result["seconds"] / 1e9
-        row = {"preset": args.preset, "variant": args.variant, "task": task, "mpx_s": mpx_s,
-               "gflops": gflops, "limit_gflops": result["limit"],
-               "fraction": gflops / result["limit"], "seconds": result["seconds"],
-               "first_s": result["first"], "peak_rss_mb": peak_rss_mb()}  # fmt: skip
-        print(json.dumps(row), flush=True)
+def train_step_function(config_path: str, precision: str, batch: int | None, tile: int | None):
+    """A training step of the config's batch (forward, loss, backward, clip, Adam)."""
+    from kpn.loss import kpn_loss
+    from kpn.optim import clip_gradients_, make_optimizer
 
-    # forward
-    side = sizes["forward"]
-    noisy = torch.rand(1, 3, side, side, generator=generator)
-    noise_ab = torch.tensor([NOISE_AB])
-
-    def forward_pass(noisy: torch.Tensor, noise_ab: torch.Tensor) -> torch.Tensor:
-        return kpn_forward(noisy, noise_ab, weights, config.model).output
-
-    forward = torch.compile(forward_pass) if compiled else forward_pass
-
-    def run_forward() -> None:
-        with torch.no_grad(), autocast():
-            forward(noisy, noise_ab)
-
-    flops = flops_per_pixel(config.model, side, side) * side * side
-    emit("forward", side * side, flops, measure(run_forward, args.repeats, dtype))
-
-    if compiled and not args.compile_train:
-        return
-
-    # training step
-    tile, count = sizes["tile"], sizes["tiles"]
-    reference = torch.rand(count, 3, tile, tile, generator=generator)
-    batch = reference + 0.05 * torch.randn(reference.shape, generator=generator)
-    batch_ab = torch.tensor([NOISE_AB] * count)
-    optimizer = make_optimizer(weights, config.train)
-    loss_of = torch.compile(forward_pass) if compiled else forward_pass
+    model, config = model_of(config_path, precision)
+    batch, tile = batch or config.data.batch, tile or config.data.tile
+    generator = torch.Generator().manual_seed(0)
+    clean = torch.rand(batch, 3, tile, tile, generator=generator)
+    noisy = clean + 0.02 * torch.randn(clean.shape, generator=generator)
+    noise_ab = torch.tensor([[20000.0, 20.0]]).expand(batch, 2)
+    optimizer = make_optimizer(model.parameters(), config.train)
     train = config.train
-    buffer = (config.model.n_hidden + 1) * config.model.width**2  # vkdt's, as kpn.train
+    buffer_size = (config.model.n_hidden + 1) * config.model.width**2  # as kpn.train's
 
-    def run_step() -> None:
-        with autocast():
-            output = loss_of(batch, batch_ab)
-        loss = kpn_loss(output.float(), reference, train.loss, train.loss_reduction)
+    def step() -> None:
+        loss = kpn_loss(model(noisy, noise_ab), clean, train.loss, train.loss_reduction)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        clip_gradients_(weights, train, buffer)
+        clip_gradients_(model.mlp.weights, train, buffer_size)
         optimizer.step()
 
-    flops = 3 * flops_per_pixel(config.model, tile, tile) * tile * tile * count
-    emit("train step", count * tile * tile, flops, measure(run_step, args.repeats, dtype))
+    flops = 3 * flops_per_pixel(config.model, tile, tile) * tile * tile * batch
+    return step, flops, model, (noisy, noise_ab)
 
-    if compiled:  # inference is eager only
-        return
 
-    # inference
-    height, width = sizes["image"]
-    image = np.random.default_rng(2).random((height, width, 3), dtype=np.float32)
-    denoiser = Denoiser.build(model, config.infer, precision="bf16" if bf16 else "fp32")
-    pixels = height * width
-    flops = flops_per_pixel(denoiser.config, height, width) * pixels
-    result = measure(lambda: denoiser(image, *NOISE_AB), args.repeats, dtype)
-    emit("inference", pixels, flops, result)
+def child_train(args: argparse.Namespace) -> dict:
+    step, flops, _, _ = train_step_function(args.config, args.precision, args.batch, args.tile)
+    result = measure(step, args.repeats, args.precision)
+    import kpn
+
+    return result | {"gflop": flops / 1e9, "kpn": str(Path(kpn.__file__).parent)}
+
+
+def stage_table(function: Callable[[], object], runs: int) -> dict[str, float]:
+    """Milliseconds per run of each labelled stage, and of the whole, under the profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    function()
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        start = time.perf_counter()
+        for _ in range(runs):
+            function()
+        total = (time.perf_counter() - start) / runs
+    events = {event.key: event for event in profiler.key_averages()}
+    table = {
+        stage: events[stage].cpu_time_total / runs / 1e3 for stage in STAGES if stage in events
+    }
+    for name in ("backward", "optimiser"):
+        if name in events:
+            table[name] = events[name].cpu_time_total / runs / 1e3
+    return table | {"total": total * 1e3}
+
+
+def child_stages(args: argparse.Namespace) -> dict:
+    from torch.profiler import record_function
+
+    from kpn.loss import kpn_loss
+    from kpn.optim import clip_gradients_
+
+    _, _, model, (noisy, noise_ab) = train_step_function(
+        args.config, args.precision, args.batch, args.tile
+    )
+    config = load_config(args.config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def labelled_step() -> None:
+        loss = kpn_loss(model(noisy, noise_ab), noisy, config.train.loss, "mean")
+        optimizer.zero_grad(set_to_none=True)
+        with record_function("backward"):
+            loss.backward()
+        with record_function("optimiser"):
+            clip_gradients_(model.mlp.weights, config.train, model.mlp.width**2 * 8)
+            optimizer.step()
+
+    side = round((args.size * 1e6) ** 0.5)
+    image = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0))
+    profile_ab = noise_ab[:1]
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(image, profile_ab)
+
+    runs = max(1, args.repeats)
+    return {"train": stage_table(labelled_step, runs), "forward": stage_table(forward, runs)}
+
+
+def child_infer(args: argparse.Namespace) -> dict:
+    from kpn.infer import Denoiser
+
+    model, config = model_of(args.config, "fp32")
+    denoiser = Denoiser.build(model, config.infer, precision=args.precision)
+    side = round((args.size * 1e6) ** 0.5)
+    noisy = np.random.default_rng(0).random((side, side, 3), dtype=np.float32)  # the only image
+    image_mb = noisy.nbytes / 2**20
+    base_rss = peak_rss_mb()
+    repeats = 1 if args.size >= 20 else args.repeats
+    result = measure(lambda: denoiser(noisy, 20000.0, 20.0), repeats, args.precision)
+    flops = flops_per_pixel(model.config, side, side) * side * side
+    return result | {
+        "gflop": flops / 1e9,
+        "mpx": side * side / 1e6,
+        "image_mb": image_mb,
+        "rss_before_mb": base_rss,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def child_images(args: argparse.Namespace) -> dict:
+    """Seconds for ``--count`` images of ``--size`` Mpx, one after the other."""
+    from kpn.infer import Denoiser
+
+    model, config = model_of(args.config, "fp32")
+    denoiser = Denoiser.build(model, config.infer, precision=args.precision)
+    side = round((args.size * 1e6) ** 0.5)
+    noisy = np.random.default_rng(0).random((side, side, 3), dtype=np.float32)
+    denoiser(noisy[:64, :64].copy(), 20000.0, 20.0)  # warm-up
+    if args.sync:  # start together with a sibling process: the parent says when
+        print("ready", flush=True)
+        sys.stdin.readline()
+    return {"seconds": timed(lambda: [denoiser(noisy, 20000.0, 20.0) for _ in range(args.count)])}
+
+
+def child_quality(args: argparse.Namespace) -> dict:
+    """PSNR of the shipped design model, bf16 minus fp32, per camera condition."""
+    import quality
+
+    import kpn
+    from kpn.loss import psnr
+
+    models = {p: kpn.load(precision=p) for p in ("fp32", "bf16")}
+    rows = {}
+    for condition in quality.CONDITIONS:
+        if condition.domain != "linear":
+            continue
+        differences = []
+        for seed, name in enumerate(quality.PHOTOS):
+            clean, noisy = quality.make_noisy(quality.load_photo(name, None), condition, seed)
+            scores = {
+                p: psnr(np.clip(m(noisy, (condition.a, condition.b)), 0, 1), clean)
+                for p, m in models.items()
+            }
+            differences.append(scores["bf16"] - scores["fp32"])
+        rows[condition.name] = {"mean": float(np.mean(differences)), "worst": min(differences)}
+    return rows
+
+
+CHILDREN = {
+    "train": child_train,
+    "stages": child_stages,
+    "infer": child_infer,
+    "images": child_images,
+    "quality": child_quality,
+}
+
+
+# --- the parent -----------------------------------------------------------------------------
+def child_command(task: str, args: argparse.Namespace, **options: object) -> list[str]:
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", task]
+    command += ["--config", args.config, "--repeats", str(args.repeats)]
+    for key, value in options.items():
+        command += [f"--{key}"] + ([str(value)] if value != "" else [])
+    return command
+
+
+def run_child(command: list[str], env: dict[str, str] | None = None, threads: int = 0) -> dict:
+    environment = dict(os.environ, **(env or {}))
+    if threads:
+        environment["OMP_NUM_THREADS"] = str(threads)
+    done = subprocess.run(command, capture_output=True, text=True, env=environment, cwd=ROOT)
+    if done.returncode != 0:
+        raise SystemExit(f"speed.py: child {command[3:]} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def baseline_tree(revision: str, folder: Path) -> Path:
+    """A worktree of ``revision`` in ``folder``, for its kpn package."""
+    tree = folder / "baseline"
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", str(tree), revision],
+        cwd=ROOT, check=True, capture_output=True,
+    )  # fmt: skip
+    return tree
+
+
+def two_processes(command: list[str]) -> float:
+    """Seconds until both of two one-thread children, started together after their
+    warm-up, have denoised their image."""
+    environment = dict(os.environ, OMP_NUM_THREADS="1")
+    pair = [
+        subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=environment,
+            cwd=ROOT,
+        )
+        for _ in range(2)
+    ]
+    for process in pair:
+        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+    for process in pair:
+        assert process.stdin is not None
+        process.stdin.write("go\n")
+        process.stdin.flush()
+    results = [json.loads(process.communicate()[0].strip().splitlines()[-1]) for process in pair]
+    return max(result["seconds"] for result in results)
+
+
+def fraction(result: dict) -> float:
+    return result["gflop"] / result["seconds"] / result["limit_gflops"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--presets", default=",".join(PRESETS))
-    parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--compile-presets", default="design", help="presets compiled too")
-    parser.add_argument(
-        "--compile-train", action="store_true",
-        help="compile the training step too (gcc needed over 13 minutes for it here)",
-    )  # fmt: skip
-    parser.add_argument("--repeats", type=int, default=5)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help="the model and batch measured")
+    parser.add_argument("--sizes", default="1,24", help="inference image sizes, Mpx")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--baseline", help="git revision whose training step to compare")
+    parser.add_argument("--no-quality", action="store_true", help="skip bf16's PSNR cost")
     parser.add_argument("--out", default="benchmarks/results", help="where the tables go")
-    parser.add_argument("--quick", action="store_true", help="design, tiny sizes, 1 repeat")
-    parser.add_argument("--preset", help=argparse.SUPPRESS)  # child process
-    parser.add_argument("--variant", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat")
+    parser.add_argument("--child", choices=CHILDREN, help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=float, default=1.0, help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--sync", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--tile", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.preset:
-        child(args)
+    if args.child:
+        print(json.dumps(CHILDREN[args.child](args)))
         return 0
+
     if args.quick:
-        args.presets, args.variants, args.repeats = "design", "eager-fp32,compiled-fp32", 1
-        args.compile_train = True
-    presets, variants = args.presets.split(","), args.variants.split(",")
-    for preset in presets:
-        if not (ROOT / "configs" / f"{preset}.toml").is_file():
-            parser.error(f"--presets: no configs/{preset}.toml")
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        parser.error(f"--variants: unknown {unknown[0]!r} (known: {', '.join(VARIANTS)})")
-    compile_presets = set(args.compile_presets.split(",")) | ({"design"} if args.quick else set())
+        args.repeats, args.sizes, args.no_quality = 1, "0.06,0.25", True
+    small = {"batch": 2, "tile": 32} if args.quick else {}
+    sizes = [float(size) for size in args.sizes.split(",")]
+    config = load_config(args.config)
+    rows: list[dict[str, object]] = []
+    lines = ["# Speed", "", *provenance(), ""]
 
-    rows, failures = [], []
-    for preset in presets:
-        for variant in variants:
-            if variant.startswith("compiled") and preset not in compile_presets:
-                continue
-            command = [sys.executable, __file__, "--preset", preset, "--variant", variant,
-                       "--repeats", str(args.repeats)]  # fmt: skip
-            command += ["--quick"] if args.quick else []
-            command += ["--compile-train"] if args.compile_train else []
-            done = subprocess.run(command, capture_output=True, text=True, check=False)
-            for line in done.stdout.splitlines():
-                row = json.loads(line)
-                rows.append(row)
-                print(
-                    f"{preset:>14} {variant:>13} {row['task']:>10}: {row['mpx_s']:.3f} Mpx/s, "
-                    f"{row['fraction']:.0%} of {row['limit_gflops']:.0f} GFLOP/s, first run "
-                    f"{row['first_s']:.1f} s, peak RSS {row['peak_rss_mb']:.0f} MB",
-                    flush=True,
-                )
-            if done.returncode:
-                why = (done.stderr.strip().splitlines() or ["no message"])[-1]
-                failures.append(f"{preset} {variant}: {why}")
-                print(f"{preset} {variant}: failed: {why}", flush=True)
+    # stages
+    stages = {
+        p: run_child(child_command("stages", args, precision=p, size=min(sizes), **small))
+        for p in DTYPES
+    }
+    header = ["stage", *[f"{task} {p} ms" for task in ("forward", "train") for p in DTYPES]]
+    names = [*STAGES, "backward", "optimiser", "total"]
+    table = []
+    for name in names:
+        cells = [stages[p][task].get(name) for task in ("forward", "train") for p in DTYPES]
+        if any(cell is not None for cell in cells):
+            table.append([name, *("-" if c is None else f"{c:.1f}" for c in cells)])
+    lines += [
+        f"## Where the time goes ({min(sizes):g} Mpx forward; training step of "
+        f"{small.get('batch', config.data.batch)} tiles of {small.get('tile', config.data.tile)}"
+        " px)",
+        "",
+        "Stages by `torch.profiler` over kpn.model's `record_function` labels (forward "
+        "stages only; the backward pass is one row); the profiler adds its own overhead.",
+        "",
+        markdown_table(header, table),
+        "",
+    ]
 
-    sizes = QUICK if args.quick else FULL
-    table = [
-        [SAME_MODEL.get(r["preset"], r["preset"]), r["variant"], r["task"], f"{r['mpx_s']:.3f}",
-         f"{r['gflops']:.1f}", f"{r['limit_gflops']:.0f}", f"{r['fraction']:.0%}",
-         f"{r['first_s']:.1f}", f"{r['peak_rss_mb']:.0f}"]
-        for r in rows
-    ]  # fmt: skip
-    header = ["preset", "variant", "task", "Mpx/s", "MLP GFLOP/s", "matmul GFLOP/s",
-              "of limit", "first run s", "peak RSS MB"]  # fmt: skip
-    height, width = sizes["image"]
-    text = "\n".join([
-        "# Speed: throughput against the machine's FLOP limit", "",
-        *provenance(),
-        f"- forward: one {sizes['forward']}x{sizes['forward']} image, no gradients; train step: "
-        f"{sizes['tiles']} tiles of {sizes['tile']}x{sizes['tile']}, the preset's loss and "
-        f"optimiser; inference: a {width}x{height} image through infer.py's tiled Denoiser",
-        f"- medians of {args.repeats} runs; noise (a, b) = {NOISE_AB}; freshly initialised "
-        "weights (speed does not depend on training)",
-        "- FLOP limit: a 2048x2048 matmul in the variant's dtype (fp32 or bf16), timed "
-        "between the runs; MLP FLOPs from kpn.summary (train step: 3x the forward's)",
-        "- first run: the untimed first call, which compiles for compiled variants",
-        "- compiled inference is not run here: see benchmarks/infer_speed.py",
-        "- compiled train step: " + ("measured" if args.compile_train else "not run (see "
-        "--compile-train: gcc needed over 13 minutes for its backward pass here)"),
-        *(f"- failed: {failure}" for failure in failures),
-        "", markdown_table(header, table), "",
-    ])  # fmt: skip
+    # training
+    train_rows = []
+    variants: list[tuple[str, str, dict[str, str]]] = [(p, p, {}) for p in DTYPES]
+    with tempfile.TemporaryDirectory() as scratch:
+        if args.baseline:
+            tree = baseline_tree(args.baseline, Path(scratch))
+            variants.insert(0, (f"{args.baseline} fp32", "fp32", {"PYTHONPATH": str(tree)}))
+        try:
+            for name, precision, env in variants:
+                result = run_child(child_command("train", args, precision=precision, **small), env)
+                steps_hour = 3600 / result["seconds"]
+                train_rows.append([
+                    name, f"{result['seconds'] * 1e3:.0f}", f"{steps_hour:.0f}",
+                    f"{result['gflop'] / result['seconds']:.1f}", f"{result['limit_gflops']:.0f}",
+                    f"{fraction(result):.0%}",
+                ])  # fmt: skip
+                rows.append({"section": "train", "variant": name, **result})
+        finally:
+            if args.baseline:
+                subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT)
+    lines += [
+        f"## Training step ({args.config}: {small.get('batch', config.data.batch)} tiles of "
+        f"{small.get('tile', config.data.tile)} px)",
+        "",
+        markdown_table(
+            ["code", "ms/step", "steps/hour", "GFLOP/s", "limit GFLOP/s", "of limit"], train_rows
+        ),
+        "",
+    ]
+
+    # inference
+    infer_rows = []
+    for size in sizes:
+        for precision in DTYPES:
+            result = run_child(child_command("infer", args, precision=precision, size=size))
+            infer_rows.append([
+                f"{result['mpx']:.2f}", precision, f"{result['seconds']:.2f}",
+                f"{result['mpx'] / result['seconds']:.2f}", f"{fraction(result):.0%}",
+                f"{result['peak_rss_mb']:.0f}", f"{result['image_mb']:.0f}",
+                f"{(result['peak_rss_mb'] - 2 * result['image_mb']):.0f}",
+            ])  # fmt: skip
+            rows.append({"section": "infer", "variant": precision, "size": size, **result})
+    lines += [
+        "## Inference (kpn.infer.Denoiser, tiled as infer.py)",
+        "",
+        "Peak RSS is the child process's (Python, torch, the noisy input and the output "
+        "included); 'beyond 2 images' is peak RSS minus twice the image's float32 size.",
+        "",
+        markdown_table(
+            [
+                "Mpx",
+                "precision",
+                "seconds",
+                "Mpx/s",
+                "of limit",
+                "peak RSS MB",
+                "image MB",
+                "beyond 2 images MB",
+            ],
+            infer_rows,
+        ),
+        "",
+    ]
+
+    # threads
+    size = min(sizes)
+    one = run_child(child_command("images", args, size=size, count=2), threads=2)
+    both = two_processes(child_command("images", args, size=size, count=1, sync=""))
+    lines += [
+        f"## Threads (two {size:g} Mpx images, fp32)",
+        "",
+        markdown_table(
+            ["how", "seconds"],
+            [
+                ["one process, 2 threads, images in turn", f"{one['seconds']:.2f}"],
+                ["two processes, 1 thread each, one image each at once", f"{both:.2f}"],
+            ],
+        ),
+        "",
+    ]
+    rows.append({"section": "threads", "variant": "2 threads", "seconds": one["seconds"]})
+    rows.append({"section": "threads", "variant": "2 processes", "seconds": both})
+
+    if not args.no_quality:
+        result = run_child(child_command("quality", args))
+        lines += [
+            "## Quality cost of bf16 (shipped design model, benchmark photos, PSNR bf16 - fp32)",
+            "",
+            markdown_table(
+                ["noise", "mean dB", "worst photo dB"],
+                [[name, f"{r['mean']:+.4f}", f"{r['worst']:+.4f}"] for name, r in result.items()],
+            ),
+            "",
+        ]
+        rows += [{"section": "quality", "variant": name, **r} for name, r in result.items()]
+
     out = Path(args.out)
-    write_text(out / "speed.md", text)
-    write_csv(out / "speed.csv", rows or [{"preset": ""}])
-    print(f"wrote {out / 'speed.md'} and {out / 'speed.csv'}")
-    return 1 if failures else 0
+    write_text(out / "speed.md", "\n".join(lines))
+    write_csv(out / "speed.csv", rows)
+    print("\n".join(lines))
+    return 0
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ NoiseLuminance = Literal["x", "lowpass"]
 Activation = Literal["leaky_relu", "relu", "none"]
 KernelActivation = Literal["softmax", "plain"]
 AlphaActivation = Literal["const", "plain", "clamped", "sigmoid"]
-Precision = Literal["fp32", "vkdt-f16"]
+Precision = Literal["fp32", "bf16", "vkdt-f16"]  # kpn.mlp.PRECISIONS
 Loss = Literal["l2", "smape", "cosh", "psnr"]
 LossReduction = Literal["sum", "mean"]
 LrSchedule = Literal["constant", "cosine"]
@@ -59,7 +59,7 @@ class ModelConfig:
     gradient_stop: bool = False  # vkdt's training: no gradient from level 0 into coarser
     block_transpose: bool = False  # vkdt HEAD's kernel store bug since 2026-01 (SPEC 10)
     vkdt_kernel_grad_untransposed: bool = False  # ... and its backward, which ignores it
-    precision: Precision = "fp32"  # "vkdt-f16" emulates vkdt's float16 arithmetic
+    precision: Precision = "fp32"  # bf16: hidden products in bfloat16; vkdt-f16: vkdt f16
 
     @property
     def in_features(self) -> int:
@@ -233,7 +233,7 @@ class TrainConfig:
             )
 
 
-InferPrecision = Literal["model", "fp32", "bf16", "vkdt-f16"]
+InferPrecision = Literal["auto", "model", "fp32", "bf16", "vkdt-f16"]
 MIN_TILE = 8  # smaller tiles are nearly all halo
 
 
@@ -243,7 +243,8 @@ class InferConfig:
 
     levels: int = 0  # network levels at inference; 0 = model.levels (vkdt's kpn uses 6)
     tile: int = 1024  # core side of a tile, pixels of each level; 0 = whole image at once
-    precision: InferPrecision = "model"  # model.precision; bf16 = fp32 with bf16 matmuls
+    # auto: model.precision, but fp32 as bf16 where the device has native bfloat16 (kpn.infer)
+    precision: InferPrecision = "auto"
     nprof_scale: NprofScale = "refuse"  # scale of .nprof files without a scale line (vkdt's)
 
     def validate(self, where: str) -> None:

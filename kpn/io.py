@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import imagecodecs
 import numpy as np
@@ -185,8 +185,21 @@ def read_pfm(
     ``require_finite``: refuse NaN and Inf values. Raises KpnError naming ``path`` for a
     bad header, a zero or non-numeric scale, or data that is short or too long.
     """
-    raw = _read_bytes(path)
-    match = _PFM_HEADER.match(raw[:_PFM_HEADER_LIMIT])
+    with _reading(path), open(path, "rb") as file:
+        size = os.fstat(file.fileno()).st_size
+        raw = file.read(_PFM_HEADER_LIMIT)
+        image, dtype, offset = _pfm_header(path, raw, size)
+        file.seek(offset)
+        _read_rows(file, image, dtype, top_first=vkdt_rows)
+    if require_finite:
+        check_finite(image, path)
+    return image
+
+
+def _pfm_header(path: PathLike, raw: bytes, size: int) -> tuple[np.ndarray, np.dtype, int]:
+    """The (empty) image a PFM file holds, its data's dtype, and where its data starts;
+    KpnError for what read_pfm refuses. ``raw``: the file's first bytes."""
+    match = _PFM_HEADER.match(raw)
     if not raw.startswith((b"PF", b"Pf")):
         raise KpnError(f"{path}: not a PFM file (starts with {raw[:8]!r}, expected 'PF' or 'Pf')")
     if match is None:
@@ -211,7 +224,7 @@ def read_pfm(
         )
     channels = 3 if magic == b"PF" else 1
     expected = width * height * channels * 4
-    found = len(raw) - match.end()
+    found = size - match.end()
     if found < expected:
         raise KpnError(f"{path}: truncated: {found} of {expected} data bytes")
     if found > expected:
@@ -221,12 +234,26 @@ def read_pfm(
         )
     dtype = np.dtype("<f4" if scale < 0 else ">f4")
     shape = (height, width, 3) if channels == 3 else (height, width)
-    data = np.frombuffer(raw, dtype=dtype, count=expected // 4, offset=match.end()).reshape(shape)
-    rows = data if vkdt_rows else data[::-1]
-    image = np.array(rows, dtype=np.float32, order="C")
-    if require_finite:
-        check_finite(image, path)
-    return image
+    return np.empty(shape, dtype=np.float32), dtype, match.end()
+
+
+PFM_CHUNK_BYTES = 1 << 24  # rows are read and written in chunks of this, not the whole image
+
+
+def _read_rows(file: BinaryIO, image: np.ndarray, dtype: np.dtype, *, top_first: bool) -> None:
+    """Fill ``image`` from ``file``'s rows (bottom row first unless ``top_first``), a chunk
+    of rows at a time: memory beyond the image stays at one chunk."""
+    height = image.shape[0]
+    row_bytes = image[0].nbytes
+    step = max(1, PFM_CHUNK_BYTES // row_bytes)
+    for start in range(0, height, step):  # rows of the file, in file order
+        count = min(step, height - start)
+        chunk = np.frombuffer(file.read(count * row_bytes), dtype=dtype)
+        chunk = chunk.reshape(count, *image.shape[1:])
+        if top_first:
+            image[start : start + count] = chunk
+        else:
+            image[height - start - count : height - start] = chunk[::-1]
 
 
 def _text(token: bytes) -> str:
@@ -242,22 +269,37 @@ def pfm_bytes(image: np.ndarray, *, vkdt_rows: bool = False, where: PathLike = "
     included. ``where`` names the destination in error messages.
     """
     array = _as_image(image, where)
-    height, width = array.shape[:2]
-    magic = "PF" if array.ndim == 3 else "Pf"
+    header = _pfm_header_text(array.shape[1], array.shape[0], array.ndim, vkdt_rows)
+    rows = array if vkdt_rows else array[::-1]
+    with np.errstate(over="ignore"):  # beyond float32 becomes Inf, as any float32 store
+        data = np.ascontiguousarray(rows, dtype="<f4")
+    return header + data.tobytes()
+
+
+def _pfm_header_text(width: int, height: int, ndim: int, vkdt_rows: bool) -> bytes:
+    magic = "PF" if ndim == 3 else "Pf"
     if vkdt_rows:
         header = f"{magic}\n{width} {height}\n-1.0"
         header += "0" * (-(len(header) + 1) % 16) + "\n"
     else:
         header = f"{magic}\n{width} {height}\n-1.0\n"
-    rows = array if vkdt_rows else array[::-1]
-    with np.errstate(over="ignore"):  # beyond float32 becomes Inf, as any float32 store
-        data = np.ascontiguousarray(rows, dtype="<f4")
-    return header.encode("ascii") + data.tobytes()
+    return header.encode("ascii")
 
 
 def write_pfm(path: PathLike, image: np.ndarray, *, vkdt_rows: bool = False) -> None:
-    """Write ``image`` (``[H,W,3]`` or ``[H,W]``) as a PFM file, atomically (see ``pfm_bytes``)."""
-    atomic_write_bytes(path, pfm_bytes(image, vkdt_rows=vkdt_rows, where=path))
+    """Write ``image`` (``[H,W,3]`` or ``[H,W]``) as a PFM file, atomically, as
+    :func:`pfm_bytes` lays it out, a chunk of rows at a time (no copy of the image)."""
+    array = _as_image(image, path)
+    height = array.shape[0]
+    header = _pfm_header_text(array.shape[1], height, array.ndim, vkdt_rows)
+    step = max(1, PFM_CHUNK_BYTES // max(1, array[0].nbytes))
+    with atomic_output(path) as temp, open(temp, "wb") as file:
+        file.write(header)
+        for start in range(0, height, step):  # rows of the file, in file order
+            count = min(step, height - start)
+            rows = array[start : start + count] if vkdt_rows else array[::-1][start : start + count]
+            with np.errstate(over="ignore"):
+                file.write(np.ascontiguousarray(rows, dtype="<f4").tobytes())
 
 
 # --- PNG, JPEG, TIFF -------------------------------------------------------------------

@@ -14,6 +14,7 @@ from kpn.errors import KpnError
 from kpn.precision import matmul_f16, round_f16
 
 OUTPUTS = 16  # 15 kernel weights in tap order, then alpha
+PRECISIONS = ("fp32", "bf16", "vkdt-f16")
 LEAKY_SLOPE = 0.001  # vkdt's leaky relu
 
 
@@ -40,8 +41,9 @@ def mlp_forward(
         weights: ``[W, in]``, then ``n_hidden - 1`` of ``[W, W]``, then ``[16, W]``
             (``nn.Linear.weight`` layout, vkdt's row-major [out][in]).
         activation: after every hidden layer, none after the output.
-        precision: ``"fp32"``, or ``"vkdt-f16"`` for vkdt's float16 weights, activations
-            and accumulation.
+        precision: ``"fp32"``; ``"bf16"``: the hidden layers' products in bfloat16 (float32
+            accumulation), the output layer in float32; ``"vkdt-f16"``: vkdt's float16
+            weights, activations and accumulation.
 
     Returns:
         ``[N, 16]``: K[0..14] kernel weights, K[15] alpha.
@@ -49,7 +51,7 @@ def mlp_forward(
     hidden = mlp_hidden(inputs, weights[:-1], activation, precision)
     if precision == "vkdt-f16":
         return matmul_f16(hidden, round_f16(weights[-1]))
-    return F.linear(hidden, weights[-1])
+    return F.linear(hidden.to(weights[-1].dtype), weights[-1])
 
 
 def mlp_forward_planar(
@@ -63,15 +65,22 @@ def mlp_forward_planar(
     hidden = mlp_hidden(inputs.transpose(-1, -2), weights[:-1], activation, precision)
     if precision == "vkdt-f16":
         return matmul_f16(hidden, round_f16(weights[-1])).transpose(-1, -2).contiguous()
-    return torch.matmul(weights[-1], hidden.transpose(-1, -2))
+    return torch.matmul(weights[-1], hidden.to(weights[-1].dtype).transpose(-1, -2))
 
 
 def mlp_hidden(
     inputs: Tensor, weights: Sequence[Tensor], activation: str, precision: str
 ) -> Tensor:
-    """The hidden layers: ``[..., N, in] -> [..., N, W]``, activated."""
-    if precision not in ("fp32", "vkdt-f16"):
+    """The hidden layers: ``[..., N, in] -> [..., N, W]``, activated (bfloat16 under
+    ``"bf16"``: the output layer reads them in float32, as kernel logits rounded to
+    bfloat16 cost 0.9 dB at low noise, benchmarks/results/speed.md)."""
+    if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}")
+    if precision == "bf16":
+        x = inputs.to(torch.bfloat16)
+        for weight in weights:
+            x = activate(F.linear(x, weight.to(torch.bfloat16)), activation)
+        return x
     f16 = precision == "vkdt-f16"
     x = round_f16(inputs) if f16 else inputs
     for weight in weights:

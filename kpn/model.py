@@ -8,12 +8,14 @@ MLP's weights and calls it.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from kpn.apply import alpha_weight, apply_kernel_padded, apply_limit, kernel_weights
 from kpn.blend import blend_level
@@ -31,7 +33,7 @@ from kpn.features import (
 )
 from kpn.mlp import MLP, OUTPUTS, mlp_forward_planar
 from kpn.precision import round_f16
-from kpn.pyramid import details, mip_pyramid, upsample
+from kpn.pyramid import mip_pyramid, upsample
 from kpn.sampling import pad_symmetric
 
 BLOCK = 16  # vkdt's network processes the pixels of a level in blocks of 16
@@ -44,7 +46,8 @@ class LevelOutput:
 
     mip: Tensor  # M_i [B,3,h,w]
     x: Tensor  # X_i, the filtered image: M_i or D_i [B,3,h,w]
-    kernel: Tensor | None  # [B,16,h,w] network outputs as apply reads them; None: not filtered
+    kernel: Tensor | None  # [B,16,h,w] network outputs as apply reads them, or None
+    # (None: the level is passed through, or its kernels were not kept)
     alpha: Tensor  # a_i [B,1,h,w]
     filtered: Tensor  # I_i [B,3,h,w]
     output: Tensor  # O_i [B,3,h,w]
@@ -123,7 +126,9 @@ def filter_level(
     noise_lum: Tensor,
     weights: Sequence[Tensor],
     config: ModelConfig,
-) -> tuple[Tensor, Tensor, Tensor]:
+    *,
+    keep_kernel: bool = True,
+) -> tuple[Tensor, Tensor, Tensor | None]:
     """Predict every pixel's kernel and alpha on one level, and filter the level with them.
 
     Works in horizontal bands of about ``BAND_PIXELS`` pixels so that features, network
@@ -136,10 +141,12 @@ def filter_level(
         noise_lum: ``[B,h,w]``, luminance for the noise channel.
         weights: the MLP's matrices.
         config: the model's switches.
+        keep_kernel: return the network's output; False: each band's is dropped once
+            applied (64 bytes a pixel that training and inference do not read).
 
     Returns:
         filtered I ``[B,3,h,w]``, alpha ``[B,1,h,w]``, and the network output as apply
-        reads it ``[B,16,h,w]`` (kernel logits, then alpha).
+        reads it ``[B,16,h,w]`` (kernel logits, then alpha), or None.
     """
     batch, _, height, width = x.shape
     star15 = config.features != "patch8x8"
@@ -154,35 +161,98 @@ def filter_level(
     filtered, alphas, kernels = [], [], []
     for top in range(0, height, rows):
         bottom = min(top + rows, height)
-        slab = feature_input[:, :, top : bottom + feature_rows]
-        if star15:
-            inputs = star15_input(slab, noise_ab, level, noise_lum[:, top:bottom])
-        else:
-            inputs = patch8x8_features_padded(slab)
-        inputs = inputs.flatten(2)
-        pixels = inputs.shape[2]
-        padding = -pixels % BLOCK if config.block_transpose else 0
-        if padding:
-            # vkdt pads its batch past the last pixel: star15 reads zeros there, patch8x8
-            # reads mirrored rows, and the transpose carries their outputs into real pixels
+        with record_function("features"):
+            slab = feature_input[:, :, top : bottom + feature_rows]
             if star15:
-                extra = inputs.new_zeros(batch, inputs.shape[1], padding)
+                inputs = star15_input(slab, noise_ab, level, noise_lum[:, top:bottom])
             else:
-                extra = patch8x8_features_past_end(x, padding)
-            inputs = torch.cat((inputs, extra), dim=2)
-        act, precision = config.activation, config.precision
-        outputs = mlp_forward_planar(inputs, weights, act, precision)
-        if config.vkdt_kernel_grad_untransposed:
-            outputs = _TransposeWithUntransposedGradient.apply(outputs)[..., :pixels]
-        elif config.block_transpose:
-            outputs = block_transpose(outputs)[..., :pixels]
-        kernel = outputs.view(batch, OUTPUTS, bottom - top, width)
-        tap_weights = kernel_weights(kernel[:, : OUTPUTS - 1], config.kernel_activation)
-        slab = apply_input[:, :, top : bottom + 2 * STAR15_RADIUS]
-        filtered.append(apply_kernel_padded(slab, tap_weights, limit))
-        alphas.append(alpha_weight(kernel[:, OUTPUTS - 1 :], config.alpha_activation))
-        kernels.append(kernel)
-    return torch.cat(filtered, dim=2), torch.cat(alphas, dim=2), torch.cat(kernels, dim=2)
+                inputs = patch8x8_features_padded(slab)
+            inputs = inputs.flatten(2)
+            pixels = inputs.shape[2]
+            padding = -pixels % BLOCK if config.block_transpose else 0
+            if padding:
+                # vkdt pads its batch past the last pixel: star15 reads zeros there, patch8x8
+                # reads mirrored rows, and the transpose carries their outputs into real pixels
+                if star15:
+                    extra = inputs.new_zeros(batch, inputs.shape[1], padding)
+                else:
+                    extra = patch8x8_features_past_end(x, padding)
+                inputs = torch.cat((inputs, extra), dim=2)
+        with record_function("mlp"):
+            outputs = mlp_forward_planar(inputs, weights, config.activation, config.precision)
+            if config.vkdt_kernel_grad_untransposed:
+                outputs = _TransposeWithUntransposedGradient.apply(outputs)[..., :pixels]
+            elif config.block_transpose:
+                outputs = block_transpose(outputs)[..., :pixels]
+            kernel = outputs.view(batch, OUTPUTS, bottom - top, width)
+        with record_function("kernel_weights"):
+            tap_weights = kernel_weights(kernel[:, : OUTPUTS - 1], config.kernel_activation)
+            alphas.append(alpha_weight(kernel[:, OUTPUTS - 1 :], config.alpha_activation))
+        with record_function("apply"):
+            slab = apply_input[:, :, top : bottom + 2 * STAR15_RADIUS]
+            filtered.append(apply_kernel_padded(slab, tap_weights, limit))
+        if keep_kernel:
+            kernels.append(kernel)
+    with record_function("copies"):
+        kernel_out = torch.cat(kernels, dim=2) if keep_kernel else None
+        return torch.cat(filtered, dim=2), torch.cat(alphas, dim=2), kernel_out
+
+
+def level_forward(
+    mip: Tensor,
+    mip_next: Tensor | None,
+    coarse: Tensor | None,
+    noise_ab: Tensor,
+    up: Callable[[Tensor], Tensor],
+    weights: Sequence[Tensor],
+    config: ModelConfig,
+    level: int,
+    levels: int,
+    *,
+    keep_kernel: bool = False,
+) -> LevelOutput:
+    """One level of the network, on a whole level or a tile's crop of it: X_k, the
+    kernels and alpha, I_k, and O_k = blend(up(O_{k+1}), I_k, a_k).
+
+    :func:`kpn_forward` runs it on every level, :mod:`kpn.tiling` on crops of them.
+
+    Args:
+        mip: ``[B,3,h,w]`` M_k (as stored: float16-rounded under vkdt-f16).
+        mip_next: ``[B,3,ceil(h/2),ceil(w/2)]`` M_{k+1}, read by a detail input.
+        coarse: O_{k+1} (or the residual M_N for the coarsest level of ``add``); None for
+            the coarsest level of ``mix`` and ``post_diff``, whose output is its I.
+        noise_ab: ``[B,2]``.
+        up: expands a ``[B,C,ceil(h/2),ceil(w/2)]`` tensor to ``[B,C,h,w]`` (``config.up``
+            at the level's, or the tile's, sampling positions).
+        weights: the MLP's matrices.
+        config: the model's switches.
+        level: k.
+        levels: network levels N.
+        keep_kernel: keep the network's output in the result (visualisation, tests).
+
+    Returns:
+        :class:`LevelOutput` of the level (or crop).
+    """
+    store = round_f16 if config.precision == "vkdt-f16" else (lambda t: t)
+    if config.mlp_input == "detail":
+        assert mip_next is not None
+        with record_function("pyramid"):
+            x = store(mip - up(mip_next))
+    else:
+        x = mip
+    if level < (config.denoise_levels or levels):
+        lowpass = mip if config.noise_luminance == "lowpass" else x
+        image, alpha, kernel = filter_level(
+            x, noise_ab, level, luminance(lowpass), weights, config, keep_kernel=keep_kernel
+        )
+        image, alpha = store(image), store(alpha)
+    else:  # vkdt: passed through unchanged, alpha 1
+        image, alpha, kernel = x, torch.ones_like(x[:, :1]), None
+    if coarse is None:
+        return LevelOutput(mip, x, kernel, alpha, image, image)
+    with record_function("blend"):
+        output = store(blend_level(up(coarse), image, alpha, config.blend))
+    return LevelOutput(mip, x, kernel, alpha, image, output)
 
 
 def kpn_forward(
@@ -191,6 +261,8 @@ def kpn_forward(
     weights: Sequence[Tensor],
     config: ModelConfig,
     levels: int | None = None,
+    *,
+    keep_kernels: bool = True,
 ) -> KPNOutput:
     """Denoise a batch of images.
 
@@ -201,6 +273,8 @@ def kpn_forward(
         config: the model's switches.
         levels: network levels N; default ``config.levels`` (vkdt infers with 6 what it
             trained with 4).
+        keep_kernels: keep every level's network output (:attr:`LevelOutput.kernel`);
+            False saves 64 bytes a pixel where only the images are read.
 
     Returns:
         :class:`KPNOutput` with O_0 ``[B,3,H,W]`` and the per-level results.
@@ -214,48 +288,30 @@ def kpn_forward(
     noise_ab = noise_ab.to(device=noisy.device, dtype=noisy.dtype)
 
     with_residual = config.blend == "add"
-    mips = [store(m) for m in mip_pyramid(store(noisy), count + with_residual, config.down)]
-    if config.mlp_input == "detail":
-        xs = [store(d) for d in details(mips, config.up)]
-    else:
-        xs = mips
-    denoised = config.denoise_levels or count
-
-    filtered, alphas, kernels = [], [], []
-    for level in range(count):
-        x = xs[level]
-        if level >= denoised:  # vkdt: passed through unchanged, alpha 1
-            filtered.append(x)
-            alphas.append(torch.ones_like(x[:, :1]))
-            kernels.append(None)
-            continue
-        lowpass = mips[level] if config.noise_luminance == "lowpass" else x
-        image, alpha, kernel = filter_level(x, noise_ab, level, luminance(lowpass), weights, config)
-        filtered.append(store(image))
-        alphas.append(store(alpha))
-        kernels.append(kernel)
-
+    with record_function("pyramid"):
+        mips = [store(m) for m in mip_pyramid(store(noisy), count + with_residual, config.down)]
     residual = mips[count] if with_residual else None
-    outputs: list[Tensor] = [None] * count  # type: ignore[list-item]
+    per_level: list[LevelOutput] = []
     coarse = residual
     for level in reversed(range(count)):
-        if coarse is None:  # mix and post_diff: the coarsest level's output is its I
-            outputs[level] = filtered[level]
-        else:
-            if level == 0 and config.gradient_stop:
-                coarse = coarse.detach()
-            height, width = xs[level].shape[-2:]
-            coarse_up = upsample(coarse, height, width, config.up)
-            outputs[level] = store(
-                blend_level(coarse_up, filtered[level], alphas[level], config.blend)
-            )
-        coarse = outputs[level]
-
-    per_level = tuple(
-        LevelOutput(mips[i], xs[i], kernels[i], alphas[i], filtered[i], outputs[i])
-        for i in range(count)
-    )
-    return KPNOutput(outputs[0], per_level, residual)
+        if level == 0 and config.gradient_stop and coarse is not None:
+            coarse = coarse.detach()
+        height, width = mips[level].shape[-2:]
+        result = level_forward(
+            mips[level],
+            mips[level + 1] if level + 1 < len(mips) else None,
+            coarse,
+            noise_ab,
+            functools.partial(upsample, height=height, width=width, up=config.up),
+            weights,
+            config,
+            level,
+            count,
+            keep_kernel=keep_kernels,
+        )
+        per_level.insert(0, result)
+        coarse = result.output
+    return KPNOutput(per_level[0].output, tuple(per_level), residual)
 
 
 class KPN(nn.Module):
@@ -271,7 +327,9 @@ class KPN(nn.Module):
 
     def forward(self, noisy: Tensor, noise_ab: Tensor, levels: int | None = None) -> Tensor:
         """``[B,3,H,W], [B,2] -> [B,3,H,W]`` denoised."""
-        return self.inspect(noisy, noise_ab, levels).output
+        return kpn_forward(
+            noisy, noise_ab, self.mlp.weights, self.config, levels, keep_kernels=False
+        ).output
 
     def inspect(self, noisy: Tensor, noise_ab: Tensor, levels: int | None = None) -> KPNOutput:
         """Like :meth:`forward`, returning every level's intermediate results too."""

@@ -60,11 +60,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from kpn.blend import blend_level
 from kpn.config import InferConfig, ModelConfig
 from kpn.errors import KpnError
-from kpn.features import STAR15_RADIUS, luminance
-from kpn.model import BLOCK, check_inputs, filter_level
+from kpn.features import STAR15_RADIUS
+from kpn.model import BLOCK, check_inputs, level_forward
 from kpn.precision import round_f16
 from kpn.pyramid import bilinear_coords, level_sizes, mip_pyramid, up_bspline
 from kpn.sampling import sample_linear_axis
@@ -357,7 +356,6 @@ def level_tile(
     Returns:
         ``[B,3,h,w]`` O_k on the crop.
     """
-    store = _store(config)
     height, width = mip.shape[-2:]
 
     def up(image: Tensor) -> Tensor:
@@ -366,20 +364,7 @@ def level_tile(
         rows, cols = up_coords
         return sample_linear_axis(sample_linear_axis(image, cols, -1), rows, -2)
 
-    if config.mlp_input == "detail":
-        assert mip_next is not None
-        x = store(mip - up(mip_next))
-    else:
-        x = mip
-    if level < (config.denoise_levels or levels):
-        lowpass = mip if config.noise_luminance == "lowpass" else x
-        image, alpha, _ = filter_level(x, noise_ab, level, luminance(lowpass), weights, config)
-        image, alpha = store(image), store(alpha)
-    else:  # vkdt: passed through unchanged, alpha 1
-        image, alpha = x, torch.ones_like(x[:, :1])
-    if coarse is None:  # mix and post_diff: the coarsest level's output is its I
-        return image
-    return store(blend_level(up(coarse), image, alpha, config.blend))
+    return level_forward(mip, mip_next, coarse, noise_ab, up, weights, config, level, levels).output
 
 
 def bilinear_window_coords(

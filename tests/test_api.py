@@ -21,7 +21,7 @@ from kpn.__main__ import main as kpn_main
 from kpn.config import load_config
 from kpn.errors import KpnError
 from kpn.export import lut_trailer
-from kpn.infer import Denoiser, load_weights
+from kpn.infer import Denoiser, load_weights, native_bf16
 from kpn.infer import main as infer_main
 from kpn.io import read_any, write_pfm
 from kpn.lut import read_lut, write_lut
@@ -106,8 +106,10 @@ def test_run_lut_infers_as_the_run(
 
     out_run, out_lut = infer(trained.run, "run.pfm"), infer(trained.lut, "lut.pfm")
     assert "kpn section" in out_lut
-    # the design's 4 levels in float32, not vkdt-head-w32's 6 levels in float16
-    assert "4 levels, fp32" in out_run and "4 levels, fp32" in out_lut
+    # the design's 4 levels in float32 (bfloat16 products where native), not
+    # vkdt-head-w32's 6 levels in float16
+    precision = "bf16" if native_bf16(torch.device("cpu")) else "fp32"
+    assert f"4 levels, {precision}," in out_run and f"4 levels, {precision}," in out_lut
     assert_image_close(tmp_path / "run.pfm", reference(trained.run, image))
     loaded = load_weights(trained.run)
     with torch.no_grad():

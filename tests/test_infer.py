@@ -25,7 +25,7 @@ from kpn.checkpoint import TrainingState, save_checkpoint
 from kpn.config import Config, config_to_toml, load_config
 from kpn.errors import KpnError
 from kpn.export import config_for_lut, export_lut, load_lut
-from kpn.infer import Denoiser, load_weights, main
+from kpn.infer import Denoiser, inference_precision, load_weights, main, native_bf16
 from kpn.io import read_any, read_image, read_raw, write_image, write_pfm
 from kpn.loss import psnr
 from kpn.lut import read_lut, write_lut
@@ -107,11 +107,13 @@ def noisy_image(height: int, width: int, sigma: float = 0.03, seed: int = 0) -> 
 def expected(
     model: KPN, image: np.ndarray, a: float = 20000, b: float = 4, levels: int | None = None
 ) -> np.ndarray:
-    """What the model computes untiled, [H,W,3]."""
+    """What the model computes untiled at the default precision (bf16 where native), [H,W,3]."""
     noisy = torch.from_numpy(image).permute(2, 0, 1)[None].contiguous()
     noise_ab = torch.tensor([[a, b]])
+    precision = inference_precision("auto", model.config.precision, torch.device("cpu"))
+    config = dataclasses.replace(model.config, precision=precision)
     with torch.no_grad():
-        out = kpn_forward(noisy, noise_ab, model.mlp.weights, model.config, levels).output
+        out = kpn_forward(noisy, noise_ab, model.mlp.weights, config, levels).output
     return out[0].permute(1, 2, 0).numpy()
 
 
@@ -416,8 +418,8 @@ def test_precisions(
 ) -> None:
     image = noisy_image(30, 34)
     write_pfm(tmp_path / "x.pfm", image)
-    outputs = {}
-    for precision in ("fp32", "bf16", "vkdt-f16"):
+    outputs, lines = {}, {}
+    for precision in ("auto", "model", "fp32", "bf16", "vkdt-f16"):
         code, out, err = run(
             capsys,
             tmp_path / "x.pfm",
@@ -430,12 +432,31 @@ def test_precisions(
             tmp_path / f"{precision}.pfm",
         )
         assert (code, err) == (0, "")
-        outputs[precision] = read_any(tmp_path / f"{precision}.pfm")
-    assert "bf16 matmuls" in out or "vkdt-f16" in out
-    np.testing.assert_allclose(outputs["fp32"], expected(weights.model, image), atol=1e-5)
+        outputs[precision], lines[precision] = read_any(tmp_path / f"{precision}.pfm"), out
+    exact = dataclasses.replace(weights.config.model, precision="fp32")
+    noisy = torch.from_numpy(image).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        fp32 = kpn_forward(noisy, torch.tensor([[20000.0, 4.0]]), weights.model.mlp.weights, exact)
+    np.testing.assert_allclose(outputs["fp32"], fp32.output[0].permute(1, 2, 0), atol=1e-5)
+    np.testing.assert_array_equal(outputs["model"], outputs["fp32"])  # an fp32 model
+    native = "bf16" if native_bf16(torch.device("cpu")) else "fp32"
+    np.testing.assert_array_equal(outputs["auto"], outputs[native])
+    for precision in ("auto", "bf16", "vkdt-f16"):
+        assert f"levels, {native if precision == 'auto' else precision}," in lines[precision]
     for other in ("bf16", "vkdt-f16"):
         difference = np.abs(outputs[other] - outputs["fp32"]).max()
         assert 0 < difference < 0.02, (other, difference)
+
+
+def test_inference_precision_resolution() -> None:
+    cpu = torch.device("cpu")
+    native = native_bf16(cpu)
+    assert inference_precision("auto", "fp32", cpu) == ("bf16" if native else "fp32")
+    assert inference_precision("auto", "vkdt-f16", cpu) == "vkdt-f16"  # vkdt's stays vkdt's
+    assert inference_precision("model", "fp32", cpu) == "fp32"
+    assert inference_precision("bf16", "vkdt-f16", cpu) == "bf16"
+    with pytest.raises(KpnError, match="precision 'half': expected auto, model, fp32"):
+        inference_precision("half", "fp32", cpu)
 
 
 # --- noise profile ---------------------------------------------------------------------

@@ -737,3 +737,25 @@ def test_raw_without_mosaic(tmp_path: Path) -> None:
         with pytest.raises(KpnError, match=f"no colour filter mosaic: raw mode '{mode}'") as err:
             read_raw(path, mode)  # type: ignore[arg-type]
         assert_one_line_naming(err, path)
+
+
+@pytest.mark.parametrize("vkdt_rows", [False, True])
+@pytest.mark.parametrize("shape", [(7, 5, 3), (7, 5)])
+def test_pfm_in_chunks_of_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vkdt_rows: bool, shape: tuple[int, ...]
+) -> None:
+    """Rows go through memory a few at a time (chunks of 2 and 3 rows here, the last one
+    short), and the file is byte for byte the one pfm_bytes lays out."""
+    image = np.random.default_rng(3).normal(size=shape).astype(np.float32)
+    row_bytes = image[0].nbytes
+    for rows in (2, 3):
+        monkeypatch.setattr(kio, "PFM_CHUNK_BYTES", rows * row_bytes)
+        path = tmp_path / f"chunked-{rows}.pfm"
+        write_pfm(path, image, vkdt_rows=vkdt_rows)
+        assert path.read_bytes() == pfm_bytes(image, vkdt_rows=vkdt_rows)
+        np.testing.assert_array_equal(read_pfm(path, vkdt_rows=vkdt_rows), image)
+    big_endian = tmp_path / "big-endian.pfm"
+    magic = b"PF" if image.ndim == 3 else b"Pf"
+    data = np.ascontiguousarray(image[::-1], dtype=">f4").tobytes()
+    big_endian.write_bytes(magic + b"\n5 7\n1.0\n" + data)
+    np.testing.assert_array_equal(read_pfm(big_endian), image)
