@@ -3,7 +3,8 @@
 vkdt's ``apply.comp``: the kernel weights are normalised by their sum, with guards against
 NaN and runaway values, and the result is clamped to the float16 range. That clamp is part
 of vkdt's float16 arithmetic, so only the ``vkdt-f16`` precision has it
-(:func:`apply_limit`): a float32 model keeps HDR values above 65000 as they are.
+(:func:`apply_limit`; SPEC 4 has it in every precision): a float32 model keeps HDR values
+above 65000 as they are.
 """
 
 from __future__ import annotations
@@ -60,7 +61,13 @@ def kernel_weights(logits: Tensor, activation: str) -> Tensor:
 def apply_limit(precision: str) -> float | None:
     """The clamp of the filtered values for a model precision: +-65000 for ``vkdt-f16``
     (vkdt's float16 range), None (no clamp) for float32 and bfloat16, whose range holds
-    any HDR value."""
+    any HDR value.
+
+    This departs from SPEC 4, which clamps I.rgb to [-65000, 65000] in every precision
+    (docs/vkdt.md, "Where kpn departs from SPEC"): outside vkdt's float16 the clamp
+    would only cut HDR values, and the vkdt presets, all ``vkdt-f16``, clamp as SPEC 4
+    says.
+    """
     return F16_LIMIT if precision == F16_PRECISION else None
 
 

@@ -1,4 +1,5 @@
-"""What the command lines share: help in plain words, and a hint for a mistyped option.
+"""What the command lines share: help in plain words, no abbreviated options, and a hint
+for a mistyped option.
 
 The module docstrings double as ``--help`` texts; their reST markup (double backticks,
 ``:func:`` roles) is for the API documentation and reads as noise in a terminal.
@@ -36,8 +37,10 @@ def _chain(parser: argparse.ArgumentParser, argv: Sequence[str]) -> Iterator[Any
 
 def suggestions(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
     """``--typo: did you mean --option?`` for each option in ``argv`` that none of the
-    chosen parsers knows (not even as a prefix) and that is close to one they have."""
+    chosen parsers knows and that is close to one they have (an abbreviation too:
+    ``--weight: did you mean --weights?``)."""
     known = [option for p in _chain(parser, argv) for option in p._option_string_actions]
+    short = {option for option in known if len(option) == 2}  # -o, also as -oFILE
     hints = []
     for token in argv:
         if token == "--":
@@ -45,8 +48,8 @@ def suggestions(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[st
         name = token.partition("=")[0]
         if not name.startswith("-") or name == "-" or _NEGATIVE_NUMBER.match(name):
             continue
-        if any(option.startswith(name) for option in known):
-            continue  # known, or an abbreviation argparse accepts
+        if name in known or (not name.startswith("--") and name[:2] in short):
+            continue
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
         if close:
             hints.append(f"{name}: did you mean {close[0]}?")
@@ -54,14 +57,17 @@ def suggestions(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[st
 
 
 class Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose description and epilog read as plain words, and whose
-    errors name the option closest to a mistyped one (Python 3.11's argparse has no
+    """An ``ArgumentParser`` whose description and epilog read as plain words, that takes
+    no abbreviated options (``--weight`` for ``--weights`` is an error, so that a typo or
+    an option added later cannot change what a command line means), and whose errors name
+    the option closest to a mistyped one (Python 3.11's argparse has no
     ``suggest_on_error``). Subcommand parsers are of this class too."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         for key in ("description", "epilog"):
             if kwargs.get(key):
                 kwargs[key] = plain(kwargs[key])
+        kwargs["allow_abbrev"] = False
         super().__init__(*args, **kwargs)
         self._argv: list[str] = []
 

@@ -255,19 +255,26 @@ def _from_section(
     if config is not None:
         # The header's width first: "W 32 vs 64" says more than the first [model] key.
         _check_recorded(lut, config, config_name)
-        mine, theirs = config_to_dict(lut.model), config_to_dict(config.model)
-        for key, value in mine.items():
-            if theirs[key] != value:
-                raise KpnError(
-                    f"{config_name}: model.{key} = {theirs[key]!r}, but the weights in "
-                    f"{lut.path} are for {value!r} (its kpn section): leave {config_name} "
-                    "out, or give the run's config"
-                )
+        check_same_model(lut.model, config.model, config_name, f"{lut.path} (its kpn section)")
         return ImportedConfig(config, config_name, ())
     table = {"model": config_to_dict(lut.model), "infer": config_to_dict(lut.infer)}
     if lut.trailer is not None and lut.trailer.loss is not None:
         table["train"] = {"loss": lut.trailer.loss}  # the one training setting it records
     return ImportedConfig(config_from_dict(table, source), source, ())
+
+
+def check_same_model(
+    trained: ModelConfig, given: ModelConfig, config_name: str, weights: str
+) -> None:
+    """KpnError naming the first ``[model]`` key where ``given``, the model of the config
+    ``config_name``, contradicts ``trained``, the model of the weights in ``weights``."""
+    ours, theirs = config_to_dict(trained), config_to_dict(given)
+    for key, value in ours.items():
+        if theirs[key] != value:
+            raise KpnError(
+                f"{config_name}: model.{key} = {theirs[key]!r}, but the weights in {weights} "
+                f"were trained with {value!r}: leave {config_name} out, or give the run's config"
+            )
 
 
 def _check_recorded(lut: LutFile, config: Config, config_name: str) -> None:

@@ -57,10 +57,11 @@ import tqdm
 from torch import Tensor
 
 from kpn.cli import Parser
-from kpn.config import MIN_TILE, Config, InferConfig, ModelConfig, config_to_dict, load_config
+from kpn.config import MIN_TILE, Config, InferConfig, ModelConfig, load_config
 from kpn.errors import KpnError
 from kpn.export import (
     RUN_CHECKPOINT,
+    check_same_model,
     config_for_lut,
     load_lut,
     load_training_state,
@@ -111,17 +112,6 @@ class LoadedWeights:
     description: str
 
 
-def _same_model(ours: Config, theirs: Config, where: str, config_name: str) -> None:
-    """KpnError naming the first [model] key where ``--config`` contradicts the weights."""
-    mine, other = config_to_dict(ours.model), config_to_dict(theirs.model)
-    for key, value in mine.items():
-        if other[key] != value:
-            raise KpnError(
-                f"{config_name}: model.{key} = {other[key]!r}, but the weights {where} were "
-                f"trained with {value!r} (leave --config out, or give the run's config)"
-            )
-
-
 def _from_lut(
     path: Path, config: Config | None, config_name: str, preset: str | None = None
 ) -> LoadedWeights:
@@ -165,7 +155,7 @@ def load_weights(
             raise KpnError(f"{path}: a run directory with {RUN_WEIGHTS} but no {RUN_CONFIG}")
         loaded = _from_lut(path / RUN_WEIGHTS, run_config, str(path / RUN_CONFIG))
         if user is not None:
-            _same_model(loaded.config, user, f"in {path}", name)
+            check_same_model(loaded.config.model, user.model, name, str(path))
             loaded = dataclasses.replace(
                 loaded, config=dataclasses.replace(loaded.config, infer=user.infer)
             )
@@ -176,7 +166,7 @@ def load_weights(
     model = model_from_state(state, str(path))
     config = state.config
     if user is not None:
-        _same_model(config, user, f"in {path}", name)
+        check_same_model(config.model, user.model, name, str(path))
         config = dataclasses.replace(config, infer=user.infer)
     return LoadedWeights(model, config, f"{path} (config: the run's, step {state.step})")
 

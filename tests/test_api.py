@@ -40,13 +40,7 @@ TINY = [
 A, B = 20000.0, 4.0
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    """Small images: a second thread only adds barriers (slow on a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small images
 
 
 @pytest.fixture(scope="module")

@@ -24,12 +24,7 @@ NOISE = torch.tensor([[2e5, 40.0]])
 HDR_SCALE = 1e6  # far above float16's 65504, well inside float32
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small images
 
 
 def hdr_image(height: int, width: int, seed: int = 1) -> torch.Tensor:

@@ -79,10 +79,54 @@ def test_kpn_suggests_the_subcommand_option_meant(capsys: pytest.CaptureFixture[
     assert last_error_line(capsys).endswith("--szie: did you mean --size?")
 
 
-def test_no_suggestion_for_values_or_accepted_abbreviations(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def test_no_suggestion_for_values(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        kpn.train.main(["--seed", "-3", "--dev", "cpu", "stray"])  # --dev: --device
+        kpn.train.main(["--seed", "-3", "--device", "cpu", "stray"])
     line = last_error_line(capsys)
     assert line == "train.py: error: unrecognized arguments: stray"
+
+
+def test_short_option_with_its_value_attached_is_no_typo(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """-oFILE is -o FILE; the error here is the missing weights file, not a hint."""
+    assert kpn.infer.main(["photo.pfm", "-ox.pfm", "--weights", "/nowhere"]) == 2
+    assert "did you mean" not in last_error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    ("name", "main", "argv", "meant"),
+    [
+        ("kpn-infer", kpn.infer.main, ["photo.pfm", "--weight", "run"], "--weights"),
+        ("kpn-infer", kpn.infer.main, ["photo.pfm", "--out=x"], "--output"),
+        ("train.py", kpn.train.main, ["--dev", "cpu"], "--device"),
+        ("train.py", kpn.train.main, ["--conf=x.toml"], "--config"),
+        ("python -m kpn", kpn.__main__.main, ["summary", "--conf", "x.toml"], "--config"),
+        ("python -m kpn", kpn.__main__.main, ["export", "run", "--out", "x.lut"], "--output"),
+    ],
+)
+def test_abbreviations_are_refused_with_the_option_meant(
+    name: str,
+    main: Callable[[list[str]], int],
+    argv: list[str],
+    meant: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """argparse's prefix matching would take --weight for --weights; here it is a usage
+    error (exit 2) that names the option, so that no option added later changes what an
+    old command line means."""
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    assert code == 2
+    line = last_error_line(capsys)
+    assert line.startswith(name) and ": error: " in line, line  # argparse's, with usage
+    abbreviation = next(token for token in argv if token.startswith("--")).partition("=")[0]
+    assert line.endswith(f"{abbreviation}: did you mean {meant}?"), line
+
+
+@pytest.mark.parametrize("name", sorted(PARSERS))
+def test_no_parser_takes_abbreviations(name: str) -> None:
+    for parser in every_parser(PARSERS[name]()):
+        assert parser.allow_abbrev is False, parser.prog

@@ -38,13 +38,7 @@ DESIGN = ROOT / "tests" / "data" / "design-vkdt.toml"  # the design as vkdt runs
 NOISE = ["--noise-a", "20000", "--noise-b", "4"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    """Small images: a second thread only adds barriers (slow on a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small images
 
 
 def training_state(config: Config, model: KPN, step: int = 3) -> TrainingState:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,26 +16,15 @@ from tensorboard.util.tensor_util import make_ndarray
 
 from kpn.train import main
 
-TINY = """
-[model]
-levels = 2
-width = 32
-n_hidden = 1
-
-[data]
-tile = 16
-batch = 1
-workers = 0
-validation_count = 1
-validation_tile = 16
-
-[train]
-steps = 2
-log_every = 1
-val_every = 2
-checkpoint_every = 100
-image_every = 2
-"""
+# one tile a step, a validation and pictures at steps 0 and 2, no checkpoint before the end
+TINY = (
+    "data.batch=1",
+    "data.validation_count=1",
+    "train.steps=2",
+    "train.log_every=1",
+    "train.checkpoint_every=100",
+    "train.image_every=2",
+)
 
 
 def tags(multiplexer: EventMultiplexer, plugin: str) -> set[str]:
@@ -45,10 +35,11 @@ def tags(multiplexer: EventMultiplexer, plugin: str) -> set[str]:
     return found
 
 
-def test_weights_and_gradients_show_as_histograms_and_as_images(tmp_path: Path) -> None:
+def test_weights_and_gradients_show_as_histograms_and_as_images(
+    tmp_path: Path, tiny_config: Callable[..., Path]
+) -> None:
     """An image and a histogram under one tag hide each other in TensorBoard's plugins."""
-    config = tmp_path / "tiny.toml"
-    config.write_text(TINY, encoding="utf-8")
+    config = tiny_config(*TINY)
     run = tmp_path / "run"
     assert main(["--config", str(config), "--out", str(run)]) == 0
 
@@ -66,12 +57,13 @@ def test_weights_and_gradients_show_as_histograms_and_as_images(tmp_path: Path) 
     assert [event.step for event in events] == [0, 2]  # the untrained model, and trained
 
 
-def test_step_0_pictures_ssim_and_the_hparams_entry(tmp_path: Path) -> None:
+def test_step_0_pictures_ssim_and_the_hparams_entry(
+    tmp_path: Path, tiny_config: Callable[..., Path]
+) -> None:
     """Every picture and validation scalar has a point for the untrained model; the run's
     HParams entry is in its own events (one run, no sub-folder), with the config values
     and the metrics the dashboard reads at their last value."""
-    config = tmp_path / "tiny.toml"
-    config.write_text(TINY, encoding="utf-8")
+    config = tiny_config(*TINY)
     assert main(["--config", str(config), "--out", str(tmp_path / "run"), "--seed", "3"]) == 0
 
     multiplexer = EventMultiplexer()

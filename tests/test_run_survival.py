@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import kpn.train
@@ -16,61 +16,17 @@ from kpn.checkpoint import load_checkpoint
 from kpn.config import config_to_toml, load_config
 from kpn.train import main
 
-TINY = """
-[model]
-levels = 2
-width = 32
-n_hidden = 1
-
-[data]
-tile = 16
-batch = 1
-workers = 0
-validation_count = 1
-validation_tile = 16
-
-[train]
-steps = {steps}
-lr = 0.003
-beta1 = 0.9
-log_every = 2
-val_every = 2
-checkpoint_every = 3
-image_every = 100
-"""
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def write_config(folder: Path, steps: int) -> Path:
-    path = folder / "tiny.toml"
-    path.write_text(TINY.format(steps=steps), encoding="utf-8")
-    return path
-
-
-def assert_same_weights(a: Path, b: Path) -> None:
-    first, second = load_checkpoint(a).model, load_checkpoint(b).model
-    assert first.keys() == second.keys()
-    for name in first:
-        assert torch.equal(first[name], second[name]), name
-
-
-def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: "), err
-    return err[0]
+pytestmark = pytest.mark.usefixtures("one_thread")
+ONE_TILE = ("data.batch=1", "data.validation_count=1", "train.image_every=100")  # a sample a step
 
 
 def test_run_killed_before_its_first_checkpoint_resumes_from_step_0(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    tiny_config: Callable[..., Path],
+    same_weights: Callable[[Path, Path], None],
 ) -> None:
-    config = write_config(tmp_path, steps=4)
+    config = tiny_config(*ONE_TILE, "train.steps=4")
     # what a kill before the first checkpoint leaves: the resolved config (and events)
     run = tmp_path / "run"
     run.mkdir()
@@ -83,13 +39,16 @@ def test_run_killed_before_its_first_checkpoint_resumes_from_step_0(
     assert load_checkpoint(run / "checkpoint.pt").step == 4
 
     assert main(["--config", str(config), "--out", str(tmp_path / "straight")]) == 0
-    assert_same_weights(run / "checkpoint.pt", tmp_path / "straight" / "checkpoint.pt")
+    same_weights(run / "checkpoint.pt", tmp_path / "straight" / "checkpoint.pt")
 
 
 def test_resume_refuses_to_write_into_another_folder(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    tiny_config: Callable[..., Path],
+    error_line: Callable[[], str],
 ) -> None:
-    config = write_config(tmp_path, steps=2)
+    config = tiny_config(*ONE_TILE, "train.steps=2")
     run = tmp_path / "run"
     assert main(["--config", str(config), "--out", str(run)]) == 0
     other = tmp_path / "other"
@@ -98,7 +57,7 @@ def test_resume_refuses_to_write_into_another_folder(
     capsys.readouterr()
 
     assert main(["--resume", str(run), "--out", str(other), "--set", "train.steps=3"]) == 2
-    assert "exists" in one_error_line(capsys)
+    assert "exists" in error_line()
     assert (other / "config.toml").read_text(encoding="utf-8") == "# someone else's\n"
     assert sorted(p.name for p in other.iterdir()) == ["config.toml"]
 
@@ -110,10 +69,14 @@ def test_resume_refuses_to_write_into_another_folder(
 
 
 def test_sigint_mid_step_then_resume_equals_the_uninterrupted_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tiny_config: Callable[..., Path],
+    same_weights: Callable[[Path, Path], None],
 ) -> None:
     """Ctrl-C arriving inside a step: the step finishes, the checkpoint is consistent."""
-    config = write_config(tmp_path, steps=6)
+    config = tiny_config(*ONE_TILE, "train.steps=6")
     real_loss = kpn.train.kpn_loss
     calls = {"training": 0}
 
@@ -135,13 +98,16 @@ def test_sigint_mid_step_then_resume_equals_the_uninterrupted_run(
 
     assert main(["--resume", str(run)]) == 0
     assert main(["--config", str(config), "--out", str(tmp_path / "straight")]) == 0
-    assert_same_weights(run / "checkpoint.pt", tmp_path / "straight" / "checkpoint.pt")
+    same_weights(run / "checkpoint.pt", tmp_path / "straight" / "checkpoint.pt")
 
 
 def test_damaged_checkpoint_resumes_from_the_previous_one(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    tiny_config: Callable[..., Path],
+    same_weights: Callable[[Path, Path], None],
 ) -> None:
-    config = write_config(tmp_path, steps=4)
+    config = tiny_config(*ONE_TILE, "train.steps=4")
     run = tmp_path / "run"
     assert main(["--config", str(config), "--out", str(run)]) == 0
     # checkpoint_every = 3: step 3, then the last step 4
@@ -157,11 +123,11 @@ def test_damaged_checkpoint_resumes_from_the_previous_one(
 
     steps5 = ["--set", "train.steps=5", "--out", str(tmp_path / "straight")]
     assert main(["--config", str(config), *steps5]) == 0
-    assert_same_weights(run / "checkpoint.pt", tmp_path / "straight" / "checkpoint.pt")
+    same_weights(run / "checkpoint.pt", tmp_path / "straight" / "checkpoint.pt")
 
 
-def test_best_validation_weights_are_kept(tmp_path: Path) -> None:
-    config = write_config(tmp_path, steps=6)
+def test_best_validation_weights_are_kept(tmp_path: Path, tiny_config: Callable[..., Path]) -> None:
+    config = tiny_config(*ONE_TILE, "train.steps=6")
     run = tmp_path / "run"
     assert main(["--config", str(config), "--out", str(run)]) == 0
     events = EventAccumulator(str(run))

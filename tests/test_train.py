@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,50 +29,10 @@ from kpn.train import Validation, build_parser, get_lr, main, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
-TINY = """
-[model]
-levels = 2
-width = 32
-n_hidden = 1
-
-[data]
-tile = 16
-batch = 2
-workers = 0
-validation_count = 2
-validation_tile = 16
-
-[train]
-steps = {steps}
-lr = 0.003
-beta1 = 0.9
-log_every = 2
-val_every = 2
-checkpoint_every = 3
-image_every = 4
-"""
-
-
-def write_config(folder: Path, steps: int = 4, extra: str = "") -> Path:
-    path = folder / "tiny.toml"
-    path.write_text(TINY.format(steps=steps) + extra, encoding="utf-8")
-    return path
-
 
 @pytest.fixture
-def tiny(tmp_path: Path) -> Path:
-    return write_config(tmp_path)
-
-
-def parameters(run_dir: Path) -> dict[str, torch.Tensor]:
-    return load_checkpoint(run_dir / "checkpoint.pt").model
-
-
-def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: "), err
-    assert "Traceback" not in err[0]
-    return err[0]
+def tiny(tiny_config: Callable[..., Path]) -> Path:
+    return tiny_config()
 
 
 def test_run_directory_has_every_part(tiny: Path, tmp_path: Path) -> None:
@@ -118,18 +79,18 @@ def test_final_line_reports_validation_psnr(tiny: Path, tmp_path: Path, capsys) 
     assert last.startswith("validation PSNR noisy ") and " dB -> denoised " in last
 
 
-def test_resume_continues_exactly(tmp_path: Path) -> None:
+def test_resume_continues_exactly(
+    tmp_path: Path, tiny_config: Callable[..., Path], same_weights: Callable[[Path, Path], None]
+) -> None:
     """10 steps + resume + 10 steps == 20 steps, bit for bit (CPU)."""
-    config = write_config(tmp_path, steps=10)
+    config = tiny_config("train.steps=10")
     assert main(["--config", str(config), "--out", str(tmp_path / "a")]) == 0
     assert main(["--resume", str(tmp_path / "a"), "--set", "train.steps=20"]) == 0
     assert (
         main(["--config", str(config), "--set", "train.steps=20", "--out", str(tmp_path / "b")])
         == 0
     )
-    resumed, straight = parameters(tmp_path / "a"), parameters(tmp_path / "b")
-    for name in straight:
-        assert torch.equal(resumed[name], straight[name]), name
+    same_weights(tmp_path / "a" / "checkpoint.pt", tmp_path / "b" / "checkpoint.pt")
     a, b = (
         load_checkpoint(tmp_path / "a" / "checkpoint.pt"),
         load_checkpoint(tmp_path / "b" / "checkpoint.pt"),
@@ -139,19 +100,18 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
         assert torch.equal(sa["exp_avg"], sb["exp_avg"])
 
 
-def test_resume_from_checkpoint_file_with_vkdt_optimizer(tmp_path: Path) -> None:
-    extra = "vkdt_bias_correction = true\nvkdt_f16_state = true\nvkdt_grad_clip = true\n"
-    config = write_config(tmp_path, steps=3, extra="")
-    text = config.read_text().replace("[train]\n", "[train]\n" + extra)
-    config.write_text(text)
+def test_resume_from_checkpoint_file_with_vkdt_optimizer(
+    tmp_path: Path, tiny_config: Callable[..., Path], same_weights: Callable[[Path, Path], None]
+) -> None:
+    vkdt = ("train.vkdt_bias_correction=true", "train.vkdt_f16_state=true")
+    config = tiny_config("train.steps=3", *vkdt, "train.vkdt_grad_clip=true")
     assert main(["--config", str(config), "--out", str(tmp_path / "a")]) == 0
     ckpt = tmp_path / "a" / "checkpoint.pt"
     assert main(["--resume", str(ckpt), "--set", "train.steps=6"]) == 0
     assert (
         main(["--config", str(config), "--set", "train.steps=6", "--out", str(tmp_path / "b")]) == 0
     )
-    for name, value in parameters(tmp_path / "b").items():
-        assert torch.equal(parameters(tmp_path / "a")[name], value)
+    same_weights(tmp_path / "a" / "checkpoint.pt", tmp_path / "b" / "checkpoint.pt")
 
 
 def test_non_finite_step_is_skipped(tiny: Path, tmp_path: Path, monkeypatch) -> None:
@@ -274,8 +234,10 @@ def ddp_worker(rank: int, world: int, port: int, argv: list[str], out: str) -> N
     )
 
 
-def test_ddp_two_gloo_processes_stay_identical(tmp_path: Path) -> None:
-    config = write_config(tmp_path, steps=12)
+def test_ddp_two_gloo_processes_stay_identical(
+    tmp_path: Path, tiny_config: Callable[..., Path]
+) -> None:
+    config = tiny_config("train.steps=12")
     argv = ["--config", str(config), "--out", str(tmp_path / "run")]
     mp.spawn(ddp_worker, args=(2, free_port(), argv, str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
@@ -287,7 +249,9 @@ def test_ddp_two_gloo_processes_stay_identical(tmp_path: Path) -> None:
     assert state.samples_seen == 12 * 2 * 2  # each rank draws its own tiles
 
 
-def test_set_overrides_and_their_errors(tiny: Path, tmp_path: Path, capsys) -> None:
+def test_set_overrides_and_their_errors(
+    tiny: Path, tmp_path: Path, capsys, error_line: Callable[[], str]
+) -> None:
     run = tmp_path / "run"
     assert (
         main(
@@ -309,15 +273,17 @@ def test_set_overrides_and_their_errors(tiny: Path, tmp_path: Path, capsys) -> N
     capsys.readouterr()
     for bad in ("model.nope=1", "train.steps=abc", "steps", "model.width=20"):
         assert main(["--config", str(tiny), "--set", bad, "--out", str(tmp_path / "x")]) == 2
-        line = one_error_line(capsys)
+        line = error_line()
         assert "steps" in line or "nope" in line or "width" in line, line
         assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.parametrize("workers", [0, 1])
-def test_sigint_writes_weights_and_checkpoint(tmp_path: Path, workers: int) -> None:
+def test_sigint_writes_weights_and_checkpoint(
+    tmp_path: Path, workers: int, tiny_config: Callable[..., Path]
+) -> None:
     """Ctrl-C reaches the whole process group, loader workers included."""
-    config = write_config(tmp_path, steps=100_000)
+    config = tiny_config("train.steps=100_000")
     run = tmp_path / "run"
     process = subprocess.Popen(
         [
@@ -355,8 +321,10 @@ def test_sigint_writes_weights_and_checkpoint(tmp_path: Path, workers: int) -> N
     assert read_lut(run / "weights.lut").width == 32
 
 
-def test_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
-    config = write_config(tmp_path, steps=100_000)
+def test_killed_run_resumes_from_its_last_checkpoint(
+    tmp_path: Path, tiny_config: Callable[..., Path]
+) -> None:
+    config = tiny_config("train.steps=100_000")
     run = tmp_path / "run"
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), "--config", str(config), "--out", str(run)],
@@ -377,40 +345,42 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
     assert load_checkpoint(run / "checkpoint.pt").step == step + 2
 
 
-def test_refuses_bad_input_before_writing(tiny: Path, tmp_path: Path, capsys) -> None:
+def test_refuses_bad_input_before_writing(
+    tiny: Path, tmp_path: Path, capsys, error_line: Callable[[], str]
+) -> None:
     out = tmp_path / "out"
     bad_key = tmp_path / "bad_key.toml"
     bad_key.write_text(tiny.read_text().replace("n_hidden = 1", "n_hidden = 1\ncolour = 2"))
     assert main(["--config", str(bad_key), "--out", str(out)]) == 2
-    assert "model.colour" in one_error_line(capsys)
+    assert "model.colour" in error_line()
 
     missing = ["--set", "data.source=clean", "--set", f"data.reference_dir={tmp_path / 'nope'}"]
     assert main(["--config", str(tiny), *missing, "--out", str(out)]) == 2
-    assert "nope" in one_error_line(capsys)
+    assert "nope" in error_line()
     assert not out.exists()
 
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     assert main(["--config", str(tiny), "--out", str(blocker / "run")]) == 2
-    one_error_line(capsys)
+    error_line()
 
     assert main(["--config", str(tiny), "--out", str(out)]) == 0
     capsys.readouterr()
     before = (out / "checkpoint.pt").read_bytes()
     assert main(["--config", str(tiny), "--out", str(out)]) == 2
-    assert "exists" in one_error_line(capsys)
+    assert "exists" in error_line()
     assert (out / "checkpoint.pt").read_bytes() == before
 
     wider = tmp_path / "wider.toml"
     wider.write_text(tiny.read_text().replace("width = 32", "width = 64"), encoding="utf-8")
     assert main(["--config", str(wider), "--resume", str(out)]) == 2
-    assert "architecture" in one_error_line(capsys)
+    assert "architecture" in error_line()
     assert (out / "checkpoint.pt").read_bytes() == before
 
     assert main(["--resume", str(tmp_path / "no_run")]) == 2
-    assert "not found" in one_error_line(capsys)
+    assert "not found" in error_line()
     assert main([]) == 2
-    one_error_line(capsys)
+    error_line()
 
 
 # --- progress display ---------------------------------------------------------------------
