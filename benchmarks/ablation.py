@@ -196,7 +196,7 @@ def tables(results: dict[tuple[str, int], dict], keys: list[str], seeds: list[in
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--steps", type=int, default=500, help="training steps per run")
     parser.add_argument("--seeds", default="0,1", help="comma separated")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time")

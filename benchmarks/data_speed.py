@@ -110,7 +110,7 @@ def loader_tiles_per_second(config: DataConfig, batches: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--config", default="configs/design.toml")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=7, help="training steps timed")

@@ -308,7 +308,7 @@ def plot(path: Path, curves: dict[tuple[str, int], Curve | None], cost: dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--candidates", default=",".join(CANDIDATES))

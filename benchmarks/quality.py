@@ -336,7 +336,7 @@ def parse_models(pairs: list[str]) -> dict[str, Denoiser]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument(
         "--model", action="append", metavar="NAME=WEIGHTS",
         help="a run directory, checkpoint or .lut (repeatable; default: the shipped models, "

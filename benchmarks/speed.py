@@ -310,7 +310,7 @@ def fraction(result: dict) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="the model and batch measured")
     parser.add_argument("--sizes", default="1,24", help="inference image sizes, Mpx")
     parser.add_argument("--repeats", type=int, default=3)

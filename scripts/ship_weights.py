@@ -60,7 +60,7 @@ def benchmark_rows(path: Path, name: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("run", help="finished training run directory")
     parser.add_argument("name", help="weights/NAME")
     parser.add_argument("--command", required=True, help="the command that trained it")
