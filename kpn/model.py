@@ -9,7 +9,7 @@ MLP's weights and calls it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from kpn.apply import alpha_weight, apply_kernel_padded, apply_limit, kernel_weights
 from kpn.blend import blend_level
-from kpn.config import ModelConfig
+from kpn.config import VKDT_INFERENCE_IN_WIDTH, ModelConfig
 from kpn.errors import KpnError
 from kpn.features import (
     PATCH8X8_PADDING,
@@ -170,8 +170,9 @@ def filter_level(
             else:
                 extra = patch8x8_features_past_end(x, padding)
             inputs = torch.cat((inputs, extra), dim=2)
-        act, precision = config.activation, config.precision
-        outputs = mlp_forward_planar(inputs, weights, act, precision)
+        outputs = mlp_forward_planar(
+            inputs, weights, config.activation, config.precision, config.vkdt_matmul
+        )
         if config.vkdt_kernel_grad_untransposed:
             outputs = _TransposeWithUntransposedGradient.apply(outputs)[..., :pixels]
         elif config.block_transpose:
@@ -183,6 +184,16 @@ def filter_level(
         alphas.append(alpha_weight(kernel[:, OUTPUTS - 1 :], config.alpha_activation))
         kernels.append(kernel)
     return torch.cat(filtered, dim=2), torch.cat(alphas, dim=2), torch.cat(kernels, dim=2)
+
+
+def stored_image(config: ModelConfig) -> Callable[[Tensor], Tensor]:
+    """What storing an image between vkdt's shaders does to it: float16 rounding under
+    ``vkdt-f16`` (kpn-t's ``rgba:f16`` node outputs), else nothing. ``[...] -> [...]``"""
+    return round_f16 if config.precision == "vkdt-f16" else _unchanged
+
+
+def _unchanged(image: Tensor) -> Tensor:
+    return image
 
 
 def kpn_forward(
@@ -204,17 +215,22 @@ def kpn_forward(
 
     Returns:
         :class:`KPNOutput` with O_0 ``[B,3,H,W]`` and the per-level results.
+
+    Under ``precision = "vkdt-f16"`` every image is rounded as vkdt's inference graph
+    stores it (:func:`stored_image`): the input M_0 and the output O_0 stay float32 (the
+    module's connectors, rgba:f32 from i-pfm and to o-pfm); each mip is reduced from the
+    stored float16 mip before it; details, filtered images, alphas and the coarser
+    outputs are float16.
     """
     check_inputs(noisy, noise_ab)
     count = config.levels if levels is None else levels
     if not 1 <= count <= 16:
         raise KpnError(f"levels = {count} is outside 1..16")
-    f16 = config.precision == "vkdt-f16"
-    store = round_f16 if f16 else (lambda t: t)
+    store = stored_image(config)
     noise_ab = noise_ab.to(device=noisy.device, dtype=noisy.dtype)
 
     with_residual = config.blend == "add"
-    mips = [store(m) for m in mip_pyramid(store(noisy), count + with_residual, config.down)]
+    mips = mip_pyramid(noisy, count + with_residual, config.down, store)
     if config.mlp_input == "detail":
         xs = [store(d) for d in details(mips, config.up)]
     else:
@@ -246,9 +262,8 @@ def kpn_forward(
                 coarse = coarse.detach()
             height, width = xs[level].shape[-2:]
             coarse_up = upsample(coarse, height, width, config.up)
-            outputs[level] = store(
-                blend_level(coarse_up, filtered[level], alphas[level], config.blend)
-            )
+            blended = blend_level(coarse_up, filtered[level], alphas[level], config.blend)
+            outputs[level] = blended if level == 0 else store(blended)  # O_0: float32
         coarse = outputs[level]
 
     per_level = tuple(
@@ -266,7 +281,13 @@ class KPN(nn.Module):
         config.validate("model")
         self.config = config
         self.mlp = MLP(
-            config.in_features, config.width, config.n_hidden, config.activation, config.precision
+            config.in_features,
+            config.width,
+            config.n_hidden,
+            config.activation,
+            config.precision,
+            config.vkdt_matmul,
+            VKDT_INFERENCE_IN_WIDTH if config.vkdt_head_layout else 0,
         )
 
     def forward(self, noisy: Tensor, noise_ab: Tensor, levels: int | None = None) -> Tensor:
