@@ -5,14 +5,19 @@
   generated noisy image, with timing: proof that a fresh install works.
 - ``nprof import-darktable [noiseprofiles.json] -o DIR [--scale u16|dng]``: darktable's
   noise profiles (from its usual install paths when no file is given) as ``.nprof`` files.
-- ``export RUN|CKPT -o weights.lut [--dtype f16|f32] [--vkdt-cfg DIR]``: the trained
-  weights as vkdt's ``.lut``, and with ``--vkdt-cfg`` vkdt graphs to use and train them.
-- ``import weights.lut [--config X | --preset NAME] -o CKPT``: a ``.lut`` as a checkpoint
-  to train on (a ``.lut`` without kpn's section needs ``--config`` or ``--preset``).
+- ``export RUN|CKPT -o weights.lut [--dtype f16|f32] [--vkdt-cfg DIR] [--vkdt-layout
+  kpn-t|head]``: the trained weights as vkdt's ``.lut``, and with ``--vkdt-cfg`` vkdt
+  graphs to use and train them.
+- ``import weights.lut [--config X | --preset NAME] [--vkdt-layout kpn-t|head] -o CKPT``:
+  a ``.lut`` as a checkpoint to train on (a ``.lut`` without kpn's section needs
+  ``--config`` or ``--preset``).
 - ``compare-precision --weights W IMAGE... [--reference REF]...``: PSNR between the fp32
   and vkdt-f16 outputs, and of each against the reference.
 - ``photos DIR [--factor N]``: real photographs from Debian's wallpaper packages, linear
   and downscaled, as a training set (``DIR/train``, ``DIR/validation``, a manifest).
+- ``pfm --to-vkdt IN OUT`` / ``pfm --from-vkdt IN OUT``: a PFM in the format's row order
+  (bottom row first, what infer.py and other tools read and write) to vkdt's (top row
+  first, what vkdt's i-pfm reads and o-pfm writes), or back.
 """
 
 from __future__ import annotations
@@ -32,16 +37,19 @@ from kpn.cli import Parser
 from kpn.config import apply_overrides, load_config
 from kpn.errors import KpnError
 from kpn.export import (
+    INFERENCE_IN_WIDTH,
     checkpoint_from_lut,
     config_for_lut,
     inference_layout_warning,
     load_training_state,
+    lut_layout,
     lut_payload,
     model_from_state,
 )
 from kpn.fileio import atomic_write_bytes
+from kpn.io import read_pfm, write_pfm
 from kpn.loss import psnr
-from kpn.lut import read_lut
+from kpn.lut import LAYOUTS, read_lut
 from kpn.model import KPN
 from kpn.nprof import import_darktable, read_nprof
 from kpn.photos import MANIFEST, MIN_FACTOR, TRAIN, VALIDATION, assemble_photos
@@ -173,7 +181,8 @@ def command_export(args: argparse.Namespace) -> None:
             "(connector w:read:ssbo:f16) and refuses an f32 file"
         )
     noise = _noise_profile(args)
-    payload = lut_payload(model_from_state(state, str(args.source)).mlp, config, args.dtype)
+    mlp = model_from_state(state, str(args.source)).mlp
+    payload = lut_payload(mlp, config, args.dtype, args.vkdt_layout, where=args.output)
     graphs: tuple[GraphFile, ...] = ()
     graph_dir = Path(args.vkdt_cfg) if args.vkdt_cfg is not None else None
     if graph_dir is not None:
@@ -183,6 +192,7 @@ def command_export(args: argparse.Namespace) -> None:
         graphs = graph_files(
             config,
             _graph_path(args.output, graph_dir),
+            layout=args.vkdt_layout,
             noise_a=noise[0] if noise else 0.0,
             noise_b=noise[1] if noise else 0.0,
             weights_out=f"{Path(args.output).stem}-vkdt",
@@ -194,15 +204,17 @@ def command_export(args: argparse.Namespace) -> None:
             raise KpnError(f"--vkdt-cfg {graph_dir}: cannot create ({error.strerror})") from None
     atomic_write_bytes(args.output, payload)
     model = config.model
+    later = model.width * (model.width if args.vkdt_layout == "kpn-t" else INFERENCE_IN_WIDTH)
+    owner = "kpn-t's" if args.vkdt_layout == "kpn-t" else "vkdt HEAD's kpn module's"
     print(
         f"wrote {args.output}: W {model.width}, {model.n_hidden} hidden layers, {args.dtype}, "
-        f"first matrix {model.width} wide (kpn-t's layout)"
+        f"first matrix {model.width} wide, the others from float {later} ({owner} layout)"
     )
     for graph in graphs:
         assert graph_dir is not None
         atomic_write_bytes(graph_dir / graph.name, graph.text.encode("utf-8"))
         print(f"wrote {graph_dir / graph.name}")
-    warning = inference_layout_warning(model)
+    warning = inference_layout_warning(model, args.vkdt_layout)
     if warning is not None:
         print(f"warning: {warning}", file=sys.stderr)
     if graphs and noise is None:
@@ -216,12 +228,13 @@ def command_import(args: argparse.Namespace) -> None:
     lut = read_lut(args.lut)
     config = load_config(args.config) if args.config is not None else None
     imported = config_for_lut(lut, config, f"--config {args.config}", args.preset)
-    save_checkpoint(args.output, checkpoint_from_lut(lut, imported.config))
+    layout = lut_layout(lut, args.vkdt_layout)
+    save_checkpoint(args.output, checkpoint_from_lut(lut, imported.config, layout))
     for note in imported.notes:
         print(f"note: {note}", file=sys.stderr)
     print(
-        f"wrote {args.output}: W {lut.width}, {lut.n_hidden} hidden layers from {args.lut}, "
-        f"step 0; config from {imported.source}"
+        f"wrote {args.output}: W {lut.width}, {lut.n_hidden} hidden layers from {args.lut} "
+        f"({layout} layout), step 0; config from {imported.source}"
     )
 
 
@@ -239,6 +252,13 @@ def add_lut_commands(commands: argparse._SubParsersAction) -> None:  # type: ign
         "--vkdt-cfg",
         metavar="DIR",
         help="also write vkdt graphs here: inference (PFM and raw) and kpn-t training",
+    )
+    export.add_argument(
+        "--vkdt-layout",
+        choices=LAYOUTS,
+        default="kpn-t",
+        help="kpn-t: what kpn-t writes and reads (default); head: what vkdt HEAD's kpn module "
+        "reads (W 64: for models trained with model.vkdt_head_layout; docs/vkdt.md)",
     )
     noise = export.add_mutually_exclusive_group()
     noise.add_argument(
@@ -272,6 +292,12 @@ def add_lut_commands(commands: argparse._SubParsersAction) -> None:  # type: ign
         "items (vkdt's W 64 build: vkdt-head, W 32: vkdt-head-w32)",
     )
     imp.add_argument("-o", "--output", required=True, help="the checkpoint to write")
+    imp.add_argument(
+        "--vkdt-layout",
+        choices=LAYOUTS,
+        help="read the weights as kpn-t (its files) or vkdt HEAD's kpn module (head) does; "
+        "default: what the file's kpn section says, else kpn-t",
+    )
     imp.set_defaults(handler=command_import)
 
     compare = commands.add_parser(
@@ -297,6 +323,17 @@ def command_photos(args: argparse.Namespace) -> None:
         f"{counts[VALIDATION]} in validation/, downscaled by {args.factor}; sources and "
         f"licences in {MANIFEST}"
     )
+
+
+def command_pfm(args: argparse.Namespace) -> None:
+    """Rewrite a PFM in the other row order; nothing is written when IN is not a PFM."""
+    to_vkdt = args.to_vkdt is not None
+    source, target = args.to_vkdt if to_vkdt else args.from_vkdt
+    image = read_pfm(source, vkdt_rows=not to_vkdt)
+    write_pfm(target, image, vkdt_rows=to_vkdt)
+    height, width = image.shape[:2]
+    order = "vkdt's (top row first)" if to_vkdt else "the PFM format's (bottom row first)"
+    print(f"wrote {target}: {width} x {height}, rows in {order} order")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -354,6 +391,24 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"box-downscale factor in linear light, at least {MIN_FACTOR} (default)",
     )
     photos.set_defaults(handler=command_photos)
+    pfm = commands.add_parser(
+        "pfm",
+        help="PFM row order: standard (bottom row first) <-> vkdt's i-pfm/o-pfm (top first)",
+    )
+    direction = pfm.add_mutually_exclusive_group(required=True)
+    direction.add_argument(
+        "--to-vkdt",
+        nargs=2,
+        metavar=("IN", "OUT"),
+        help="a standard PFM (infer.py's) -> one that vkdt's i-pfm reads the right way up",
+    )
+    direction.add_argument(
+        "--from-vkdt",
+        nargs=2,
+        metavar=("IN", "OUT"),
+        help="a PFM that vkdt's o-pfm wrote -> a standard PFM (infer.py's)",
+    )
+    pfm.set_defaults(handler=command_pfm)
     add_lut_commands(commands)
     return parser
 

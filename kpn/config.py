@@ -28,6 +28,7 @@ Activation = Literal["leaky_relu", "relu", "none"]
 KernelActivation = Literal["softmax", "plain"]
 AlphaActivation = Literal["const", "plain", "clamped", "sigmoid"]
 Precision = Literal["fp32", "bf16", "vkdt-f16"]  # kpn.mlp.PRECISIONS
+VkdtMatmul = Literal["coopmat", "fallback"]  # kpn.precision.VKDT_MATMULS
 Loss = Literal["l2", "smape", "cosh", "psnr"]
 LossReduction = Literal["sum", "mean"]
 LrSchedule = Literal["constant", "cosine"]
@@ -36,12 +37,28 @@ LrSchedule = Literal["constant", "cosine"]
 FEATURE_CHANNELS = {"star15": 32, "star15_snr": 32, "patch8x8": 64}
 # Inputs that vkdt's input.glsl computes; others run in kpn only.
 VKDT_FEATURES = ("star15", "patch8x8")
+# vkdt's kpn inference module reads every .lut with in_width 32 (kpn/main.c).
+VKDT_INFERENCE_IN_WIDTH = 32
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """The network and the pyramid around it (SPEC 1-5, 10). Defaults: the design preset,
-    but W 32 (the width vkdt's kpn module reads; configs/design.toml sets 64)."""
+    but W 32 (the width vkdt's kpn module reads; configs/design.toml sets 64).
+
+    ``precision = "vkdt-f16"`` computes as vkdt's inference graph stores: the module's
+    input M_0 and output O_0 in float32 (the i-pfm and o-pfm connectors), every other
+    image (mips, each reduced from the stored one before it; details; filtered images,
+    alphas; coarser outputs), the weights, activations and kernels in float16.
+    ``vkdt_matmul`` picks vkdt's matrix path for it (``kpn.precision``): ``"coopmat"``,
+    the cooperative-matrix path of GPUs with ``VK_KHR_cooperative_matrix`` (a float16
+    accumulator rounded after each 16-wide slice), or ``"fallback"``, the path of all
+    others (``shared/coopmat.glsl``: every product rounded to float16 and added to the
+    float16 accumulator one at a time); only ``vkdt-f16`` has it. ``vkdt_head_layout``
+    (W > 32) trains a network whose first hidden layer feeds only its first 32 units on,
+    the one kind of W 64 network that vkdt HEAD's kpn module runs as trained from a
+    ``.lut`` in its layout (``export --vkdt-layout head``; docs/vkdt.md, defect 6).
+    """
 
     levels: int = 4  # network levels N; vkdt's kpn-t trains 4
     down: DownFilter = "box2"  # pyramid reduction; box2 is the original 2x2 mip
@@ -60,6 +77,8 @@ class ModelConfig:
     block_transpose: bool = False  # vkdt HEAD's kernel store bug since 2026-01 (SPEC 10)
     vkdt_kernel_grad_untransposed: bool = False  # ... and its backward, which ignores it
     precision: Precision = "fp32"  # bf16: hidden products in bfloat16; vkdt-f16: vkdt f16
+    vkdt_matmul: VkdtMatmul = "coopmat"  # vkdt-f16 only: GPUs with cooperative matrices
+    vkdt_head_layout: bool = False  # W > 32: first layer units 32.. unused, for vkdt HEAD
 
     @property
     def in_features(self) -> int:
@@ -87,6 +106,17 @@ class ModelConfig:
         if self.vkdt_kernel_grad_untransposed and not self.block_transpose:
             raise KpnError(
                 f"{where}: model.vkdt_kernel_grad_untransposed needs model.block_transpose"
+            )
+        if self.vkdt_matmul != "coopmat" and self.precision != "vkdt-f16":
+            raise KpnError(
+                f"{where}: model.vkdt_matmul = '{self.vkdt_matmul}' is a path of vkdt's float16 "
+                f"arithmetic: it needs model.precision = 'vkdt-f16', not '{self.precision}'"
+            )
+        if self.vkdt_head_layout and self.width <= VKDT_INFERENCE_IN_WIDTH:
+            raise KpnError(
+                f"{where}: model.vkdt_head_layout is for model.width > "
+                f"{VKDT_INFERENCE_IN_WIDTH}: vkdt's kpn module reads W = {self.width} files "
+                "as kpn-t writes them"
             )
         wanted_input = "detail" if self.blend == "add" else "mip"
         if self.mlp_input != wanted_input:

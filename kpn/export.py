@@ -4,7 +4,9 @@ Export: a run directory or checkpoint -> a ``.lut`` with kpn-t's text trailer. k
 the first matrix out ``in_width = W`` wide (the inputs past the feature count are always
 zero there), which is also what vkdt's ``kpn`` inference module reads for W = 32; it
 reads every file with in_width 32, so for W = 64 it cannot run the same network (SPEC
-10): :func:`inference_layout_warning` says so.
+10): :func:`inference_layout_warning` says so. The ``"head"`` layout (``--vkdt-layout
+head``, :mod:`kpn.lut`) writes the file as that module reads it, for the networks it can
+hold (W 64 ones trained with ``model.vkdt_head_layout``).
 
 Every file kpn writes also carries kpn's section (:mod:`kpn.lut`): the whole ``[model]``
 and ``[infer]`` of the model, after kpn-t's text. vkdt ignores it; kpn reads the model
@@ -39,7 +41,15 @@ from kpn.config import (
     load_config,
 )
 from kpn.errors import KpnError
-from kpn.lut import VKDT_LOSSES, LutFile, format_trailer, lut_bytes, read_lut, write_lut
+from kpn.lut import (
+    LAYOUTS,
+    VKDT_LOSSES,
+    LutFile,
+    format_trailer,
+    lut_bytes,
+    read_lut,
+    write_lut,
+)
 from kpn.mlp import MLP, load_weights
 from kpn.model import KPN
 from kpn.optim import make_optimizer
@@ -49,11 +59,6 @@ RUN_CHECKPOINT = "checkpoint.pt"  # what a run directory holds (kpn.train.CHECKP
 PRESETS = Path(__file__).resolve().parent.parent / "configs"
 # The config that supplies what a trailer does not say, by the file's width.
 PRESET_FOR_WIDTH = {64: "vkdt-head.toml", 32: "vkdt-head-w32.toml"}
-
-
-def lut_in_width(model: ModelConfig) -> int:
-    """The first matrix's width in the file: kpn-t's layout, W."""
-    return model.width
 
 
 def lut_trailer(config: Config) -> str:
@@ -69,34 +74,45 @@ def lut_trailer(config: Config) -> str:
     )
 
 
-def _lut_contents(mlp: MLP, config: Config) -> dict[str, Any]:
-    """What a ``.lut`` of this MLP holds: the matrices, kpn-t's layout and trailer, and
-    kpn's section with ``config``'s ``[model]`` and ``[infer]``."""
+def _lut_contents(mlp: MLP, config: Config, layout: str) -> dict[str, Any]:
+    """What a ``.lut`` of this MLP holds: the matrices in ``layout`` (:data:`LAYOUTS`),
+    kpn-t's trailer, and kpn's section with ``config``'s ``[model]`` and ``[infer]``."""
     return {
         "matrices": [weight.detach().cpu() for weight in mlp.weights],
-        "in_width": lut_in_width(config.model),
+        "layout": layout,
         "trailer": lut_trailer(config),
         "model": config.model,
         "infer": config.infer,
     }
 
 
-def lut_payload(mlp: MLP, config: Config, dtype: str = "f16") -> bytes:
-    """The bytes of the ``.lut`` for the MLP's weights: kpn-t's trailer, then kpn's section
-    with ``config``'s ``[model]`` and ``[infer]``."""
-    return lut_bytes(dtype=dtype, **_lut_contents(mlp, config))
+def lut_payload(
+    mlp: MLP, config: Config, dtype: str = "f16", layout: str = "kpn-t", where: str = "lut"
+) -> bytes:
+    """The bytes of the ``.lut`` for the MLP's weights in ``layout``: kpn-t's trailer, then
+    kpn's section with ``config``'s ``[model]`` and ``[infer]`` (and the layout if head).
+    ``where`` names the destination in error messages."""
+    return lut_bytes(dtype=dtype, where=where, **_lut_contents(mlp, config, layout))
 
 
-def export_lut(mlp: MLP, config: Config, path: str | os.PathLike[str], dtype: str = "f16") -> None:
+def export_lut(
+    mlp: MLP,
+    config: Config,
+    path: str | os.PathLike[str],
+    dtype: str = "f16",
+    layout: str = "kpn-t",
+) -> None:
     """Write :func:`lut_payload`'s bytes to ``path``, atomically."""
-    write_lut(path, dtype=dtype, **_lut_contents(mlp, config))
+    write_lut(path, dtype=dtype, **_lut_contents(mlp, config, layout))
 
 
-def inference_layout_warning(model: ModelConfig) -> str | None:
-    """Why vkdt's ``kpn`` module cannot run this model's file (one line), or None.
+def inference_layout_warning(model: ModelConfig, layout: str = "kpn-t") -> str | None:
+    """Why vkdt's ``kpn`` module cannot run this model's file in ``layout`` (one line), or
+    None.
 
     Two reasons: features vkdt's ``input.glsl`` does not compute, and a width whose file
-    layout its inference module misreads. kpn reads such a file back all the same.
+    layout its inference module misreads (any W > 32 in kpn-t's layout; the ``"head"``
+    layout is written only for networks it holds). kpn reads such a file back all the same.
     """
     reasons = []
     if model.features not in VKDT_FEATURES:
@@ -105,26 +121,33 @@ def inference_layout_warning(model: ModelConfig) -> str | None:
             f"computes only {' and '.join(VKDT_FEATURES)}, so vkdt cannot run this network "
             "(kpn reads the file back)"
         )
-    if model.width != INFERENCE_IN_WIDTH:
+    if model.width != INFERENCE_IN_WIDTH and layout != "head":
         reasons.append(
             f"W = {model.width} weights are written in kpn-t's layout (first matrix "
             f"{model.width} wide); vkdt's kpn inference module reads them with in_width "
             f"{INFERENCE_IN_WIDTH} (src/pipe/modules/kpn/main.c), so every later layer starts "
             f"elsewhere and it does not run this network: train W = {INFERENCE_IN_WIDTH} for "
-            "vkdt inference (docs/vkdt.md)"
+            "vkdt inference, or train with model.vkdt_head_layout = true and export with "
+            "--vkdt-layout head (docs/vkdt.md)"
         )
     return "; also ".join(reasons) or None
 
 
-def load_lut(mlp: MLP, model: ModelConfig, source: str | os.PathLike[str] | LutFile) -> None:
-    """Copy a ``.lut`` file's weights into ``mlp``; the file must fit ``model``'s shape."""
+def load_lut(
+    mlp: MLP,
+    model: ModelConfig,
+    source: str | os.PathLike[str] | LutFile,
+    layout: str | None = None,
+) -> None:
+    """Copy a ``.lut`` file's weights into ``mlp``, read in ``layout`` (default: the
+    file's own, kpn-t's unless kpn's section says head); the file must fit ``model``."""
     lut = source if isinstance(source, LutFile) else read_lut(source)
     if (lut.width, lut.n_hidden) != (model.width, model.n_hidden):
         raise KpnError(
             f"{lut.path}: weights for width {lut.width} with {lut.n_hidden} hidden layers do "
             f"not fit the config's width {model.width} with {model.n_hidden}"
         )
-    matrices = lut.matrices(lut_in_width(model), model.in_features)
+    matrices = lut.network(model.in_features, layout)
     reference = mlp.weights[0]
     load_weights(
         mlp,
@@ -309,15 +332,35 @@ def _recorded_fields(lut: LutFile) -> list[tuple[str, str | int]]:
     return [(key, value) for key, value in fields if value is not None]
 
 
-def checkpoint_from_lut(lut: LutFile, config: Config) -> TrainingState:
-    """A fresh training state (step 0, a new optimiser) starting from the file's weights.
+def lut_layout(lut: LutFile, wanted: str | None, option: str = "--vkdt-layout") -> str:
+    """The layout to read ``lut`` in: ``wanted`` (the user's ``option``), else the file's.
+
+    A file kpn wrote says its layout (kpn's section); a ``wanted`` that contradicts it is
+    refused with one line. A file without kpn's section (vkdt's kpn-t writes kpn-t's
+    layout) is read in ``wanted`` when given.
+    """
+    if wanted is None:
+        return lut.layout
+    if wanted not in LAYOUTS:
+        raise KpnError(f"{option} {wanted}: expected one of {list(LAYOUTS)}")
+    if lut.model is not None and wanted != lut.layout:
+        raise KpnError(
+            f"{option} {wanted}: {lut.path} says it is in the {lut.layout} layout (its kpn "
+            f"section): leave {option} out"
+        )
+    return wanted
+
+
+def checkpoint_from_lut(lut: LutFile, config: Config, layout: str | None = None) -> TrainingState:
+    """A fresh training state (step 0, a new optimiser) starting from the file's weights,
+    read in ``layout`` (default the file's, see :func:`lut_layout`).
 
     ``config`` must fit the file (see :func:`config_for_lut`). The state resumes with
     ``train.py --resume`` and exports back to the same bytes.
     """
     with torch.random.fork_rng(devices=[]):  # the discarded random init leaves no trace
         model = KPN(config.model)
-    load_lut(model.mlp, config.model, lut)
+    load_lut(model.mlp, config.model, lut, layout)
     optimizer = make_optimizer(model.parameters(), config.train)
     return TrainingState(
         config=config,

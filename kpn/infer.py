@@ -3,7 +3,8 @@
     kpn-infer INPUT... [--weights W] [--config X | --preset NAME] [-o OUT | --out-dir DIR]
         [--format pfm|png|tiff|same] [--noise-a A --noise-b B | --nprof FILE
         | --nprof-dir DIR | --noise auto] [--tile N] [--device cpu|cuda]
-        [--precision auto|model|fp32|bf16|vkdt-f16] [--reference REF]
+        [--precision auto|model|fp32|bf16|vkdt-f16] [--vkdt-matmul coopmat|fallback]
+        [--reference REF]
 
 Weights ``W``: without ``--weights``, the shipped model in ``weights/`` (the design model,
 or with ``--config`` the shipped model of that config's [model]); a training run's
@@ -86,6 +87,7 @@ from kpn.lut import read_lut
 from kpn.model import KPN, kpn_forward
 from kpn.noise_estimate import estimate_noise
 from kpn.nprof import NoiseProfile, find_profile, read_nprof
+from kpn.precision import VKDT_MATMULS
 from kpn.tiling import level_tile, plan_tiles, tiled_forward
 
 SUFFIX = ".denoised"  # default output: NAME.denoised.EXT beside the input
@@ -221,15 +223,32 @@ class Denoiser:
         precision: str | None = None,
         tile: int | None = None,
         device: str = "cpu",
+        vkdt_matmul: str | None = None,
     ) -> Denoiser:
-        """A denoiser of ``model`` with ``infer``'s settings; arguments override them."""
+        """A denoiser of ``model`` with ``infer``'s settings; arguments override them.
+
+        ``vkdt_matmul`` (``--vkdt-matmul``): vkdt's matrix path under the ``vkdt-f16``
+        precision, by default the model's (``coopmat`` when the model is not vkdt-f16).
+        """
         chosen = infer.precision if precision is None else precision
         tile = infer.tile if tile is None else tile
         if tile != 0 and tile < MIN_TILE:
             raise KpnError(f"--tile {tile}: must be 0 (untiled) or >= {MIN_TILE}")
         torch_device = _device(device)
         model_precision = inference_precision(chosen, model.config.precision, torch_device)
-        config = dataclasses.replace(model.config, precision=model_precision)
+        if vkdt_matmul is not None and vkdt_matmul not in VKDT_MATMULS:
+            raise KpnError(f"vkdt matmul {vkdt_matmul!r}: expected one of {list(VKDT_MATMULS)}")
+        if vkdt_matmul is not None and model_precision != "vkdt-f16":
+            raise KpnError(
+                f"--vkdt-matmul {vkdt_matmul}: vkdt's matrix paths are float16 arithmetic, "
+                f"this run computes in {model_precision} (add --precision vkdt-f16)"
+            )
+        if vkdt_matmul is None:
+            own = model.config.vkdt_matmul
+            vkdt_matmul = own if model_precision == "vkdt-f16" else "coopmat"
+        config = dataclasses.replace(
+            model.config, precision=model_precision, vkdt_matmul=vkdt_matmul
+        )
         levels = infer.levels or model.config.levels
         weights = tuple(w.detach().to(torch_device) for w in model.mlp.weights)
         return cls(weights, config, levels, tile, torch_device)
@@ -619,6 +638,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: the config's infer.precision; auto: the model's own, a float32 model "
         "in bfloat16 where the device has it natively",
     )
+    parser.add_argument(
+        "--vkdt-matmul",
+        choices=VKDT_MATMULS,
+        help="with vkdt-f16: vkdt's matrix path, coopmat (GPUs with cooperative matrices) or "
+        "fallback (all others; docs/vkdt.md); default: the model's",
+    )
     parser.add_argument("--reference", help="clean image (one input) or folder of them: print PSNR")
     return parser
 
@@ -772,16 +797,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         infer = loaded.config.infer
         noise = _noise_options(args, infer)
         denoiser = Denoiser.build(
-            loaded.model, infer, precision=args.precision, tile=args.tile, device=args.device
+            loaded.model,
+            infer,
+            precision=args.precision,
+            tile=args.tile,
+            device=args.device,
+            vkdt_matmul=args.vkdt_matmul,
         )
         sources, failures = expand_inputs(args.inputs)
         _check_output_arguments(args, len(sources))
     except KpnError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    arithmetic = denoiser.config.precision
+    if arithmetic == "vkdt-f16":
+        arithmetic += f" ({denoiser.config.vkdt_matmul})"
     print(
         f"{'shipped ' if args.weights is None else ''}weights {loaded.description}; "
-        f"{denoiser.levels} levels, {denoiser.config.precision}, tile {denoiser.tile or 'none'}"
+        f"{denoiser.levels} levels, {arithmetic}, tile {denoiser.tile or 'none'}"
     )
     jobs, refused = plan_jobs(sources, args.format, args.output, args.out_dir)
     failures += refused

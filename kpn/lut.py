@@ -11,14 +11,24 @@ configuration it was trained with. The matrices lie in the block back to back::
 
 ``in_width`` is not stored in the file: it is a convention of the program that reads it
 (kpn-t uses W, vkdt's ``kpn`` inference module always 32), so every function that needs
-the layout takes it as an argument.
+the layout takes it as an argument. Two layouts have names (:data:`LAYOUTS`):
+
+- ``"kpn-t"``: what vkdt's kpn-t writes and reads, in_width = W. kpn writes this.
+- ``"head"``: what vkdt HEAD's ``kpn`` inference module reads (``kpn/main.c`` passes
+  in_width 32; ``inf-impl.glsl`` starts hidden layer k at ``WIDTH*in_width + k*W*W``):
+  the first matrix W x W at 0 (``threadblock_layer`` always multiplies W x W, row k of
+  W0 at float k*W), every later matrix from float 32*W on. For W = 32 it is the kpn-t
+  layout; for W > 32 the first hidden matrix begins inside W0, on its row 32, so only
+  a network whose first layer's units 32.. feed nothing can be written this way
+  (:func:`head_layout_conflict`; ``model.vkdt_head_layout`` trains one).
 
 kpn appends one more part after kpn-t's text: its own section, a line ``kpn config:`` and
 then the model's fully resolved ``[model]`` and ``[infer]`` tables as TOML. kpn-t's few
 items leave most of the model open (pyramid, blend, input features, vkdt's defects,
 precision); the section says all of it, so a file kpn wrote runs as the model that wrote
 it. vkdt reads only the header and the block, and kpn-t's text comes first, byte for byte
-as kpn-t writes it, so neither notices the section.
+as kpn-t writes it, so neither notices the section. A file in the ``"head"`` layout says
+so there, in one more table: ``[lut]`` with ``layout = "head"``.
 """
 
 from __future__ import annotations
@@ -34,7 +44,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kpn.config import Config, InferConfig, ModelConfig, config_from_dict, config_to_toml
+from kpn.config import (
+    VKDT_INFERENCE_IN_WIDTH,
+    Config,
+    InferConfig,
+    ModelConfig,
+    config_from_dict,
+    config_to_toml,
+)
 from kpn.errors import KpnError
 from kpn.fileio import atomic_write_bytes
 
@@ -81,6 +98,9 @@ _MIN_TRAILER_LINES = 6
 # kpn's section after kpn-t's text: this line, then TOML with these tables (module docstring).
 KPN_SECTION_HEAD = "kpn config:"
 KPN_SECTION_TABLES = ("model", "infer")
+LAYOUT_TABLE = "lut"  # [lut] layout = "head", only in files of that layout
+# Named layouts (module docstring): kpn-t's (in_width W) and vkdt HEAD's kpn module's (32).
+LAYOUTS = ("kpn-t", "head")
 
 
 @dataclass(frozen=True)
@@ -209,12 +229,14 @@ def parse_trailer(text: str, path: str | os.PathLike[str]) -> LutTrailer:
 
 
 # --- kpn's section ---------------------------------------------------------------------
-def format_kpn_section(model: ModelConfig, infer: InferConfig) -> str:
-    """kpn's section: ``KPN_SECTION_HEAD``, then ``[model]`` and ``[infer]`` as TOML.
+def format_kpn_section(model: ModelConfig, infer: InferConfig, layout: str = "kpn-t") -> str:
+    """kpn's section: ``KPN_SECTION_HEAD``, then ``[model]`` and ``[infer]`` as TOML, and
+    for the ``"head"`` layout a ``[lut]`` table saying so.
 
     Every key is written, defaults included, so a later kpn whose defaults differ still
     reads the same model. Returns the text with its final newline.
     """
+    _check_layout_name(layout, "kpn section")
     lines, keep = [KPN_SECTION_HEAD], False
     # config_to_toml is the one TOML writer of configs; take its two tables from it.
     for line in config_to_toml(Config(model=model, infer=infer)).splitlines():
@@ -222,27 +244,43 @@ def format_kpn_section(model: ModelConfig, infer: InferConfig) -> str:
             keep = line.strip("[]") in KPN_SECTION_TABLES
         if keep and line:
             lines.append(line)
+    if layout != "kpn-t":
+        lines += [f"[{LAYOUT_TABLE}]", f'layout = "{layout}"']
     return "\n".join(lines) + "\n"
 
 
-def parse_kpn_section(text: str, path: str | os.PathLike[str]) -> tuple[ModelConfig, InferConfig]:
-    """The model and infer configs of kpn's section (the TOML after ``KPN_SECTION_HEAD``).
+def parse_kpn_section(
+    text: str, path: str | os.PathLike[str]
+) -> tuple[ModelConfig, InferConfig, str]:
+    """The model and infer configs of kpn's section (the TOML after ``KPN_SECTION_HEAD``)
+    and the file's layout (``"kpn-t"`` unless a ``[lut]`` table says ``"head"``).
 
     Raises KpnError naming ``path`` for text that is not TOML, tables other than
-    ``[model]`` and ``[infer]``, no ``[model]``, or a model this kpn cannot build.
+    ``[model]``, ``[infer]`` and ``[lut]``, no ``[model]``, a model this kpn cannot build,
+    or a ``[lut]`` table that is not one layout of :data:`LAYOUTS`.
     """
     where = f"{path} ({KPN_SECTION_HEAD!r} section)"
     try:
         table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise KpnError(f"{where}: invalid TOML: {err}") from None
-    unknown = sorted(set(table) - set(KPN_SECTION_TABLES))
+    unknown = sorted(set(table) - {*KPN_SECTION_TABLES, LAYOUT_TABLE})
     if unknown:
-        raise KpnError(f"{where}: unknown table {unknown[0]!r} (expected [model] and [infer])")
+        raise KpnError(
+            f"{where}: unknown table {unknown[0]!r} (expected [model], [infer] and [lut])"
+        )
     if "model" not in table:
         raise KpnError(f"{where}: no [model] table")
+    layout_table = table.pop(LAYOUT_TABLE, {"layout": "kpn-t"})
+    layout = layout_table.get("layout") if isinstance(layout_table, dict) else None
+    if (
+        not isinstance(layout_table, dict)
+        or set(layout_table) != {"layout"}
+        or (layout not in LAYOUTS)
+    ):
+        raise KpnError(f"{where}: [{LAYOUT_TABLE}] must be layout = one of {list(LAYOUTS)}")
     config = config_from_dict(table, where)
-    return config.model, config.infer
+    return config.model, config.infer, layout
 
 
 def trailer_contradiction(trailer: LutTrailer, model: ModelConfig) -> str | None:
@@ -277,27 +315,93 @@ def _split_text(text: str) -> tuple[str, str | None]:
 
 
 # --- layout ----------------------------------------------------------------------------
-def _layout(width: int, n_hidden: int, in_width: int) -> list[tuple[int, int, int]]:
-    """(offset, rows, cols) in floats of W0, every hidden matrix and W_out (SPEC 9)."""
+def _layout(
+    width: int, n_hidden: int, in_width: int, first_cols: int | None = None
+) -> list[tuple[int, int, int]]:
+    """(offset, rows, cols) in floats of W0, every hidden matrix and W_out (SPEC 9).
+
+    W0 has ``first_cols`` columns (default ``in_width``); the later matrices start at
+    ``W*in_width``. vkdt's shaders read W0 W wide whatever in_width is (``first_cols = W``).
+    """
     first = width * in_width
     hidden = [(first + k * width * width, width, width) for k in range(n_hidden - 1)]
     w_out = (first + (n_hidden - 1) * width * width, _N_OUT, width)
-    return [(0, width, in_width), *hidden, w_out]
+    return [(0, width, in_width if first_cols is None else first_cols), *hidden, w_out]
 
 
-def _check_layout(width: int, n_hidden: int, in_width: int, where: str) -> None:
+def _layout_in_width(width: int, layout: str) -> int:
+    """The in_width a named layout starts the later matrices with: W (kpn-t) or 32 (head)."""
+    return width if layout == "kpn-t" else VKDT_INFERENCE_IN_WIDTH
+
+
+def named_layout(width: int, n_hidden: int, layout: str) -> list[tuple[int, int, int]]:
+    """(offset, rows, cols) of every matrix in a named layout (:data:`LAYOUTS`): W0 W x W
+    at 0, the later matrices from ``W * in_width`` (in_width W for kpn-t, 32 for head).
+
+    Hand-checked for W 64, 6 hidden layers: kpn-t 0, 4096, 8192, ..., W_out at 24576;
+    head 0, 2048, 6144, ..., W_out at 22528 (hidden 0 begins at W0's row 32).
+    """
+    _check_layout_name(layout, "layout")
+    return _layout(width, n_hidden, _layout_in_width(width, layout), first_cols=width)
+
+
+def _check_layout_name(layout: str, where: str) -> None:
+    if layout not in LAYOUTS:
+        raise KpnError(f"{where}: unknown layout {layout!r} (expected one of {list(LAYOUTS)})")
+
+
+def _check_layout(
+    width: int, n_hidden: int, in_width: int, where: str, first_cols: int | None = None
+) -> None:
     """KpnError unless ``in_width`` is a usable layout for a W x (n_hidden+1)W block."""
     if isinstance(in_width, bool) or not isinstance(in_width, int):
         raise KpnError(f"{where}: in_width must be an integer, got {in_width!r}")
     if in_width < _TILE or in_width % _TILE:
         raise KpnError(f"{where}: in_width {in_width} is not a positive multiple of {_TILE}")
-    offset, rows, cols = _layout(width, n_hidden, in_width)[-1]
-    end, block = offset + rows * cols, (n_hidden + 1) * width * width
-    if end > block:
+    block = (n_hidden + 1) * width * width
+    ends = [o + r * c for o, r, c in _layout(width, n_hidden, in_width, first_cols)]
+    if max(ends) > block:
         raise KpnError(
             f"{where}: in_width {in_width} does not fit W={width}, n_hidden={n_hidden}: "
-            f"the matrices need {end} floats, the block holds {block}"
+            f"the matrices need {max(ends)} floats, the block holds {block}"
         )
+
+
+def head_layout_conflict(matrices: Sequence[np.ndarray]) -> str | None:
+    """Why ``matrices`` (``[W0, next, ..., W_out]`` as stored, W0 W x W) are not the
+    network that vkdt HEAD's kpn module reads from a ``"head"`` layout file: one line, or
+    None when they are.
+
+    There the matrix after W0 starts at float 32*W, which is W0's row 32, so W0's rows
+    32.. are read as the floats of the later matrices. The network is the same when a row
+    is read back unchanged, or when the first layer's unit of that row feeds nothing
+    (its column of the next matrix is 0).
+    """
+    first = matrices[0]
+    width = first.shape[0]
+    if width <= VKDT_INFERENCE_IN_WIDTH:
+        return None
+    region = first.reshape(-1).copy()  # what the head layout reads as W0
+    offsets = named_layout(width, len(matrices) - 1, "head")
+    for matrix, (offset, _, _) in zip(matrices[1:], offsets[1:], strict=True):
+        flat = matrix.reshape(-1)
+        end = min(offset + flat.size, region.size)
+        if offset < end:
+            region[offset:end] = flat[: end - offset]
+    read = region.reshape(width, width)
+    following = matrices[1]
+    for row in range(VKDT_INFERENCE_IN_WIDTH, width):
+        if np.array_equal(first[row], read[row]) or not following[:, row].any():
+            continue
+        return (
+            f"vkdt HEAD's kpn module reads the W = {width} file's later matrices from float "
+            f"{offsets[1][0]}, W0's row {VKDT_INFERENCE_IN_WIDTH} (in_width 32, kpn/main.c): "
+            f"unit {row} of the first layer feeds the next layer (column {row} of "
+            f"{_matrix_name(1, len(matrices))} is not 0), so no file in that layout holds "
+            "this network; train it with model.vkdt_head_layout = true (docs/vkdt.md, "
+            "defect 6)"
+        )
+    return None
 
 
 def _matrix_name(index: int, count: int) -> str:
@@ -326,6 +430,22 @@ class LutFile:
     path: str = "<lut>"
     model: ModelConfig | None = None
     infer: InferConfig | None = None
+    layout: str = "kpn-t"  # what kpn's section says ("head"), else kpn-t's
+
+    def network(self, in_features: int, layout: str | None = None) -> list[np.ndarray]:
+        """The MLP's matrices as the program of a named layout reads them (:data:`LAYOUTS`;
+        default: the file's own, :attr:`layout`): W0 W x W at 0 (its first
+        ``in_features`` columns returned), the later matrices from ``W * in_width``.
+
+        Returns float32 copies ``[W0 [W, in_features], hidden [W, W] * (n_hidden-1),
+        W_out [16, W]]``. In the ``"head"`` layout with W > 32, W0's rows 32.. are the
+        floats the next matrix starts with, as vkdt HEAD's kpn module reads them.
+        """
+        chosen = self.layout if layout is None else layout
+        _check_layout_name(chosen, self.path)
+        in_width = _layout_in_width(self.width, chosen)
+        _check_layout(self.width, self.n_hidden, in_width, self.path, first_cols=self.width)
+        return self._read(named_layout(self.width, self.n_hidden, chosen), in_features)
 
     def matrices(self, in_width: int, in_features: int) -> list[np.ndarray]:
         """The MLP's matrices, read with layout ``in_width``.
@@ -335,14 +455,18 @@ class LutFile:
         trains them on inputs that are always zero for a narrower feature set.
         """
         _check_layout(self.width, self.n_hidden, in_width, self.path)
+        return self._read(_layout(self.width, self.n_hidden, in_width), in_features)
+
+    def _read(self, layout: list[tuple[int, int, int]], in_features: int) -> list[np.ndarray]:
         if isinstance(in_features, bool) or not isinstance(in_features, int):
             raise KpnError(f"{self.path}: in_features must be an integer, got {in_features!r}")
-        if not 1 <= in_features <= in_width:
-            raise KpnError(f"{self.path}: in_features {in_features} not in 1..in_width {in_width}")
+        columns = layout[0][2]
+        if not 1 <= in_features <= columns:
+            raise KpnError(f"{self.path}: in_features {in_features} not in 1..in_width {columns}")
         flat = self.data.reshape(-1)
         out = [
             flat[offset : offset + rows * cols].reshape(rows, cols).copy()
-            for offset, rows, cols in _layout(self.width, self.n_hidden, in_width)
+            for offset, rows, cols in layout
         ]
         out[0] = np.ascontiguousarray(out[0][:, :in_features])
         return out
@@ -409,10 +533,13 @@ def read_lut(path: str | os.PathLike[str]) -> LutFile:
             f"header says {n_hidden} of width {wd}"
         )
     model = infer = None
+    layout = "kpn-t"
     if kpn_text is not None:
-        model, infer = parse_kpn_section(kpn_text, path)
+        model, infer, layout = parse_kpn_section(kpn_text, path)
         _check_section(model, wd, n_hidden, trailer, str(path))
-    return LutFile(wd, n_hidden, dtype, data, trailer, str(path), model, infer)
+        if layout != "kpn-t":
+            _check_layout(wd, n_hidden, _layout_in_width(wd, layout), str(path), first_cols=wd)
+    return LutFile(wd, n_hidden, dtype, data, trailer, str(path), model, infer, layout)
 
 
 def _check_section(
@@ -433,33 +560,45 @@ def _check_section(
 def lut_bytes(
     matrices: Sequence[np.ndarray | torch.Tensor],
     *,
-    in_width: int,
+    in_width: int | None = None,
+    layout: str | None = None,
     dtype: str = "f16",
     trailer: str | None,
     model: ModelConfig | None = None,
     infer: InferConfig | None = None,
+    where: str = "lut",
 ) -> bytes:
-    """The bytes of a ``.lut`` holding ``matrices`` in layout ``in_width``.
+    """The bytes of a ``.lut`` holding ``matrices`` in layout ``in_width`` (SPEC 9) or in
+    a named ``layout`` (:data:`LAYOUTS`, W0 W wide): give one of the two.
 
     ``matrices`` is ``[W0 [W, c], hidden [W, W] * (n_hidden-1), W_out [16, W]]`` with
-    ``c <= in_width`` (W0 is zero-padded to ``in_width`` columns), as torch
-    ``Linear.weight`` tensors or arrays. ``dtype`` is "f16" (vkdt's) or "f32".
+    ``c <= in_width`` (W0 is zero-padded to ``in_width`` columns, W for a named layout),
+    as torch ``Linear.weight`` tensors or arrays. ``dtype`` is "f16" (vkdt's) or "f32".
     ``trailer`` is kpn-t's text (see ``format_trailer``), written with a final newline.
-    ``model`` (with ``infer``, default ``InferConfig()``) adds kpn's section after it.
-    Raises KpnError for shapes that do not form such an MLP, a layout that does not fit
-    the block, non-finite values, values the dtype cannot hold, or a model or trailer
-    that does not describe the matrices.
+    ``model`` (with ``infer``, default ``InferConfig()``) adds kpn's section after it,
+    which records a ``"head"`` layout. Raises KpnError for shapes that do not form such an
+    MLP, a layout that does not fit the block, a network the ``"head"`` layout cannot
+    hold (:func:`head_layout_conflict`), non-finite values, values the dtype cannot hold,
+    or a model or trailer that does not describe the matrices; its messages start with
+    ``where`` (the destination).
     """
     section = None if model is None else (model, infer or InferConfig())
     return _encode(
-        matrices, in_width=in_width, dtype=dtype, trailer=trailer, section=section, where="lut"
+        matrices,
+        in_width=in_width,
+        layout=layout,
+        dtype=dtype,
+        trailer=trailer,
+        section=section,
+        where=where,
     )
 
 
 def _encode(
     matrices: Sequence[np.ndarray | torch.Tensor],
     *,
-    in_width: int,
+    in_width: int | None,
+    layout: str | None,
     dtype: str,
     trailer: str | None,
     section: tuple[ModelConfig, InferConfig] | None,
@@ -467,6 +606,10 @@ def _encode(
 ) -> bytes:
     if dtype not in _DTYPES:
         raise KpnError(f"{where}: dtype {dtype!r} (expected one of {list(_DTYPES)})")
+    if (in_width is None) == (layout is None):
+        raise KpnError(f"{where}: give in_width or a named layout, one of them")
+    if layout is not None:
+        _check_layout_name(layout, where)
     datatype, np_dtype = _DTYPES[dtype]
     arrays = [_as_array(m, i, len(matrices), where) for i, m in enumerate(matrices)]
     if len(arrays) < 2:
@@ -474,18 +617,24 @@ def _encode(
     width, n_hidden = arrays[0].shape[0], len(arrays) - 1
     if width < _TILE or width % _TILE:
         raise KpnError(f"{where}: width W={width} (rows of W0) is not a positive multiple of 16")
-    _check_layout(width, n_hidden, in_width, where)
-    layout = _layout(width, n_hidden, in_width)
-    for i, (array, (_, rows, cols)) in enumerate(zip(arrays, layout, strict=True)):
+    first_cols = None
+    if layout is not None:
+        in_width, first_cols = _layout_in_width(width, layout), width
+    assert in_width is not None
+    _check_layout(width, n_hidden, in_width, where, first_cols)
+    offsets = _layout(width, n_hidden, in_width, first_cols)
+    for i, (array, (_, rows, cols)) in enumerate(zip(arrays, offsets, strict=True)):
         fits = array.shape[1] <= cols if i == 0 else array.shape[1] == cols
         if array.shape[0] != rows or not fits or array.shape[1] == 0:
             wanted = f"[{rows}, <= {cols}]" if i == 0 else f"[{rows}, {cols}]"
+            name = f"in_width={in_width}" if layout is None else f"the {layout} layout"
             raise KpnError(
                 f"{where}: {_matrix_name(i, len(arrays))} has shape {list(array.shape)}, "
-                f"expected {wanted} for W={width}, in_width={in_width}"
+                f"expected {wanted} for W={width}, {name}"
             )
     block = np.zeros((n_hidden + 1) * width * width, dtype=np_dtype)
-    for i, (array, (offset, rows, cols)) in enumerate(zip(arrays, layout, strict=True)):
+    stored = []
+    for i, (array, (offset, rows, cols)) in enumerate(zip(arrays, offsets, strict=True)):
         with np.errstate(over="ignore"):  # overflow to inf is reported just below
             converted = array.astype(np_dtype)
         if not np.isfinite(converted).all():
@@ -494,9 +643,16 @@ def _encode(
                 f"{where}: {_matrix_name(i, len(arrays))} has values beyond the {dtype} range "
                 f"(max |w| = {big:.6g})"
             )
-        # W0 may be narrower than in_width: the missing columns stay zero.
-        target = block[offset : offset + rows * cols].reshape(rows, cols)
-        target[:, : array.shape[1]] = converted
+        # W0 may be narrower than in_width: the missing columns stay zero. A later matrix
+        # of the head layout overwrites W0's rows past 32 (checked below).
+        padded = np.zeros((rows, cols), dtype=np_dtype)
+        padded[:, : array.shape[1]] = converted
+        block[offset : offset + rows * cols] = padded.reshape(-1)
+        stored.append(padded)
+    if layout == "head":
+        conflict = head_layout_conflict(stored)
+        if conflict is not None:
+            raise KpnError(f"{where}: {conflict}")
     header = _HEADER.pack(LUT_MAGIC, LUT_VERSION, 1, datatype, width, (n_hidden + 1) * width)
     tail, parsed = b"", None
     if trailer is not None:
@@ -515,8 +671,13 @@ def _encode(
                 f"{where}: W0 has {arrays[0].shape[1]} columns, the kpn section's "
                 f"model.features = {model.features!r} has {model.in_features} inputs"
             )
+        if layout is None and in_width != width:
+            raise KpnError(
+                f"{where}: a file with kpn's section is in a named layout (kpn-t's or "
+                f"head), not in_width {in_width} for W = {width}"
+            )
         # After kpn-t's text, which stays byte for byte what kpn-t writes (module docstring).
-        tail += format_kpn_section(model, infer).encode("utf-8")
+        tail += format_kpn_section(model, infer, layout or "kpn-t").encode("utf-8")
     return header + block.tobytes() + tail
 
 
@@ -543,7 +704,8 @@ def write_lut(
     path: str | os.PathLike[str],
     matrices: Sequence[np.ndarray | torch.Tensor],
     *,
-    in_width: int,
+    in_width: int | None = None,
+    layout: str | None = None,
     dtype: str = "f16",
     trailer: str | None = None,
     model: ModelConfig | None = None,
@@ -557,6 +719,12 @@ def write_lut(
     """
     section = None if model is None else (model, infer or InferConfig())
     payload = _encode(
-        matrices, in_width=in_width, dtype=dtype, trailer=trailer, section=section, where=str(path)
+        matrices,
+        in_width=in_width,
+        layout=layout,
+        dtype=dtype,
+        trailer=trailer,
+        section=section,
+        where=str(path),
     )
     atomic_write_bytes(path, payload)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kpn.errors import KpnError
-from kpn.precision import matmul_f16, round_f16
+from kpn.precision import VKDT_MATMULS, matmul_f16, matmul_f16_fallback, round_f16
 
 OUTPUTS = 16  # 15 kernel weights in tap order, then alpha
 PRECISIONS = ("fp32", "bf16", "vkdt-f16")
@@ -31,8 +31,21 @@ def activate(x: Tensor, activation: str) -> Tensor:
     raise ValueError(f"unknown activation {activation!r}")
 
 
+def f16_product(matmul: str) -> Callable[[Tensor, Tensor], Tensor]:
+    """vkdt's float16 matrix product of one path (:data:`kpn.precision.VKDT_MATMULS`)."""
+    if matmul == "coopmat":
+        return matmul_f16
+    if matmul == "fallback":
+        return matmul_f16_fallback
+    raise ValueError(f"unknown vkdt matmul {matmul!r} (expected one of {list(VKDT_MATMULS)})")
+
+
 def mlp_forward(
-    inputs: Tensor, weights: Sequence[Tensor], activation: str, precision: str = "fp32"
+    inputs: Tensor,
+    weights: Sequence[Tensor],
+    activation: str,
+    precision: str = "fp32",
+    matmul: str = "coopmat",
 ) -> Tensor:
     """Run the MLP on a batch of pixels.
 
@@ -44,32 +57,44 @@ def mlp_forward(
         precision: ``"fp32"``; ``"bf16"``: the hidden layers' products in bfloat16 (float32
             accumulation), the output layer in float32; ``"vkdt-f16"``: vkdt's float16
             weights, activations and accumulation.
+        matmul: under ``"vkdt-f16"``, vkdt's matrix path: ``"coopmat"`` (a float16
+            accumulator rounded per 16-wide slice) or ``"fallback"`` (rounded after every
+            product), see :mod:`kpn.precision`.
 
     Returns:
         ``[N, 16]``: K[0..14] kernel weights, K[15] alpha.
     """
-    hidden = mlp_hidden(inputs, weights[:-1], activation, precision)
+    hidden = mlp_hidden(inputs, weights[:-1], activation, precision, matmul)
     if precision == "vkdt-f16":
-        return matmul_f16(hidden, round_f16(weights[-1]))
+        return f16_product(matmul)(hidden, round_f16(weights[-1]))
     return F.linear(hidden.to(weights[-1].dtype), weights[-1])
 
 
 def mlp_forward_planar(
-    inputs: Tensor, weights: Sequence[Tensor], activation: str, precision: str = "fp32"
+    inputs: Tensor,
+    weights: Sequence[Tensor],
+    activation: str,
+    precision: str = "fp32",
+    matmul: str = "coopmat",
 ) -> Tensor:
     """:func:`mlp_forward` with pixels as columns, vkdt's layout: ``[..., in, N] -> [..., 16, N]``.
 
     The first product reads the transposed view and the last one writes planar output,
     so planar images go through the network without a transposing copy of the output.
     """
-    hidden = mlp_hidden(inputs.transpose(-1, -2), weights[:-1], activation, precision)
+    hidden = mlp_hidden(inputs.transpose(-1, -2), weights[:-1], activation, precision, matmul)
     if precision == "vkdt-f16":
-        return matmul_f16(hidden, round_f16(weights[-1])).transpose(-1, -2).contiguous()
+        product = f16_product(matmul)(hidden, round_f16(weights[-1]))
+        return product.transpose(-1, -2).contiguous()
     return torch.matmul(weights[-1], hidden.to(weights[-1].dtype).transpose(-1, -2))
 
 
 def mlp_hidden(
-    inputs: Tensor, weights: Sequence[Tensor], activation: str, precision: str
+    inputs: Tensor,
+    weights: Sequence[Tensor],
+    activation: str,
+    precision: str,
+    matmul: str = "coopmat",
 ) -> Tensor:
     """The hidden layers: ``[..., N, in] -> [..., N, W]``, activated (bfloat16 under
     ``"bf16"``: the output layer reads them in float32, as kernel logits rounded to
@@ -82,9 +107,10 @@ def mlp_hidden(
             x = activate(F.linear(x, weight.to(torch.bfloat16)), activation)
         return x
     f16 = precision == "vkdt-f16"
+    product = f16_product(matmul) if f16 else None
     x = round_f16(inputs) if f16 else inputs
     for weight in weights:
-        x = activate(matmul_f16(x, round_f16(weight)) if f16 else F.linear(x, weight), activation)
+        x = activate(product(x, round_f16(weight)) if product else F.linear(x, weight), activation)
         if f16 and activation == "leaky_relu":  # vkdt stores float16(0.001 * x)
             x = round_f16(x)
     return x
@@ -96,12 +122,30 @@ def vkdt_init_bound(width: int) -> float:
 
 
 class MLP(nn.Module):
-    """Bias-free MLP: in -> W (n_hidden layers) -> 16, vkdt's Xavier initialisation."""
+    """Bias-free MLP: in -> W (n_hidden layers) -> 16, vkdt's Xavier initialisation.
+
+    ``matmul``: vkdt's matrix path under ``precision = "vkdt-f16"`` (:func:`mlp_forward`).
+    ``first_live``: when > 0, only the first hidden layer's units below it feed the next
+    layer: the next matrix's columns from ``first_live`` on are held at 0 (masked in
+    :attr:`weights`, so they also get no gradient). ``model.vkdt_head_layout`` sets it to
+    32 so that vkdt HEAD's kpn module, which reads the later matrices from float 32*W,
+    inside the first matrix's rows 32.., runs the network as trained
+    (:func:`kpn.lut.head_layout_conflict`).
+    """
 
     def __init__(
-        self, in_features: int, width: int, n_hidden: int, activation: str, precision: str = "fp32"
+        self,
+        in_features: int,
+        width: int,
+        n_hidden: int,
+        activation: str,
+        precision: str = "fp32",
+        matmul: str = "coopmat",
+        first_live: int = 0,
     ) -> None:
         super().__init__()
+        if not 0 <= first_live <= width:
+            raise ValueError(f"first_live {first_live} is outside 0..{width}")
         sizes = [in_features] + [width] * n_hidden + [OUTPUTS]
         self.layers = nn.ModuleList(
             nn.Linear(fan_in, fan_out, bias=False) for fan_in, fan_out in itertools.pairwise(sizes)
@@ -109,24 +153,55 @@ class MLP(nn.Module):
         self.width = width
         self.activation = activation
         self.precision = precision
+        self.matmul = matmul
+        self.first_live = first_live
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         bound = vkdt_init_bound(self.width)
         for layer in self.layers:
             nn.init.uniform_(layer.weight, -bound, bound)
+        if self.first_live and self.first_live < self.width:
+            with torch.no_grad():  # held at 0 by the mask; stored as 0 too
+                self.layers[1].weight[:, self.first_live :] = 0.0
+
+    @property
+    def parameter_matrices(self) -> list[Tensor]:
+        """The trainable matrices in vkdt's buffer order (the optimiser's and the gradient
+        clipping's): :attr:`weights` before the ``first_live`` mask, whose masked columns
+        hold 0 and get no gradient."""
+        return [layer.weight for layer in self.layers]
 
     @property
     def weights(self) -> list[Tensor]:
-        """The matrices in order, ``[W,in]``, ``[W,W]``..., ``[16,W]``."""
-        return [layer.weight for layer in self.layers]
+        """The matrices in order, ``[W,in]``, ``[W,W]``..., ``[16,W]``, as the network
+        computes with them (``first_live`` applied)."""
+        matrices = [layer.weight for layer in self.layers]
+        if self.first_live and self.first_live < self.width:
+            matrices[1] = live_columns(matrices[1], self.first_live)
+        return matrices
 
     def forward(self, inputs: Tensor) -> Tensor:
         """``[N, in] -> [N, 16]``"""
-        return mlp_forward(inputs, self.weights, self.activation, self.precision)
+        return mlp_forward(inputs, self.weights, self.activation, self.precision, self.matmul)
 
     def extra_repr(self) -> str:
-        return f"activation={self.activation}, precision={self.precision}"
+        text = f"activation={self.activation}, precision={self.precision}"
+        if self.precision == "vkdt-f16":
+            text += f", matmul={self.matmul}"
+        if self.first_live and self.first_live < self.width:
+            text += f", first_live={self.first_live}"
+        return text
+
+
+def live_columns(matrix: Tensor, live: int) -> Tensor:
+    """``matrix`` with its columns from ``live`` on set to 0 (no gradient reaches them).
+
+    ``[out, in] -> [out, in]``
+    """
+    mask = torch.zeros(matrix.shape[-1], dtype=matrix.dtype, device=matrix.device)
+    mask[:live] = 1
+    return matrix * mask
 
 
 def load_weights(mlp: MLP, matrices: Sequence[Tensor]) -> None:

@@ -19,7 +19,7 @@ from torch.profiler import record_function
 
 from kpn.apply import alpha_weight, apply_kernel_padded, apply_limit, kernel_weights
 from kpn.blend import blend_level
-from kpn.config import ModelConfig
+from kpn.config import VKDT_INFERENCE_IN_WIDTH, ModelConfig
 from kpn.errors import KpnError
 from kpn.features import (
     PATCH8X8_PADDING,
@@ -179,7 +179,9 @@ def filter_level(
                     extra = patch8x8_features_past_end(x, padding)
                 inputs = torch.cat((inputs, extra), dim=2)
         with record_function("mlp"):
-            outputs = mlp_forward_planar(inputs, weights, config.activation, config.precision)
+            outputs = mlp_forward_planar(
+                inputs, weights, config.activation, config.precision, config.vkdt_matmul
+            )
             if config.vkdt_kernel_grad_untransposed:
                 outputs = _TransposeWithUntransposedGradient.apply(outputs)[..., :pixels]
             elif config.block_transpose:
@@ -233,7 +235,7 @@ def level_forward(
     Returns:
         :class:`LevelOutput` of the level (or crop).
     """
-    store = round_f16 if config.precision == "vkdt-f16" else (lambda t: t)
+    store = stored_image(config)
     if config.mlp_input == "detail":
         assert mip_next is not None
         with record_function("pyramid"):
@@ -251,8 +253,19 @@ def level_forward(
     if coarse is None:
         return LevelOutput(mip, x, kernel, alpha, image, image)
     with record_function("blend"):
-        output = store(blend_level(up(coarse), image, alpha, config.blend))
+        blended = blend_level(up(coarse), image, alpha, config.blend)
+    output = blended if level == 0 else store(blended)  # O_0: float32, vkdt's output
     return LevelOutput(mip, x, kernel, alpha, image, output)
+
+
+def stored_image(config: ModelConfig) -> Callable[[Tensor], Tensor]:
+    """What storing an image between vkdt's shaders does to it: float16 rounding under
+    ``vkdt-f16`` (kpn-t's ``rgba:f16`` node outputs), else nothing. ``[...] -> [...]``"""
+    return round_f16 if config.precision == "vkdt-f16" else _unchanged
+
+
+def _unchanged(image: Tensor) -> Tensor:
+    return image
 
 
 def kpn_forward(
@@ -278,18 +291,23 @@ def kpn_forward(
 
     Returns:
         :class:`KPNOutput` with O_0 ``[B,3,H,W]`` and the per-level results.
+
+    Under ``precision = "vkdt-f16"`` every image is rounded as vkdt's inference graph
+    stores it (:func:`stored_image`): the input M_0 and the output O_0 stay float32 (the
+    module's connectors, rgba:f32 from i-pfm and to o-pfm); each mip is reduced from the
+    stored float16 mip before it; details, filtered images, alphas and the coarser
+    outputs are float16.
     """
     check_inputs(noisy, noise_ab)
     count = config.levels if levels is None else levels
     if not 1 <= count <= 16:
         raise KpnError(f"levels = {count} is outside 1..16")
-    f16 = config.precision == "vkdt-f16"
-    store = round_f16 if f16 else (lambda t: t)
+    store = stored_image(config)
     noise_ab = noise_ab.to(device=noisy.device, dtype=noisy.dtype)
 
     with_residual = config.blend == "add"
     with record_function("pyramid"):
-        mips = [store(m) for m in mip_pyramid(store(noisy), count + with_residual, config.down)]
+        mips = mip_pyramid(noisy, count + with_residual, config.down, store)
     residual = mips[count] if with_residual else None
     per_level: list[LevelOutput] = []
     coarse = residual
@@ -322,7 +340,13 @@ class KPN(nn.Module):
         config.validate("model")
         self.config = config
         self.mlp = MLP(
-            config.in_features, config.width, config.n_hidden, config.activation, config.precision
+            config.in_features,
+            config.width,
+            config.n_hidden,
+            config.activation,
+            config.precision,
+            config.vkdt_matmul,
+            VKDT_INFERENCE_IN_WIDTH if config.vkdt_head_layout else 0,
         )
 
     def forward(self, noisy: Tensor, noise_ab: Tensor, levels: int | None = None) -> Tensor:

@@ -1,9 +1,25 @@
 """Emulation of vkdt's float16 arithmetic (SPEC 10, ``precision = "vkdt-f16"``).
 
 vkdt stores weights, activations, kernels and pyramid images as float16 and accumulates
-its matrix products in float16, rounding after each 16-wide slice of the inner dimension
-(one cooperative-matrix multiply-add). Rounding here is straight-through: the forward
-pass sees float16 values, the backward pass the identity, so the emulation also trains.
+its matrix products in a float16 accumulator. How the products reach the accumulator
+depends on the GPU (``model.vkdt_matmul``, vkdt's ``shared/coopmat.glsl``):
+
+- ``coopmat`` (:func:`matmul_f16`): a device with ``VK_KHR_cooperative_matrix`` and a
+  16x16x16 float16 configuration runs ``coopMatMulAdd``, one 16-wide slice of the inner
+  dimension at a time; emulated as the slice's products summed in float32, added to the
+  accumulator and rounded to float16 once per slice.
+- ``fallback`` (:func:`matmul_f16_fallback`): any other device runs vkdt's emergency
+  fallback, ``C[i] += As[..] * Bs[..]`` in ``float16_t``: every product is rounded to
+  float16, then added to the float16 accumulator and rounded again, one product at a
+  time, inner index in order (the 16-wide slices in order, and inside each slice
+  ``k = 0..15``).
+
+Float16 sums and products computed in float32 and rounded once are the correctly rounded
+float16 results (float32 has more than 2 * 11 + 2 bits), so both emulations are exact
+models of float16 hardware that rounds to nearest even.
+
+Rounding here is straight-through: the forward pass sees float16 values, the backward
+pass the identity, so the emulation also trains.
 """
 
 from __future__ import annotations
@@ -12,6 +28,7 @@ import torch
 from torch import Tensor
 
 F16_BLOCK = 16  # inner-dimension slice of one cooperative-matrix multiply-add
+VKDT_MATMULS = ("coopmat", "fallback")  # model.vkdt_matmul: vkdt's two matrix paths
 
 
 def round_f16(x: Tensor) -> Tensor:
@@ -19,11 +36,15 @@ def round_f16(x: Tensor) -> Tensor:
 
     ``[...] -> [...]``
     """
-    return x + (x.to(torch.float16).to(x.dtype) - x).detach()
+    rounded = x.to(torch.float16).to(x.dtype)
+    if not (x.requires_grad and torch.is_grad_enabled()):
+        return rounded  # the same values, without the straight-through bookkeeping
+    return x + (rounded - x).detach()
 
 
 def matmul_f16(inputs: Tensor, weight: Tensor) -> Tensor:
-    """``inputs @ weight.T`` with a float16 accumulator rounded after every 16-wide slice.
+    """``inputs @ weight.T`` with a float16 accumulator rounded after every 16-wide slice
+    (vkdt's cooperative-matrix path).
 
     Args:
         inputs: ``[..., N, in]``, already float16-valued.
@@ -36,4 +57,22 @@ def matmul_f16(inputs: Tensor, weight: Tensor) -> Tensor:
     for start in range(0, inputs.shape[-1], F16_BLOCK):
         block = inputs[..., start : start + F16_BLOCK] @ weight[:, start : start + F16_BLOCK].T
         accumulator = round_f16(accumulator + block)
+    return accumulator
+
+
+def matmul_f16_fallback(inputs: Tensor, weight: Tensor) -> Tensor:
+    """``inputs @ weight.T`` as vkdt's non-cooperative-matrix fallback computes it:
+    ``C = f16(C + f16(A[k] * B[k]))`` for k = 0, 1, ..., in order, C starting at 0.
+
+    Args:
+        inputs: ``[..., N, in]``, already float16-valued.
+        weight: ``[out, in]``, already float16-valued.
+
+    Returns:
+        ``[..., N, out]``.
+    """
+    accumulator = inputs.new_zeros(*inputs.shape[:-1], weight.shape[0])
+    for k in range(inputs.shape[-1]):
+        product = round_f16(inputs[..., k, None] * weight[:, k])
+        accumulator = round_f16(accumulator + product)
     return accumulator

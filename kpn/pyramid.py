@@ -7,6 +7,7 @@ past an edge mirrors including the edge pixel (:mod:`kpn.sampling`).
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,7 @@ BINOMIAL5 = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)
 # The 6x6 B-spline expansion: weights of coarse pixels x//2-1, x//2, x//2+1 for fine x.
 BSPLINE_EVEN = (5 / 16, 10 / 16, 1 / 16)
 BSPLINE_ODD = (1 / 16, 10 / 16, 5 / 16)
+Store = Callable[[Tensor], Tensor]  # what storing an image between two passes does to it
 
 
 def coarse_size(height: int, width: int) -> tuple[int, int]:
@@ -85,46 +87,58 @@ def _strided_pair_mean(base: Tensor, stride: int, offset: int, size: tuple[int, 
     return 0.5 * (top + bottom)
 
 
-def mips_box2_vkdt(image: Tensor, count: int) -> list[Tensor]:
+def mips_box2_vkdt(image: Tensor, count: int, store: Store | None = None) -> list[Tensor]:
     """What vkdt's ``mip.comp`` computes (SPEC 10), ``count`` levels including level 0.
 
     ``mip.comp`` makes three levels at once from a base level B: the first is the true 2x2
     mean, but its subgroupShuffleXor fetches the neighbouring pair instead of adding it, so
     the second is the 2x2 mean at offset (2,2) of each 4x4 block of B and the third at
-    offset (6,6) of each 8x8 block. The third level is the base of the next three.
+    offset (6,6) of each 8x8 block. The third level, as stored (``store``), is the base
+    of the next three.
 
     ``[B,C,H,W] -> [[B,C,H,W], [B,C,H1,W1], ...]``
     """
+    keep = store or _unchanged
     sizes = level_sizes(image.shape[-2], image.shape[-1], count)
     mips = [image]
     base = image
     for level in range(1, count):
         step = (level - 1) % 3 + 1  # 1, 2, 3 levels below the base
         stride = 2**step
-        mips.append(_strided_pair_mean(base, stride, stride - 2, sizes[level]))
+        mips.append(keep(_strided_pair_mean(base, stride, stride - 2, sizes[level])))
         if step == 3:
             base = mips[-1]
     return mips
 
 
-def mip_pyramid(image: Tensor, count: int, down: str) -> list[Tensor]:
+def mip_pyramid(image: Tensor, count: int, down: str, store: Store | None = None) -> list[Tensor]:
     """Mip levels M_0 = image, M_1, ... M_{count-1}.
 
     Args:
         image: ``[B,C,H,W]``.
         count: number of levels including level 0 (>= 1).
         down: ``"box2"`` | ``"binomial5"`` | ``"box2_vkdt"``.
+        store: applied to every level from 1 on as it is made (vkdt's float16 image
+            stores, :func:`kpn.model.stored_image`); each level is reduced from the
+            stored one before it (``box2_vkdt``: each three from their stored base), as
+            vkdt's ``sub.comp`` and ``mip.comp`` read the images the previous pass wrote.
+            M_0 is ``image`` itself. None: nothing.
 
     Returns:
         list of ``count`` tensors ``[B,C,H_i,W_i]``.
     """
     if down == "box2_vkdt":
-        return mips_box2_vkdt(image, count)
+        return mips_box2_vkdt(image, count, store)
+    keep = store or _unchanged
     reduce = {"box2": down_box2, "binomial5": down_binomial5}[down]
     mips = [image]
     for _ in range(count - 1):
-        mips.append(reduce(mips[-1]))
+        mips.append(keep(reduce(mips[-1])))
     return mips
+
+
+def _unchanged(image: Tensor) -> Tensor:
+    return image
 
 
 def _expand_bspline_axis(padded: Tensor, out_len: int, dim: int) -> Tensor:

@@ -63,8 +63,7 @@ from torch import Tensor
 from kpn.config import InferConfig, ModelConfig
 from kpn.errors import KpnError
 from kpn.features import STAR15_RADIUS
-from kpn.model import BLOCK, check_inputs, level_forward
-from kpn.precision import round_f16
+from kpn.model import BLOCK, check_inputs, level_forward, stored_image
 from kpn.pyramid import bilinear_coords, level_sizes, mip_pyramid, up_bspline
 from kpn.sampling import sample_linear_axis
 
@@ -295,19 +294,15 @@ def plan_tiles(
 
 
 # --- computing ---------------------------------------------------------------------------
-def _store(config: ModelConfig) -> Callable[[Tensor], Tensor]:
-    """What kpn_forward applies to every stored image: float16 rounding under vkdt-f16."""
-    return round_f16 if config.precision == "vkdt-f16" else (lambda t: t)
-
-
 def global_mips(noisy: Tensor, config: ModelConfig, plan: TilePlan) -> list[Tensor]:
     """M_0, M_1, ... of the whole image as :func:`kpn.model.kpn_forward` stores them,
     computed in bands of full rows (exact: see :func:`mip_band_halo`).
 
-    M_0 is ``noisy`` itself, unrounded (tiles round their crops); the others are new
-    tensors. ``[B,3,H,W] -> [[B,3,H,W], [B,3,H1,W1], ...]``
+    M_0 is ``noisy`` itself (float32 under vkdt-f16 too, as vkdt's input); the others are
+    new tensors, each reduced from the stored one before it.
+    ``[B,3,H,W] -> [[B,3,H,W], [B,3,H1,W1], ...]``
     """
-    store = _store(config)
+    store = stored_image(config)
     height = noisy.shape[-2]
     count = len(plan.sizes)
     mips = [noisy] + [noisy.new_empty(*noisy.shape[:2], h, w) for h, w in plan.sizes[1:]]
@@ -317,12 +312,12 @@ def global_mips(noisy: Tensor, config: ModelConfig, plan: TilePlan) -> list[Tens
         # 8x8, block hangs past the edge) reach back up to 2 * align rows: keep them in
         crop_top = max(0, min(top, _floor_to(height, plan.band_align) - plan.band_align))
         crop_top = max(0, crop_top - plan.band_halo)
-        band = store(noisy[..., crop_top : min(height, bottom + plan.band_halo), :].contiguous())
-        for level, mip in enumerate(mip_pyramid(band, count, config.down)[1:], start=1):
+        band = noisy[..., crop_top : min(height, bottom + plan.band_halo), :].contiguous()
+        for level, mip in enumerate(mip_pyramid(band, count, config.down, store)[1:], start=1):
             scale = 2**level
             first, last = top // scale, -(-bottom // scale)
             offset = (top - crop_top) // scale
-            mips[level][..., first:last, :] = store(mip[..., offset : offset + last - first, :])
+            mips[level][..., first:last, :] = mip[..., offset : offset + last - first, :]
     return mips
 
 
@@ -340,7 +335,7 @@ def level_tile(
     """O_k of one tile of level k, as :func:`kpn.model.kpn_forward` computes it.
 
     Args:
-        mip: ``[B,3,h,w]`` the crop of M_k (float16-rounded under vkdt-f16).
+        mip: ``[B,3,h,w]`` the crop of M_k (float16-rounded under vkdt-f16 for k > 0).
         mip_next: ``[B,3,ceil(h/2),ceil(w/2)]`` the crop of M_{k+1} below it; used for a
             detail input.
         coarse: the crop of O_{k+1} (or of the residual M_N) below it; None for the
@@ -354,7 +349,7 @@ def level_tile(
         levels: network levels N.
 
     Returns:
-        ``[B,3,h,w]`` O_k on the crop.
+        ``[B,3,h,w]`` O_k on the crop (float32 for k = 0, as vkdt's output).
     """
     height, width = mip.shape[-2:]
 
@@ -417,7 +412,6 @@ def tiled_forward(
     count = config.levels if levels is None else levels
     plan = plan_tiles(noisy.shape[-2], noisy.shape[-1], config, count, tile)
     noise_ab = noise_ab.to(device=noisy.device, dtype=noisy.dtype)
-    store = _store(config)
     if out is None:
         out = torch.empty_like(noisy, memory_format=torch.contiguous_format)
     mips = global_mips(noisy, config, plan)
@@ -427,7 +421,7 @@ def tiled_forward(
         level_out = out if level == 0 else noisy.new_empty(*noisy.shape[:2], *size)
         for window in plan.windows[level]:
             mip = mips[level][..., window.top : window.bottom, window.left : window.right]
-            mip = store(mip.contiguous()) if level == 0 else mip
+            mip = mip.contiguous() if level == 0 else mip  # M_0: the caller's layout
             below = window.coarse
             mip_next = mips[level + 1][..., below[0], below[1]] if level + 1 < len(mips) else None
             coarse = None if coarse_level is None else coarse_level[..., below[0], below[1]]

@@ -393,7 +393,7 @@ def train(args: argparse.Namespace) -> TrainResult:
             loss = kpn_loss(output, batch.reference, config.train.loss, config.train.loss_reduction)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = clip_gradients_(model.mlp.weights, config.train, buffer_size)
+            grad_norm = clip_gradients_(model.mlp.parameter_matrices, config.train, buffer_size)
             loss_value = all_mean(loss.detach(), ranks)
             # gradients are identical on every rank after DDP's all-reduce, so every rank
             # takes the same decision

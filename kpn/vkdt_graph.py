@@ -10,7 +10,14 @@ Pure functions that return the text of three graphs, written by ``python -m kpn 
   and ``display`` (the denoised tile), with the config's Adam settings.
 
 ``display:main`` is the output: in the GUI it is the view, and ``vkdt cli --format o-pfm
---filename F`` puts the output module in its place (vkdt's ``graph-export.c``).
+--filename F`` puts the output module in its place (vkdt's ``graph-export.c``). The run
+lines carry ``--colour-prim bt2020 --colour-trc linear``: vkdt-cli's defaults are rec709
+primaries and, through a slip in ``cli/main.c`` (it parses the default curve with
+``parse_prim("sRGB")``, which is 1, the 709 curve), the 709 transfer curve, so without them
+``graph-export.c`` inserts ``colenc`` before ``o-pfm`` and the file is not kpn's linear
+output. vkdt's ``i-pfm`` reads and ``o-pfm`` writes the top row first, where the PFM
+format (and infer.py) has the bottom row first: the comments say how to convert
+(``python -m kpn pfm``).
 
 Where the syntax comes from (vkdt, hanatos/vkdt at ce12d6ed; read, not copied):
 the line grammar of ``src/pipe/graph-io.c`` (``dt_graph_read_config_line``:
@@ -34,7 +41,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from kpn.config import Config, ModelConfig, TrainConfig
+from kpn.config import VKDT_INFERENCE_IN_WIDTH, Config, ModelConfig, TrainConfig
 
 INFER_PFM = "kpn-infer-pfm.cfg"
 INFER_RAW = "kpn-infer-raw.cfg"
@@ -45,6 +52,8 @@ VKDT_INFER_LEVELS = 6  # kpn/main.c: Mcnt = 7 mip levels, the network on 0..5
 VKDT_TILE = 64  # cnngenin/main.c: tiles of 64 x 64
 VKDT_DENOISE_LEVELS = 2  # apply.comp filters levels 0 and 1 only
 NO_CLIP = 1e30  # kpn-t's gradclip has no "off"; its square overflows to inf in float32
+# vkdt-cli writes what kpn computes only with these (see the module docstring)
+COLOUR_FLAGS = "--colour-prim bt2020 --colour-trc linear"
 
 _APPLY = {"softmax": "APPLY_SOFTMAX", "plain": "APPLY_PLAIN"}
 _ALPHA = {
@@ -138,6 +147,11 @@ def training_differences(config: Config) -> list[str]:
             + ("zeroes" if build.no_alias else "propagates")
             + " the gradient into coarser levels"
         )
+    if model.vkdt_head_layout:
+        out.append(
+            "model.vkdt_head_layout = true: kpn-t trains every unit of the first hidden layer "
+            "(and writes kpn-t's layout)"
+        )
     if not model.vkdt_kernel_grad_untransposed:
         out.append(
             "model.vkdt_kernel_grad_untransposed = false: kpn-t's backward pass reads the "
@@ -171,8 +185,9 @@ def training_differences(config: Config) -> list[str]:
     return out
 
 
-def inference_differences(config: Config) -> list[str]:
-    """Where vkdt HEAD's kpn module, built per :func:`vkdt_build`, runs otherwise."""
+def inference_differences(config: Config, layout: str = "kpn-t") -> list[str]:
+    """Where vkdt HEAD's kpn module, built per :func:`vkdt_build`, runs otherwise, from a
+    ``.lut`` in ``layout`` (:data:`kpn.lut.LAYOUTS`)."""
     model = config.model
     out = _model_differences(model, vkdt_build(model, config.train))
     levels = config.infer.levels or model.levels
@@ -182,7 +197,7 @@ def inference_differences(config: Config) -> list[str]:
     )
     if levels != VKDT_INFER_LEVELS and not same_output:
         out.append(f"infer.levels = {levels}: kpn infers with {VKDT_INFER_LEVELS} levels")
-    if model.width != 32:
+    if model.width != VKDT_INFERENCE_IN_WIDTH and layout != "head":
         out.append(
             f"model.width = {model.width}: kpn reads the weights with in_width 32 (kpn/main.c), "
             "kpn-t writes them with in_width WIDTH: this is not the trained network"
@@ -226,6 +241,16 @@ def _comment(lines: Sequence[str], indent: str = "") -> list[str]:
     return [f"# {indent}{line}".rstrip() for line in lines]
 
 
+def _patch_note(model: ModelConfig) -> list[str]:
+    """The comment that a build other than WIDTH 64 needs docs/vkdt.md's include patch."""
+    if model.width == 64:  # input.glsl's star15 branch is compiled for every other WIDTH
+        return []
+    return [
+        f"# vkdt ce12d6ed does not compile WIDTH {model.width} as it is (input.glsl uses "
+        "push.level and nonuniformEXT too early): apply docs/vkdt.md's include-order patch"
+    ]
+
+
 def _text(lines: Sequence[str]) -> str:
     for line in lines:
         if not line.strip() or "\n" in line:
@@ -240,12 +265,13 @@ def inference_graph(
     source: str,
     noise_a: float,
     noise_b: float,
+    layout: str = "kpn-t",
 ) -> str:
     """The text of an inference graph: ``source`` ("pfm" or "raw") -> kpn -> display.
 
     ``weights`` is the ``.lut`` path as the graph names it (relative paths are resolved
-    from the graph's folder). ``noise_a``, ``noise_b``: the camera's noise profile on
-    the 0..65535 scale (SPEC 8) for ``kpn``'s parameters.
+    from the graph's folder), in ``layout``. ``noise_a``, ``noise_b``: the camera's noise
+    profile on the 0..65535 scale (SPEC 8) for ``kpn``'s parameters.
     """
     if source not in ("pfm", "raw"):
         raise ValueError(f"source {source!r}: expected 'pfm' or 'raw'")
@@ -256,14 +282,31 @@ def inference_graph(
     lines = [
         f"# vkdt graph: denoise a {'linear PFM' if source == 'pfm' else 'raw photo'} with kpn "
         f"and the weights {weights} (written by python -m kpn export)",
-        f"# run: vkdt cli -g {name} --format o-pfm --filename denoised "
+        f"# run: vkdt cli -g {name} --format o-pfm --filename denoised {COLOUR_FLAGS} "
         f"--config param:{module}:main:filename:/path/to/{example}",
+        f"# {COLOUR_FLAGS}: the linear output as kpn computes it (without them vkdt cli "
+        "adds colenc: rec709 primaries, 709 curve)",
+    ]
+    if source == "pfm":
+        lines += [
+            "# i-pfm reads and o-pfm writes the top row first, a standard PFM (infer.py's) "
+            "the bottom row first:",
+            f"#   python -m kpn pfm --to-vkdt photo.pfm {example} makes the input, "
+            "python -m kpn pfm --from-vkdt denoised.pfm photo.denoised.pfm the output",
+        ]
+    else:
+        lines += [
+            "# o-pfm writes the top row first: python -m kpn pfm --from-vkdt denoised.pfm "
+            "photo.denoised.pfm gives a standard PFM (infer.py's)",
+        ]
+    lines += [
         "# kpn's noise a / noise b: the camera's noise profile on the 0..65535 scale",
         "# (a .nprof of vkdt since 4b910761 is on [0,1]: a*65535^2, b*65535; docs/vkdt.md)",
         "# kpn must be built with these lines in src/pipe/modules/kpn-t/config.h:",
         *_comment(build.defines, "  "),
+        *_patch_note(config.model),
     ]
-    differences = inference_differences(config)
+    differences = inference_differences(config, layout)
     if differences:
         lines += ["# vkdt HEAD (ce12d6ed) computes otherwise than this config:"]
         lines += _comment(differences, "  ")
@@ -326,6 +369,7 @@ def training_graph(config: Config, *, weights_out: str, init_weights: str | None
         "(main unused), 3 mosaic, 4 2+3",
         "# build vkdt with these lines in src/pipe/modules/kpn-t/config.h:",
         *_comment(build.defines, "  "),
+        *_patch_note(config.model),
     ]
     differences = training_differences(config)
     if differences:
@@ -386,17 +430,19 @@ def graph_files(
     noise_b: float,
     weights_out: str,
     init_weights: str | None,
+    layout: str = "kpn-t",
 ) -> tuple[GraphFile, ...]:
-    """The three graphs ``--vkdt-cfg`` writes, for weights the graphs name ``weights``."""
+    """The three graphs ``--vkdt-cfg`` writes, for weights in ``layout`` that the graphs
+    name ``weights``."""
+    pfm, raw = (
+        inference_graph(
+            weights, config, source=source, noise_a=noise_a, noise_b=noise_b, layout=layout
+        )
+        for source in ("pfm", "raw")
+    )
     return (
-        GraphFile(
-            INFER_PFM,
-            inference_graph(weights, config, source="pfm", noise_a=noise_a, noise_b=noise_b),
-        ),
-        GraphFile(
-            INFER_RAW,
-            inference_graph(weights, config, source="raw", noise_a=noise_a, noise_b=noise_b),
-        ),
+        GraphFile(INFER_PFM, pfm),
+        GraphFile(INFER_RAW, raw),
         GraphFile(
             TRAIN, training_graph(config, weights_out=weights_out, init_weights=init_weights)
         ),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import struct
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,72 @@ class TestErrors:
             main([])
         assert exit_info.value.code == 2
         assert "usage" in capsys.readouterr().err
+
+
+# a 2x3 colour image for TestPfm: pixel (x, y) holds (10*y + x, 100 + 10*y + x, -(10*y + x))
+PFM_IMAGE = [[[10 * y + x, 100 + 10 * y + x, -(10 * y + x)] for x in range(2)] for y in range(3)]
+
+
+class TestPfm:
+    """``pfm --to-vkdt`` / ``--from-vkdt``: the same pixels in the other row order."""
+
+    @staticmethod
+    def standard_bytes(rows: list[list[list[float]]]) -> bytes:
+        """A PFM written by hand: header, then the rows bottom first (the format's order)."""
+        data = b"".join(struct.pack("<3f", *pixel) for row in reversed(rows) for pixel in row)
+        return b"PF\n2 3\n-1.0\n" + data
+
+    def test_to_vkdt_and_back(self, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+        standard, vkdt, back = tmp_path / "in.pfm", tmp_path / "vkdt.pfm", tmp_path / "back.pfm"
+        standard.write_bytes(self.standard_bytes(PFM_IMAGE))
+        code, out, err = run(capsys, "pfm", "--to-vkdt", str(standard), str(vkdt))
+        assert (code, err) == (0, "")
+        assert "vkdt's (top row first)" in out and "2 x 3" in out
+        raw = vkdt.read_bytes()
+        # o-pfm's header: "-1.0" padded with zeros so that the data starts at byte 16
+        assert raw[:16] == b"PF\n2 3\n-1.00000\n"
+        values = struct.unpack("<18f", raw[16:])
+        # the top row (y = 0) first: pixel (0, 0), (1, 0), then y = 1, y = 2
+        assert values[:6] == (0.0, 100.0, -0.0, 1.0, 101.0, -1.0)
+        assert values[-3:] == (21.0, 121.0, -21.0)
+        code, out, err = run(capsys, "pfm", "--from-vkdt", str(vkdt), str(back))
+        assert (code, err) == (0, "")
+        assert back.read_bytes() == standard.read_bytes()
+
+    def test_in_place(self, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+        path = tmp_path / "x.pfm"
+        path.write_bytes(self.standard_bytes(PFM_IMAGE))
+        assert run(capsys, "pfm", "--to-vkdt", str(path), str(path))[0] == 0
+        assert run(capsys, "pfm", "--from-vkdt", str(path), str(path))[0] == 0
+        assert path.read_bytes() == self.standard_bytes(PFM_IMAGE)
+
+    @pytest.mark.parametrize(
+        ("content", "words"),
+        [
+            (None, ["no such file"]),
+            (b"P6\n2 2\n255\n" + bytes(12), ["not a PFM file"]),
+            (b"PF\n2 3\n-1.0\n" + bytes(10), ["truncated"]),
+        ],
+        ids=["missing", "not-pfm", "truncated"],
+    )
+    def test_bad_input(
+        self,
+        capsys: pytest.CaptureFixture[str],
+        tmp_path: Path,
+        content: bytes | None,
+        words: list[str],
+    ) -> None:
+        source, target = tmp_path / "in.pfm", tmp_path / "out.pfm"
+        if content is not None:
+            source.write_bytes(content)
+        code, out, err = run(capsys, "pfm", "--to-vkdt", str(source), str(target))
+        assert code == 2 and out == ""
+        assert_error_line(err, str(source), *words)
+        assert not target.exists()
+        assert list(tmp_path.iterdir()) == ([source] if content is not None else [])
+
+    def test_needs_one_direction(self, capsys: pytest.CaptureFixture[str]) -> None:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["pfm", "a.pfm", "b.pfm"])
+        assert exit_info.value.code == 2
+        assert "one of the arguments --to-vkdt --from-vkdt is required" in capsys.readouterr().err

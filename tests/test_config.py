@@ -116,6 +116,17 @@ def test_vkdt_head_w32_differs_from_head_only_in_width_and_input() -> None:
     assert (head.train, head.infer) == (w32.train, w32.infer)
 
 
+@pytest.mark.parametrize(
+    "name", ["vkdt-head.toml", "vkdt-head-w32.toml", "vkdt-2024-02.toml", "photos-vkdt-w32.toml"]
+)
+def test_vkdt_presets_take_the_coopmat_path(name: str) -> None:
+    """The presets' matrix path is the cooperative-matrix one; each names the switch."""
+    assert load_config(CONFIGS / name).model.vkdt_matmul == "coopmat"
+    assert 'vkdt_matmul = "coopmat"' in (CONFIGS / name).read_text()
+    fallback = apply_overrides(load_config(CONFIGS / name), ["model.vkdt_matmul=fallback"])
+    assert fallback.model.vkdt_matmul == "fallback"
+
+
 def test_vkdt_2024_has_no_transpose_and_softmax() -> None:
     """Before the KHR port (4c5e4782) the store was row-major; APPLY_SOFTMAX then."""
     model = load_config(CONFIGS / "vkdt-2024-02.toml").model
@@ -149,6 +160,8 @@ def test_toml_round_trip_of_non_defaults(tmp_path: Path) -> None:
             gradient_stop=True,
             block_transpose=True,
             precision="vkdt-f16",
+            vkdt_matmul="fallback",
+            vkdt_head_layout=True,
         ),
         data=DataConfig(tile=128, batch=3),
         train=TrainConfig(loss="cosh", loss_reduction="sum"),
@@ -199,6 +212,15 @@ BAD_FILES = {
     "levels-17": ("[model]\nlevels = 17\n", ["model.levels", "17"]),
     "n-hidden-zero": ("[model]\nn_hidden = 0\n", ["model.n_hidden", "0"]),
     "denoise-negative": ("[model]\ndenoise_levels = -1\n", ["model.denoise_levels", "-1"]),
+    "matmul-choice": ('[model]\nvkdt_matmul = "tensor"\n', ["model.vkdt_matmul", "'coopmat'"]),
+    "fallback-without-f16": (
+        '[model]\nvkdt_matmul = "fallback"\n',
+        ["model.vkdt_matmul", "'fallback'", "model.precision = 'vkdt-f16'", "'fp32'"],
+    ),
+    "head-layout-w32": (
+        "[model]\nvkdt_head_layout = true\nwidth = 32\n",
+        ["model.vkdt_head_layout", "model.width > 32", "W = 32"],
+    ),
     "tile-zero": ("[data]\ntile = 0\n", ["data.tile", "0"]),
     "infer-levels": ("[infer]\nlevels = 17\n", ["infer.levels", "17"]),
     "invalid-toml": ("[model\nwidth = 32\n", ["invalid TOML"]),

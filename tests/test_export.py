@@ -26,6 +26,7 @@ from kpn.export import (
     inference_layout_warning,
     lut_payload,
 )
+from kpn.infer import load_weights as load_weights_for_inference
 from kpn.lut import KPN_SECTION_HEAD, format_kpn_section, read_lut
 from kpn.mlp import load_weights
 from kpn.model import KPN
@@ -804,3 +805,109 @@ def test_config_for_lut_restores_the_section_exactly(tmp_path: Path) -> None:
     assert imported.config.infer == config.infer
     assert imported.config.train.loss == config.train.loss
     assert (imported.source, imported.notes) == ("the file's kpn section", ())
+
+
+# --- vkdt HEAD's inference layout (--vkdt-layout head) -----------------------------------
+def head_preset(*overrides: str) -> Config:
+    """vkdt HEAD as shipped (W 64, patch8x8), two hidden layers to keep the files small."""
+    return apply_overrides(
+        load_config(CONFIGS / "vkdt-head.toml"), ["model.n_hidden=2", *overrides]
+    )
+
+
+def test_export_head_layout_runs_as_trained(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A W 64 model trained with model.vkdt_head_layout exports in vkdt HEAD's layout: the
+    file read as vkdt's kpn module reads it (W0 at 0, later matrices from float 2048) is
+    the trained network, and import/infer read it back so (kpn's section says head)."""
+    config = head_preset("model.vkdt_head_layout=true")
+    ckpt = save_model(tmp_path / "m.pt", config)
+    code, out, err = run(
+        capsys, "export", ckpt, "-o", tmp_path / "w.lut", "--vkdt-layout", "head",
+        "--vkdt-cfg", tmp_path / "cfg", "--noise", "100", "2",
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    assert "the others from float 2048 (vkdt HEAD's kpn module's layout)" in out
+    model = KPN(config.model)
+    model.load_state_dict(load_checkpoint(ckpt).model)
+    trained = [w.detach().to(torch.float16).float().numpy() for w in model.mlp.weights]
+    assert not trained[1][:, 32:].any()  # units 32.. feed nothing
+    raw = (tmp_path / "w.lut").read_bytes()
+    block = np.frombuffer(raw, "<f2", count=3 * 64 * 64, offset=16).astype(np.float32)
+    np.testing.assert_array_equal(block[:2048], trained[0][:32].reshape(-1))
+    np.testing.assert_array_equal(block[2048:6144], trained[1].reshape(-1))
+    np.testing.assert_array_equal(block[6144:7168], trained[2].reshape(-1))
+    assert read_lut(tmp_path / "w.lut").layout == "head"
+    graph = (tmp_path / "cfg" / INFER_PFM).read_text()
+    assert "in_width" not in graph
+    # import reads it in its layout: the same outputs as the trained model
+    code, out, err = run(capsys, "import", tmp_path / "w.lut", "-o", tmp_path / "back.pt")
+    assert (code, err) == (0, "") and "(head layout)" in out
+    back = KPN(config.model)
+    back.load_state_dict(load_checkpoint(tmp_path / "back.pt").model)
+    noisy = torch.rand(1, 3, 40, 36, generator=torch.Generator().manual_seed(5))
+    profile = torch.tensor([[100.0, 2.0]])
+    loaded = load_weights_for_inference(tmp_path / "w.lut").model  # infer.py's reading
+    with torch.no_grad():
+        torch.testing.assert_close(back(noisy, profile), model(noisy, profile), rtol=0, atol=0)
+        torch.testing.assert_close(loaded(noisy, profile), model(noisy, profile), rtol=0, atol=0)
+    # exported again: the same bytes
+    code, _, _ = run(capsys, "export", tmp_path / "back.pt", "-o", tmp_path / "again.lut",
+                     "--vkdt-layout", "head")  # fmt: skip
+    assert code == 0 and (tmp_path / "again.lut").read_bytes() == raw
+    # the layout the file says, or one line
+    code, _, err = run(
+        capsys, "import", tmp_path / "w.lut", "--vkdt-layout", "kpn-t", "-o", tmp_path / "x.pt"
+    )
+    assert code == 2
+    assert_error_line(err, "--vkdt-layout kpn-t", "head layout")
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_export_head_layout_refuses_a_network_it_cannot_hold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """vkdt HEAD as shipped trains every first-layer unit: no head-layout file holds it."""
+    ckpt = save_model(tmp_path / "m.pt", head_preset())
+    before = listing(tmp_path)
+    code, out, err = run(
+        capsys, "export", ckpt, "-o", tmp_path / "w.lut", "--vkdt-layout", "head",
+        "--vkdt-cfg", tmp_path / "cfg",
+    )  # fmt: skip
+    assert (code, out) == (2, "")
+    assert_error_line(err, "w.lut", "float 2048", "model.vkdt_head_layout = true")
+    assert listing(tmp_path) == before
+    # kpn-t's layout exports it, with the warning that names the way to vkdt
+    code, _, err = run(capsys, "export", ckpt, "-o", tmp_path / "w.lut")
+    assert code == 0 and "--vkdt-layout head" in err
+
+
+def test_import_vkdt_file_in_the_head_layout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file without kpn's section is read as --vkdt-layout says: head reads the later
+    matrices from float 2048 (hand-checked offsets on vkdt_lut's random block)."""
+    raw = vkdt_lut(64, 2, None, seed=4)
+    (tmp_path / "v.lut").write_bytes(raw)
+    (tmp_path / "c.toml").write_text(config_to_toml(head_preset()))
+    argv = ["import", tmp_path / "v.lut", "--config", tmp_path / "c.toml", "-o", tmp_path / "h.pt"]
+    code, out, err = run(capsys, *argv, "--vkdt-layout", "head")
+    assert (code, err) == (0, "") and "(head layout)" in out
+    state = load_checkpoint(tmp_path / "h.pt")
+    block = np.frombuffer(raw, "<f2", count=3 * 64 * 64, offset=16).astype(np.float32)
+    np.testing.assert_array_equal(
+        state.model["mlp.layers.0.weight"].numpy(), block[:4096].reshape(64, 64)
+    )
+    np.testing.assert_array_equal(
+        state.model["mlp.layers.1.weight"].numpy(), block[2048:6144].reshape(64, 64)
+    )
+    np.testing.assert_array_equal(
+        state.model["mlp.layers.2.weight"].numpy(), block[6144:7168].reshape(16, 64)
+    )
+    code, out, _ = run(capsys, *argv[:-1], tmp_path / "k.pt")
+    assert code == 0 and "(kpn-t layout)" in out
+    kpn_t = load_checkpoint(tmp_path / "k.pt")
+    np.testing.assert_array_equal(
+        kpn_t.model["mlp.layers.1.weight"].numpy(), block[4096:8192].reshape(64, 64)
+    )

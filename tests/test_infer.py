@@ -436,7 +436,7 @@ def test_precisions(
     native = "bf16" if native_bf16(torch.device("cpu")) else "fp32"
     np.testing.assert_array_equal(outputs["auto"], outputs[native])
     for precision in ("auto", "bf16", "vkdt-f16"):
-        assert f"levels, {native if precision == 'auto' else precision}," in lines[precision]
+        assert f"levels, {native if precision == 'auto' else precision}" in lines[precision]
     for other in ("bf16", "vkdt-f16"):
         difference = np.abs(outputs[other] - outputs["fp32"]).max()
         assert 0 < difference < 0.02, (other, difference)
@@ -451,6 +451,55 @@ def test_inference_precision_resolution() -> None:
     assert inference_precision("bf16", "vkdt-f16", cpu) == "bf16"
     with pytest.raises(KpnError, match="precision 'half': expected auto, model, fp32"):
         inference_precision("half", "fp32", cpu)
+
+
+def test_vkdt_matmul(
+    tmp_path: Path, weights: SimpleNamespace, capsys: pytest.CaptureFixture
+) -> None:
+    """--vkdt-matmul fallback runs vkdt's fallback path: what kpn_forward computes with
+    model.vkdt_matmul = "fallback", and not the coopmat result; it needs vkdt-f16."""
+    image = noisy_image(30, 34)
+    write_pfm(tmp_path / "x.pfm", image)
+    outputs = {}
+    for matmul in ("coopmat", "fallback"):
+        args = ["--precision", "vkdt-f16", "--vkdt-matmul", matmul, "--tile", "0"]
+        code, out, err = run(
+            capsys, tmp_path / "x.pfm", "--weights", weights.checkpoint, *NOISE, *args,
+            "-o", tmp_path / f"{matmul}.pfm",
+        )  # fmt: skip
+        assert (code, err) == (0, "")
+        assert f"vkdt-f16 ({matmul})" in out
+        outputs[matmul] = read_any(tmp_path / f"{matmul}.pfm")
+    config = dataclasses.replace(weights.model.config, precision="vkdt-f16", vkdt_matmul="fallback")
+    noisy = torch.from_numpy(read_any(tmp_path / "x.pfm")).permute(2, 0, 1).unsqueeze(0)
+    with torch.no_grad():
+        want = kpn_forward(noisy, torch.tensor([[20000.0, 4.0]]), weights.model.mlp.weights, config)
+    np.testing.assert_array_equal(outputs["fallback"], want.output[0].permute(1, 2, 0).numpy())
+    assert not np.array_equal(outputs["fallback"], outputs["coopmat"])
+    assert np.abs(outputs["fallback"] - outputs["coopmat"]).max() < 0.02
+    code, out, err = run(
+        capsys, tmp_path / "x.pfm", "--weights", weights.checkpoint, *NOISE,
+        "--vkdt-matmul", "fallback", "-o", tmp_path / "no.pfm",
+    )  # fmt: skip
+    assert code == 2
+    assert_one_error(err, "--vkdt-matmul fallback", "--precision vkdt-f16")
+    assert not (tmp_path / "no.pfm").exists()
+
+
+def test_denoiser_resets_the_matmul_of_other_precisions(weights: SimpleNamespace) -> None:
+    """A vkdt-f16 fallback model run in fp32 has no vkdt matmul (its config stays valid)."""
+    model = KPN(
+        dataclasses.replace(weights.model.config, precision="vkdt-f16", vkdt_matmul="fallback")
+    )
+    infer = weights.config.infer
+    assert Denoiser.build(model, infer).config.vkdt_matmul == "fallback"
+    fp32 = Denoiser.build(model, infer, precision="fp32").config
+    assert (fp32.precision, fp32.vkdt_matmul) == ("fp32", "coopmat")
+    fp32.validate("test")
+    own = Denoiser.build(model, infer, vkdt_matmul="coopmat").config
+    assert (own.precision, own.vkdt_matmul) == ("vkdt-f16", "coopmat")
+    with pytest.raises(KpnError, match="expected one of"):
+        Denoiser.build(model, infer, vkdt_matmul="tensor")
 
 
 # --- noise profile ---------------------------------------------------------------------

@@ -5,14 +5,15 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch.autograd import gradcheck
 from torch.testing import assert_close
 
 from kpn.errors import KpnError
-from kpn.mlp import MLP, load_weights, mlp_forward, mlp_forward_planar, mlp_hidden
-from kpn.precision import matmul_f16, round_f16
+from kpn.mlp import MLP, live_columns, load_weights, mlp_forward, mlp_forward_planar, mlp_hidden
+from kpn.precision import matmul_f16, matmul_f16_fallback, round_f16
 
 ACTIVATIONS = ["leaky_relu", "relu", "none"]
 
@@ -374,3 +375,133 @@ def test_bf16_hidden_products_and_float32_output() -> None:
     torch.testing.assert_close(out, exact, rtol=0.05, atol=0.05 * exact.abs().max().item())
     out.sum().backward()
     assert all(w.grad is not None and w.grad.dtype == torch.float32 for w in weights)
+
+
+# ------------------------------------------------ vkdt's fallback matrix path (coopmat.glsl)
+# name: (nonzero inputs {index: value}, in width, fallback result, coopmat result, f32 result);
+# weights all 1, so the result is the inputs' sum in each path's order and rounding
+FALLBACK_CASES = {
+    # 2048 + 1 = 2049 rounds to 2048 (ties to even, f16 spacing 2 there), twice: 2048;
+    # the cooperative-matrix slice sums 2048 + 1 + 1 = 2050 first (representable)
+    "rounds_after_each_product": ({0: 2048.0, 1: 1.0, 2: 1.0}, 16, 2048.0, 2050.0, 2050.0),
+    # in order: 1, 2, then + 2048 = 2050 (exact): the same inputs later in the sum
+    "small_first": ({0: 1.0, 1: 1.0, 16: 2048.0}, 32, 2050.0, 2050.0, 2050.0),
+    # 2048 first, then 1 and 1 in the next slice: 2049 -> 2048 twice; coopmat adds the
+    # slice's 2 at once: 2050
+    "large_first_across_slices": ({0: 2048.0, 16: 1.0, 17: 1.0}, 32, 2048.0, 2050.0, 2050.0),
+}
+
+
+@pytest.mark.parametrize("case", list(FALLBACK_CASES))
+def test_matmul_f16_fallback_golden(case: str) -> None:
+    entries, in_width, fallback, coopmat, f32 = FALLBACK_CASES[case]
+    x = torch.zeros(2, in_width)
+    for index, value in entries.items():
+        x[0, index] = value
+    x[1, 0] = 3.0  # a second pixel: 3 * 1 = 3, no rounding
+    weight = torch.ones(3, in_width)
+    weight[2] = 0.0
+    out = matmul_f16_fallback(x, weight)
+    assert out.shape == (2, 3)
+    assert out[0].tolist() == [fallback, fallback, 0.0]
+    assert out[1].tolist() == [3.0, 3.0, 0.0]
+    assert matmul_f16(x, weight)[0, 0].item() == coopmat
+    assert (x @ weight.T)[0, 0].item() == f32
+
+
+def test_matmul_f16_fallback_rounds_each_product() -> None:
+    """(1 + 2**-10) * (1 + 3 * 2**-10) = 1 + 2**-8 + 3 * 2**-20; float16's step at 1 is
+    2**-10, so the float16 product is 1 + 2**-8. Adding -1 * 1 leaves 2**-8 exactly. The
+    cooperative-matrix slice sums in float32: 2**-8 + 3 * 2**-20, and float16's step at
+    2**-8 is 2**-18, so 3 * 2**-20 (3/4 of it) rounds up: 2**-8 + 2**-18."""
+    x = torch.tensor([[1 + 2**-10, -1.0]])
+    weight = torch.tensor([[1 + 3 * 2**-10, 1.0]])
+    assert matmul_f16_fallback(x, weight).item() == 2**-8
+    assert matmul_f16(x, weight).item() == 2**-8 + 2**-18
+    assert (x.double() @ weight.double().T).item() == 2**-8 + 3 * 2**-20
+
+
+def numpy_fallback(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """coopmat.glsl's fallback written out with numpy's float16 scalars, one at a time."""
+    out = np.zeros((x.shape[0], weight.shape[0]), dtype=np.float16)
+    for n in range(x.shape[0]):
+        for o in range(weight.shape[0]):
+            accumulator = np.float16(0.0)
+            for k in range(x.shape[1]):
+                accumulator = np.float16(accumulator + np.float16(x[n, k] * weight[o, k]))
+            out[n, o] = accumulator
+    return out
+
+
+@pytest.mark.parametrize("in_width", [16, 32, 64])
+def test_matmul_f16_fallback_matches_scalar_float16(in_width: int) -> None:
+    generator = torch.Generator().manual_seed(in_width)
+    x = round_f16(torch.randn(7, in_width, generator=generator) * 4)
+    weight = round_f16(torch.randn(5, in_width, generator=generator))
+    expected = numpy_fallback(x.numpy().astype(np.float16), weight.numpy().astype(np.float16))
+    out = matmul_f16_fallback(x, weight)
+    np.testing.assert_array_equal(out.numpy(), expected.astype(np.float32))
+    # and it is not the cooperative-matrix result (rounding differs on random data)
+    assert not torch.equal(out, matmul_f16(x, weight))
+    # batched leading dimensions as the planar forward pass uses them
+    batched = matmul_f16_fallback(x.view(1, 7, in_width).expand(2, 7, in_width), weight)
+    assert torch.equal(batched[1], out)
+
+
+def test_matmul_f16_fallback_gradient_is_the_float32_one() -> None:
+    generator = torch.Generator().manual_seed(21)
+    x = round_f16(torch.randn(6, 32, generator=generator)).requires_grad_(True)
+    weight = round_f16(torch.randn(4, 32, generator=generator)).requires_grad_(True)
+    upstream = torch.randn(6, 4, generator=generator)
+    (matmul_f16_fallback(x, weight) * upstream).sum().backward()
+    assert_close(x.grad, upstream @ weight.detach())
+    assert_close(weight.grad, upstream.T @ x.detach())
+
+
+def test_mlp_forward_fallback_path() -> None:
+    """One hidden layer: W0 routes input 0 to hidden unit 0, W_out row 0 sums hidden
+    units 0..2 with weight 1; inputs (2048, 1, 1) reach hidden units 0, 1, 2 through an
+    identity W0. fallback: 2048 + 1 -> 2048, + 1 -> 2048; coopmat: 2050."""
+    x = torch.zeros(1, 16)
+    x[0, :3] = torch.tensor([2048.0, 1.0, 1.0])
+    w_out = torch.zeros(16, 16)
+    w_out[0, :3] = 1.0
+    weights = [torch.eye(16), w_out]
+    fallback = mlp_forward(x, weights, "relu", "vkdt-f16", "fallback")
+    assert fallback[0, 0].item() == 2048.0
+    assert mlp_forward(x, weights, "relu", "vkdt-f16", "coopmat")[0, 0].item() == 2050.0
+    planar = mlp_forward_planar(x.T.unsqueeze(0), weights, "relu", "vkdt-f16", "fallback")
+    assert torch.equal(planar[0].T, fallback)
+    with pytest.raises(ValueError, match="unknown vkdt matmul"):
+        mlp_forward(x, weights, "relu", "vkdt-f16", "tensor-cores")
+
+
+def test_mlp_module_passes_its_matmul() -> None:
+    torch.manual_seed(22)
+    mlp = MLP(32, 32, 2, "leaky_relu", "vkdt-f16", "fallback")
+    x = torch.randn(50, 32)
+    expected = mlp_forward(x, mlp.weights, "leaky_relu", "vkdt-f16", "fallback")
+    assert torch.equal(mlp(x), expected)
+    assert not torch.equal(mlp(x), mlp_forward(x, mlp.weights, "leaky_relu", "vkdt-f16"))
+    assert "matmul=fallback" in repr(mlp)
+
+
+def test_first_live_masks_the_next_matrix() -> None:
+    """first_live = 32 of W 64: the second matrix's columns 32.. are 0 in every use, and
+    no gradient reaches them; the first layer's units 32.. then change nothing."""
+    torch.manual_seed(23)
+    mlp = MLP(64, 64, 2, "leaky_relu", first_live=32)
+    weights = mlp.weights
+    assert torch.equal(weights[1][:, 32:], torch.zeros(64, 32))
+    assert torch.equal(weights[1][:, :32], mlp.layers[1].weight[:, :32])
+    assert torch.equal(weights[0], mlp.layers[0].weight)
+    x = torch.randn(20, 64)
+    before = mlp(x)
+    with torch.no_grad():
+        mlp.layers[0].weight[32:] = torch.randn(32, 64)  # the unused units
+    assert torch.equal(mlp(x), before)
+    mlp(x).sum().backward()
+    assert torch.equal(mlp.layers[1].weight.grad[:, 32:], torch.zeros(64, 32))
+    assert torch.equal(mlp.layers[0].weight.grad[32:], torch.zeros(32, 64))
+    assert mlp.layers[1].weight.grad[:, :32].abs().sum() > 0
+    assert torch.equal(live_columns(torch.ones(2, 4), 1), torch.tensor([[1.0, 0, 0, 0]] * 2))

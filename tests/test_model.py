@@ -651,6 +651,10 @@ def assert_f16(tensor: Tensor, what: str) -> None:
     assert torch.equal(tensor, tensor.half().to(tensor.dtype)), f"{what} is not float16-valued"
 
 
+def is_f16(tensor: Tensor) -> bool:
+    return torch.equal(tensor, tensor.half().to(tensor.dtype))
+
+
 @pytest.mark.parametrize(
     "changes",
     [
@@ -658,34 +662,115 @@ def assert_f16(tensor: Tensor, what: str) -> None:
         {"blend": "add", "kernel_activation": "plain", "alpha_activation": "const"},
         {"blend": "post_diff", "alpha_activation": "plain", "denoise_levels": 2},
         {"features": "patch8x8", "width": 64, "n_hidden": 1, "blend": "add"},
+        {"blend": "add", "down": "box2_vkdt", "up": "bspline"},
     ],
-    ids=["mix", "add", "post_diff", "patch8x8"],
+    ids=["mix", "add", "post_diff", "patch8x8", "box2_vkdt"],
 )
-def test_vkdt_f16_stores_float16(changes: dict[str, object]) -> None:
-    """SPEC 10: M, D, I, O, K and a are float16 in vkdt."""
+def test_vkdt_f16_stores_as_vkdt_graph(changes: dict[str, object]) -> None:
+    """SPEC 10 and vkdt's kpn/main.c: M_0 (the module's input) and O_0 (its output) are
+    float32, every other image (M, D, I, O, a) and K float16; each mip is reduced from the
+    stored float16 mip before it (box2_vkdt: each three levels from their stored base)."""
     config = model_config(
-        **{"width": 32, "n_hidden": 2, "levels": 3, "precision": "vkdt-f16", **changes}
+        **{"width": 32, "n_hidden": 2, "levels": 4, "precision": "vkdt-f16", **changes}
     )
     weights = [w.float() for w in smooth_weights(config, 7)]
-    noisy = random_image(2, 13, 11, dtype=torch.float32)
+    noisy = random_image(2, 29, 27, dtype=torch.float32)
+    assert not is_f16(noisy)  # so that rounding it would show
     out = kpn_forward(noisy, noise_profiles(2).float(), weights, config)
-    assert_f16(out.output, "output")
+    assert out.levels[0].mip is noisy  # M_0 is the input itself
+    assert not is_f16(out.output), "O_0 must stay float32 (vkdt's o-pfm reads rgba:f32)"
     if out.residual is not None:
         assert_f16(out.residual, "residual")
     for i, level in enumerate(out.levels):
-        for name in ("mip", "x", "alpha", "filtered", "output"):
+        names = ["alpha", "filtered"]
+        names += ["mip", "output"] if i > 0 else []
+        names += ["x"] if i > 0 or config.mlp_input == "detail" else []
+        for name in names:
             assert_f16(getattr(level, name), f"level {i} {name}")
         if level.kernel is not None:
             assert_f16(level.kernel, f"level {i} kernel")
-    # the input is not float16-valued, so the rounding really happened
-    assert not torch.equal(noisy, noisy.half().float())
-    # vkdt reduces the float16 texture of each level: M_1 comes from the stored M_0
-    coarse = mip_pyramid(out.levels[0].mip, 2, config.down)[1]
-    torch.testing.assert_close(out.levels[1].mip, coarse.half().float(), rtol=0.0, atol=0.0)
+    # every mip comes from the stored one before it, M_1 from the float32 input
+    stored = [noisy]
+    for level in range(1, len(out.levels)):
+        base = stored[(level - 1) // 3 * 3] if config.down == "box2_vkdt" else stored[-1]
+        depth = (level - 1) % 3 + 2 if config.down == "box2_vkdt" else 2
+        stored.append(mip_pyramid(base, depth, config.down)[-1].half().float())
+        torch.testing.assert_close(out.levels[level].mip, stored[-1], rtol=0.0, atol=0.0)
+    # O_0 is the blend of the stored parts, not rounded itself
+    if config.blend != "mix" or len(out.levels) > 1:
+        coarse = out.levels[1].output
+        up = upsample(coarse, *noisy.shape[-2:], config.up)
+        level = out.levels[0]
+        blend = {
+            "add": lambda: up + level.alpha * level.filtered,
+            "mix": lambda: (1 - level.alpha) * up + level.alpha * level.filtered,
+            "post_diff": lambda: (
+                up + level.alpha * (level.filtered - smooth_post_diff(level.filtered))
+            ),
+        }[config.blend]()
+        torch.testing.assert_close(out.output, blend, rtol=1e-6, atol=1e-6)
     full = kpn_forward(
         noisy, noise_profiles(2).float(), weights, dataclasses.replace(config, precision="fp32")
     )
     torch.testing.assert_close(out.output, full.output, rtol=0.0, atol=0.05)
+
+
+U = 2.0**-20  # a float32 step well below float16's at 1 (2**-10)
+
+
+def test_vkdt_f16_first_mip_from_the_float32_input() -> None:
+    """Every 2x2 block of M_0 holds 1 + 460u three times and 1 + 920u once (u = 2**-20,
+    float16's step at 1 is 1024u). vkdt's sub/mip pass reads the float32 input: M_1 =
+    f16(1 + (3*460 + 920)/4 u) = f16(1 + 575u) = 1 + 1024u (575u is past half a step).
+    Rounding M_0 first would give f16(1 + 460u) = 1 three times and f16(1 + 920u) =
+    1 + 1024u once, mean 1 + 256u, rounded 1: M_1 = 1. With a zero network (plain
+    kernels: every tap weight 0, I = 0 / max(0.001, 0) = 0) O_0 = up(O_1) + 0, unrounded."""
+    config = model_config(
+        width=32,
+        n_hidden=1,
+        levels=2,
+        blend="add",
+        down="box2",
+        up="bilinear",
+        kernel_activation="plain",
+        alpha_activation="const",
+        precision="vkdt-f16",
+    )
+    block = torch.tensor([[1 + 460 * U, 1 + 460 * U], [1 + 460 * U, 1 + 920 * U]])
+    noisy = block.repeat(4, 4).expand(1, 3, 8, 8).contiguous()
+    out = kpn_forward(noisy, torch.zeros(1, 2), zero_weights(config, torch.float32), config)
+    assert torch.equal(out.levels[1].mip, torch.full((1, 3, 4, 4), 1 + 1024 * U))
+    assert torch.equal(out.levels[0].mip, noisy)
+    assert torch.equal(out.levels[0].filtered, torch.zeros(1, 3, 8, 8))
+    torch.testing.assert_close(
+        out.output, upsample(out.levels[1].output, 8, 8, "bilinear"), rtol=0.0, atol=0.0
+    )
+
+
+def test_vkdt_f16_output_is_float32() -> None:
+    """Identity kernels (plain, all weight on the centre tap) and alpha 1 with add: O_0 =
+    up(O_1) + D_0, D_0 = f16(M_0 - up(M_1)). On a constant image 1 + 460u (u = 2**-20)
+    every coarser level is f16(1 + 460u) = 1, D_0 = f16(460u) = 460u exactly (a small
+    number float16 holds: 460 * 2**-20 = 115 * 2**-18), so O_0 = 1 + 460u: the input, which
+    float16 cannot hold (it would be 1)."""
+    config = model_config(
+        width=32,
+        n_hidden=1,
+        levels=3,
+        blend="add",
+        down="binomial5",
+        up="bilinear",
+        kernel_activation="plain",
+        alpha_activation="const",
+        precision="vkdt-f16",
+    )
+    weights = routed_weights(config, outputs={TAP_CENTRE: 1.0}, dtype=torch.float32)
+    noisy = torch.full((1, 3, 8, 8), 1 + 460 * U)
+    out = kpn_forward(noisy, torch.zeros(1, 2), weights, config)
+    for level in out.levels[1:]:
+        assert torch.equal(level.mip, torch.ones_like(level.mip))
+    assert torch.equal(out.levels[0].x, torch.full((1, 3, 8, 8), 460 * U))
+    assert torch.equal(out.output, noisy)
 
 
 # ------------------------------------------------------------- noise luminance

@@ -421,3 +421,21 @@ def test_training_shows_progress_after_its_first_step(tiny: Path, tmp_path: Path
     assert progress[4] == "validating 2 tiles at step 4..."
     assert progress[5].startswith("step 4/4  loss ") and " dB @4  " in progress[5]
     assert "; SSIM " in lines[-1]
+
+
+def test_vkdt_head_layout_trains_32_live_units(
+    tmp_path: Path, tiny_config: Callable[..., Path]
+) -> None:
+    """model.vkdt_head_layout (W 64): training runs, with vkdt's clipping (which reads the
+    matrices' gradients) and float16 state too, and the second matrix's columns 32.. stay
+    0 under L2 decay."""
+    config = tiny_config(
+        "train.steps=3", "model.width=64", "model.vkdt_head_layout=true",
+        "train.vkdt_grad_clip=true", "train.vkdt_f16_state=true", "train.l2=0.01",
+    )  # fmt: skip
+    assert main(["--config", str(config), "--out", str(tmp_path / "a")]) == 0
+    first = load_checkpoint(tmp_path / "a" / "checkpoint.pt")
+    hidden = first.model["mlp.layers.1.weight"]
+    assert hidden.shape == (16, 64)  # n_hidden = 1: the second matrix is W_out
+    assert torch.equal(hidden[:, 32:], torch.zeros(16, 32))
+    assert hidden[:, :32].abs().min() > 0

@@ -96,7 +96,10 @@ PARAMS = {
 
 GOLDEN_PFM = """\
 # vkdt graph: denoise a linear PFM with kpn and the weights weights.lut (written by python -m kpn export)
-# run: vkdt cli -g kpn-infer-pfm.cfg --format o-pfm --filename denoised --config param:i-pfm:main:filename:/path/to/noisy.pfm
+# run: vkdt cli -g kpn-infer-pfm.cfg --format o-pfm --filename denoised --colour-prim bt2020 --colour-trc linear --config param:i-pfm:main:filename:/path/to/noisy.pfm
+# --colour-prim bt2020 --colour-trc linear: the linear output as kpn computes it (without them vkdt cli adds colenc: rec709 primaries, 709 curve)
+# i-pfm reads and o-pfm writes the top row first, a standard PFM (infer.py's) the bottom row first:
+#   python -m kpn pfm --to-vkdt photo.pfm noisy.pfm makes the input, python -m kpn pfm --from-vkdt denoised.pfm photo.denoised.pfm the output
 # kpn's noise a / noise b: the camera's noise profile on the 0..65535 scale
 # (a .nprof of vkdt since 4b910761 is on [0,1]: a*65535^2, b*65535; docs/vkdt.md)
 # kpn must be built with these lines in src/pipe/modules/kpn-t/config.h:
@@ -110,6 +113,7 @@ GOLDEN_PFM = """\
 #   #define NO_ALIAS
 #   #define MLP_ACTIVATION MLP_ACTIVATION_LEAKY_RELU
 #   #define LOSS LOSS_SMAPE
+# vkdt ce12d6ed does not compile WIDTH 32 as it is (input.glsl uses push.level and nonuniformEXT too early): apply docs/vkdt.md's include-order patch
 module:i-pfm:main
 module:i-lut:w
 module:kpn:01
@@ -125,7 +129,9 @@ param:kpn:01:noise b:2.5
 
 GOLDEN_RAW = """\
 # vkdt graph: denoise a raw photo with kpn and the weights weights.lut (written by python -m kpn export)
-# run: vkdt cli -g kpn-infer-raw.cfg --format o-pfm --filename denoised --config param:i-raw:main:filename:/path/to/noisy.raw
+# run: vkdt cli -g kpn-infer-raw.cfg --format o-pfm --filename denoised --colour-prim bt2020 --colour-trc linear --config param:i-raw:main:filename:/path/to/noisy.raw
+# --colour-prim bt2020 --colour-trc linear: the linear output as kpn computes it (without them vkdt cli adds colenc: rec709 primaries, 709 curve)
+# o-pfm writes the top row first: python -m kpn pfm --from-vkdt denoised.pfm photo.denoised.pfm gives a standard PFM (infer.py's)
 # kpn's noise a / noise b: the camera's noise profile on the 0..65535 scale
 # (a .nprof of vkdt since 4b910761 is on [0,1]: a*65535^2, b*65535; docs/vkdt.md)
 # kpn must be built with these lines in src/pipe/modules/kpn-t/config.h:
@@ -139,6 +145,7 @@ GOLDEN_RAW = """\
 #   #define NO_ALIAS
 #   #define MLP_ACTIVATION MLP_ACTIVATION_LEAKY_RELU
 #   #define LOSS LOSS_SMAPE
+# vkdt ce12d6ed does not compile WIDTH 32 as it is (input.glsl uses push.level and nonuniformEXT too early): apply docs/vkdt.md's include-order patch
 module:i-raw:main
 module:denoise:01
 module:hilite:01
@@ -178,6 +185,7 @@ GOLDEN_TRAIN = """\
 #   #define NO_ALIAS
 #   #define MLP_ACTIVATION MLP_ACTIVATION_LEAKY_RELU
 #   #define LOSS LOSS_SMAPE
+# vkdt ce12d6ed does not compile WIDTH 32 as it is (input.glsl uses push.level and nonuniformEXT too early): apply docs/vkdt.md's include-order patch
 frames:250001
 fps:0
 module:i-pfm:main
@@ -338,6 +346,36 @@ def test_w64_inference_difference() -> None:
         "model.width = 64: kpn reads the weights with in_width 32 (kpn/main.c), kpn-t writes "
         "them with in_width WIDTH: this is not the trained network"
     ]
+
+
+def test_w64_in_the_head_layout_runs_as_trained() -> None:
+    """A head-layout file is read by kpn as written: no in_width difference; kpn-t,
+    which trains all units, says so for a model.vkdt_head_layout config."""
+    config = preset("vkdt-head", "model.vkdt_head_layout=true", *VKDT_SWITCHES)
+    assert inference_differences(config, "head") == []
+    assert training_differences(config) == [
+        "model.vkdt_head_layout = true: kpn-t trains every unit of the first hidden layer "
+        "(and writes kpn-t's layout)"
+    ]
+    pfm = graph_files(
+        config, "w.lut", noise_a=1, noise_b=2, weights_out="o", init_weights=None, layout="head"
+    )[0].text
+    assert "in_width" not in pfm and "computes otherwise" not in pfm
+    # WIDTH 64 compiles as shipped: no patch note; WIDTH 32 needs the include patch
+    assert "include-order patch" not in pfm
+    w32 = inference_graph("w.lut", preset("vkdt-head-w32"), source="pfm", noise_a=0, noise_b=0)
+    assert "apply docs/vkdt.md's include-order patch" in w32
+
+
+def test_run_lines_write_kpns_linear_output() -> None:
+    """vkdt cli inserts colenc (rec709, 709 curve) unless told bt2020 and linear."""
+    for text in (GOLDEN_PFM, GOLDEN_RAW):
+        run_line = next(line for line in text.splitlines() if line.startswith("# run:"))
+        assert "--format o-pfm --filename denoised --colour-prim bt2020 --colour-trc linear" in (
+            run_line
+        )
+    assert "--to-vkdt" in GOLDEN_PFM and "--from-vkdt" in GOLDEN_PFM
+    assert "--from-vkdt" in GOLDEN_RAW
 
 
 def test_design_differences() -> None:
