@@ -717,14 +717,14 @@ def write_lut(
     disk, so a reader never sees half a file and a failure leaves ``path`` as it was
     and no temporary behind. Raises KpnError naming ``path``.
     """
-    section = None if model is None else (model, infer or InferConfig())
-    payload = _encode(
+    payload = lut_bytes(
         matrices,
         in_width=in_width,
         layout=layout,
         dtype=dtype,
         trailer=trailer,
-        section=section,
+        model=model,
+        infer=infer,
         where=str(path),
     )
     atomic_write_bytes(path, payload)
