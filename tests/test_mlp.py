@@ -275,15 +275,22 @@ MATMUL_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(MATMUL_CASES))
-def test_matmul_f16_golden(case: str) -> None:
-    entries, in_width, f16_result, f32_result = MATMUL_CASES[case]
+def golden_product(entries: dict[int, float], in_width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A golden case's operands: pixel 0 holds ``entries`` (index -> value), pixel 1 a
+    single 3 (3 * 1 = 3, no rounding); outputs 0 and 1 sum every input, output 2 none."""
     x = torch.zeros(2, in_width)
     for index, value in entries.items():
         x[0, index] = value
-    x[1, 0] = 3.0  # a second pixel: 3 * 1 = 3, no rounding
+    x[1, 0] = 3.0
     weight = torch.ones(3, in_width)
     weight[2] = 0.0
+    return x, weight
+
+
+@pytest.mark.parametrize("case", list(MATMUL_CASES))
+def test_matmul_f16_golden(case: str) -> None:
+    entries, in_width, f16_result, f32_result = MATMUL_CASES[case]
+    x, weight = golden_product(entries, in_width)
     out = matmul_f16(x, weight)
     assert out.shape == (2, 3)
     assert out[0].tolist() == [f16_result, f16_result, 0.0]
@@ -395,12 +402,7 @@ FALLBACK_CASES = {
 @pytest.mark.parametrize("case", list(FALLBACK_CASES))
 def test_matmul_f16_fallback_golden(case: str) -> None:
     entries, in_width, fallback, coopmat, f32 = FALLBACK_CASES[case]
-    x = torch.zeros(2, in_width)
-    for index, value in entries.items():
-        x[0, index] = value
-    x[1, 0] = 3.0  # a second pixel: 3 * 1 = 3, no rounding
-    weight = torch.ones(3, in_width)
-    weight[2] = 0.0
+    x, weight = golden_product(entries, in_width)
     out = matmul_f16_fallback(x, weight)
     assert out.shape == (2, 3)
     assert out[0].tolist() == [fallback, fallback, 0.0]
