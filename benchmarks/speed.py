@@ -49,8 +49,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.profiler import ProfilerActivity, profile, record_function
 
-from kpn.config import load_config
+import kpn
+from kpn.config import Config, load_config
+from kpn.infer import Denoiser
+from kpn.loss import kpn_loss, psnr
+from kpn.model import KPN
+from kpn.optim import clip_gradients_, make_optimizer
 from kpn.summary import flops_per_pixel
 
 from report import (
@@ -86,20 +92,21 @@ def measure(function: Callable[[], object], repeats: int, precision: str) -> dic
     return {"seconds": statistics.median(seconds), "limit_gflops": statistics.median(limits)}
 
 
-def model_of(config_path: str, precision: str):  # -> (KPN, Config); imports kept local so
-    from kpn.model import KPN  # that a --baseline child imports the baseline's kpn
-
+def model_of(config_path: str, precision: str) -> tuple[KPN, Config]:
+    """The config's model, freshly initialised from seed 0, in ``precision``."""
     config = load_config(config_path)
     torch.manual_seed(0)
-    model = KPN(dataclasses.replace(config.model, precision=precision))
-    return model, config
+    return KPN(dataclasses.replace(config.model, precision=precision)), config
+
+
+def square_side(megapixels: float) -> int:
+    return round((megapixels * 1e6) ** 0.5)
 
 
 def train_step_function(config_path: str, precision: str, batch: int | None, tile: int | None):
-    """A training step of the config's batch (forward, loss, backward, clip, Adam)."""
-    from kpn.loss import kpn_loss
-    from kpn.optim import clip_gradients_, make_optimizer
-
+    """A training step of the config's batch (forward, loss, backward, clip, Adam), its
+    FLOPs, the model and its noise profile; backward and optimiser labelled for
+    :func:`stage_table`."""
     model, config = model_of(config_path, precision)
     batch, tile = batch or config.data.batch, tile or config.data.tile
     generator = torch.Generator().manual_seed(0)
@@ -113,26 +120,24 @@ def train_step_function(config_path: str, precision: str, batch: int | None, til
     def step() -> None:
         loss = kpn_loss(model(noisy, noise_ab), clean, train.loss, train.loss_reduction)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        clip_gradients_(model.mlp.weights, train, buffer_size)
-        optimizer.step()
+        with record_function("backward"):
+            loss.backward()
+        with record_function("optimiser"):
+            clip_gradients_(model.mlp.weights, train, buffer_size)
+            optimizer.step()
 
     flops = 3 * flops_per_pixel(config.model, tile, tile) * tile * tile * batch
-    return step, flops, model, (noisy, noise_ab)
+    return step, flops, model, noise_ab[:1]
 
 
 def child_train(args: argparse.Namespace) -> dict:
     step, flops, _, _ = train_step_function(args.config, args.precision, args.batch, args.tile)
     result = measure(step, args.repeats, args.precision)
-    import kpn
-
     return result | {"gflop": flops / 1e9, "kpn": str(Path(kpn.__file__).parent)}
 
 
 def stage_table(function: Callable[[], object], runs: int) -> dict[str, float]:
     """Milliseconds per run of each labelled stage, and of the whole, under the profiler."""
-    from torch.profiler import ProfilerActivity, profile
-
     function()
     with profile(activities=[ProfilerActivity.CPU]) as profiler:
         start = time.perf_counter()
@@ -141,53 +146,37 @@ def stage_table(function: Callable[[], object], runs: int) -> dict[str, float]:
         total = (time.perf_counter() - start) / runs
     events = {event.key: event for event in profiler.key_averages()}
     table = {
-        stage: events[stage].cpu_time_total / runs / 1e3 for stage in STAGES if stage in events
+        name: events[name].cpu_time_total / runs / 1e3
+        for name in (*STAGES, "backward", "optimiser")
+        if name in events
     }
-    for name in ("backward", "optimiser"):
-        if name in events:
-            table[name] = events[name].cpu_time_total / runs / 1e3
     return table | {"total": total * 1e3}
 
 
 def child_stages(args: argparse.Namespace) -> dict:
-    from torch.profiler import record_function
-
-    from kpn.loss import kpn_loss
-    from kpn.optim import clip_gradients_
-
-    _, _, model, (noisy, noise_ab) = train_step_function(
+    step, _, model, noise_ab = train_step_function(
         args.config, args.precision, args.batch, args.tile
     )
-    config = load_config(args.config)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-
-    def labelled_step() -> None:
-        loss = kpn_loss(model(noisy, noise_ab), noisy, config.train.loss, "mean")
-        optimizer.zero_grad(set_to_none=True)
-        with record_function("backward"):
-            loss.backward()
-        with record_function("optimiser"):
-            clip_gradients_(model.mlp.weights, config.train, model.mlp.width**2 * 8)
-            optimizer.step()
-
-    side = round((args.size * 1e6) ** 0.5)
+    side = square_side(args.size)
     image = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0))
-    profile_ab = noise_ab[:1]
 
     def forward() -> None:
         with torch.no_grad():
-            model(image, profile_ab)
+            model(image, noise_ab)
 
     runs = max(1, args.repeats)
-    return {"train": stage_table(labelled_step, runs), "forward": stage_table(forward, runs)}
+    return {"train": stage_table(step, runs), "forward": stage_table(forward, runs)}
+
+
+def denoiser_of(args: argparse.Namespace) -> tuple[Denoiser, KPN]:
+    """infer.py's denoiser of the config's model (float32 weights) in ``--precision``."""
+    model, config = model_of(args.config, "fp32")
+    return Denoiser.build(model, config.infer, precision=args.precision), model
 
 
 def child_infer(args: argparse.Namespace) -> dict:
-    from kpn.infer import Denoiser
-
-    model, config = model_of(args.config, "fp32")
-    denoiser = Denoiser.build(model, config.infer, precision=args.precision)
-    side = round((args.size * 1e6) ** 0.5)
+    denoiser, model = denoiser_of(args)
+    side = square_side(args.size)
     noisy = np.random.default_rng(0).random((side, side, 3), dtype=np.float32)  # the only image
     image_mb = noisy.nbytes / 2**20
     base_rss = peak_rss_mb()
@@ -205,11 +194,8 @@ def child_infer(args: argparse.Namespace) -> dict:
 
 def child_images(args: argparse.Namespace) -> dict:
     """Seconds for ``--count`` images of ``--size`` Mpx, one after the other."""
-    from kpn.infer import Denoiser
-
-    model, config = model_of(args.config, "fp32")
-    denoiser = Denoiser.build(model, config.infer, precision=args.precision)
-    side = round((args.size * 1e6) ** 0.5)
+    denoiser, _ = denoiser_of(args)
+    side = square_side(args.size)
     noisy = np.random.default_rng(0).random((side, side, 3), dtype=np.float32)
     denoiser(noisy[:64, :64].copy(), 20000.0, 20.0)  # warm-up
     if args.sync:  # start together with a sibling process: the parent says when
@@ -220,10 +206,7 @@ def child_images(args: argparse.Namespace) -> dict:
 
 def child_quality(args: argparse.Namespace) -> dict:
     """PSNR of the shipped design model, bf16 minus fp32, per camera condition."""
-    import quality
-
-    import kpn
-    from kpn.loss import psnr
+    import quality  # the bench extra's scikit-image, only here
 
     models = {p: kpn.load(precision=p) for p in ("fp32", "bf16")}
     rows = {}
