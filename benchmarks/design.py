@@ -41,6 +41,8 @@ from kpn.fileio import atomic_output
 from report import ROOT, markdown_table, provenance, write_text
 
 BASE_CONFIG = ROOT / "configs" / "photos.toml"
+# the shipped design's changes to SCREENING_BASE
+DESIGN: dict[str, object] = {"model.width": 64, "data.texture_candidates": 4, "train.loss": "psnr"}
 # name -> (what it is, --set overrides on configs/photos.toml)
 CANDIDATES: dict[str, tuple[str, dict[str, object]]] = {
     "star15": ("vkdt's star15 input, W 32", {"model.features": "star15"}),
@@ -60,18 +62,10 @@ CANDIDATES: dict[str, tuple[str, dict[str, object]]] = {
         "star15_snr, most textured of 4 crops, psnr loss (-PSNR per tile)",
         {"model.features": "star15_snr", "data.texture_candidates": 4, "train.loss": "psnr"},
     ),
-    "design": (
-        "the shipped design: star15_snr, W 64, most textured of 4 crops, psnr loss",
-        {"model.width": 64, "data.texture_candidates": 4, "train.loss": "psnr"},
-    ),
+    "design": ("the shipped design: star15_snr, W 64, most textured of 4 crops, psnr loss", DESIGN),
     "design-bf16": (
         "the shipped design with bfloat16 hidden products (model.precision = bf16)",
-        {
-            "model.width": 64,
-            "data.texture_candidates": 4,
-            "train.loss": "psnr",
-            "model.precision": "bf16",
-        },
+        DESIGN | {"model.precision": "bf16"},
     ),
 }
 TAG = "metrics/val_psnr"

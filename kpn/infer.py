@@ -307,7 +307,12 @@ def native_bf16(device: torch.device) -> bool:
     a CPU, compute capability 8 on CUDA): elsewhere bfloat16 is emulated, and slower."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
-    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:  # oneDNN's own check (a private op): absent from some torch builds
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def inference_precision(chosen: str, model_precision: str, device: torch.device) -> str:
@@ -316,8 +321,8 @@ def inference_precision(chosen: str, model_precision: str, device: torch.device)
     ``model``: the model's own. ``auto`` (the default): the model's own, but a float32
     model runs ``bf16`` where the device has native bfloat16 (:func:`native_bf16`): the
     output changes by at most 0.002 dB PSNR on the benchmark photos at every noise
-    level, for 1.4 times the speed (``benchmarks/speed.py``). ``fp32``, ``bf16`` and
-    ``vkdt-f16`` as named.
+    level, for 1.1 to 1.4 times the speed (``benchmarks/speed.py``; README, Speed).
+    ``fp32``, ``bf16`` and ``vkdt-f16`` as named.
     """
     if chosen not in ("auto", "model", "fp32", "bf16", "vkdt-f16"):
         raise KpnError(f"precision {chosen!r}: expected auto, model, fp32, bf16 or vkdt-f16")

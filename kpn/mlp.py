@@ -98,7 +98,8 @@ def mlp_hidden(
 ) -> Tensor:
     """The hidden layers: ``[..., N, in] -> [..., N, W]``, activated (bfloat16 under
     ``"bf16"``: the output layer reads them in float32, as kernel logits rounded to
-    bfloat16 cost 0.9 dB at low noise, benchmarks/results/speed.md)."""
+    bfloat16 cost the shipped model 0.9 dB at ISO 800 on the benchmark photos; README,
+    Speed)."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}")
     if precision == "bf16":
