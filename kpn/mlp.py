@@ -79,10 +79,18 @@ def mlp_forward_planar(
 ) -> Tensor:
     """:func:`mlp_forward` with pixels as columns, vkdt's layout: ``[..., in, N] -> [..., 16, N]``.
 
-    The first product reads the transposed view and the last one writes planar output,
-    so planar images go through the network without a transposing copy of the output.
+    One image's pixels go through the hidden layers as the rows of one matrix (a view of
+    its input), one plain product per layer: a transposed view takes batched products and
+    copies, 16% slower. A batch keeps one product per image, so that each image's result
+    is exactly the one it gets alone (one product over every image's rows sums in another
+    order). The last product writes planar output, without a transposing copy.
     """
-    hidden = mlp_hidden(inputs.transpose(-1, -2), weights[:-1], activation, precision, matmul)
+    if math.prod(inputs.shape[:-2]) == 1:
+        rows = inputs.reshape(inputs.shape[-2], -1).T  # [N, in], a view
+        hidden = mlp_hidden(rows, weights[:-1], activation, precision, matmul)
+        hidden = hidden.view(*inputs.shape[:-2], *hidden.shape)  # [..., N, W]
+    else:
+        hidden = mlp_hidden(inputs.transpose(-1, -2), weights[:-1], activation, precision, matmul)
     if precision == "vkdt-f16":
         product = f16_product(matmul)(hidden, round_f16(weights[-1]))
         return product.transpose(-1, -2).contiguous()
