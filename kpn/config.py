@@ -30,6 +30,7 @@ AlphaActivation = Literal["const", "plain", "clamped", "sigmoid"]
 Precision = Literal["fp32", "bf16", "vkdt-f16"]  # kpn.mlp.PRECISIONS
 VkdtMatmul = Literal["coopmat", "fallback"]  # kpn.precision.VKDT_MATMULS
 Loss = Literal["l2", "smape", "cosh", "psnr"]
+TrainPrecision = Literal["model", "bf16"]
 LossReduction = Literal["sum", "mean"]
 LrSchedule = Literal["constant", "cosine"]
 
@@ -229,6 +230,10 @@ class TrainConfig:
     eps: float = 1e-4  # vkdt's: large, as its moments live in float16
     l2: float = 0.001  # vkdt's L2: adds 2 * l2 * w to the gradient after clipping
     grad_clip: float = 1000.0  # vkdt's: global gradient norm bound (0 = off)
+    # the network's arithmetic while training: the model's own, or (a float32 model) its
+    # hidden products in bfloat16 (model.precision "bf16"): 1.75x the steps per hour with
+    # equal validation PSNR per step (README, Speed); the trained model stays float32
+    precision: TrainPrecision = "model"
     init: str = "random"  # "random" (vkdt's Xavier) or a .lut / checkpoint to start from
     log_every: int = 10  # steps between scalar logs and progress lines
     val_every: int = 100  # steps between validations
@@ -296,6 +301,18 @@ class Config:
     def validate(self, where: str) -> None:
         for section in dataclasses.fields(self):
             getattr(self, section.name).validate(where)
+        if self.train.precision == "bf16" and self.model.precision != "fp32":
+            raise KpnError(
+                f"{where}: train.precision = 'bf16' trains a float32 model, not "
+                f"model.precision = '{self.model.precision}'"
+            )
+
+    @property
+    def training_model(self) -> ModelConfig:
+        """The model as training runs it: ``model``, with ``train.precision`` applied."""
+        if self.train.precision == "model":
+            return self.model
+        return dataclasses.replace(self.model, precision=self.train.precision)
 
 
 def _describe_type(hint: Any) -> str:

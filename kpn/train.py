@@ -320,7 +320,7 @@ def train(args: argparse.Namespace) -> TrainResult:
 
     # model and optimiser, resumed or fresh; the seed makes the initialisation repeatable
     torch.manual_seed(args.seed)
-    model = KPN(config.model).to(device)
+    model = KPN(config.training_model).to(device)
     optimizer = make_optimizer(model.parameters(), config.train)
     buffer_size = (config.model.n_hidden + 1) * config.model.width**2  # vkdt's weights
     step, skipped, samples_seen, best_psnr = 0, 0, 0, -math.inf

@@ -17,6 +17,7 @@ import torch
 import torch.multiprocessing as mp
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import kpn.mlp
 import kpn.train
 from kpn.checkpoint import load_checkpoint
 from kpn.config import load_config
@@ -439,3 +440,41 @@ def test_vkdt_head_layout_trains_32_live_units(
     assert hidden.shape == (16, 64)  # n_hidden = 1: the second matrix is W_out
     assert torch.equal(hidden[:, 32:], torch.zeros(16, 32))
     assert hidden[:, :32].abs().min() > 0
+
+
+def test_bf16_training_trains_the_float32_model_with_bf16_products(
+    tmp_path: Path, tiny_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """train.precision = "bf16": the network runs its hidden products in bfloat16 while
+    training (seen by the MLP), the run's config and checkpoint keep the float32 model,
+    and the weights differ from a float32 run's but not by much after a few steps."""
+    seen: list[str] = []
+    hidden = kpn.mlp.mlp_hidden
+
+    def spy(inputs, weights, activation, precision, matmul="coopmat"):  # type: ignore[no-untyped-def]
+        seen.append(precision)
+        return hidden(inputs, weights, activation, precision, matmul)
+
+    monkeypatch.setattr(kpn.mlp, "mlp_hidden", spy)
+    runs = {}
+    for precision in ("model", "bf16"):
+        seen.clear()
+        config = tiny_config("train.steps=3", f'train.precision="{precision}"')
+        run = tmp_path / precision
+        assert main(["--config", str(config), "--out", str(run)]) == 0
+        runs[precision] = load_checkpoint(run / "checkpoint.pt")
+        assert set(seen) == {"fp32" if precision == "model" else "bf16"}
+        assert runs[precision].config.model.precision == "fp32"
+        assert load_config(run / "config.toml").train.precision == precision
+    for name, exact in runs["model"].model.items():
+        bf16 = runs["bf16"].model[name]
+        assert not torch.equal(bf16, exact), name
+        torch.testing.assert_close(bf16, exact, rtol=0.05, atol=0.02)
+
+
+def test_bf16_training_needs_a_float32_model(tiny_config: Callable[..., Path], capsys) -> None:
+    config = tiny_config('train.precision="bf16"', 'model.precision="vkdt-f16"')
+    assert main(["--config", str(config), "--out", str(config.parent / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "train.precision = 'bf16' trains a float32 model, not model.precision" in err
+    assert not (config.parent / "run").exists()
