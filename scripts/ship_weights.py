@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         f"b in [{data.noise_b_min:g}, {data.noise_b_max:g}] on the 0..65535 scale "
         "(darktable's profiles from base ISO to the highest ISO pushed +4 EV)",
         f"- training: {state.step} steps, {train.loss} loss, Adam lr {train.lr:g} "
-        f"({train.lr_schedule}, warm-up {train.warmup_steps}), clip {train.grad_clip:g}; "
+        f"({train.lr_schedule}, warm-up {train.warmup_steps}), clip {train.grad_clip:g}"
+        f"{', hidden products in bfloat16' if train.precision == 'bf16' else ''}; "
         f"{minutes:.0f} minutes on this project's 2-core CPU machine; seed in the command",
         f"- commit: {commit} (the code that shipped it)",
         f"- validation (held-out photos): noisy {noisy:.2f} dB -> denoised {denoised:.2f} dB",
