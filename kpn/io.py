@@ -270,10 +270,17 @@ def pfm_bytes(image: np.ndarray, *, vkdt_rows: bool = False, where: PathLike = "
     """
     array = _as_image(image, where)
     header = _pfm_header_text(array.shape[1], array.shape[0], array.ndim, vkdt_rows)
+    return header + b"".join(chunk.tobytes() for chunk in _pfm_chunks(array, vkdt_rows))
+
+
+def _pfm_chunks(array: np.ndarray, vkdt_rows: bool) -> Iterator[np.ndarray]:
+    """``array``'s rows in a PFM file's order (bottom first unless ``vkdt_rows``) as
+    little-endian float32, ``PFM_CHUNK_BYTES`` at a time."""
     rows = array if vkdt_rows else array[::-1]
-    with np.errstate(over="ignore"):  # beyond float32 becomes Inf, as any float32 store
-        data = np.ascontiguousarray(rows, dtype="<f4")
-    return header + data.tobytes()
+    step = max(1, PFM_CHUNK_BYTES // max(1, array[0].nbytes))
+    for start in range(0, rows.shape[0], step):
+        with np.errstate(over="ignore"):  # beyond float32 becomes Inf, as any float32 store
+            yield np.ascontiguousarray(rows[start : start + step], dtype="<f4")
 
 
 def _pfm_header_text(width: int, height: int, ndim: int, vkdt_rows: bool) -> bytes:
@@ -290,16 +297,10 @@ def write_pfm(path: PathLike, image: np.ndarray, *, vkdt_rows: bool = False) -> 
     """Write ``image`` (``[H,W,3]`` or ``[H,W]``) as a PFM file, atomically, as
     :func:`pfm_bytes` lays it out, a chunk of rows at a time (no copy of the image)."""
     array = _as_image(image, path)
-    height = array.shape[0]
-    header = _pfm_header_text(array.shape[1], height, array.ndim, vkdt_rows)
-    step = max(1, PFM_CHUNK_BYTES // max(1, array[0].nbytes))
     with atomic_output(path) as temp, open(temp, "wb") as file:
-        file.write(header)
-        for start in range(0, height, step):  # rows of the file, in file order
-            count = min(step, height - start)
-            rows = array[start : start + count] if vkdt_rows else array[::-1][start : start + count]
-            with np.errstate(over="ignore"):
-                file.write(np.ascontiguousarray(rows, dtype="<f4").tobytes())
+        file.write(_pfm_header_text(array.shape[1], array.shape[0], array.ndim, vkdt_rows))
+        for chunk in _pfm_chunks(array, vkdt_rows):
+            file.write(chunk.data)
 
 
 # --- PNG, JPEG, TIFF -------------------------------------------------------------------
