@@ -46,7 +46,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -88,7 +88,7 @@ from kpn.model import KPN, kpn_forward
 from kpn.noise_estimate import estimate_noise
 from kpn.nprof import NoiseProfile, find_profile, read_nprof
 from kpn.precision import VKDT_MATMULS
-from kpn.tiling import level_tile, plan_tiles, tiled_forward
+from kpn.tiling import plan_tiles, tiled_forward
 
 SUFFIX = ".denoised"  # default output: NAME.denoised.EXT beside the input
 RUN_WEIGHTS = "weights.lut"  # a run directory's vkdt weights (kpn.train.WEIGHTS)
@@ -211,8 +211,6 @@ class Denoiser:
     levels: int
     tile: int
     device: torch.device
-    compile: bool = False
-    _tile_function: Callable[..., Tensor] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def build(
@@ -253,12 +251,6 @@ class Denoiser:
         weights = tuple(w.detach().to(torch_device) for w in model.mlp.weights)
         return cls(weights, config, levels, tile, torch_device)
 
-    def tile_function(self) -> Callable[..., Tensor]:
-        """The per-tile function, compiled once when ``compile`` is set."""
-        if self._tile_function is None:
-            self._tile_function = torch.compile(level_tile) if self.compile else level_tile
-        return self._tile_function
-
     def tiles(self, height: int, width: int) -> int:
         """Tiles an image of this size takes (1: untiled)."""
         if self.tile == 0:
@@ -295,7 +287,6 @@ class Denoiser:
                     self.tile,
                     out=target,
                     progress=progress,
-                    tile_function=self.tile_function(),
                 )
         if result is not target:
             out[...] = result[0].permute(1, 2, 0).float().cpu().numpy()

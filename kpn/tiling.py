@@ -373,9 +373,6 @@ def bilinear_window_coords(
     return rows - window.top // 2, cols - window.left // 2
 
 
-TileFunction = Callable[..., Tensor]
-
-
 def tiled_forward(
     noisy: Tensor,
     noise_ab: Tensor,
@@ -386,7 +383,6 @@ def tiled_forward(
     *,
     out: Tensor | None = None,
     progress: Callable[[int], None] | None = None,
-    tile_function: TileFunction = level_tile,
 ) -> Tensor:
     """Denoise ``noisy`` level by level in tiles; equal to :func:`kpn.model.kpn_forward`.
 
@@ -403,7 +399,6 @@ def tiled_forward(
         tile: a tile's core side in pixels of each level (see :func:`plan_level`).
         out: ``[B,3,H,W]`` to write O_0 into (any strides); default a new tensor.
         progress: called with 1 after every tile.
-        tile_function: computes one tile; :func:`level_tile` or a compiled version of it.
 
     Returns:
         ``out``, holding the denoised image.
@@ -428,7 +423,7 @@ def tiled_forward(
             coords = None
             if config.up == "bilinear" and level + 1 < len(plan.sizes):
                 coords = bilinear_window_coords(window, size, plan.sizes[level + 1], noisy.device)
-            result = tile_function(
+            result = level_tile(
                 mip, mip_next, coarse, noise_ab, coords, weights, config, level, count
             )
             core_rows, core_cols = window.core
