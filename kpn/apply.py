@@ -27,20 +27,14 @@ PLAIN_REPLACEMENT = 0.001  # ... by this
 PLAIN_MIN_SUM = 0.001
 
 
-def kernel_weights(logits: Tensor, activation: str) -> Tensor:
-    """Normalised tap weights from the network's 15 kernel outputs.
+def kernel_factors(logits: Tensor, activation: str) -> tuple[Tensor, float]:
+    """The 15 taps' unnormalised weights, and the floor of their sum (what
+    :func:`kernel_weights` divides by is max(floor, sum)).
 
-    - ``softmax``: w_k = exp(0.1*(K_k - max K)), a NaN K_k gives 1; divided by
-      max(1e-3, sum w).
-    - ``plain``: w_k = K_k, or 0.001 where K_k is NaN or outside (-10, 10); divided by
-      max(0.001, sum w).
+    - ``softmax``: w_k = exp(0.1*(K_k - max K)), a NaN K_k gives 1; floor 1e-3.
+    - ``plain``: w_k = K_k, or 0.001 where K_k is NaN or outside (-10, 10); floor 0.001.
 
-    Args:
-        logits: ``[B,15,H,W]``.
-        activation: ``"softmax"`` | ``"plain"``.
-
-    Returns:
-        ``[B,15,H,W]`` weights of the taps in ``STAR15_TAPS`` order.
+    ``[B,15,H,W] -> [B,15,H,W]``, weights in ``STAR15_TAPS`` order.
     """
     if activation == "softmax":
         # vkdt's max starts from -1e38 and skips NaN; a NaN difference (a NaN tap, or
@@ -49,13 +43,27 @@ def kernel_weights(logits: Tensor, activation: str) -> Tensor:
         largest = torch.nan_to_num(logits, nan=-math.inf, posinf=math.inf, neginf=-math.inf)
         largest = largest.amax(1, keepdim=True).clamp(min=SOFTMAX_MAX_START)
         shifted = torch.nan_to_num(logits - largest, nan=0.0)
-        weights = torch.exp(SOFTMAX_SCALE * shifted)
-        return weights / weights.sum(1, keepdim=True).clamp(min=SOFTMAX_MIN_SUM)
+        return torch.exp(SOFTMAX_SCALE * shifted), SOFTMAX_MIN_SUM
     if activation == "plain":
         inside = (logits < PLAIN_LIMIT) & (logits > -PLAIN_LIMIT)  # False for NaN too
-        weights = torch.where(inside, logits, torch.full_like(logits, PLAIN_REPLACEMENT))
-        return weights / weights.sum(1, keepdim=True).clamp(min=PLAIN_MIN_SUM)
+        factors = torch.where(inside, logits, torch.full_like(logits, PLAIN_REPLACEMENT))
+        return factors, PLAIN_MIN_SUM
     raise ValueError(f"unknown kernel activation {activation!r}")
+
+
+def kernel_weights(logits: Tensor, activation: str) -> Tensor:
+    """Normalised tap weights from the network's 15 kernel outputs: the
+    :func:`kernel_factors` divided by max(floor, their sum).
+
+    Args:
+        logits: ``[B,15,H,W]``.
+        activation: ``"softmax"`` | ``"plain"``.
+
+    Returns:
+        ``[B,15,H,W]`` weights of the taps in ``STAR15_TAPS`` order.
+    """
+    factors, floor = kernel_factors(logits, activation)
+    return factors / factors.sum(1, keepdim=True).clamp(min=floor)
 
 
 def apply_limit(precision: str) -> float | None:
@@ -97,6 +105,29 @@ def apply_kernel_padded(padded: Tensor, weights: Tensor, limit: float | None = F
         tap = padded[..., r + dy : r + dy + height, r + dx : r + dx + width]
         term = weights[:, k : k + 1]
         filtered = term * tap if filtered is None else torch.addcmul(filtered, term, tap)
+    return filtered if limit is None else filtered.clamp(-limit, limit)
+
+
+def apply_kernel_vkdt(
+    padded: Tensor, factors: Tensor, floor: float, limit: float | None = F16_LIMIT
+) -> Tensor:
+    """:func:`apply_kernel_padded` in ``apply.comp``'s own float32 order, for the
+    ``vkdt-f16`` precision: sum_k w_k X(p + tap_k) and sum_k w_k, each accumulated in tap
+    order, then their quotient (kpn's float32 path normalises the weights first). Under
+    float16 stores the order decides roundings that plain kernels amplify: measured
+    against vkdt-cli, 2.1e-2 apart the other way (benchmarks/results/vkdt-oracle.md).
+
+    ``[B,C,h+4,w+4], [B,15,h,w] (kernel_factors), floor -> [B,C,h,w]``
+    """
+    height, width = factors.shape[-2:]
+    r = STAR15_RADIUS
+    filtered, total = None, None
+    for k, (dx, dy) in enumerate(STAR15_TAPS):
+        tap = padded[..., r + dy : r + dy + height, r + dx : r + dx + width]
+        factor = factors[:, k : k + 1]
+        filtered = factor * tap if filtered is None else filtered + factor * tap
+        total = factor if total is None else total + factor
+    filtered = filtered / total.clamp(min=floor)
     return filtered if limit is None else filtered.clamp(-limit, limit)
 
 

@@ -17,7 +17,15 @@ import torch
 from torch import Tensor, nn
 from torch.profiler import record_function
 
-from kpn.apply import alpha_weight, apply_kernel_padded, apply_limit, kernel_weights
+from kpn.apply import (
+    F16_PRECISION,
+    alpha_weight,
+    apply_kernel_padded,
+    apply_kernel_vkdt,
+    apply_limit,
+    kernel_factors,
+    kernel_weights,
+)
 from kpn.blend import blend_level
 from kpn.config import VKDT_INFERENCE_IN_WIDTH, ModelConfig
 from kpn.errors import KpnError
@@ -158,6 +166,7 @@ def filter_level(
     feature_rows = feature_input.shape[-2] - height
     rows = band_rows(batch, height, width, config.block_transpose)
     limit = apply_limit(config.precision)  # vkdt's float16 clamp, only where vkdt's f16 is
+    vkdt_sums = config.precision == F16_PRECISION
     filtered, alphas, kernels = [], [], []
     for top in range(0, height, rows):
         bottom = min(top + rows, height)
@@ -187,12 +196,19 @@ def filter_level(
             elif config.block_transpose:
                 outputs = block_transpose(outputs)[..., :pixels]
             kernel = outputs.view(batch, OUTPUTS, bottom - top, width)
+        slab = apply_input[:, :, top : bottom + 2 * STAR15_RADIUS]
+        logits = kernel[:, : OUTPUTS - 1]
         with record_function("kernel_weights"):
-            tap_weights = kernel_weights(kernel[:, : OUTPUTS - 1], config.kernel_activation)
             alphas.append(alpha_weight(kernel[:, OUTPUTS - 1 :], config.alpha_activation))
+            if vkdt_sums:
+                factors, floor = kernel_factors(logits, config.kernel_activation)
+            else:
+                tap_weights = kernel_weights(logits, config.kernel_activation)
         with record_function("apply"):
-            slab = apply_input[:, :, top : bottom + 2 * STAR15_RADIUS]
-            filtered.append(apply_kernel_padded(slab, tap_weights, limit))
+            if vkdt_sums:  # apply.comp's own order of its float32 sums
+                filtered.append(apply_kernel_vkdt(slab, factors, floor, limit))
+            else:
+                filtered.append(apply_kernel_padded(slab, tap_weights, limit))
         if keep_kernel:
             kernels.append(kernel)
     with record_function("copies"):
@@ -307,7 +323,9 @@ def kpn_forward(
 
     with_residual = config.blend == "add"
     with record_function("pyramid"):
-        mips = mip_pyramid(noisy, count + with_residual, config.down, store)
+        mips = mip_pyramid(
+            noisy, count + with_residual, config.down, store, config.precision == F16_PRECISION
+        )
     residual = mips[count] if with_residual else None
     per_level: list[LevelOutput] = []
     coarse = residual

@@ -72,6 +72,25 @@ def down_binomial5(fine: Tensor) -> Tensor:
     return _correlate(rows, BINOMIAL5, -2, 2)
 
 
+def down_binomial5_vkdt(fine: Tensor) -> Tensor:
+    """:func:`down_binomial5` in ``sub.comp``'s own float32 order, for the ``vkdt-f16``
+    precision: one sum of the 25 taps b[j] b[i] fine(2x+i, 2y+j), j outer, i inner (the
+    separable filter rounds in another order, which float16 stores can expose).
+
+    ``[B,C,H,W] -> [B,C,(H+1)//2,(W+1)//2]``
+    """
+    height, width = fine.shape[-2:]
+    padded = pad_symmetric(fine, 2, 2 + width % 2, 2, 2 + height % 2)
+    coarse_h, coarse_w = (height + 1) // 2, (width + 1) // 2
+    total = None
+    for j, row_tap in enumerate(BINOMIAL5):
+        for i, column_tap in enumerate(BINOMIAL5):
+            tap = padded[..., j : j + 2 * coarse_h : 2, i : i + 2 * coarse_w : 2]
+            term = (row_tap * column_tap) * tap
+            total = term if total is None else total + term
+    return total
+
+
 def _strided_pair_mean(base: Tensor, stride: int, offset: int, size: tuple[int, int]) -> Tensor:
     """mean of base(s*x+o .. s*x+o+1, s*y+o .. s*y+o+1), mirrored at base's edge."""
     height, width = base.shape[-2:]
@@ -111,7 +130,9 @@ def mips_box2_vkdt(image: Tensor, count: int, store: Store | None = None) -> lis
     return mips
 
 
-def mip_pyramid(image: Tensor, count: int, down: str, store: Store | None = None) -> list[Tensor]:
+def mip_pyramid(
+    image: Tensor, count: int, down: str, store: Store | None = None, vkdt_order: bool = False
+) -> list[Tensor]:
     """Mip levels M_0 = image, M_1, ... M_{count-1}.
 
     Args:
@@ -123,6 +144,7 @@ def mip_pyramid(image: Tensor, count: int, down: str, store: Store | None = None
             stored one before it (``box2_vkdt``: each three from their stored base), as
             vkdt's ``sub.comp`` and ``mip.comp`` read the images the previous pass wrote.
             M_0 is ``image`` itself. None: nothing.
+        vkdt_order: sum as vkdt's shaders do (:func:`down_binomial5_vkdt`), for vkdt-f16.
 
     Returns:
         list of ``count`` tensors ``[B,C,H_i,W_i]``.
@@ -131,6 +153,8 @@ def mip_pyramid(image: Tensor, count: int, down: str, store: Store | None = None
         return mips_box2_vkdt(image, count, store)
     keep = store or _unchanged
     reduce = {"box2": down_box2, "binomial5": down_binomial5}[down]
+    if vkdt_order and down == "binomial5":
+        reduce = down_binomial5_vkdt
     mips = [image]
     for _ in range(count - 1):
         mips.append(keep(reduce(mips[-1])))

@@ -60,6 +60,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from kpn.apply import F16_PRECISION
 from kpn.config import InferConfig, ModelConfig
 from kpn.errors import KpnError
 from kpn.features import STAR15_RADIUS
@@ -303,6 +304,7 @@ def global_mips(noisy: Tensor, config: ModelConfig, plan: TilePlan) -> list[Tens
     ``[B,3,H,W] -> [[B,3,H,W], [B,3,H1,W1], ...]``
     """
     store = stored_image(config)
+    vkdt_order = config.precision == F16_PRECISION
     height = noisy.shape[-2]
     count = len(plan.sizes)
     mips = [noisy] + [noisy.new_empty(*noisy.shape[:2], h, w) for h, w in plan.sizes[1:]]
@@ -313,7 +315,8 @@ def global_mips(noisy: Tensor, config: ModelConfig, plan: TilePlan) -> list[Tens
         crop_top = max(0, min(top, _floor_to(height, plan.band_align) - plan.band_align))
         crop_top = max(0, crop_top - plan.band_halo)
         band = noisy[..., crop_top : min(height, bottom + plan.band_halo), :].contiguous()
-        for level, mip in enumerate(mip_pyramid(band, count, config.down, store)[1:], start=1):
+        band_mips = mip_pyramid(band, count, config.down, store, vkdt_order)
+        for level, mip in enumerate(band_mips[1:], start=1):
             scale = 2**level
             first, last = top // scale, -(-bottom // scale)
             offset = (top - crop_top) // scale

@@ -10,7 +10,14 @@ import torch
 from torch.autograd import gradcheck
 from torch.testing import assert_close
 
-from kpn.apply import alpha_weight, apply_kernel, kernel_weights
+from kpn.apply import (
+    alpha_weight,
+    apply_kernel,
+    apply_kernel_padded,
+    apply_kernel_vkdt,
+    kernel_factors,
+    kernel_weights,
+)
 
 NAN = math.nan
 INF = math.inf
@@ -392,3 +399,31 @@ class TestAlphaWeight:
         raw = torch.tensor([-2.0, -0.4, 0.2, 0.5, 0.8, 1.5], dtype=torch.float64)
         raw = raw.view(1, 1, 2, 3).requires_grad_(True)
         assert gradcheck(lambda a: alpha_weight(a, activation), (raw,))
+
+
+def test_apply_kernel_vkdt_sums_in_apply_comp_order() -> None:
+    """vkdt-f16's apply: sum_k w_k X_k and sum_k w_k, each accumulated in tap order in
+    float32, then their quotient (apply.comp); scalar numpy float32 arithmetic says what
+    each output is, bit for bit. kpn's float32 path (weights normalised first) rounds
+    elsewhere: plain kernels near a zero sum are where it shows."""
+    rng = np.random.default_rng(11)
+    x = rng.random((1, 1, 9, 10), dtype=np.float32)
+    logits = rng.normal(0, 3, (1, 15, 5, 6)).astype(np.float32)
+    factors, floor = kernel_factors(torch.from_numpy(logits), "plain")
+    assert floor == 0.001
+    got = apply_kernel_vkdt(torch.from_numpy(x), factors, floor, limit=65000.0)
+    w = factors.numpy()
+    expected = np.zeros((5, 6), np.float32)
+    for y in range(5):
+        for col in range(6):
+            filtered, total = np.float32(0), np.float32(0)
+            for k, (dx, dy) in enumerate(SPEC_TAPS):
+                term = np.float32(w[0, k, y, col] * x[0, 0, y + 2 + dy, col + 2 + dx])
+                filtered = term if k == 0 else np.float32(filtered + term)
+                total = w[0, k, y, col] if k == 0 else np.float32(total + w[0, k, y, col])
+            expected[y, col] = np.float32(filtered / max(total, np.float32(floor)))
+    np.testing.assert_array_equal(got[0, 0].numpy(), np.clip(expected, -65000, 65000))
+    normalised_first = apply_kernel_padded(
+        torch.from_numpy(x), kernel_weights(torch.from_numpy(logits), "plain"), 65000.0
+    )
+    assert not torch.equal(normalised_first, got)

@@ -17,6 +17,7 @@ from kpn.pyramid import (
     coarse_size,
     details,
     down_binomial5,
+    down_binomial5_vkdt,
     down_box2,
     level_sizes,
     mip_pyramid,
@@ -607,3 +608,26 @@ def test_float32_stays_float32(generator):
 def test_gradcheck(name, generator):
     x = rand(generator, 1, 2, 5, 3).requires_grad_()
     assert torch.autograd.gradcheck(OPERATORS[name], (x,))
+
+
+def test_down_binomial5_vkdt_sums_in_sub_comp_order() -> None:
+    """One float32 sum of the 25 taps, j (rows) outer, i inner, each term b[j] b[i] * x
+    rounded, as vkdt's sub.comp: scalar numpy float32 arithmetic says what each output is,
+    bit for bit; the separable filter rounds elsewhere (same value in exact arithmetic)."""
+    rng = np.random.default_rng(5)
+    fine = rng.random((1, 1, 7, 9), dtype=np.float32) * np.float32(3.7)
+    got = down_binomial5_vkdt(torch.from_numpy(fine))
+    padded = np.pad(fine[0, 0], ((2, 2 + 1), (2, 2 + 1)), mode="symmetric")  # 7, 9: odd
+    taps = [np.float32(t) for t in (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)]
+    expected = np.zeros((4, 5), np.float32)
+    for y, x in itertools.product(range(4), range(5)):
+        total = np.float32(0)
+        for j, i in itertools.product(range(5), range(5)):
+            total = np.float32(total + np.float32(taps[j] * taps[i]) * padded[2 * y + j, 2 * x + i])
+        expected[y, x] = total
+    np.testing.assert_array_equal(got[0, 0].numpy(), expected)
+    separable = down_binomial5(torch.from_numpy(fine))
+    assert not torch.equal(separable, got)
+    assert_close(separable, got, rtol=1e-6, atol=0.0)
+    exact = down_binomial5(torch.from_numpy(fine).double())
+    assert_close(down_binomial5_vkdt(torch.from_numpy(fine).double()), exact, rtol=1e-15, atol=0)
