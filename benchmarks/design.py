@@ -62,10 +62,10 @@ CANDIDATES: dict[str, tuple[str, dict[str, object]]] = {
         "star15_snr, most textured of 4 crops, psnr loss (-PSNR per tile)",
         {"model.features": "star15_snr", "data.texture_candidates": 4, "train.loss": "psnr"},
     ),
-    "design": ("the shipped design: star15_snr, W 64, most textured of 4 crops, psnr loss", DESIGN),
+    "design": ("the design: star15_snr, W 64, most textured of 4 crops, psnr loss", DESIGN),
     "design-bf16": (
-        "the shipped design with bfloat16 hidden products (model.precision = bf16)",
-        DESIGN | {"model.precision": "bf16"},
+        "the design trained with bfloat16 hidden products (train.precision = bf16)",
+        DESIGN | {"train.precision": "bf16"},
     ),
 }
 TAG = "metrics/val_psnr"
@@ -91,6 +91,7 @@ SCREENING_BASE: dict[str, object] = {
     "model.width": 32,
     "train.loss": "smape",
     "data.texture_candidates": 1,
+    "train.precision": "model",  # float32, as the screening ran (photos.toml trains bf16)
 }
 
 
@@ -123,7 +124,7 @@ def step_seconds(names: list[str], rounds: int = 3, steps: int = 8) -> dict[str,
     for name in names:
         config = apply_overrides(load_config(BASE_CONFIG), settings(name, 1))
         torch.manual_seed(0)
-        model = KPN(config.model)
+        model = KPN(config.training_model)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
         batch, tile = config.data.batch, config.data.tile
         noisy = torch.rand(batch, 3, tile, tile)

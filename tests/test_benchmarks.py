@@ -294,3 +294,11 @@ def test_design_psnr_at_takes_the_last_validation_reached() -> None:
     assert design.psnr_at(curve, 999.5) == 30.0
     assert design.psnr_at(curve, 1000) == 31.0
     assert math.isnan(design.psnr_at(curve, -1))
+
+
+def test_design_bf16_candidate_trains_the_design_with_bf16_products() -> None:
+    base = load_config(design.BASE_CONFIG)
+    fp32 = apply_overrides(base, design.settings("design", 600))
+    bf16 = apply_overrides(base, design.settings("design-bf16", 600))
+    assert (fp32.train.precision, bf16.train.precision) == ("model", "bf16")
+    assert fp32.model == bf16.model and bf16.training_model.precision == "bf16"
