@@ -312,7 +312,7 @@ def inference_precision(chosen: str, model_precision: str, device: torch.device)
     ``model``: the model's own. ``auto`` (the default): the model's own, but a float32
     model runs ``bf16`` where the device has native bfloat16 (:func:`native_bf16`): the
     output changes by at most 0.002 dB PSNR on the benchmark photos at every noise
-    level, for 1.1 to 1.4 times the speed (``benchmarks/speed.py``; README, Speed).
+    level, for 1.2 to 1.4 times the speed at 1 Mpx (``benchmarks/speed.py``; README, Speed).
     ``fp32``, ``bf16`` and ``vkdt-f16`` as named.
     """
     if chosen not in ("auto", "model", "fp32", "bf16", "vkdt-f16"):
