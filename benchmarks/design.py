@@ -198,7 +198,7 @@ def held_out_psnr(run_dir: Path) -> tuple[float, float]:
     from kpn.loss import psnr
 
     loaded = load_weights(run_dir)
-    denoiser = Denoiser.build(loaded.model, loaded.config.infer)
+    denoiser = Denoiser.build(loaded.model, loaded.config.infer, sure=False)  # the network alone
     noisy_scores, denoised_scores = [], []
     cameras = [c for c in quality.CONDITIONS if c.domain == "linear"]
     for p, path in enumerate(sorted(HELD_OUT.glob("*.pfm"))):

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import math
 import statistics
 import sys
@@ -186,10 +187,13 @@ def methods(
     """Method name -> ``run(noisy, condition) -> denoised``, in table order."""
     chosen: dict[str, Callable] = {"noisy": lambda noisy, condition: noisy}
     for name, denoiser in models.items():
+        network = dataclasses.replace(denoiser, sure=False)
         chosen[f"kpn {name}"] = kpn_method(denoiser)
-        if profile_test:
+        if denoiser.sure:
+            chosen[f"kpn {name}, no SURE"] = kpn_method(network)
+        if profile_test:  # the network alone: SURE, told the wrong profile too, would blur it
             for factor in WRONG_PROFILE:
-                chosen[f"kpn {name}, noise told x{factor:g}"] = kpn_method(denoiser, factor)
+                chosen[f"kpn {name}, no SURE, noise told x{factor:g}"] = kpn_method(network, factor)
     if classical:
         chosen |= {"non-local means": stabilised(non_local_means), "wavelet": stabilised(wavelet)}
     try:
@@ -473,8 +477,9 @@ def report(
         "- every method gets the true noise; classical methods run through the generalised "
         "Anscombe transform for camera noise; outputs clipped to [0, 1] before scoring",
         *(
-            f"- kpn {n}: {d.config.levels} levels, W {d.config.width}, "
-            f"{d.config.features}, tile {d.tile}"
+            f"- kpn {n}: {d.levels} levels, W {d.config.width}, "
+            f"{d.config.features}, tile {d.tile}; "
+            + (f"SURE blend, window {d.sure_window} (kpn.sure)" if d.sure else "no SURE")
             for n, d in models.items()
         ),
         "",

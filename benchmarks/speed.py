@@ -171,7 +171,8 @@ def child_stages(args: argparse.Namespace) -> dict:
 def denoiser_of(args: argparse.Namespace) -> tuple[Denoiser, KPN]:
     """infer.py's denoiser of the config's model (float32 weights) in ``--precision``."""
     model, config = model_of(args.config, "fp32")
-    return Denoiser.build(model, config.infer, precision=args.precision), model
+    # the network's speed: SURE (kpn.sure) runs it twice
+    return Denoiser.build(model, config.infer, precision=args.precision, sure=False), model
 
 
 def child_infer(args: argparse.Namespace) -> dict:

@@ -56,6 +56,7 @@ def load(
     tile: int | None = None,
     precision: str | None = None,
     device: str = "cpu",
+    sure: bool | None = None,
 ) -> Model:
     """The model of a run directory, a checkpoint or a ``.lut``, ready to call.
 
@@ -64,13 +65,19 @@ def load(
     mean what ``kpn-infer --config/--preset`` mean: ``config`` supplies ``[infer]`` (and
     the model of a ``.lut`` that does not say it), ``preset`` names a config in
     ``configs/`` for such a ``.lut``. ``tile`` (0: untiled), ``precision`` (fp32, bf16,
-    vkdt-f16) and ``device`` (cpu, cuda) override the config's ``[infer]``.
+    vkdt-f16), ``device`` (cpu, cuda) and ``sure`` (the SURE blend towards the input,
+    :mod:`kpn.sure`) override the config's ``[infer]``.
     """
     config_path = None if config is None else os.fspath(config)
     source = shipped_weights(config_path) if path is None else path
     loaded = load_weights(source, config_path, preset)
     denoiser = Denoiser.build(
-        loaded.model, loaded.config.infer, precision=precision, tile=tile, device=device
+        loaded.model,
+        loaded.config.infer,
+        precision=precision,
+        tile=tile,
+        device=device,
+        sure=sure,
     )
     return Model(denoiser, loaded.config, loaded.description)
 

@@ -270,6 +270,7 @@ class TrainConfig:
 
 InferPrecision = Literal["auto", "model", "fp32", "bf16", "vkdt-f16"]
 MIN_TILE = 8  # smaller tiles are nearly all halo
+MAX_SURE_WINDOW = 4095
 
 
 @dataclass(frozen=True)
@@ -281,8 +282,21 @@ class InferConfig:
     # auto: model.precision, but fp32 as bf16 where the device has native bfloat16 (kpn.infer)
     precision: InferPrecision = "auto"
     nprof_scale: NprofScale = "refuse"  # scale of .nprof files without a scale line (vkdt's)
+    # blend the output towards the input where SURE says the network does harm (kpn.sure):
+    # never worse than the input, at twice the time; vkdt has no such stage
+    sure: bool = True
+    sure_window: int = 33  # odd side of the window of each pixel's blend weight; 0: one weight
 
     def validate(self, where: str) -> None:
+        if (
+            self.sure_window < 0
+            or self.sure_window > MAX_SURE_WINDOW
+            or (self.sure_window > 0 and self.sure_window % 2 == 0)
+        ):
+            raise KpnError(
+                f"{where}: infer.sure_window = {self.sure_window} must be 0 (one weight for "
+                f"the image) or odd, at most {MAX_SURE_WINDOW}"
+            )
         if self.levels < 0 or self.levels > 16:
             raise KpnError(f"{where}: infer.levels = {self.levels} is outside 0..16")
         if self.tile != 0 and self.tile < MIN_TILE:

@@ -4,7 +4,7 @@
         [--format pfm|png|tiff|same] [--noise-a A --noise-b B | --nprof FILE
         | --nprof-dir DIR | --noise auto] [--tile N] [--device cpu|cuda]
         [--precision auto|model|fp32|bf16|vkdt-f16] [--vkdt-matmul coopmat|fallback]
-        [--reference REF]
+        [--sure on|off] [--reference REF]
 
 Weights ``W``: without ``--weights``, the shipped model in ``weights/`` (the design model,
 or with ``--config`` the shipped model of that config's [model]); a training run's
@@ -25,6 +25,10 @@ Outputs: beside the input as ``NAME.denoised.EXT``, in ``--out-dir`` as ``NAME.E
 ``-o`` (one input). ``--format same`` keeps the input's format (PFM for camera raw); the
 bit depth follows the input (8-bit stays 8-bit; float inputs give float TIFF; 16 bits
 otherwise). Writes are atomic, and an output that would replace an input is refused.
+
+The output is blended towards the input, pixel by pixel, as far as Stein's unbiased risk
+estimate says the network does harm there (:mod:`kpn.sure`; ``infer.sure``, ``--sure``):
+the network runs twice. vkdt's presets turn it off, as vkdt has no such stage.
 
 Noise profile, first that applies: ``--noise-a``/``--noise-b`` (0..65535 scale);
 ``--nprof FILE``; the profile of a camera raw file's maker, model and ISO in
@@ -88,6 +92,7 @@ from kpn.model import KPN, kpn_forward
 from kpn.noise_estimate import estimate_noise
 from kpn.nprof import NoiseProfile, find_profile, read_nprof
 from kpn.precision import VKDT_MATMULS
+from kpn.sure import sure_blend
 from kpn.tiling import plan_tiles, tiled_forward
 
 SUFFIX = ".denoised"  # default output: NAME.denoised.EXT beside the input
@@ -203,7 +208,9 @@ class Denoiser:
     ``precision`` (:func:`inference_precision`) sets the model's precision switch:
     ``fp32``, ``bf16`` (the hidden layers' products in bfloat16) or ``vkdt-f16``. ``tile``
     0 runs :func:`kpn.model.kpn_forward` on the whole image; otherwise
-    :func:`kpn.tiling.tiled_forward` (the same result, in bounded memory).
+    :func:`kpn.tiling.tiled_forward` (the same result, in bounded memory). ``sure``: the
+    output blended towards the input by :func:`kpn.sure.sure_blend` (the network runs
+    twice), in windows of side ``sure_window``.
     """
 
     weights: tuple[Tensor, ...]
@@ -211,6 +218,8 @@ class Denoiser:
     levels: int
     tile: int
     device: torch.device
+    sure: bool = True
+    sure_window: int = 33
 
     @classmethod
     def build(
@@ -222,6 +231,7 @@ class Denoiser:
         tile: int | None = None,
         device: str = "cpu",
         vkdt_matmul: str | None = None,
+        sure: bool | None = None,
     ) -> Denoiser:
         """A denoiser of ``model`` with ``infer``'s settings; arguments override them.
 
@@ -249,13 +259,15 @@ class Denoiser:
         )
         levels = infer.levels or model.config.levels
         weights = tuple(w.detach().to(torch_device) for w in model.mlp.weights)
-        return cls(weights, config, levels, tile, torch_device)
+        sure = infer.sure if sure is None else sure
+        return cls(weights, config, levels, tile, torch_device, sure, infer.sure_window)
 
     def tiles(self, height: int, width: int) -> int:
-        """Tiles an image of this size takes (1: untiled)."""
+        """Tiles an image of this size takes, each pass of the network (1: untiled)."""
+        passes = 2 if self.sure else 1
         if self.tile == 0:
-            return 1
-        return plan_tiles(height, width, self.config, self.levels, self.tile).tiles
+            return passes
+        return passes * plan_tiles(height, width, self.config, self.levels, self.tile).tiles
 
     def __call__(
         self,
@@ -265,6 +277,20 @@ class Denoiser:
         progress: Callable[[int], None] | None = None,
     ) -> np.ndarray:
         """Denoise a linear ``[H,W,3]`` float32 image with profile (a, b): a new array."""
+        if not self.sure:
+            return self.network(image, a, b, progress)
+        return sure_blend(
+            lambda noisy: self.network(noisy, a, b, progress), image, a, b, self.sure_window
+        )
+
+    def network(
+        self,
+        image: np.ndarray,
+        a: float,
+        b: float,
+        progress: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """The network alone on a linear ``[H,W,3]`` float32 image: a new array."""
         noisy = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0).to(self.device)
         noise_ab = torch.tensor([[a, b]], dtype=torch.float32, device=self.device)
         out = np.empty_like(image, dtype=np.float32)
@@ -640,6 +666,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="with vkdt-f16: vkdt's matrix path, coopmat (GPUs with cooperative matrices) or "
         "fallback (all others; docs/vkdt.md); default: the model's",
     )
+    parser.add_argument(
+        "--sure",
+        choices=("on", "off"),
+        help="blend the output towards the input where Stein's unbiased risk estimate says "
+        "the network does harm (the network runs twice); default: the config's infer.sure, "
+        "on but in vkdt's presets",
+    )
     parser.add_argument("--reference", help="clean image (one input) or folder of them: print PSNR")
     return parser
 
@@ -799,6 +832,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             tile=args.tile,
             device=args.device,
             vkdt_matmul=args.vkdt_matmul,
+            sure=None if args.sure is None else args.sure == "on",
         )
         sources, failures = expand_inputs(args.inputs)
         _check_output_arguments(args, len(sources))
@@ -810,7 +844,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         arithmetic += f" ({denoiser.config.vkdt_matmul})"
     print(
         f"{'shipped ' if args.weights is None else ''}weights {loaded.description}; "
-        f"{denoiser.levels} levels, {arithmetic}, tile {denoiser.tile or 'none'}"
+        f"{denoiser.levels} levels, {arithmetic}, tile {denoiser.tile or 'none'}, "
+        + (f"SURE blend (window {denoiser.sure_window or 'image'})" if denoiser.sure else "no SURE")
     )
     jobs, refused = plan_jobs(sources, args.format, args.output, args.out_dir)
     failures += refused

@@ -44,7 +44,7 @@ def benchmark_rows(path: Path, name: str) -> list[str]:
     with path.open() as handle:
         rows = list(csv.DictReader(handle))
     conditions = list(dict.fromkeys(r["condition"] for r in rows))
-    methods = ["noisy", f"kpn {name}", "non-local means", "CBM3D"]
+    methods = ["noisy", f"kpn {name}", f"kpn {name}, no SURE", "non-local means", "CBM3D"]
     lines = ["| method | " + " | ".join(conditions) + " |", "| :-- |" + " --: |" * len(conditions)]
     for method in methods:
         cells = []
@@ -115,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         "## Benchmark (benchmarks/quality.py, mean PSNR over scikit-image's photos, dB)",
         "",
         "Linear PSNR for camera noise (Sony ILCE-7M3's darktable profiles), sRGB PSNR for "
-        "sRGB Gaussian noise; `benchmarks/results/quality.md` has every score.",
+        "sRGB Gaussian noise; `benchmarks/results/quality.md` has every score. "
+        f"`kpn {args.name}` is infer.py's default, the network blended towards the input by "
+        "SURE (`kpn/sure.py`); `no SURE` is the network alone.",
         "",
         *benchmark_rows(Path(args.quality), args.name),
         "",

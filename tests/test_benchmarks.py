@@ -118,8 +118,9 @@ def test_quality_quick_end_to_end(tmp_path: Path, lut: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     rows = read_csv(out / "quality.csv")
-    told = [f"kpn seeded, noise told x{f:g}" for f in quality.WRONG_PROFILE]
-    methods = ["noisy", "kpn seeded", *told, "non-local means", "wavelet", "CBM3D"]
+    told = [f"kpn seeded, no SURE, noise told x{f:g}" for f in quality.WRONG_PROFILE]
+    methods = ["noisy", "kpn seeded", "kpn seeded, no SURE", *told]
+    methods += ["non-local means", "wavelet", "CBM3D"]
     assert sorted({r["method"] for r in rows}) == sorted(methods)
     assert len(rows) == 2 * 2 * len(methods)  # photos x noises x methods
     report = (out / "quality.md").read_text()
@@ -166,7 +167,8 @@ def test_quality_kpn_only_leaves_out_the_classical_methods(tmp_path: Path, lut: 
     out = tmp_path / "results"
     done = run_script("quality.py", "--quick", "--model", f"s={lut}", "--out", out, "--only-kpn")
     assert done.returncode == 0, done.stderr
-    assert {r["method"] for r in read_csv(out / "quality.csv")} == {"noisy", "kpn s"}
+    methods = {r["method"] for r in read_csv(out / "quality.csv")}
+    assert methods == {"noisy", "kpn s", "kpn s, no SURE"}
 
 
 def test_quality_bad_weights_is_one_line_and_writes_nothing(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ import torch
 
 import kpn.infer as infer_module
 from kpn.checkpoint import TrainingState, save_checkpoint
-from kpn.config import Config, config_to_toml, load_config
+from kpn.config import Config, InferConfig, config_to_toml, load_config
 from kpn.errors import KpnError
 from kpn.export import config_for_lut, export_lut, load_lut
 from kpn.infer import Denoiser, inference_precision, load_weights, main, native_bf16
@@ -32,6 +32,7 @@ from kpn.lut import read_lut, write_lut
 from kpn.model import KPN, kpn_forward
 from kpn.nprof import NoiseProfile, write_nprof
 from kpn.optim import make_optimizer
+from kpn.sure import sure_blend
 
 ROOT = Path(__file__).resolve().parent.parent
 DESIGN = ROOT / "tests" / "data" / "design-vkdt.toml"  # the design as vkdt runs it
@@ -99,16 +100,26 @@ def noisy_image(height: int, width: int, sigma: float = 0.03, seed: int = 0) -> 
 
 
 def expected(
-    model: KPN, image: np.ndarray, a: float = 20000, b: float = 4, levels: int | None = None
+    model: KPN,
+    image: np.ndarray,
+    a: float = 20000,
+    b: float = 4,
+    levels: int | None = None,
+    precision: str = "auto",
+    sure: bool = True,
 ) -> np.ndarray:
-    """What the model computes untiled at the default precision (bf16 where native), [H,W,3]."""
-    noisy = torch.from_numpy(image).permute(2, 0, 1)[None].contiguous()
-    noise_ab = torch.tensor([[a, b]])
-    precision = inference_precision("auto", model.config.precision, torch.device("cpu"))
+    """What infer computes untiled: the network at ``precision`` (auto: bf16 where native),
+    blended by SURE (infer.sure's default), [H,W,3]."""
+    precision = inference_precision(precision, model.config.precision, torch.device("cpu"))
     config = dataclasses.replace(model.config, precision=precision)
-    with torch.no_grad():
-        out = kpn_forward(noisy, noise_ab, model.mlp.weights, config, levels).output
-    return out[0].permute(1, 2, 0).numpy()
+
+    def network(image: np.ndarray) -> np.ndarray:
+        noisy = torch.from_numpy(image).permute(2, 0, 1)[None].contiguous()
+        with torch.no_grad():
+            out = kpn_forward(noisy, torch.tensor([[a, b]]), model.mlp.weights, config, levels)
+        return out.output[0].permute(1, 2, 0).float().numpy()
+
+    return sure_blend(network, image, a, b, InferConfig().sure_window) if sure else network(image)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
@@ -342,7 +353,8 @@ def test_vkdt_lut_needs_config_or_preset(
     assert preset.model.block_transpose and preset.model.kernel_activation == "softmax"
     model = KPN(preset.model)
     load_lut(model.mlp, preset.model, read_lut(vkdt))
-    want = expected(model, image, levels=preset.infer.levels)  # vkdt infers with 6
+    assert not preset.infer.sure  # vkdt has no SURE blend
+    want = expected(model, image, levels=preset.infer.levels, sure=False)  # vkdt infers with 6
     np.testing.assert_allclose(read_any(tmp_path / "preset.pfm"), want, atol=1e-5)
     # --preset is for such files only
     code, _, err = run(
@@ -422,6 +434,8 @@ def test_precisions(
             *NOISE,
             "--precision",
             precision,
+            "--sure",
+            "off",  # the network's arithmetic alone
             "-o",
             tmp_path / f"{precision}.pfm",
         )
@@ -440,6 +454,29 @@ def test_precisions(
     for other in ("bf16", "vkdt-f16"):
         difference = np.abs(outputs[other] - outputs["fp32"]).max()
         assert 0 < difference < 0.02, (other, difference)
+
+
+def test_sure_on_and_off(tmp_path: Path, weights: SimpleNamespace, capsys) -> None:
+    """infer.sure (on by default) blends the network towards the input, in tiles as
+    untiled; --sure off is the network alone, and the printed line says which."""
+    image = noisy_image(40, 44)
+    write_pfm(tmp_path / "x.pfm", image)
+    outputs = {}
+    for sure, tile in (("on", "16"), ("on", "0"), ("off", "16")):
+        code, out, err = run(
+            capsys, tmp_path / "x.pfm", "--weights", weights.checkpoint, *NOISE,
+            "--sure", sure, "--tile", tile, "-o", tmp_path / f"{sure}{tile}.pfm",
+        )  # fmt: skip
+        assert (code, err) == (0, "")
+        assert ("SURE blend (window 33)" if sure == "on" else "no SURE") in out
+        outputs[sure, tile] = read_any(tmp_path / f"{sure}{tile}.pfm")
+    np.testing.assert_allclose(outputs["on", "16"], outputs["on", "0"], atol=1e-5)
+    np.testing.assert_allclose(outputs["on", "0"], expected(weights.model, image), atol=1e-5)
+    alone = expected(weights.model, image, sure=False)
+    np.testing.assert_allclose(outputs["off", "16"], alone, atol=1e-5)
+    assert np.abs(outputs["on", "0"] - alone).max() > 1e-3  # the blend did something
+    code, _, _ = run(capsys, tmp_path / "x.pfm", "--weights", weights.checkpoint, "--sure", "no")
+    assert code == 2
 
 
 def test_inference_precision_resolution() -> None:
@@ -462,7 +499,7 @@ def test_vkdt_matmul(
     write_pfm(tmp_path / "x.pfm", image)
     outputs = {}
     for matmul in ("coopmat", "fallback"):
-        args = ["--precision", "vkdt-f16", "--vkdt-matmul", matmul, "--tile", "0"]
+        args = ["--precision", "vkdt-f16", "--vkdt-matmul", matmul, "--tile", "0", "--sure", "off"]
         code, out, err = run(
             capsys, tmp_path / "x.pfm", "--weights", weights.checkpoint, *NOISE, *args,
             "-o", tmp_path / f"{matmul}.pfm",
