@@ -282,8 +282,8 @@ class InferConfig:
     # auto: model.precision, but fp32 as bf16 where the device has native bfloat16 (kpn.infer)
     precision: InferPrecision = "auto"
     nprof_scale: NprofScale = "refuse"  # scale of .nprof files without a scale line (vkdt's)
-    # blend the output towards the input where SURE says the network does harm (kpn.sure):
-    # never worse than the input, at twice the time; vkdt has no such stage
+    # blend the output towards the input where SURE estimates that the network does harm
+    # (kpn.sure): a second pass of the network; vkdt has no such stage
     sure: bool = True
     sure_window: int = 33  # odd side of the window of each pixel's blend weight; 0: one weight
 

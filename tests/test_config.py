@@ -372,5 +372,5 @@ def test_base_chain_and_its_errors(tmp_path):
 
 def test_presets_inherit_the_design_model():
     design = load_config(CONFIGS / "design.toml").model
-    for name in ("quick.toml", "long.toml", "photos.toml"):
+    for name in ("quick.toml", "long.toml", "photos.toml", "photos-tune.toml"):
         assert load_config(CONFIGS / name).model == design, name

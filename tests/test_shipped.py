@@ -16,7 +16,7 @@ from kpn.synthesis import add_noise
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
-RECIPES = {"design": "photos.toml", "vkdt-w32": "photos-vkdt-w32.toml"}
+RECIPES = {"design": "photos-tune.toml", "vkdt-w32": "photos-vkdt-w32.toml"}
 
 
 def crop(name: str, rows: slice, columns: slice) -> np.ndarray:
