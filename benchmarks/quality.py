@@ -17,7 +17,10 @@ Noise, two settings:
   of the denoising literature. Every method sees the encoded values; ours is told the
   profile (a, b) = ((sigma / 255 * 65535)^2, 0), the same noise on its 0..65535 scale.
 
-Every method is told the true noise (no estimation). The classical ones run through the
+Each kpn model runs as infer.py runs it (``kpn NAME``: with its config's SURE blend,
+:mod:`kpn.sure`) and as the network alone (``kpn NAME, no SURE``); ``--profile-test``
+tells the network alone a wrong profile. Every method is told the true noise (no
+estimation). The classical ones run through the
 generalised Anscombe transform (Makitalo and Foi 2013, with its closed-form unbiased
 inverse) for the signal-dependent camera noise, with sigma 1 after it; on the sRGB noise
 they get sigma directly. Settings, each the best of a few tried on two of the photos:
