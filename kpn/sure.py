@@ -11,18 +11,17 @@ variance ``v``, the unbiased estimate of its squared error (Stein 1981)
     SURE(lambda) = lambda^2 sum r^2 - sum v + 2 sum v (1 + lambda (df_i/dy_i - 1)),
 
 ``r = f(y) - y``, smallest at ``lambda = sum v (1 - df_i/dy_i) / sum r^2``: a closed form
-that needs neither the clean image nor training. ``v`` is the Gaussian-Poissonian
-variance at the noisy value, ``(a + 65535 max(y, 0) b) / 65535^2`` (unbiased for the
-variance at the clean value but for the clamp at 0); for the signal-dependent part of the
-noise the estimate is an approximation, which the benchmark photos bear out: the weight
-matched the one computed from the clean photo to 0.01. The divergence ``df_i/dy_i``
-comes from one more pass of the network on a perturbed input, by Monte-Carlo finite
-differences (Ramani, Blu and Unser 2008): ``delta_i (f(y + eps delta) - f(y))_i / eps``
-with ``delta`` a fixed Rademacher probe. The sums run over a square window around each pixel (its part inside
-the image), so that a textured region keeps its texture while a flat one is denoised
-fully; ``lambda`` is clipped to [0, 1]: never further than the network, never past the
-input. At vanishing noise ``v`` vanishes, and so does ``lambda``: the output tends to the
-input.
+that needs neither the clean image nor training. ``v`` is the Gaussian-Poissonian variance
+at the noisy value, ``(a + 65535 max(y, 0) b) / 65535^2`` (unbiased for the variance at
+the clean value but for the clamp at 0); for the signal-dependent part of the noise the
+estimate is an approximation, which the benchmark photos bear out: the weight matched the
+one computed from the clean photo to 0.01. The divergence ``df_i/dy_i`` comes from one
+more pass of the network on a perturbed input, by Monte-Carlo finite differences (Ramani,
+Blu and Unser 2008): ``delta_i (f(y + eps delta) - f(y))_i / eps`` with ``delta`` a fixed
+Rademacher probe. The sums run over a square window around each pixel (its part inside the
+image), so that a textured region keeps its texture while a flat one is denoised fully;
+``lambda`` is clipped to [0, 1]: never further than the network, never past the input. At
+vanishing noise ``v`` vanishes, and so does ``lambda``: the output tends to the input.
 
 The network runs twice: SURE doubles inference time. vkdt has no such stage.
 """
