@@ -15,9 +15,9 @@ import torch
 from torch import Tensor
 
 from kpn.features import STAR15_PADDING, STAR15_RADIUS, STAR15_TAPS
+from kpn.precision import F16_LIMIT
 from kpn.sampling import pad_symmetric
 
-F16_LIMIT = 65000.0  # apply's clamp: stay inside float16
 F16_PRECISION = "vkdt-f16"  # the model precision that emulates vkdt's float16
 SOFTMAX_SCALE = 0.1  # vkdt's sigma_exp: exp(0.1 * x)
 SOFTMAX_MIN_SUM = 1e-3

@@ -16,11 +16,10 @@ import torch
 from torch import Tensor
 
 from kpn.config import TrainConfig
-from kpn.precision import round_f16
+from kpn.precision import F16_LIMIT, round_f16
 
 VKDT_BIAS_CORRECTION_FRAMES = 5000  # adam.comp corrects the moments only before this frame
 VKDT_NORM_SUBGROUP = 32  # norm.comp's one reduction pass keeps a partial sum per 32 entries
-F16_LIMIT = 65000.0
 
 
 def make_optimizer(parameters: Iterable[Tensor], train: TrainConfig) -> torch.optim.Optimizer:

@@ -29,6 +29,9 @@ from torch import Tensor
 
 F16_BLOCK = 16  # inner-dimension slice of one cooperative-matrix multiply-add
 VKDT_MATMULS = ("coopmat", "fallback")  # model.vkdt_matmul: vkdt's two matrix paths
+# vkdt's clamp before a float16 store (apply's I.rgb, the optimiser's weights and moments):
+# below float16's largest value, 65504, so that the store stays finite
+F16_LIMIT = 65000.0
 
 
 def round_f16(x: Tensor) -> Tensor:
