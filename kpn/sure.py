@@ -131,21 +131,6 @@ def weight_of_sums(reduction: Tensor, residual: Tensor, window: int) -> Tensor:
     return weight.clamp(0, 1)
 
 
-def blend_weight(
-    noisy: np.ndarray,
-    denoised: np.ndarray,
-    probed: np.ndarray,
-    signs: np.ndarray,
-    step: float,
-    a: float,
-    b: float,
-    window: int,
-) -> Tensor:
-    """SURE's blend weight per pixel, ``[H,W]`` in [0, 1]: :func:`weight_of_sums` of
-    :func:`risk_sums` (their arguments)."""
-    return weight_of_sums(*risk_sums(noisy, denoised, probed, signs, step, a, b), window)
-
-
 def sure_blend(
     denoise: Callable[[np.ndarray], np.ndarray],
     noisy: np.ndarray,

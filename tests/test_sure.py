@@ -12,7 +12,16 @@ from torch.testing import assert_close
 
 from kpn.config import InferConfig
 from kpn.errors import KpnError
-from kpn.sure import PROBE_STEP, U16, _window_mean, blend_weight, noise_variance, probe, sure_blend
+from kpn.sure import (
+    PROBE_STEP,
+    U16,
+    _window_mean,
+    noise_variance,
+    probe,
+    risk_sums,
+    sure_blend,
+    weight_of_sums,
+)
 
 
 def box3(image: np.ndarray) -> np.ndarray:
@@ -85,7 +94,7 @@ def test_blend_weight_is_sures_closed_form_for_a_pointwise_shrinkage():
     signs = probe(noisy.shape)
     step = 1e-3
     probed = m + c * (noisy + step * signs - m)
-    weight = blend_weight(noisy, denoised, probed, signs, step, a, b, 0)
+    weight = weight_of_sums(*risk_sums(noisy, denoised, probed, signs, step, a, b), 0)
     variance = (a + U16 * b * np.maximum(noisy, 0)) / U16**2
     expected = (variance * (1 - c)).sum() / ((denoised - noisy) ** 2).sum()
     assert 0.01 < expected < 0.9
@@ -118,7 +127,7 @@ def test_a_window_keeps_texture_and_denoises_flat_regions():
     signs = probe(noisy.shape)
     step = PROBE_STEP * np.sqrt(a) / U16
     probed = box3(noisy + np.float32(step) * signs).astype(np.float32)
-    weight = blend_weight(noisy, denoised, probed, signs, step, a, b, 33)
+    weight = weight_of_sums(*risk_sums(noisy, denoised, probed, signs, step, a, b), 33)
     assert float(weight[40:216, 40:100].mean()) > 0.9  # away from box3's wrapped edges
     assert float(weight[:, 160:250].max()) < 0.05
 
@@ -156,7 +165,7 @@ def test_blend_weight_matches_a_convolution_of_the_sums():
     denoised = box3(noisy).astype(np.float32)
     signs = probe(noisy.shape)
     probed = box3(noisy + np.float32(1e-3) * signs).astype(np.float32)
-    weight = blend_weight(noisy, denoised, probed, signs, 1e-3, a, b, 5)
+    weight = weight_of_sums(*risk_sums(noisy, denoised, probed, signs, 1e-3, a, b), 5)
     variance = torch.from_numpy((a + U16 * b * np.maximum(noisy, 0)) / U16**2)
     divergence = torch.from_numpy(signs * (probed - denoised) / 1e-3)
     reduction = (variance * (1 - divergence)).sum(-1)
