@@ -16,11 +16,14 @@ Sections of ``speed.md``:
 
 - stages: the forward pass of a 1 Mpx image and a training step of ``--config``'s batch,
   per stage (``torch.profiler`` over the ``record_function`` labels of ``kpn.model``:
-  pyramid, features, mlp, kernel_weights, apply, blend, copies); the training step's
+  pyramid, features, mlp, kernel_weights, apply, blend, copies; a training step's MLP,
+  kernel weights and apply are one ``band``, :mod:`kpn.band`); the training step's
   backward pass and optimiser as one row each;
 - training: a step of ``--config``'s batch and tile (forward, loss, backward, gradient
-  clipping, Adam), float32 and bf16, and steps per hour; with ``--baseline REV`` also the
-  step of the code at git revision REV (a temporary worktree), side by side;
+  clipping, Adam), float32 and bf16, and steps per hour, in a process set up as
+  train.py's (:mod:`kpn.allocator`); with ``--baseline REV`` also the steps of the code at
+  git revision REV (a temporary worktree; REV must know bf16, 66c22be or later), side by
+  side;
 - inference: the command line's path (:class:`kpn.infer.Denoiser`, tiled) on a noisy
   image of each ``--sizes`` megapixels, float32 and bf16: seconds, Mpx/s, fraction, peak
   RSS against the image's own size;
@@ -69,7 +72,8 @@ from report import (
     write_text,
 )
 
-STAGES = ("pyramid", "features", "mlp", "kernel_weights", "apply", "blend", "copies")
+# "band": training's MLP, kernel weights and apply in one (kpn.band, hand-written backward)
+STAGES = ("pyramid", "features", "mlp", "kernel_weights", "apply", "band", "blend", "copies")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 DEFAULT_CONFIG = "configs/long.toml"
 
@@ -130,7 +134,17 @@ def train_step_function(config_path: str, precision: str, batch: int | None, til
     return step, flops, model, noise_ab[:1]
 
 
+def as_train_py() -> None:
+    """Set up the process as train.py does, in the kpn measured (a baseline's may not)."""
+    try:
+        from kpn.allocator import keep_freed_memory
+    except ImportError:  # before kpn.allocator
+        return
+    keep_freed_memory()
+
+
 def child_train(args: argparse.Namespace) -> dict:
+    as_train_py()
     step, flops, _, _ = train_step_function(args.config, args.precision, args.batch, args.tile)
     result = measure(step, args.repeats, args.precision)
     return result | {"gflop": flops / 1e9, "kpn": str(Path(kpn.__file__).parent)}
@@ -154,6 +168,7 @@ def stage_table(function: Callable[[], object], runs: int) -> dict[str, float]:
 
 
 def child_stages(args: argparse.Namespace) -> dict:
+    as_train_py()
     step, _, model, noise_ab = train_step_function(
         args.config, args.precision, args.batch, args.tile
     )
@@ -352,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         if args.baseline:
             tree = baseline_tree(args.baseline, Path(scratch))
-            variants.insert(0, (f"{args.baseline} fp32", "fp32", {"PYTHONPATH": str(tree)}))
+            env = {"PYTHONPATH": str(tree)}
+            variants = [(f"{args.baseline} {p}", p, env) for p in DTYPES] + variants
         try:
             for name, precision, env in variants:
                 result = run_child(child_command("train", args, precision=precision, **small), env)

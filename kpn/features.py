@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from kpn import native
 from kpn.sampling import mirror_index, pad_symmetric
 
 # Rec.2020 luminance weights, as vkdt's luminance_rec2020.
@@ -136,8 +137,12 @@ def star15_snr_features_padded(
     signal-to-noise ratio), 30 = log2(65535 sigma) / 16 (the noise level itself), 31 = 1.
     vkdt's input.glsl does not compute this: such a network runs in kpn only.
 
-    ``[B,3,h+4,w+4] -> [B,32,h,w]``
+    ``[B,3,h+4,w+4] -> [B,32,h,w]``; on float32 CPU tensors (no gradient) by
+    :func:`kpn.native.star15_snr_features` where it builds, stored channels last.
     """
+    fused = native.star15_snr_features(padded, noise_ab, level, noise_lum)
+    if fused is not None:
+        return fused
     height, width = noise_lum.shape[-2:]
     r = STAR15_RADIUS
     lum, sat = luminance(padded), saturation(padded)

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.profiler import record_function
 
+from kpn import native
 from kpn.apply import (
     F16_PRECISION,
     alpha_weight,
@@ -26,6 +27,7 @@ from kpn.apply import (
     kernel_factors,
     kernel_weights,
 )
+from kpn.band import band_applies, band_forward
 from kpn.blend import blend_level
 from kpn.config import VKDT_INFERENCE_IN_WIDTH, ModelConfig
 from kpn.errors import KpnError
@@ -167,6 +169,14 @@ def filter_level(
     rows = band_rows(batch, height, width, config.block_transpose)
     limit = apply_limit(config.precision)  # vkdt's float16 clamp, only where vkdt's f16 is
     vkdt_sums = config.precision == F16_PRECISION
+    fused_apply = config.kernel_activation == "softmax" and limit is None  # kpn.native's
+    hand_backward = (
+        band_applies(config)
+        and not keep_kernel
+        and torch.is_grad_enabled()
+        and any(weight.requires_grad for weight in weights)
+        and not (x.requires_grad or noise_ab.requires_grad or noise_lum.requires_grad)
+    )
     filtered, alphas, kernels = [], [], []
     for top in range(0, height, rows):
         bottom = min(top + rows, height)
@@ -187,6 +197,15 @@ def filter_level(
                 else:
                     extra = patch8x8_features_past_end(x, padding)
                 inputs = torch.cat((inputs, extra), dim=2)
+        slab = apply_input[:, :, top : bottom + 2 * STAR15_RADIUS]
+        if hand_backward:
+            with record_function("band"):
+                image, raw_alpha = band_forward(
+                    inputs, slab, weights, config.activation, config.precision
+                )
+            filtered.append(image)
+            alphas.append(alpha_weight(raw_alpha, config.alpha_activation))
+            continue
         with record_function("mlp"):
             outputs = mlp_forward_planar(
                 inputs, weights, config.activation, config.precision, config.vkdt_matmul
@@ -196,10 +215,17 @@ def filter_level(
             elif config.block_transpose:
                 outputs = block_transpose(outputs)[..., :pixels]
             kernel = outputs.view(batch, OUTPUTS, bottom - top, width)
-        slab = apply_input[:, :, top : bottom + 2 * STAR15_RADIUS]
         logits = kernel[:, : OUTPUTS - 1]
+        alphas.append(alpha_weight(kernel[:, OUTPUTS - 1 :], config.alpha_activation))
+        if keep_kernel:
+            kernels.append(kernel)
+        if fused_apply:
+            with record_function("apply"):
+                image = native.softmax_apply(slab, logits)
+            if image is not None:
+                filtered.append(image)
+                continue
         with record_function("kernel_weights"):
-            alphas.append(alpha_weight(kernel[:, OUTPUTS - 1 :], config.alpha_activation))
             if vkdt_sums:
                 factors, floor = kernel_factors(logits, config.kernel_activation)
             else:
@@ -209,8 +235,6 @@ def filter_level(
                 filtered.append(apply_kernel_vkdt(slab, factors, floor, limit))
             else:
                 filtered.append(apply_kernel_padded(slab, tap_weights, limit))
-        if keep_kernel:
-            kernels.append(kernel)
     with record_function("copies"):
         kernel_out = torch.cat(kernels, dim=2) if keep_kernel else None
         return torch.cat(filtered, dim=2), torch.cat(alphas, dim=2), kernel_out

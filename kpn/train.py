@@ -31,6 +31,7 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 
+from kpn.allocator import keep_freed_memory
 from kpn.checkpoint import (
     TrainingState,
     load_checkpoint,
@@ -448,6 +449,7 @@ def train(args: argparse.Namespace) -> TrainResult:
 def main(argv: Sequence[str] | None = None) -> int:
     """Train; KpnError is one line on stderr and exit code 2, Ctrl-C exit code 130."""
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     try:
         final = train(args).final
     except KpnError as error:

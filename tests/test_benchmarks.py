@@ -231,20 +231,21 @@ def test_speed_quick_end_to_end(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     rows = read_csv(out / "speed.csv")
     assert [(r["section"], r["variant"]) for r in rows] == [
-        ("train", "HEAD fp32"), ("train", "fp32"), ("train", "bf16"),
+        ("train", "HEAD fp32"), ("train", "HEAD bf16"), ("train", "fp32"), ("train", "bf16"),
         ("infer", "fp32"), ("infer", "bf16"), ("infer", "fp32"), ("infer", "bf16"),
         ("threads", "2 threads"), ("threads", "2 processes"),
     ]  # fmt: skip
-    baseline, *others = [r for r in rows if r["section"] == "train"]
+    baseline, baseline_bf16, *others = [r for r in rows if r["section"] == "train"]
     # the baseline's kpn is the temporary worktree's, the others this checkout's
-    assert baseline["kpn"] != others[0]["kpn"] == str(ROOT / "kpn")
-    for row in rows[:7]:
+    assert baseline["kpn"] == baseline_bf16["kpn"] != others[0]["kpn"] == str(ROOT / "kpn")
+    for row in rows[:8]:
         fraction = float(row["gflop"]) / float(row["seconds"]) / float(row["limit_gflops"])
         assert 0 < fraction < 1.5
-    for row in rows[3:7]:
+    for row in rows[4:8]:
         assert float(row["peak_rss_mb"]) > float(row["image_mb"]) > 0
     text = (out / "speed.md").read_text()
-    assert "| mlp |" in text and "| backward |" in text and "| HEAD fp32 |" in text
+    assert "| mlp |" in text and "| band |" in text and "| backward |" in text
+    assert "| HEAD fp32 |" in text and "| HEAD bf16 |" in text
     worktrees = subprocess.run(
         ["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True
     )

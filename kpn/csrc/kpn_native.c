@@ -1,0 +1,246 @@
+/* kpn's fused CPU loops: the star15_snr features and the softmax star filter, one pass
+ * each over a band of pixels where eager torch makes some seventy and twenty. Loaded by
+ * kpn/native.py (ctypes); kpn's eager code is the definition, and what runs where this
+ * does not build. Compiled with -ffp-contract=off: every product and sum rounds as eager
+ * torch's separate operations round. log1p and exp are Cephes' float polynomials written
+ * without branches, so that the compiler vectorises the loops over x (about 1 ulp from
+ * torch's; tests/test_native.py). */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TAPS 15
+#define CENTRE 7
+#define CHANNELS 32
+static const int TAP_DX[TAPS] = {0, -2, -1, 0, 1, 2, -1, 0, 1, -2, -1, 0, 1, 2, 0};
+static const int TAP_DY[TAPS] = {-2, -1, -1, -1, -1, -1, 0, 0, 0, 1, 1, 1, 1, 1, 2};
+
+static const float LUMA_R = 0.2627002f, LUMA_G = 0.6779981f, LUMA_B = 0.0593017f;
+static const float NOISE_SCALE = 65535.0f;
+static const float SIGMA_FLOOR = 1e-7f;
+static const float SOFTMAX_SCALE = 0.1f;
+static const float SOFTMAX_MIN_SUM = 1e-3f;
+static const float SOFTMAX_MAX_START = -1e38f;
+
+static inline float as_float(int32_t bits) { float f; memcpy(&f, &bits, 4); return f; }
+static inline int32_t as_bits(float f) { int32_t b; memcpy(&b, &f, 4); return b; }
+
+/* Cephes logf's polynomial: log(1 + f) + e log(2), f in [sqrt(1/2) - 1, sqrt(2) - 1) */
+static inline float log_reduced(float f, float e) {
+    float z = f * f;
+    float y = 7.0376836292e-2f;
+    y = y * f - 1.1514610310e-1f;
+    y = y * f + 1.1676998740e-1f;
+    y = y * f - 1.2420140846e-1f;
+    y = y * f + 1.4249322787e-1f;
+    y = y * f - 1.6668057665e-1f;
+    y = y * f + 2.0000714765e-1f;
+    y = y * f - 2.4999993993e-1f;
+    y = y * f + 3.3333331174e-1f;
+    y = y * f * z;
+    y += -2.12194440e-4f * e;
+    y += -0.5f * z;
+    return (f + y) + 0.693359375f * e;
+}
+
+/* u = m 2^e with m in [sqrt(1/2), sqrt(2)), for a positive normal float: f = m - 1 */
+static inline void reduce(float u, float *f, float *e) {
+    int32_t bits = as_bits(u);
+    float exponent = (float)((bits >> 23) - 127);
+    float m = as_float((bits & 0x007fffff) | 0x3f800000); /* [1, 2) */
+    int big = m > 1.41421356f;
+    *f = (big ? 0.5f * m : m) - 1.0f;
+    *e = big ? exponent + 1.0f : exponent;
+}
+
+/* natural log of a positive normal float */
+static inline float log_positive(float u) {
+    float f, e;
+    reduce(u, &f, &e);
+    return log_reduced(f, e);
+}
+
+/* sign(x) log(1 + |x|): below sqrt(2) - 1 the polynomial reads |x| itself (1 + |x| would
+ * round it), above it log(1 + |x|), whose rounding costs at most 2^-24 / log(sqrt(2)) */
+static inline float signed_log1p(float x) {
+    float a = fabsf(x);
+    float f, e;
+    reduce(1.0f + a, &f, &e);
+    int small = a < 0.41421356f;
+    float r = log_reduced(small ? a : f, small ? 0.0f : e);
+    r = a == INFINITY ? a : r;
+    return copysignf(r, x);
+}
+
+/* exp(x) for x <= 0 (0 below -87.3): Cephes expf */
+static inline float exp_nonpositive(float x) {
+    float n = floorf(1.44269504088896341f * x + 0.5f);
+    float under = x < -87.33654f;
+    n = under ? 0.0f : n;
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float z = r * r;
+    float y = 1.9875691500e-4f;
+    y = y * r + 1.3981999507e-3f;
+    y = y * r + 8.3334519073e-3f;
+    y = y * r + 4.1665795894e-2f;
+    y = y * r + 1.6666665459e-1f;
+    y = y * r + 5.0000001201e-1f;
+    y = y * z + r + 1.0f;
+    float scale = as_float(((int32_t)n + 127) << 23);
+    return under ? 0.0f : y * scale;
+}
+
+/* out = signed_log1p((tap - centre) * inverse), or of tap * inverse without a centre */
+static void scaled_log1p(const float *restrict tap, const float *restrict centre,
+                         const float *restrict inverse, float *restrict out, int64_t width) {
+    if (centre)
+        for (int64_t x = 0; x < width; ++x) out[x] = signed_log1p((tap[x] - centre[x]) * inverse[x]);
+    else
+        for (int64_t x = 0; x < width; ++x) out[x] = signed_log1p(tap[x] * inverse[x]);
+}
+
+/* luminance and saturation of one row of rgb */
+static void luminance_saturation(const float *restrict r, const float *restrict g,
+                                 const float *restrict b, float *restrict lum,
+                                 float *restrict sat, int64_t width) {
+    for (int64_t x = 0; x < width; ++x) {
+        lum[x] = LUMA_R * r[x] + LUMA_G * g[x] + LUMA_B * b[x];
+        float hi = r[x] > g[x] ? r[x] : g[x], lo = r[x] < g[x] ? r[x] : g[x];
+        hi = b[x] > hi ? b[x] : hi;
+        lo = b[x] < lo ? b[x] : lo;
+        sat[x] = hi - lo;
+    }
+}
+
+/* sigma of the noise at each pixel (kpn.features.noise_sigma, floored), its inverse, and
+ * the level channel log2(65535 sigma) / 16 */
+static void noise_channels(const float *restrict lum, float a, float b, float level_scale,
+                           float *restrict inverse, float *restrict level, int64_t width) {
+    for (int64_t x = 0; x < width; ++x) {
+        float positive = lum[x] > 0.0f ? lum[x] : 0.0f;
+        float variance = a + NOISE_SCALE * positive * b;
+        float sigma = level_scale * sqrtf(variance) / NOISE_SCALE;
+        sigma = sigma > SIGMA_FLOOR ? sigma : SIGMA_FLOOR;
+        inverse[x] = 1.0f / sigma;
+        level[x] = log_positive(sigma * NOISE_SCALE) * 1.44269504088896341f / 16.0f;
+    }
+}
+
+#define BLOCK 64 /* pixels whose 32 channels are made together, in L1 */
+
+/* The star15_snr input of kpn.features.star15_snr_features_padded, as pixel rows.
+ * padded: [B,3,h+4,w+4] with element strides (sb, sc, sy, 1); noise_lum: [B,h,w] with
+ * (lb, ly, 1); noise_ab: [B,2]; out: [B,h,w,32] contiguous. Returns 0, or -1 (no memory). */
+int kpn_star15_snr_rows(const float *padded, int64_t sb, int64_t sc, int64_t sy,
+                        const float *noise_lum, int64_t lb, int64_t ly, const float *noise_ab,
+                        int64_t batch, int64_t height, int64_t width, float level_scale,
+                        float *out) {
+    int64_t pw = width + 4, ph = height + 4;
+    float *lum = malloc(sizeof(float) * (size_t)(2 * ph * pw + 2 * width + CHANNELS * BLOCK));
+    if (!lum) return -1;
+    float *sat = lum + ph * pw;
+    float *inverse = sat + ph * pw, *level = inverse + width;
+    float *planes = level + width; /* [32][BLOCK] */
+    for (int64_t b = 0; b < batch; ++b) {
+        const float *image = padded + b * sb;
+        for (int64_t y = 0; y < ph; ++y) {
+            const float *r = image + y * sy;
+            luminance_saturation(r, r + sc, r + 2 * sc, lum + y * pw, sat + y * pw, pw);
+        }
+        for (int64_t y = 0; y < height; ++y) {
+            noise_channels(noise_lum + b * lb + y * ly, noise_ab[2 * b], noise_ab[2 * b + 1],
+                           level_scale, inverse, level, width);
+            const float *lum_c = lum + (y + 2) * pw + 2, *sat_c = sat + (y + 2) * pw + 2;
+            float *row = out + ((b * height + y) * width) * CHANNELS;
+            for (int64_t x0 = 0; x0 < width; x0 += BLOCK) {
+                int64_t n = width - x0 < BLOCK ? width - x0 : BLOCK;
+                for (int t = 0; t < TAPS; ++t) {
+                    int64_t offset = TAP_DY[t] * pw + TAP_DX[t] + x0;
+                    float *pl = planes + 2 * t * BLOCK;
+                    if (t == CENTRE) {
+                        scaled_log1p(lum_c + x0, NULL, inverse + x0, pl, n);
+                        scaled_log1p(sat_c + x0, NULL, inverse + x0, pl + BLOCK, n);
+                    } else {
+                        scaled_log1p(lum_c + offset, lum_c + x0, inverse + x0, pl, n);
+                        scaled_log1p(sat_c + offset, sat_c + x0, inverse + x0, pl + BLOCK, n);
+                    }
+                }
+                for (int64_t x = 0; x < n; ++x) {
+                    float *pixel = row + (x0 + x) * CHANNELS;
+                    for (int c = 0; c < 2 * TAPS; ++c) pixel[c] = planes[c * BLOCK + x];
+                    pixel[30] = level[x0 + x];
+                    pixel[31] = 1.0f;
+                }
+            }
+        }
+    }
+    free(lum);
+    return 0;
+}
+
+/* largest = max(largest, z), NaN z skipped */
+static void running_max(const float *restrict z, float *restrict largest, int64_t width) {
+    for (int64_t x = 0; x < width; ++x) largest[x] = z[x] > largest[x] ? z[x] : largest[x];
+}
+
+/* w = exp(0.1 (z - largest)), a NaN difference giving 1; total += w */
+static void softmax_factors(const float *restrict z, const float *restrict largest,
+                            float *restrict w, float *restrict total, int64_t width) {
+    for (int64_t x = 0; x < width; ++x) {
+        float shifted = z[x] - largest[x];
+        shifted = shifted != shifted ? 0.0f : shifted;
+        w[x] = exp_nonpositive(SOFTMAX_SCALE * shifted);
+        total[x] = total[x] + w[x];
+    }
+}
+
+static void divide(float *restrict w, const float *restrict total, int64_t width) {
+    for (int64_t x = 0; x < width; ++x) w[x] = w[x] / total[x];
+}
+
+/* out = w tap (first) or out + w tap */
+static void weighted_tap(const float *restrict w, const float *restrict tap, float *restrict out,
+                         int first, int64_t width) {
+    if (first)
+        for (int64_t x = 0; x < width; ++x) out[x] = w[x] * tap[x];
+    else
+        for (int64_t x = 0; x < width; ++x) out[x] = out[x] + w[x] * tap[x];
+}
+
+/* kpn.apply's softmax star filter: apply_kernel_padded(padded, kernel_weights(logits,
+ * "softmax"), None). padded: [B,C,h+4,w+4] with (sb, sc, sy, 1); logits: [B,>=15,h,w] with
+ * (kb, kc, ky, 1); out: [B,C,h,w] contiguous. Returns 0, or -1 (no memory). */
+int kpn_softmax_apply(const float *padded, int64_t sb, int64_t sc, int64_t sy,
+                      const float *logits, int64_t kb, int64_t kc, int64_t ky, int64_t batch,
+                      int64_t channels, int64_t height, int64_t width, float *out) {
+    float *weights = malloc(sizeof(float) * (size_t)((TAPS + 2) * width));
+    if (!weights) return -1;
+    float *largest = weights + TAPS * width, *total = largest + width;
+    for (int64_t b = 0; b < batch; ++b) {
+        for (int64_t y = 0; y < height; ++y) {
+            const float *z = logits + b * kb + y * ky;
+            for (int64_t x = 0; x < width; ++x) largest[x] = -INFINITY;
+            for (int t = 0; t < TAPS; ++t) running_max(z + t * kc, largest, width);
+            for (int64_t x = 0; x < width; ++x) {
+                largest[x] = largest[x] > SOFTMAX_MAX_START ? largest[x] : SOFTMAX_MAX_START;
+                total[x] = 0.0f;
+            }
+            for (int t = 0; t < TAPS; ++t)
+                softmax_factors(z + t * kc, largest, weights + t * width, total, width);
+            for (int64_t x = 0; x < width; ++x)
+                total[x] = total[x] > SOFTMAX_MIN_SUM ? total[x] : SOFTMAX_MIN_SUM;
+            for (int t = 0; t < TAPS; ++t) divide(weights + t * width, total, width);
+            for (int64_t c = 0; c < channels; ++c) {
+                float *o = out + ((b * channels + c) * height + y) * width;
+                const float *rows = padded + b * sb + c * sc + (y + 2) * sy + 2;
+                for (int t = 0; t < TAPS; ++t)
+                    weighted_tap(weights + t * width, rows + TAP_DY[t] * sy + TAP_DX[t], o,
+                                 t == 0, width);
+            }
+        }
+    }
+    free(weights);
+    return 0;
+}
