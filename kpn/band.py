@@ -31,13 +31,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from kpn import native
 from kpn.apply import SOFTMAX_SCALE, apply_kernel_padded, kernel_weights
 from kpn.config import ModelConfig
 from kpn.features import STAR15_RADIUS, STAR15_TAPS
-from kpn.mlp import LEAKY_SLOPE, OUTPUTS, activate
+from kpn.mlp import LEAKY_SLOPE, OUTPUTS, linear_activated
 
 BAND_PRECISIONS = ("fp32", "bf16")
 
@@ -121,12 +121,16 @@ class _Band(torch.autograd.Function):
         rows = rows.copy_(inputs.transpose(1, 2)).view(batch * pixels, features)
         layers = [rows]
         for weight in weights[:-1]:
-            layers.append(activate(F.linear(layers[-1], weight.to(hidden_dtype)), activation))
+            layers.append(linear_activated(layers[-1], weight.to(hidden_dtype), activation))
         last = layers[-1].to(weights[-1].dtype).view(batch, pixels, -1)
         outputs = torch.matmul(weights[-1], last.transpose(1, 2))  # [B,16,P], planar
         outputs = outputs.view(batch, OUTPUTS, height, width)
-        tap_weights = kernel_weights(outputs[:, : OUTPUTS - 1], "softmax")
-        filtered = apply_kernel_padded(padded, tap_weights, None)
+        logits = outputs[:, : OUTPUTS - 1]
+        tap_weights = logits.new_empty(logits.shape)
+        filtered = native.softmax_apply(padded, logits, tap_weights)
+        if filtered is None:  # no native loops: kpn's eager definition
+            tap_weights = kernel_weights(logits, "softmax")
+            filtered = apply_kernel_padded(padded, tap_weights, None)
         ctx.save_for_backward(padded, tap_weights, filtered, last, *layers, *weights)
         ctx.activation = activation
         ctx.hidden_dtype = hidden_dtype
@@ -139,7 +143,9 @@ class _Band(torch.autograd.Function):
     ) -> tuple[Tensor | None, ...]:
         padded, tap_weights, filtered, last, *saved = ctx.saved_tensors
         layers, weights = saved[: ctx.layer_count], saved[ctx.layer_count :]
-        logits = softmax_apply_backward(grad_filtered, padded, tap_weights, filtered)
+        logits = native.softmax_apply_backward(grad_filtered, padded, tap_weights, filtered)
+        if logits is None:
+            logits = softmax_apply_backward(grad_filtered, padded, tap_weights, filtered)
         grad_outputs = torch.cat((logits, grad_alpha), dim=1)  # [B,16,h,w]
         # planar -> pixel rows [B*P, 16]: the products below run on rows, as the forward's
         grad_rows = grad_outputs.flatten(2).transpose(1, 2).reshape(-1, OUTPUTS)

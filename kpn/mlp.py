@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -29,6 +30,53 @@ def activate(x: Tensor, activation: str) -> Tensor:
     if activation == "none":
         return x
     raise ValueError(f"unknown activation {activation!r}")
+
+
+_POST_OPS = {
+    "leaky_relu": ("leaky_relu", [LEAKY_SLOPE], ""),
+    "relu": ("relu", [], ""),
+    "none": ("none", [], ""),
+}
+
+
+@functools.cache
+def fused_linear() -> Callable[..., Tensor] | None:
+    """oneDNN's product with the activation fused, as torch.compile's CPU code calls it
+    (``torch.ops.mkldnn._linear_pointwise``): one pass over the layer's output instead of
+    two, 1.3x (bfloat16) to 1.5x (float32) the separate product and activation on a
+    [16384,64] band. None where this torch lacks it or it fails a probe against
+    :func:`activate` of ``F.linear`` (it is not public API)."""
+    operator = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+    if operator is None or not torch.backends.mkldnn.is_available():
+        return None
+    probe = torch.linspace(-1.0, 1.0, 48).view(6, 8)
+    weight = torch.linspace(1.0, -0.5, 32).view(4, 8)
+    try:
+        for activation, post_op in _POST_OPS.items():
+            fused = operator(probe, weight, None, *post_op)
+            expected = activate(F.linear(probe, weight), activation)
+            if not torch.allclose(fused, expected, rtol=1e-5, atol=1e-6):
+                return None
+    except RuntimeError:
+        return None
+    return operator
+
+
+def linear_activated(x: Tensor, weight: Tensor, activation: str) -> Tensor:
+    """``activate(F.linear(x, weight), activation)``: on the CPU without gradients, one
+    oneDNN call (:func:`fused_linear`; float32 to rounding, bfloat16 activated before the
+    product rounds to bfloat16, not after). ``[N, in], [out, in] -> [N, out]``"""
+    if (
+        x.device.type == "cpu"
+        and x.dim() == 2
+        and x.dtype == weight.dtype
+        and x.dtype in (torch.float32, torch.bfloat16)
+        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+        and not torch.compiler.is_compiling()
+        and (fused := fused_linear()) is not None
+    ):
+        return fused(x, weight.contiguous(), None, *_POST_OPS[activation])
+    return activate(F.linear(x, weight), activation)
 
 
 def f16_product(matmul: str) -> Callable[[Tensor, Tensor], Tensor]:
@@ -113,13 +161,16 @@ def mlp_hidden(
     if precision == "bf16":
         x = inputs.to(torch.bfloat16)
         for weight in weights:
-            x = activate(F.linear(x, weight.to(torch.bfloat16)), activation)
+            x = linear_activated(x, weight.to(torch.bfloat16), activation)
         return x
     f16 = precision == "vkdt-f16"
     product = f16_product(matmul) if f16 else None
     x = round_f16(inputs) if f16 else inputs
     for weight in weights:
-        x = activate(product(x, round_f16(weight)) if product else F.linear(x, weight), activation)
+        if product:
+            x = activate(product(x, round_f16(weight)), activation)
+        else:
+            x = linear_activated(x, weight, activation)
         if f16 and activation == "leaky_relu":  # vkdt stores float16(0.001 * x)
             x = round_f16(x)
     return x

@@ -1,6 +1,6 @@
-"""kpn's fused CPU loops (``kpn/csrc/kpn_native.c``): the star15_snr features and the
-softmax star filter, each one pass over a band where eager torch makes some seventy and
-twenty passes.
+"""kpn's fused CPU loops (``kpn/csrc/kpn_native.c``): the star15_snr features, the softmax
+star filter and its backward pass, each one pass over a band where eager torch makes some
+seventy, twenty and forty passes.
 
 The C file is compiled on first use with the machine's C compiler (``$CC``, else ``cc``)
 into a cache folder (``$KPN_CACHE``, else ``~/.cache/kpn``), keyed by the source, the flags
@@ -108,8 +108,11 @@ def library() -> ctypes.CDLL | None:
     lib.kpn_star15_snr_rows.argtypes = [_F32P, _I64, _I64, _I64, _F32P, _I64, _I64, _F32P]
     lib.kpn_star15_snr_rows.argtypes += [_I64, _I64, _I64, ctypes.c_float, _F32P]
     lib.kpn_softmax_apply.argtypes = [_F32P, _I64, _I64, _I64, _F32P, _I64, _I64, _I64]
-    lib.kpn_softmax_apply.argtypes += [_I64, _I64, _I64, _I64, _F32P]
-    for function in (lib.kpn_star15_snr_rows, lib.kpn_softmax_apply):
+    lib.kpn_softmax_apply.argtypes += [_I64, _I64, _I64, _I64, _F32P, _F32P]
+    lib.kpn_softmax_apply_backward.argtypes = [_F32P, _F32P, _I64, _I64, _I64, _F32P, _F32P]
+    lib.kpn_softmax_apply_backward.argtypes += [_I64, _I64, _I64, _I64, _F32P]
+    functions = (lib.kpn_star15_snr_rows, lib.kpn_softmax_apply, lib.kpn_softmax_apply_backward)
+    for function in functions:
         function.restype = ctypes.c_int
     return lib
 
@@ -155,11 +158,14 @@ def star15_snr_features(
     return out.permute(0, 3, 1, 2)
 
 
-def softmax_apply(padded: Tensor, logits: Tensor) -> Tensor | None:
+def softmax_apply(
+    padded: Tensor, logits: Tensor, tap_weights: Tensor | None = None
+) -> Tensor | None:
     """``apply_kernel_padded(padded, kernel_weights(logits, "softmax"), None)`` in one
     pass, or None where the loops do not apply.
 
-    ``[B,C,h+4,w+4], [B,15,h,w] -> [B,C,h,w]``
+    ``[B,C,h+4,w+4], [B,15,h,w] -> [B,C,h,w]``; ``tap_weights``: None, or a contiguous
+    ``[B,15,h,w]`` float32 tensor that receives the normalised weights.
     """
     if not _applies(padded, logits) or (lib := library()) is None:
         return None
@@ -169,7 +175,27 @@ def softmax_apply(padded: Tensor, logits: Tensor) -> Tensor | None:
     status = lib.kpn_softmax_apply(
         _pointer(padded), *padded.stride()[:3], _pointer(logits), *logits.stride()[:3],
         batch, channels, height, width, _pointer(out),
+        None if tap_weights is None else _pointer(tap_weights),
     )  # fmt: skip
     if status:
         raise MemoryError("kpn_native: softmax apply")
+    return out
+
+
+def softmax_apply_backward(
+    grad: Tensor, padded: Tensor, tap_weights: Tensor, filtered: Tensor
+) -> Tensor | None:
+    """:func:`kpn.band.softmax_apply_backward` in one pass, or None where the loops do not
+    apply. ``[B,C,h,w], [B,C,h+4,w+4], [B,15,h,w], [B,C,h,w] -> [B,15,h,w]``"""
+    if not _applies(grad, padded, tap_weights, filtered) or (lib := library()) is None:
+        return None
+    grad, tap_weights, filtered = grad.contiguous(), tap_weights.contiguous(), filtered.contiguous()
+    batch, channels, height, width = filtered.shape
+    out = torch.empty_like(tap_weights)
+    status = lib.kpn_softmax_apply_backward(
+        _pointer(grad), _pointer(padded), *padded.stride()[:3], _pointer(tap_weights),
+        _pointer(filtered), batch, channels, height, width, _pointer(out),
+    )  # fmt: skip
+    if status:
+        raise MemoryError("kpn_native: softmax apply backward")
     return out

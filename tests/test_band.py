@@ -82,11 +82,13 @@ def test_equals_autograd_of_plain_path_fp32(batch: int, activation: str) -> None
     assert_close(filtered, plain_filtered, rtol=1e-6, atol=1e-6)
     assert_close(alpha, plain_alpha, rtol=1e-6, atol=1e-6)
     for grad, plain_grad in zip(grads, plain_grads, strict=True):
-        assert_close(grad, plain_grad, rtol=1e-5, atol=1e-6)
+        # float32 sums in other orders: to 1e-5 of the largest gradient
+        assert_close(grad, plain_grad, rtol=1e-5, atol=1e-5 * plain_grad.abs().max().item())
 
 
 def test_equals_autograd_of_plain_path_bf16() -> None:
-    """bfloat16 products: the same forward; gradients to bfloat16's 8 bits."""
+    """bfloat16 products: the forward to a few bfloat16 roundings (the band's products
+    take their activation before rounding), gradients to bfloat16's 8 bits."""
     inputs, padded, weights = band_case(2, 8, 9, torch.float32, seed=3)
     results = []
     for path in (band_forward, plain_band):
@@ -94,8 +96,8 @@ def test_equals_autograd_of_plain_path_bf16() -> None:
         grads = torch.autograd.grad(loss_of(filtered, alpha), weights)
         results.append((filtered, alpha, grads))
     (filtered, alpha, grads), (plain_filtered, plain_alpha, plain_grads) = results
-    assert_close(filtered, plain_filtered, rtol=1e-6, atol=1e-6)
-    assert_close(alpha, plain_alpha, rtol=1e-6, atol=1e-6)
+    assert_close(filtered, plain_filtered, rtol=0, atol=1e-3)
+    assert_close(alpha, plain_alpha, rtol=0, atol=1e-3)
     for grad, plain_grad in zip(grads, plain_grads, strict=True):
         assert grad.dtype == torch.float32
         scale = plain_grad.abs().max()

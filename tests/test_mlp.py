@@ -12,7 +12,17 @@ from torch.autograd import gradcheck
 from torch.testing import assert_close
 
 from kpn.errors import KpnError
-from kpn.mlp import MLP, live_columns, load_weights, mlp_forward, mlp_forward_planar, mlp_hidden
+from kpn.mlp import (
+    MLP,
+    activate,
+    fused_linear,
+    linear_activated,
+    live_columns,
+    load_weights,
+    mlp_forward,
+    mlp_forward_planar,
+    mlp_hidden,
+)
 from kpn.precision import matmul_f16, matmul_f16_fallback, round_f16
 
 ACTIVATIONS = ["leaky_relu", "relu", "none"]
@@ -195,7 +205,8 @@ def test_load_weights_round_trip() -> None:
     for loaded, matrix in zip(mlp.weights, matrices, strict=True):
         assert torch.equal(loaded.detach(), matrix)
     x = torch.randn(10, 32)
-    assert torch.equal(mlp(x), mlp_forward(x, matrices, "leaky_relu"))
+    with torch.no_grad():  # the same path: with gradients the products are not fused
+        assert torch.equal(mlp(x), mlp_forward(x, matrices, "leaky_relu"))
     # a copy: changing the source afterwards leaves the model alone
     matrices[0].zero_()
     assert not torch.equal(mlp.weights[0].detach(), matrices[0])
@@ -507,3 +518,40 @@ def test_first_live_masks_the_next_matrix() -> None:
     assert torch.equal(mlp.layers[0].weight.grad[32:], torch.zeros(32, 64))
     assert mlp.layers[1].weight.grad[:, :32].abs().sum() > 0
     assert torch.equal(live_columns(torch.ones(2, 4), 1), torch.tensor([[1.0, 0, 0, 0]] * 2))
+
+
+# ------------------------------------------------- the fused product and activation
+
+
+@pytest.mark.parametrize("activation", ["leaky_relu", "relu", "none"])
+@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-6), (torch.bfloat16, 1e-2)])
+def test_linear_activated_matches_separate(
+    activation: str, dtype: torch.dtype, tolerance: float
+) -> None:
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randn(300, 32, generator=generator).to(dtype)
+    weight = (torch.randn(64, 32, generator=generator) / 6).to(dtype)
+    with torch.no_grad():
+        fused = linear_activated(x, weight, activation)
+    expected = activate(torch.nn.functional.linear(x, weight), activation)
+    assert fused.dtype == dtype and (fused < 0).any() == (activation != "relu")
+    torch.testing.assert_close(fused.float(), expected.float(), rtol=tolerance, atol=tolerance)
+
+
+def test_linear_activated_keeps_gradients() -> None:
+    """With gradients wanted it is autograd's product and activation, bit for bit."""
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(20, 32, generator=generator)
+    weight = torch.randn(64, 32, generator=generator).requires_grad_()
+    out = linear_activated(x, weight, "leaky_relu")
+    assert out.grad_fn is not None
+    assert torch.equal(out, activate(torch.nn.functional.linear(x, weight), "leaky_relu"))
+
+
+def test_fused_linear_is_probed() -> None:
+    """Where this torch has oneDNN's fused product it passes the probe (else None: the
+    separate product and activation, everywhere)."""
+    if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+        assert fused_linear() is not None
+    else:
+        assert fused_linear() is None

@@ -17,6 +17,7 @@ from torch.testing import assert_close
 
 from kpn import native
 from kpn.apply import apply_kernel_padded, kernel_weights
+from kpn.band import softmax_apply_backward
 from kpn.config import ModelConfig
 from kpn.features import luminance, star15_snr_features_padded
 from kpn.model import KPN
@@ -94,6 +95,29 @@ def test_softmax_apply_matches_eager(eager, batch: int, channels: int, height: i
     expected = eager(lambda: apply_kernel_padded(padded, kernel_weights(logits, "softmax"), None))
     assert fused is not None and not fused.isnan().any()
     assert_close(fused, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_softmax_apply_keeps_weights(eager) -> None:
+    """The weights it can hand back (for the band's backward pass) are kernel_weights'."""
+    padded, _ = band(2, 4, 9, seed=4)
+    logits = 30.0 * torch.randn(2, 15, 4, 9, generator=torch.Generator().manual_seed(5))
+    tap_weights = torch.empty(2, 15, 4, 9)
+    fused = native.softmax_apply(padded, logits, tap_weights)
+    expected = eager(kernel_weights, logits, "softmax")
+    assert_close(tap_weights, expected, rtol=1e-6, atol=1e-7)
+    assert_close(fused, apply_kernel_padded(padded, expected, None), rtol=1e-6, atol=1e-6)
+
+
+def test_softmax_apply_backward_matches_eager(eager) -> None:
+    padded, _ = band(3, 5, 11, seed=6)
+    generator = torch.Generator().manual_seed(7)
+    tap_weights = kernel_weights(20.0 * torch.randn(3, 15, 5, 11, generator=generator), "softmax")
+    filtered = apply_kernel_padded(padded, tap_weights, None)
+    grad = torch.randn(3, 3, 5, 11, generator=generator)
+    fused = native.softmax_apply_backward(grad, padded, tap_weights, filtered)
+    expected = eager(softmax_apply_backward, grad, padded, tap_weights, filtered)
+    assert fused is not None
+    assert_close(fused, expected, rtol=1e-5, atol=1e-7)
 
 
 def test_applies_to_float32_cpu_without_gradient() -> None:

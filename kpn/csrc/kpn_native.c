@@ -211,10 +211,12 @@ static void weighted_tap(const float *restrict w, const float *restrict tap, flo
 
 /* kpn.apply's softmax star filter: apply_kernel_padded(padded, kernel_weights(logits,
  * "softmax"), None). padded: [B,C,h+4,w+4] with (sb, sc, sy, 1); logits: [B,>=15,h,w] with
- * (kb, kc, ky, 1); out: [B,C,h,w] contiguous. Returns 0, or -1 (no memory). */
+ * (kb, kc, ky, 1); out: [B,C,h,w] contiguous; tap_weights: NULL, or [B,15,h,w] contiguous
+ * for the normalised weights. Returns 0, or -1 (no memory). */
 int kpn_softmax_apply(const float *padded, int64_t sb, int64_t sc, int64_t sy,
                       const float *logits, int64_t kb, int64_t kc, int64_t ky, int64_t batch,
-                      int64_t channels, int64_t height, int64_t width, float *out) {
+                      int64_t channels, int64_t height, int64_t width, float *out,
+                      float *tap_weights) {
     float *weights = malloc(sizeof(float) * (size_t)((TAPS + 2) * width));
     if (!weights) return -1;
     float *largest = weights + TAPS * width, *total = largest + width;
@@ -232,6 +234,10 @@ int kpn_softmax_apply(const float *padded, int64_t sb, int64_t sc, int64_t sy,
             for (int64_t x = 0; x < width; ++x)
                 total[x] = total[x] > SOFTMAX_MIN_SUM ? total[x] : SOFTMAX_MIN_SUM;
             for (int t = 0; t < TAPS; ++t) divide(weights + t * width, total, width);
+            if (tap_weights)
+                for (int t = 0; t < TAPS; ++t)
+                    memcpy(tap_weights + ((b * TAPS + t) * height + y) * width,
+                           weights + t * width, sizeof(float) * (size_t)width);
             for (int64_t c = 0; c < channels; ++c) {
                 float *o = out + ((b * channels + c) * height + y) * width;
                 const float *rows = padded + b * sb + c * sc + (y + 2) * sy + 2;
@@ -242,5 +248,51 @@ int kpn_softmax_apply(const float *padded, int64_t sb, int64_t sc, int64_t sy,
         }
     }
     free(weights);
+    return 0;
+}
+
+/* sum = sum + g x (first: g x) */
+static void product_sum(const float *restrict g, const float *restrict x, float *restrict sum,
+                        int first, int64_t width) {
+    if (first)
+        for (int64_t i = 0; i < width; ++i) sum[i] = g[i] * x[i];
+    else
+        for (int64_t i = 0; i < width; ++i) sum[i] = sum[i] + g[i] * x[i];
+}
+
+/* out = (along - along_output) w 0.1 */
+static void logit_gradient(const float *restrict along, const float *restrict along_output,
+                           const float *restrict w, float *restrict out, int64_t width) {
+    for (int64_t x = 0; x < width; ++x)
+        out[x] = ((along[x] - along_output[x]) * w[x]) * SOFTMAX_SCALE;
+}
+
+/* kpn.band.softmax_apply_backward: dL/dz_k = 0.1 w_k sum_c g_c (X_k,c - I_c).
+ * grad, filtered: [B,C,h,w] contiguous; padded: [B,C,h+4,w+4] with (sb, sc, sy, 1);
+ * tap_weights, out: [B,15,h,w] contiguous. Returns 0, or -1 (no memory). */
+int kpn_softmax_apply_backward(const float *grad, const float *padded, int64_t sb, int64_t sc,
+                               int64_t sy, const float *tap_weights, const float *filtered,
+                               int64_t batch, int64_t channels, int64_t height, int64_t width,
+                               float *out) {
+    float *along_output = malloc(sizeof(float) * (size_t)(2 * width));
+    if (!along_output) return -1;
+    float *along = along_output + width;
+    int64_t plane = height * width;
+    for (int64_t b = 0; b < batch; ++b) {
+        for (int64_t y = 0; y < height; ++y) {
+            const float *g = grad + b * channels * plane + y * width;
+            const float *i = filtered + b * channels * plane + y * width;
+            for (int64_t c = 0; c < channels; ++c)
+                product_sum(g + c * plane, i + c * plane, along_output, c == 0, width);
+            for (int t = 0; t < TAPS; ++t) {
+                const float *tap = padded + b * sb + (y + 2 + TAP_DY[t]) * sy + 2 + TAP_DX[t];
+                for (int64_t c = 0; c < channels; ++c)
+                    product_sum(g + c * plane, tap + c * sc, along, c == 0, width);
+                int64_t at = (b * TAPS + t) * plane + y * width;
+                logit_gradient(along, along_output, tap_weights + at, out + at, width);
+            }
+        }
+    }
+    free(along_output);
     return 0;
 }
