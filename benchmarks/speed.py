@@ -22,8 +22,8 @@ Sections of ``speed.md``:
 - training: a step of ``--config``'s batch and tile (forward, loss, backward, gradient
   clipping, Adam), float32 and bf16, and steps per hour, in a process set up as
   train.py's (:mod:`kpn.allocator`); with ``--baseline REV`` also the steps of the code at
-  git revision REV (a temporary worktree; REV must know bf16, 66c22be or later), side by
-  side;
+  git revision REV (a temporary worktree; REV must know bf16, 66c22be or later) and each
+  one's speed-up over it; ``--repeats`` rounds, each running every variant in turn;
 - inference: the command line's path (:class:`kpn.infer.Denoiser`, tiled) on a noisy
   image of each ``--sizes`` megapixels, float32 and bf16: seconds, Mpx/s, fraction, peak
   RSS against the image's own size;
@@ -369,26 +369,47 @@ def main(argv: list[str] | None = None) -> int:
             tree = baseline_tree(args.baseline, Path(scratch))
             env = {"PYTHONPATH": str(tree)}
             variants = [(f"{args.baseline} {p}", p, env) for p in DTYPES] + variants
+        # rounds of every variant in turn: the machine's drift between minutes falls on
+        # all of them, and each round's ratio to the baseline is measured side by side
+        runs: dict[str, list[dict]] = {name: [] for name, _, _ in variants}
         try:
-            for name, precision, env in variants:
-                result = run_child(child_command("train", args, precision=precision, **small), env)
-                steps_hour = 3600 / result["seconds"]
-                train_rows.append([
-                    name, f"{result['seconds'] * 1e3:.0f}", f"{steps_hour:.0f}",
-                    f"{result['gflop'] / result['seconds']:.1f}", f"{result['limit_gflops']:.0f}",
-                    f"{fraction(result):.0%}",
-                ])  # fmt: skip
-                rows.append({"section": "train", "variant": name, **result})
+            for _ in range(args.repeats):
+                for name, precision, env in variants:
+                    command = child_command("train", args, precision=precision, **small)
+                    runs[name].append(run_child(command, env))
         finally:
             if args.baseline:
                 subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT)
+    for name, precision, _ in variants:
+        result = {
+            key: statistics.median(run[key] for run in runs[name])
+            for key in ("seconds", "limit_gflops")
+        } | {"gflop": runs[name][0]["gflop"], "kpn": runs[name][0]["kpn"]}
+        ratio = "-"
+        if args.baseline:
+            base = runs[f"{args.baseline} {precision}"]
+            ratio = statistics.median(
+                b["seconds"] / r["seconds"] for b, r in zip(base, runs[name], strict=True)
+            )
+            result["speedup"] = ratio
+            ratio = f"{ratio:.2f}"
+        train_rows.append([
+            name, f"{result['seconds'] * 1e3:.0f}", f"{3600 / result['seconds']:.0f}",
+            f"{result['gflop'] / result['seconds']:.1f}", f"{result['limit_gflops']:.0f}",
+            f"{statistics.median(fraction(run) for run in runs[name]):.0%}", ratio,
+        ])  # fmt: skip
+        rows.append({"section": "train", "variant": name, **result})
+    train_header = ["code", "ms/step", "steps/hour", "GFLOP/s", "limit GFLOP/s", "of limit"]
+    train_header.append(f"x {args.baseline or 'baseline'}")
     lines += [
         f"## Training step ({args.config}: {small.get('batch', config.data.batch)} tiles of "
         f"{small.get('tile', config.data.tile)} px)",
         "",
-        markdown_table(
-            ["code", "ms/step", "steps/hour", "GFLOP/s", "limit GFLOP/s", "of limit"], train_rows
-        ),
+        f"Medians of {args.repeats} rounds, each running every variant in turn; "
+        f"'x {args.baseline or 'baseline'}': the median over rounds of the baseline's step "
+        "time over this one's, in the same precision.",
+        "",
+        markdown_table(train_header, train_rows),
         "",
     ]
 

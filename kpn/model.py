@@ -167,9 +167,6 @@ def filter_level(
     apply_input = feature_input if star15 else pad_symmetric(x, *STAR15_PADDING)
     feature_rows = feature_input.shape[-2] - height
     rows = band_rows(batch, height, width, config.block_transpose)
-    limit = apply_limit(config.precision)  # vkdt's float16 clamp, only where vkdt's f16 is
-    vkdt_sums = config.precision == F16_PRECISION
-    fused_apply = config.kernel_activation == "softmax" and limit is None  # kpn.native's
     hand_backward = (
         band_applies(config)
         and not keep_kernel
@@ -215,29 +212,37 @@ def filter_level(
             elif config.block_transpose:
                 outputs = block_transpose(outputs)[..., :pixels]
             kernel = outputs.view(batch, OUTPUTS, bottom - top, width)
-        logits = kernel[:, : OUTPUTS - 1]
-        alphas.append(alpha_weight(kernel[:, OUTPUTS - 1 :], config.alpha_activation))
         if keep_kernel:
             kernels.append(kernel)
-        if fused_apply:
-            with record_function("apply"):
-                image = native.softmax_apply(slab, logits)
-            if image is not None:
-                filtered.append(image)
-                continue
-        with record_function("kernel_weights"):
-            if vkdt_sums:
-                factors, floor = kernel_factors(logits, config.kernel_activation)
-            else:
-                tap_weights = kernel_weights(logits, config.kernel_activation)
-        with record_function("apply"):
-            if vkdt_sums:  # apply.comp's own order of its float32 sums
-                filtered.append(apply_kernel_vkdt(slab, factors, floor, limit))
-            else:
-                filtered.append(apply_kernel_padded(slab, tap_weights, limit))
+        alphas.append(alpha_weight(kernel[:, OUTPUTS - 1 :], config.alpha_activation))
+        filtered.append(filter_band(slab, kernel[:, : OUTPUTS - 1], config))
     with record_function("copies"):
         kernel_out = torch.cat(kernels, dim=2) if keep_kernel else None
         return torch.cat(filtered, dim=2), torch.cat(alphas, dim=2), kernel_out
+
+
+def filter_band(slab: Tensor, logits: Tensor, config: ModelConfig) -> Tensor:
+    """I of one band from its kernel logits: the kernel weights, then apply (vkdt's own
+    order of sums under ``vkdt-f16``); softmax kernels without a clamp in one pass of
+    :func:`kpn.native.softmax_apply` where it applies.
+
+    ``[B,3,h+4,w+4], [B,15,h,w] -> [B,3,h,w]``
+    """
+    limit = apply_limit(config.precision)  # vkdt's float16 clamp, only where vkdt's f16 is
+    if config.kernel_activation == "softmax" and limit is None:
+        with record_function("apply"):
+            fused = native.softmax_apply(slab, logits)
+        if fused is not None:
+            return fused
+    if config.precision == F16_PRECISION:  # apply.comp's own order of its float32 sums
+        with record_function("kernel_weights"):
+            factors, floor = kernel_factors(logits, config.kernel_activation)
+        with record_function("apply"):
+            return apply_kernel_vkdt(slab, factors, floor, limit)
+    with record_function("kernel_weights"):
+        tap_weights = kernel_weights(logits, config.kernel_activation)
+    with record_function("apply"):
+        return apply_kernel_padded(slab, tap_weights, limit)
 
 
 def level_forward(
