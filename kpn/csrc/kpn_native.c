@@ -1,5 +1,7 @@
-/* kpn's fused CPU loops: the star15_snr features and the softmax star filter, one pass
- * each over a band of pixels where eager torch makes some seventy and twenty. Loaded by
+/* kpn's fused CPU loops: the star15_snr features, the softmax star filter and its backward
+ * pass, one pass each over a band of pixels where eager torch makes some seventy, twenty
+ * and forty. Single-threaded: beside torch's spinning OpenMP workers two threads of these
+ * lost to one (README, Speed). Loaded by
  * kpn/native.py (ctypes); kpn's eager code is the definition, and what runs where this
  * does not build. Compiled with -ffp-contract=off: every product and sum rounds as eager
  * torch's separate operations round. log1p and exp are Cephes' float polynomials written
@@ -200,13 +202,13 @@ static void divide(float *restrict w, const float *restrict total, int64_t width
     for (int64_t x = 0; x < width; ++x) w[x] = w[x] / total[x];
 }
 
-/* out = w tap (first) or out + w tap */
-static void weighted_tap(const float *restrict w, const float *restrict tap, float *restrict out,
+/* sum = a b (first) or sum + a b */
+static void multiply_add(const float *restrict a, const float *restrict b, float *restrict sum,
                          int first, int64_t width) {
     if (first)
-        for (int64_t x = 0; x < width; ++x) out[x] = w[x] * tap[x];
+        for (int64_t x = 0; x < width; ++x) sum[x] = a[x] * b[x];
     else
-        for (int64_t x = 0; x < width; ++x) out[x] = out[x] + w[x] * tap[x];
+        for (int64_t x = 0; x < width; ++x) sum[x] = sum[x] + a[x] * b[x];
 }
 
 /* kpn.apply's softmax star filter: apply_kernel_padded(padded, kernel_weights(logits,
@@ -242,22 +244,13 @@ int kpn_softmax_apply(const float *padded, int64_t sb, int64_t sc, int64_t sy,
                 float *o = out + ((b * channels + c) * height + y) * width;
                 const float *rows = padded + b * sb + c * sc + (y + 2) * sy + 2;
                 for (int t = 0; t < TAPS; ++t)
-                    weighted_tap(weights + t * width, rows + TAP_DY[t] * sy + TAP_DX[t], o,
+                    multiply_add(weights + t * width, rows + TAP_DY[t] * sy + TAP_DX[t], o,
                                  t == 0, width);
             }
         }
     }
     free(weights);
     return 0;
-}
-
-/* sum = sum + g x (first: g x) */
-static void product_sum(const float *restrict g, const float *restrict x, float *restrict sum,
-                        int first, int64_t width) {
-    if (first)
-        for (int64_t i = 0; i < width; ++i) sum[i] = g[i] * x[i];
-    else
-        for (int64_t i = 0; i < width; ++i) sum[i] = sum[i] + g[i] * x[i];
 }
 
 /* out = (along - along_output) w 0.1 */
@@ -283,11 +276,11 @@ int kpn_softmax_apply_backward(const float *grad, const float *padded, int64_t s
             const float *g = grad + b * channels * plane + y * width;
             const float *i = filtered + b * channels * plane + y * width;
             for (int64_t c = 0; c < channels; ++c)
-                product_sum(g + c * plane, i + c * plane, along_output, c == 0, width);
+                multiply_add(g + c * plane, i + c * plane, along_output, c == 0, width);
             for (int t = 0; t < TAPS; ++t) {
                 const float *tap = padded + b * sb + (y + 2 + TAP_DY[t]) * sy + 2 + TAP_DX[t];
                 for (int64_t c = 0; c < channels; ++c)
-                    product_sum(g + c * plane, tap + c * sc, along, c == 0, width);
+                    multiply_add(g + c * plane, tap + c * sc, along, c == 0, width);
                 int64_t at = (b * TAPS + t) * plane + y * width;
                 logit_gradient(along, along_output, tap_weights + at, out + at, width);
             }
