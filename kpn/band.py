@@ -18,9 +18,11 @@ transposed layouts that they copy. :func:`band_forward` does the band as one
 It saves the hidden activations (bfloat16 under ``bf16``), the tap weights and I; the
 features and X are not differentiated (the network's input needs no gradient). The
 forward values are the plain path's (:func:`kpn.mlp.mlp_forward_planar`,
-:func:`kpn.apply.kernel_weights`, :func:`kpn.apply.apply_kernel_padded`), except that a
-batch's pixels go through each product together, as contiguous pixel rows: equal to
-rounding (1e-7), not bit for bit.
+:func:`kpn.apply.kernel_weights`, :func:`kpn.apply.apply_kernel_padded`) to rounding, not
+bit for bit: a batch's pixels go through each product together as contiguous rows, the
+products take their activation fused (:func:`kpn.mlp.linear_activated`), and the softmax
+filter and its backward run as :mod:`kpn.native`'s C loops where they build (float32
+within 1e-6; bfloat16 within a few of its roundings).
 
 It covers what training with the float32 path computes: precision ``fp32`` or ``bf16``,
 ``softmax`` kernels, no vkdt block transpose; :func:`band_applies` says when.

@@ -7,9 +7,10 @@ into a cache folder (``$KPN_CACHE``, else ``~/.cache/kpn``), keyed by the source
 and the CPU, and loaded with ctypes; ``scripts/setup.sh`` builds it once. Where there is no
 compiler, the build fails or ``KPN_NATIVE=0`` is set, :func:`library` is None and kpn runs
 its eager code, which is the definition: the loops compute the same float32 operations in
-the same order (``-ffp-contract=off``), except log1p and exp, which are Cephes' float
-polynomials (about 1 ulp from torch's). They run on float32 CPU tensors that need no
-gradient; every other case takes the eager path.
+the same order (``-ffp-contract=off``), except log1p, log2 and exp, which are Cephes'
+float polynomials (results within 3e-7 of torch's, tests/test_native.py). They run on
+float32 CPU tensors that need no gradient, outside torch.compile; every other case takes
+the eager path.
 
 Measured per stage in ``benchmarks/speed.py`` (README, Speed).
 """
@@ -41,6 +42,7 @@ FLAGS = (
 )
 BUILD_SECONDS = 120
 STAR15_SNR_CHANNELS = 32
+TAPS = 15
 
 _F32P = ctypes.POINTER(ctypes.c_float)
 _I64 = ctypes.c_int64
@@ -131,6 +133,12 @@ def _applies(*tensors: Tensor) -> bool:
     )
 
 
+def _check_shape(tensor: Tensor, shape: tuple[int, ...], name: str) -> None:
+    """The C loops read and write by these shapes: anything else is refused before them."""
+    if tuple(tensor.shape) != shape:
+        raise ValueError(f"kpn.native: {name} has shape {list(tensor.shape)}, not {list(shape)}")
+
+
 def _pointer(tensor: Tensor) -> ctypes._Pointer:
     return ctypes.cast(tensor.data_ptr(), _F32P)
 
@@ -147,6 +155,8 @@ def star15_snr_features(
     if not _applies(padded, noise_ab, noise_lum) or (lib := library()) is None:
         return None
     batch, (height, width) = noise_lum.shape[0], noise_lum.shape[-2:]
+    _check_shape(padded, (batch, 3, height + 4, width + 4), "padded")
+    _check_shape(noise_ab, (batch, 2), "noise_ab")
     noise_ab = noise_ab.contiguous()
     out = torch.empty(batch, height, width, STAR15_SNR_CHANNELS)
     status = lib.kpn_star15_snr_rows(
@@ -171,6 +181,12 @@ def softmax_apply(
         return None
     batch, channels = padded.shape[:2]
     height, width = logits.shape[-2:]
+    _check_shape(padded, (batch, channels, height + 4, width + 4), "padded")
+    _check_shape(logits, (batch, TAPS, height, width), "logits")
+    if tap_weights is not None:
+        _check_shape(tap_weights, (batch, TAPS, height, width), "tap_weights")
+        if not (tap_weights.is_contiguous() and _applies(tap_weights)):
+            raise ValueError("tap_weights must be a contiguous float32 CPU tensor")
     out = torch.empty(batch, channels, height, width)
     status = lib.kpn_softmax_apply(
         _pointer(padded), *padded.stride()[:3], _pointer(logits), *logits.stride()[:3],
@@ -191,6 +207,9 @@ def softmax_apply_backward(
         return None
     grad, tap_weights, filtered = grad.contiguous(), tap_weights.contiguous(), filtered.contiguous()
     batch, channels, height, width = filtered.shape
+    _check_shape(grad, (batch, channels, height, width), "grad")
+    _check_shape(padded, (batch, channels, height + 4, width + 4), "padded")
+    _check_shape(tap_weights, (batch, TAPS, height, width), "tap_weights")
     out = torch.empty_like(tap_weights)
     status = lib.kpn_softmax_apply_backward(
         _pointer(grad), _pointer(padded), *padded.stride()[:3], _pointer(tap_weights),

@@ -176,3 +176,16 @@ def test_build_caches_by_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     modified = built.stat().st_mtime_ns
     assert native.build() == built and built.stat().st_mtime_ns == modified  # not rebuilt
     assert [path.name for path in tmp_path.iterdir()] == [built.name]  # no temporary left
+
+
+def test_refuses_shapes_the_loops_would_overrun() -> None:
+    padded, noise_lum = band(2, 3, 4)
+    noise_ab = torch.tensor([[1e4, 10.0], [1e4, 10.0]])
+    with pytest.raises(ValueError, match="padded"):
+        native.star15_snr_features(padded[:, :, 1:], noise_ab, 0, noise_lum)
+    with pytest.raises(ValueError, match="noise_ab"):
+        native.star15_snr_features(padded, noise_ab[:1], 0, noise_lum)
+    with pytest.raises(ValueError, match="logits"):
+        native.softmax_apply(padded, torch.zeros(1, 15, 3, 4))
+    with pytest.raises(ValueError, match="tap_weights"):
+        native.softmax_apply(padded, torch.zeros(2, 15, 3, 4), torch.empty(2, 15, 4, 3).mT)
