@@ -3,7 +3,8 @@
     python benchmarks/data_speed.py [--config configs/design.toml] [--device cpu]
                                     [--repeats 7] [--batches 10]
 
-The training step is forward + backward + Adam step of ``KPN(config.model)`` on one batch
+The training step is forward + backward + Adam step of the model as train.py runs it
+(``config.training_model``: ``train.precision`` applied; :mod:`kpn.allocator`) on one batch
 of ``data.batch`` tiles of ``data.tile`` pixels with the configured loss (median of
 ``--repeats`` after a warm-up). Each dataset (``deadleaves``; ``clean`` and ``pairs`` on
 temporary PFM files) makes ``--batches`` batches in this process on one thread, as one
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kpn.allocator import keep_freed_memory
 from kpn.config import DataConfig, load_config
 from kpn.data import make_dataset, make_loader
 from kpn.io import write_pfm
@@ -50,7 +52,8 @@ def median_seconds(function: Callable[[], object], repeats: int) -> float:
 
 def training_step_seconds(config_path: str, device: torch.device, repeats: int) -> float:
     config = load_config(config_path)
-    model = KPN(config.model).to(device)
+    keep_freed_memory()  # as train.py
+    model = KPN(config.training_model).to(device)  # train.precision applied, as train.py
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     shape = (config.data.batch, 3, config.data.tile, config.data.tile)
     generator = torch.Generator().manual_seed(0)
