@@ -538,6 +538,17 @@ def test_linear_activated_matches_separate(
     torch.testing.assert_close(fused.float(), expected.float(), rtol=tolerance, atol=tolerance)
 
 
+def test_linear_activated_reads_transposed_rows() -> None:
+    """One image's planar features arrive as a transposed view (kpn.mlp_forward_planar)."""
+    generator = torch.Generator().manual_seed(6)
+    x = torch.randn(32, 500, generator=generator).T
+    weight = torch.randn(64, 32, generator=generator) / 6
+    with torch.no_grad():
+        fused = linear_activated(x, weight, "leaky_relu")
+    expected = activate(torch.nn.functional.linear(x, weight), "leaky_relu")
+    torch.testing.assert_close(fused, expected, rtol=1e-6, atol=1e-6)
+
+
 def test_linear_activated_keeps_gradients() -> None:
     """With gradients wanted it is autograd's product and activation, bit for bit."""
     generator = torch.Generator().manual_seed(5)
