@@ -105,16 +105,18 @@ def library() -> ctypes.CDLL | None:
         return None
     try:
         lib = ctypes.CDLL(str(path))
-    except OSError:
+        features, forward, backward = (
+            lib.kpn_star15_snr_rows, lib.kpn_softmax_apply, lib.kpn_softmax_apply_backward
+        )  # fmt: skip
+    except (OSError, AttributeError):  # not loadable, or not this source's library
         return None
-    lib.kpn_star15_snr_rows.argtypes = [_F32P, _I64, _I64, _I64, _F32P, _I64, _I64, _F32P]
-    lib.kpn_star15_snr_rows.argtypes += [_I64, _I64, _I64, ctypes.c_float, _F32P]
-    lib.kpn_softmax_apply.argtypes = [_F32P, _I64, _I64, _I64, _F32P, _I64, _I64, _I64]
-    lib.kpn_softmax_apply.argtypes += [_I64, _I64, _I64, _I64, _F32P, _F32P]
-    lib.kpn_softmax_apply_backward.argtypes = [_F32P, _F32P, _I64, _I64, _I64, _F32P, _F32P]
-    lib.kpn_softmax_apply_backward.argtypes += [_I64, _I64, _I64, _I64, _F32P]
-    functions = (lib.kpn_star15_snr_rows, lib.kpn_softmax_apply, lib.kpn_softmax_apply_backward)
-    for function in functions:
+    features.argtypes = [_F32P, _I64, _I64, _I64, _F32P, _I64, _I64, _F32P]
+    features.argtypes += [_I64, _I64, _I64, ctypes.c_float, _F32P]
+    forward.argtypes = [_F32P, _I64, _I64, _I64, _F32P, _I64, _I64, _I64]
+    forward.argtypes += [_I64, _I64, _I64, _I64, _F32P, _F32P]
+    backward.argtypes = [_F32P, _F32P, _I64, _I64, _I64, _F32P, _F32P]
+    backward.argtypes += [_I64, _I64, _I64, _I64, _F32P]
+    for function in (features, forward, backward):
         function.restype = ctypes.c_int
     return lib
 
