@@ -9,6 +9,7 @@ model's use of it: taken exactly where it computes what the config's model compu
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -26,7 +27,7 @@ from kpn.model import kpn_forward
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 F64 = torch.float64
-ROOT = kpn.model.__file__.rsplit("/kpn/", 1)[0]
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def band_case(batch: int, height: int, width: int, dtype: torch.dtype, seed: int = 0):
@@ -146,7 +147,7 @@ def test_softmax_apply_backward_flat_image_is_zero() -> None:
     ],
 )
 def test_band_applies_to_presets(preset: str, applies: bool) -> None:
-    assert band_applies(load_config(f"{ROOT}/{preset}").model) is applies
+    assert band_applies(load_config(ROOT / preset).model) is applies
 
 
 def test_band_applies_needs_softmax_and_no_transpose() -> None:
