@@ -1,10 +1,10 @@
 """Denoise photos with trained KPN weights: ``python infer.py INPUT... --weights W``.
 
-A thin wrapper of :mod:`kpn.infer` (also the console script ``kpn-infer``); see
+A thin wrapper of :mod:`kpn.infer.cli` (also the console script ``kpn-infer``); see
 ``python infer.py --help``.
 """
 
-from kpn.infer import run
+from kpn.infer.cli import run
 
 if __name__ == "__main__":
     run()

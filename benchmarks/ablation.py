@@ -121,7 +121,7 @@ def child(args: argparse.Namespace) -> None:
     """Train one variant from one seed in this process; its result as JSON on stdout."""
     import torch
 
-    from kpn.train import build_parser, train
+    from kpn.train.loop import build_parser, train
 
     torch.set_num_threads(args.threads)
     run_dir = Path(args.work) / f"{args.child}-seed{args.seed}"

@@ -4,7 +4,7 @@
                                     [--repeats 7] [--batches 10]
 
 The training step is forward + backward + Adam step of the model as train.py runs it
-(``config.training_model``: ``train.precision`` applied; :mod:`kpn.allocator`) on one batch
+(``config.training_model``: ``train.precision`` applied; :mod:`kpn.train.allocator`) on one batch
 of ``data.batch`` tiles of ``data.tile`` pixels with the configured loss (median of
 ``--repeats`` after a warm-up). Each dataset (``deadleaves``; ``clean`` and ``pairs`` on
 temporary PFM files) makes ``--batches`` batches in this process on one thread, as one
@@ -29,12 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kpn.allocator import keep_freed_memory
 from kpn.config import DataConfig, load_config
-from kpn.data import make_dataset, make_loader
-from kpn.io import write_pfm
-from kpn.loss import kpn_loss
-from kpn.model import KPN
+from kpn.data.loader import make_dataset, make_loader
+from kpn.io.images import write_pfm
+from kpn.model.network import KPN
+from kpn.train.allocator import keep_freed_memory
+from kpn.train.loss import kpn_loss
 
 FILE_SIDE = 512  # the temporary clean and noisy images
 FILE_COUNT = 4

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kpn.config import apply_overrides, load_config
-from kpn.fileio import atomic_output
+from kpn.io.atomic import atomic_output
 
 from report import ROOT, markdown_table, provenance, write_text
 
@@ -116,8 +116,8 @@ def step_seconds(names: list[str], rounds: int = 3, steps: int = 8) -> dict[str,
 
     import torch
 
-    from kpn.loss import kpn_loss
-    from kpn.model import KPN
+    from kpn.model.network import KPN
+    from kpn.train.loss import kpn_loss
 
     torch.set_num_threads(1)
     setups = {}
@@ -193,9 +193,10 @@ def held_out_psnr(run_dir: Path) -> tuple[float, float]:
     import numpy as np
     import quality
 
-    from kpn.infer import Denoiser, load_weights
-    from kpn.io import read_pfm
-    from kpn.loss import psnr
+    from kpn.infer.denoiser import Denoiser
+    from kpn.infer.weights import load_weights
+    from kpn.io.images import read_pfm
+    from kpn.metrics import psnr
 
     loaded = load_weights(run_dir)
     denoiser = Denoiser.build(loaded.model, loaded.config.infer, sure=False)  # the network alone

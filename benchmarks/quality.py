@@ -18,7 +18,7 @@ Noise, two settings:
   profile (a, b) = ((sigma / 255 * 65535)^2, 0), the same noise on its 0..65535 scale.
 
 Each kpn model runs as infer.py runs it (``kpn NAME``: with its config's SURE blend,
-:mod:`kpn.sure`) and as the network alone (``kpn NAME, no SURE``); ``--profile-test``
+:mod:`kpn.infer.sure`) and as the network alone (``kpn NAME, no SURE``); ``--profile-test``
 tells the network alone a wrong profile. Every method is told the true noise (no
 estimation). The classical ones run through the
 generalised Anscombe transform (Makitalo and Foi 2013, with its closed-form unbiased
@@ -55,12 +55,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kpn.data.synthesis import add_noise
 from kpn.errors import KpnError
-from kpn.fileio import atomic_output
-from kpn.infer import SHIPPED, SHIPPED_DIR, Denoiser, load_weights
-from kpn.io import linear_to_srgb, srgb_to_linear
-from kpn.loss import psnr
-from kpn.synthesis import add_noise
+from kpn.infer.denoiser import Denoiser
+from kpn.infer.weights import SHIPPED, SHIPPED_DIR, load_weights
+from kpn.io.atomic import atomic_output
+from kpn.io.images import linear_to_srgb, srgb_to_linear
+from kpn.metrics import psnr
 
 from report import markdown_table, provenance, write_csv, write_text
 
@@ -96,7 +97,7 @@ def srgb_condition(sigma: float) -> Condition:
 
 
 # Sony ILCE-7M3, darktable 4.2.1 data/noiseprofiles.json, green channel, on SPEC 8's
-# 0..65535 scale (kpn.nprof.read_darktable), 5 significant digits
+# 0..65535 scale (kpn.io.nprof.read_darktable), 5 significant digits
 CAMERA = "Sony ILCE-7M3"
 CONDITIONS = (
     camera_condition(800, 58.306, 0.51205, 0),  # low noise: where a model must not harm
@@ -482,7 +483,7 @@ def report(
         *(
             f"- kpn {n}: {d.levels} levels, W {d.config.width}, "
             f"{d.config.features}, tile {d.tile}; "
-            + (f"SURE blend, window {d.sure_window} (kpn.sure)" if d.sure else "no SURE")
+            + (f"SURE blend, window {d.sure_window} (kpn.infer.sure)" if d.sure else "no SURE")
             for n, d in models.items()
         ),
         "",

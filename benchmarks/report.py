@@ -2,7 +2,7 @@
 
 Every results file starts with :func:`provenance`: the machine, the date, the commit and
 the command, so that a table can be traced to the run that made it. Files are written
-atomically (:func:`kpn.fileio.atomic_write_bytes`): a killed benchmark leaves the last
+atomically (:func:`kpn.io.atomic.atomic_write_bytes`): a killed benchmark leaves the last
 complete results, never half a table.
 """
 
@@ -23,7 +23,10 @@ from pathlib import Path
 
 import torch
 
-from kpn.fileio import atomic_write_bytes
+try:  # a --baseline child of speed.py imports that revision's kpn, which may be flat
+    from kpn.io.atomic import atomic_write_bytes
+except ImportError:  # kpn before its subpackages (1a63088 and earlier)
+    from kpn.fileio import atomic_write_bytes  # type: ignore[no-redef]
 
 ROOT = Path(__file__).resolve().parent.parent
 MATMUL_SIZE = 2048  # the square matmul whose speed stands for the machine's FLOP limit

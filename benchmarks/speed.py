@@ -7,7 +7,7 @@ figure as a fraction of the machine's matrix-product limit measured in the same 
 Every measurement runs in a child process of its own (its peak resident memory is its
 own), which times a square ``MATMUL_SIZE`` matmul in float32 and in bfloat16 between its
 repeats: the FLOP limit as torch sees it under the load of that moment. A figure's
-fraction is the network's FLOPs (``kpn.summary``: the MLP's products over the levels it
+fraction is the network's FLOPs (``kpn.model.summary``: the MLP's products over the levels it
 filters) per second over the limit of its dtype: float32 variants against the float32
 limit, bf16 ones (``model.precision = "bf16"``: the hidden layers' products in bfloat16)
 against the bfloat16 limit. Medians of ``--repeats``.
@@ -15,16 +15,16 @@ against the bfloat16 limit. Medians of ``--repeats``.
 Sections of ``speed.md``:
 
 - stages: the forward pass of a 1 Mpx image and a training step of ``--config``'s batch,
-  per stage (``torch.profiler`` over the ``record_function`` labels of ``kpn.model``:
+  per stage (``torch.profiler`` over the ``record_function`` labels of ``kpn.model.network``:
   pyramid, features, mlp, kernel_weights, apply, blend, copies; a training step's MLP,
-  kernel weights and apply are one ``band``, :mod:`kpn.band`); the training step's
+  kernel weights and apply are one ``band``, :mod:`kpn.model.band`); the training step's
   backward pass and optimiser as one row each;
 - training: a step of ``--config``'s batch and tile (forward, loss, backward, gradient
   clipping, Adam), float32 and bf16, and steps per hour, in a process set up as
-  train.py's (:mod:`kpn.allocator`); with ``--baseline REV`` also the steps of the code at
+  train.py's (:mod:`kpn.train.allocator`); with ``--baseline REV`` also the steps of the code at
   git revision REV (a temporary worktree; REV must know bf16, 66c22be or later) and each
   one's speed-up over it; ``--repeats`` rounds, each running every variant in turn;
-- inference: the command line's path (:class:`kpn.infer.Denoiser`, tiled) on a noisy
+- inference: the command line's path (:class:`kpn.infer.denoiser.Denoiser`, tiled) on a noisy
   image of each ``--sizes`` megapixels, float32 and bf16: seconds, Mpx/s, fraction, peak
   RSS against the image's own size;
 - threads: two 1 Mpx images by one process of two threads, one after the other, against
@@ -56,11 +56,21 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 import kpn
 from kpn.config import Config, load_config
-from kpn.infer import Denoiser
-from kpn.loss import kpn_loss, psnr
-from kpn.model import KPN
-from kpn.optim import clip_gradients_, make_optimizer
-from kpn.summary import flops_per_pixel
+
+try:  # the child of a --baseline imports that revision's kpn, which may be flat
+    from kpn.infer.denoiser import Denoiser
+    from kpn.metrics import psnr
+    from kpn.model.network import KPN
+    from kpn.model.summary import flops_per_pixel
+    from kpn.train.loss import kpn_loss
+    from kpn.train.optim import clip_gradients_, make_optimizer
+except ImportError:  # kpn before its subpackages (1a63088 and earlier)
+    from kpn.loss import kpn_loss, psnr  # type: ignore[no-redef]
+    from kpn.optim import clip_gradients_, make_optimizer  # type: ignore[no-redef]
+    from kpn.summary import flops_per_pixel  # type: ignore[no-redef]
+
+    from kpn.infer import Denoiser  # type: ignore[no-redef]
+    from kpn.model import KPN  # type: ignore[no-redef]
 
 from report import (
     ROOT,
@@ -72,7 +82,7 @@ from report import (
     write_text,
 )
 
-# "band": training's MLP, kernel weights and apply in one (kpn.band, hand-written backward)
+# "band": training's MLP, kernel weights and apply in one (kpn.model.band, hand-written backward)
 STAGES = ("pyramid", "features", "mlp", "kernel_weights", "apply", "band", "blend", "copies")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 DEFAULT_CONFIG = "configs/long.toml"
@@ -119,7 +129,7 @@ def train_step_function(config_path: str, precision: str, batch: int | None, til
     noise_ab = torch.tensor([[20000.0, 20.0]]).expand(batch, 2)
     optimizer = make_optimizer(model.parameters(), config.train)
     train = config.train
-    buffer_size = (config.model.n_hidden + 1) * config.model.width**2  # as kpn.train's
+    buffer_size = (config.model.n_hidden + 1) * config.model.width**2  # as kpn.train.loop's
 
     def step() -> None:
         loss = kpn_loss(model(noisy, noise_ab), clean, train.loss, train.loss_reduction)
@@ -137,9 +147,12 @@ def train_step_function(config_path: str, precision: str, batch: int | None, til
 def as_train_py() -> None:
     """Set up the process as train.py does, in the kpn measured (a baseline's may not)."""
     try:
-        from kpn.allocator import keep_freed_memory
-    except ImportError:  # before kpn.allocator
-        return
+        from kpn.train.allocator import keep_freed_memory
+    except ImportError:
+        try:
+            from kpn.allocator import keep_freed_memory  # type: ignore[no-redef]
+        except ImportError:  # before the allocator
+            return
     keep_freed_memory()
 
 
@@ -186,7 +199,7 @@ def child_stages(args: argparse.Namespace) -> dict:
 def denoiser_of(args: argparse.Namespace) -> tuple[Denoiser, KPN]:
     """infer.py's denoiser of the config's model (float32 weights) in ``--precision``."""
     model, config = model_of(args.config, "fp32")
-    # the network's speed: SURE (kpn.sure) runs it twice
+    # the network's speed: SURE (kpn.infer.sure) runs it twice
     return Denoiser.build(model, config.infer, precision=args.precision, sure=False), model
 
 
@@ -354,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{small.get('batch', config.data.batch)} tiles of {small.get('tile', config.data.tile)}"
         " px)",
         "",
-        "Stages by `torch.profiler` over kpn.model's `record_function` labels (forward "
+        "Stages by `torch.profiler` over kpn.model.network's `record_function` labels (forward "
         "stages only; the backward pass is one row); the profiler adds its own overhead.",
         "",
         markdown_table(header, table),
@@ -426,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
             ])  # fmt: skip
             rows.append({"section": "infer", "variant": precision, "size": size, **result})
     lines += [
-        "## Inference (kpn.infer.Denoiser, tiled as infer.py)",
+        "## Inference (kpn.infer.denoiser.Denoiser, tiled as infer.py)",
         "",
         "Peak RSS is the child process's (Python, torch, the noisy input and the output "
         "included); 'beyond 2 images' is peak RSS minus twice the image's float32 size.",

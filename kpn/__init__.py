@@ -7,7 +7,7 @@
 from kpn.api import Model, denoise, load
 from kpn.config import Config, ModelConfig, load_config
 from kpn.errors import KpnError
-from kpn.model import KPN, KPNOutput, LevelOutput, kpn_forward
+from kpn.model.network import KPN, KPNOutput, LevelOutput, kpn_forward
 
 __all__ = [
     "KPN",

@@ -32,11 +32,18 @@ from pathlib import Path
 
 import torch
 
-from kpn.checkpoint import save_checkpoint
 from kpn.cli import Parser
 from kpn.config import apply_overrides, load_config
+from kpn.data.photos import MANIFEST, MIN_FACTOR, TRAIN, VALIDATION, assemble_photos
 from kpn.errors import KpnError
-from kpn.export import (
+from kpn.io.atomic import atomic_write_bytes
+from kpn.io.checkpoint import save_checkpoint
+from kpn.io.images import read_pfm, write_pfm
+from kpn.io.nprof import import_darktable, read_nprof
+from kpn.metrics import psnr
+from kpn.model.network import KPN
+from kpn.model.summary import summary
+from kpn.vkdt.export import (
     INFERENCE_IN_WIDTH,
     checkpoint_from_lut,
     config_for_lut,
@@ -46,15 +53,8 @@ from kpn.export import (
     lut_payload,
     model_from_state,
 )
-from kpn.fileio import atomic_write_bytes
-from kpn.io import read_pfm, write_pfm
-from kpn.loss import psnr
-from kpn.lut import LAYOUTS, read_lut
-from kpn.model import KPN
-from kpn.nprof import import_darktable, read_nprof
-from kpn.photos import MANIFEST, MIN_FACTOR, TRAIN, VALIDATION, assemble_photos
-from kpn.summary import summary
-from kpn.vkdt_graph import GraphFile, graph_files
+from kpn.vkdt.graph import GraphFile, graph_files
+from kpn.vkdt.lut import LAYOUTS, read_lut
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -147,8 +147,8 @@ def _noise_profile(args: argparse.Namespace) -> tuple[float, float] | None:
 
 
 def command_compare_precision(args: argparse.Namespace) -> None:
-    from kpn.compare import compare_precision
-    from kpn.infer import NoiseOptions
+    from kpn.infer.profile import NoiseOptions
+    from kpn.vkdt.compare import compare_precision
 
     if (args.noise_a is None) != (args.noise_b is None):
         raise KpnError("--noise-a and --noise-b go together")

@@ -10,7 +10,7 @@
 ``[3,H,W]`` or ``[B,3,H,W]``; the result has the input's type, shape, dtype and device.
 ``(a, b)`` is the noise variance ``a + b*x`` of a pixel value ``x``, both on the 0..65535
 scale, as ``kpn-infer --noise-a/--noise-b`` take them; a batch may give one pair per image
-(``[B,2]``). Denoising runs through :class:`kpn.infer.Denoiser`: level by level, in tiles,
+(``[B,2]``). Denoising runs through :class:`kpn.infer.denoiser.Denoiser`: level by level, in tiles,
 so memory stays bounded for any image size, and the result equals the untiled network's.
 Every bad input is a one-line :class:`kpn.errors.KpnError`.
 """
@@ -26,7 +26,8 @@ import torch
 
 from kpn.config import Config
 from kpn.errors import KpnError
-from kpn.infer import Denoiser, load_weights, shipped_weights
+from kpn.infer.denoiser import Denoiser
+from kpn.infer.weights import load_weights, shipped_weights
 
 Image = TypeVar("Image", np.ndarray, torch.Tensor)
 WeightsPath = str | os.PathLike[str]
@@ -60,13 +61,13 @@ def load(
 ) -> Model:
     """The model of a run directory, a checkpoint or a ``.lut``, ready to call.
 
-    ``path`` None is the shipped model (:func:`kpn.infer.shipped_weights`: the design
+    ``path`` None is the shipped model (:func:`kpn.infer.weights.shipped_weights`: the design
     model, or the shipped model of ``config``'s ``[model]``). ``config`` and ``preset``
     mean what ``kpn-infer --config/--preset`` mean: ``config`` supplies ``[infer]`` (and
     the model of a ``.lut`` that does not say it), ``preset`` names a config in
     ``configs/`` for such a ``.lut``. ``tile`` (0: untiled), ``precision`` (fp32, bf16,
     vkdt-f16), ``device`` (cpu, cuda) and ``sure`` (the SURE blend towards the input,
-    :mod:`kpn.sure`) override the config's ``[infer]``.
+    :mod:`kpn.infer.sure`) override the config's ``[infer]``.
     """
     config_path = None if config is None else os.fspath(config)
     source = shipped_weights(config_path) if path is None else path

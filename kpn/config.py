@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from kpn import presets
 from kpn.errors import KpnError
 
 DownFilter = Literal["box2", "binomial5", "box2_vkdt"]
@@ -27,8 +28,8 @@ NoiseLuminance = Literal["x", "lowpass"]
 Activation = Literal["leaky_relu", "relu", "none"]
 KernelActivation = Literal["softmax", "plain"]
 AlphaActivation = Literal["const", "plain", "clamped", "sigmoid"]
-Precision = Literal["fp32", "bf16", "vkdt-f16"]  # kpn.mlp.PRECISIONS
-VkdtMatmul = Literal["coopmat", "fallback"]  # kpn.precision.VKDT_MATMULS
+Precision = Literal["fp32", "bf16", "vkdt-f16"]  # kpn.model.mlp.PRECISIONS
+VkdtMatmul = Literal["coopmat", "fallback"]  # kpn.model.precision.VKDT_MATMULS
 Loss = Literal["l2", "smape", "cosh", "psnr"]
 TrainPrecision = Literal["model", "bf16"]
 LossReduction = Literal["sum", "mean"]
@@ -51,7 +52,7 @@ class ModelConfig:
     input M_0 and output O_0 in float32 (the i-pfm and o-pfm connectors), every other
     image (mips, each reduced from the stored one before it; details; filtered images,
     alphas; coarser outputs), the weights, activations and kernels in float16.
-    ``vkdt_matmul`` picks vkdt's matrix path for it (``kpn.precision``): ``"coopmat"``,
+    ``vkdt_matmul`` picks vkdt's matrix path for it (``kpn.model.precision``): ``"coopmat"``,
     the cooperative-matrix path of GPUs with ``VK_KHR_cooperative_matrix`` (a float16
     accumulator rounded after each 16-wide slice), or ``"fallback"``, the path of all
     others (``shared/coopmat.glsl``: every product rounded to float16 and added to the
@@ -128,7 +129,7 @@ class ModelConfig:
 
 
 DataSource = Literal["deadleaves", "clean", "pairs"]
-RawMode = Literal["half", "demosaic", "mosaic"]  # kpn.io.RAW_MODES
+RawMode = Literal["half", "demosaic", "mosaic"]  # kpn.io.images.RAW_MODES
 TileOffset = Literal["anywhere", "inside"]
 NoiseLaw = Literal["uniform", "loguniform", "cameras"]
 NprofScale = Literal["refuse", "u16", "dng", "raw"]
@@ -275,15 +276,15 @@ MAX_SURE_WINDOW = 4095
 
 @dataclass(frozen=True)
 class InferConfig:
-    """How photos are denoised (kpn.infer, tiled by kpn.tiling)."""
+    """How photos are denoised (kpn.infer.denoiser, tiled by kpn.model.tiling)."""
 
     levels: int = 0  # network levels at inference; 0 = model.levels (vkdt's kpn uses 6)
     tile: int = 1024  # core side of a tile, pixels of each level; 0 = whole image at once
-    # auto: model.precision, but fp32 as bf16 where the device has native bfloat16 (kpn.infer)
+    # auto: model.precision, but fp32 as bf16 where the device has native bfloat16 (kpn.infer.denoiser)
     precision: InferPrecision = "auto"
     nprof_scale: NprofScale = "refuse"  # scale of .nprof files without a scale line (vkdt's)
     # blend the output towards the input where SURE estimates that the network does harm
-    # (kpn.sure): a second pass of the network; vkdt has no such stage
+    # (kpn.infer.sure): a second pass of the network; vkdt has no such stage
     sure: bool = True
     sure_window: int = 33  # odd side of the window of each pixel's blend weight; 0: one weight
 
@@ -389,12 +390,15 @@ BASE_KEY = "base"  # a config may name another, relative to itself, whose values
 
 
 def load_config(path: str | Path) -> Config:
-    """Read a TOML config file; every failure is a one-line :class:`KpnError`.
+    """Read a TOML config file, or a preset by name (``"quick"``: :mod:`kpn.presets`);
+    every failure is a one-line :class:`KpnError`.
 
     A top-level ``base = "design.toml"`` reads that file first (relative to this one) and
     lays this file's tables over it key by key, so presets name only what they change.
     """
     path = Path(path)
+    if not path.exists() and presets.is_preset_name(str(path)):
+        path = presets.preset_path(str(path), "config")
     return config_from_dict(_read_table(path, ()), str(path))
 
 

@@ -1,4 +1,4 @@
-"""Image quality measures of validation: SSIM on display-encoded images (PSNR is kpn.loss's).
+"""Image quality measures: PSNR of linear images, and SSIM on display-encoded ones.
 
 SSIM compares what a person sees, so it runs on sRGB-encoded images clipped to [0, 1],
 with Wang et al.'s constants and their 11x11 Gaussian window of sigma 1.5: the numbers of
@@ -8,10 +8,14 @@ use_sample_covariance=False, data_range=1, channel_axis=-1)``.
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+PSNR_SLICE = 256  # rows (or images) at a time: no full-size float64 copy of a large photo
 SSIM_WINDOW = 11  # pixels per side of the Gaussian window
 SSIM_SIGMA = 1.5
 SSIM_K1, SSIM_K2 = 0.01, 0.03  # stabilising constants, times the data range 1
@@ -21,7 +25,7 @@ SRGB_LINEAR_KNEE = 0.0031308  # where the sRGB curve turns from linear to the po
 def srgb(linear: Tensor) -> Tensor:
     """Linear light to sRGB-encoded values, clipped to [0, 1] first. ``[...] -> [...]``
 
-    The torch twin of :func:`kpn.io.linear_to_srgb` (which works on numpy arrays).
+    The torch twin of :func:`kpn.io.images.linear_to_srgb` (which works on numpy arrays).
     """
     y = linear.clamp(0.0, 1.0)
     curve = 1.055 * y.clamp(min=SRGB_LINEAR_KNEE) ** (1 / 2.4) - 0.055
@@ -73,3 +77,17 @@ def ssim(image: Tensor, reference: Tensor) -> float:
 def display_ssim(image: Tensor, reference: Tensor) -> float:
     """SSIM of two linear batches ``[B,3,H,W]`` as shown: sRGB-encoded, clipped."""
     return ssim(srgb(image.float()), srgb(reference.float()))
+
+
+def psnr(image: Tensor | np.ndarray, reference: Tensor | np.ndarray, peak: float = 1.0) -> float:
+    """Peak signal-to-noise ratio in dB of linear images, against white ``peak``.
+
+    Tensors or arrays of the same shape (``[B,3,H,W]`` or ``[H,W,3]``), accumulated in
+    float64 a slice of the first axis at a time.
+    """
+    image, reference = torch.as_tensor(image), torch.as_tensor(reference)
+    total = 0.0
+    for part, truth in zip(image.split(PSNR_SLICE), reference.split(PSNR_SLICE), strict=True):
+        total += torch.sum((part.double() - truth.double()) ** 2).item()
+    mse = total / image.numel()
+    return math.inf if mse == 0 else 10.0 * math.log10(peak * peak / mse)

@@ -9,6 +9,6 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/python -m pip install --quiet "${KPN_TORCH:-torch==2.13.0}"
 fi
 .venv/bin/python -m pip install --quiet -e ".[dev]"
-# kpn's fused C loops (kpn/native.py), built once into ~/.cache/kpn; without a C compiler
+# kpn's fused C loops (kpn/model/native.py), built once into ~/.cache/kpn; without a C compiler
 # kpn runs its eager torch code instead
 .venv/bin/python -c "from kpn import native; native.library()"

@@ -19,8 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kpn.checkpoint import load_checkpoint
-from kpn.summary import parameter_count
+from kpn.io.checkpoint import load_checkpoint
+from kpn.model.summary import parameter_count
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         "Linear PSNR for camera noise (Sony ILCE-7M3's darktable profiles), sRGB PSNR for "
         "sRGB Gaussian noise; `benchmarks/results/quality.md` has every score. "
         f"`kpn {args.name}` is infer.py's default, the network blended towards the input by "
-        "SURE (`kpn/sure.py`); `no SURE` is the network alone.",
+        "SURE (`kpn/infer/sure.py`); `no SURE` is the network alone.",
         "",
         *benchmark_rows(Path(args.quality), args.name),
         "",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kpn.checkpoint import load_checkpoint
+from kpn.io.checkpoint import load_checkpoint
 
 # A training run of seconds: 2 levels, W 32, one hidden layer, 16x16 tiles. Values are
 # TOML text; tiny_config's "section.key=value" settings change or add to them.

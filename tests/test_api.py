@@ -2,7 +2,7 @@
 
 One tiny design run (3 steps of 16 x 16 tiles) is trained once; its ``weights.lut`` must
 run as that run's model, and ``kpn.load`` / ``kpn.denoise`` must give what
-:class:`kpn.infer.Denoiser` gives, in the input's type and shape.
+:class:`kpn.infer.denoiser.Denoiser` gives, in the input's type and shape.
 """
 
 from __future__ import annotations
@@ -16,19 +16,20 @@ import pytest
 import torch
 
 import kpn
-import kpn.infer as infer_module
+import kpn.infer.weights as weights_module
 from kpn.__main__ import main as kpn_main
 from kpn.config import load_config
 from kpn.errors import KpnError
-from kpn.export import lut_trailer
-from kpn.infer import Denoiser, load_weights, native_bf16
-from kpn.infer import main as infer_main
-from kpn.io import read_any, write_pfm
-from kpn.lut import read_lut, write_lut
-from kpn.train import main as train_main
+from kpn.infer.cli import main as infer_main
+from kpn.infer.denoiser import Denoiser, native_bf16
+from kpn.infer.weights import load_weights
+from kpn.io.images import read_any, write_pfm
+from kpn.train.loop import main as train_main
+from kpn.vkdt.export import lut_trailer
+from kpn.vkdt.lut import read_lut, write_lut
 
 ROOT = Path(__file__).resolve().parent.parent
-DESIGN = ROOT / "tests" / "data" / "design-vkdt.toml"  # the design as vkdt runs it
+DESIGN = ROOT / "tests" / "fixtures" / "design-vkdt.toml"  # the design as vkdt runs it
 TINY = [
     "train.steps=3",
     "data.batch=1",
@@ -66,7 +67,7 @@ def noisy_image(height: int, width: int, seed: int = 0) -> np.ndarray:
 def reference(
     run: Path, image: np.ndarray, a: float = A, b: float = B, **build: object
 ) -> np.ndarray:
-    """What kpn.infer's Denoiser gives for ``image`` with the run's weights."""
+    """What kpn.infer.denoiser's Denoiser gives for ``image`` with the run's weights."""
     loaded = load_weights(run)
     return Denoiser.build(loaded.model, loaded.config.infer, **build)(image, a, b)  # type: ignore[arg-type]
 
@@ -206,14 +207,14 @@ def test_load_default_is_the_shipped_design(
     trained: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shutil.copytree(trained.run, tmp_path / "design")
-    monkeypatch.setattr(infer_module, "SHIPPED_DIR", tmp_path)
+    monkeypatch.setattr(weights_module, "SHIPPED_DIR", tmp_path)
     image = noisy_image(20, 22)
     model = kpn.load()
     assert str(tmp_path / "design") in model.description
     want = reference(trained.run, image)
     np.testing.assert_array_equal(model(image, (A, B)), want)
     np.testing.assert_array_equal(kpn.denoise(image, (A, B)), want)
-    monkeypatch.setattr(infer_module, "SHIPPED_DIR", tmp_path / "none")
+    monkeypatch.setattr(weights_module, "SHIPPED_DIR", tmp_path / "none")
     with pytest.raises(KpnError, match="no shipped weights"):
         kpn.load()
 

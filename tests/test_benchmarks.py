@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from kpn.config import apply_overrides, load_config
-from kpn.export import export_lut
-from kpn.model import KPN
+from kpn.model.network import KPN
+from kpn.vkdt.export import export_lut
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "benchmarks"

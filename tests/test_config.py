@@ -19,8 +19,8 @@ from kpn.config import (
     load_config,
 )
 from kpn.errors import KpnError
-from kpn.model import KPN
-from kpn.summary import parameter_count
+from kpn.model.network import KPN
+from kpn.model.summary import parameter_count
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 PRESETS = sorted(CONFIGS.glob("*.toml"))

@@ -64,7 +64,7 @@ DOTTED = re.compile(r"`(kpn(?:\.[A-Za-z_][A-Za-z0-9_]*)+)")
 def test_cited_names_exist() -> None:
     """Every `kpn.module.name` the page cites imports (trailing calls and `(...)` aside)."""
     names = sorted(set(DOTTED.findall(DOC.read_text(encoding="utf-8"))))
-    assert "kpn.lut.LutFile.network" in names
+    assert "kpn.vkdt.lut.LutFile.network" in names
     for name in names:
         parts = name.split(".")
         for split in range(len(parts), 0, -1):

@@ -8,13 +8,13 @@ from collections.abc import Callable, Iterator
 import pytest
 
 import kpn.__main__
-import kpn.infer
-import kpn.train
+import kpn.infer.cli
+import kpn.train.loop
 from kpn.cli import plain
 
 PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
-    "train.py": kpn.train.build_parser,
-    "kpn-infer": kpn.infer.build_parser,
+    "train.py": kpn.train.loop.build_parser,
+    "kpn-infer": kpn.infer.cli.build_parser,
     "python -m kpn": kpn.__main__.build_parser,
 }
 MARKUP = ("``", ":func:", ":mod:", ":class:", ":meth:")
@@ -30,8 +30,8 @@ def every_parser(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentP
 
 
 def test_plain_turns_markup_into_words() -> None:
-    text = "``python infer.py`` / ``kpn-infer``: see :func:`kpn.export.config_for_lut`."
-    assert plain(text) == "python infer.py / kpn-infer: see kpn.export.config_for_lut."
+    text = "``python infer.py`` / ``kpn-infer``: see :func:`kpn.vkdt.export.config_for_lut`."
+    assert plain(text) == "python infer.py / kpn-infer: see kpn.vkdt.export.config_for_lut."
 
 
 @pytest.mark.parametrize("name", sorted(PARSERS))
@@ -43,7 +43,7 @@ def test_help_is_plain_words(name: str) -> None:
 
 
 def test_infer_help_names_the_program_plainly() -> None:
-    text = kpn.infer.build_parser().format_help()
+    text = kpn.infer.cli.build_parser().format_help()
     assert "python infer.py / kpn-infer: denoise photos with trained weights." in text
 
 
@@ -55,7 +55,7 @@ def last_error_line(capsys: pytest.CaptureFixture[str]) -> str:
 
 def test_train_suggests_the_option_meant(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        kpn.train.main(["--confg", "x.toml"])
+        kpn.train.loop.main(["--confg", "x.toml"])
     assert exit_info.value.code == 2
     line = last_error_line(capsys)
     assert line.startswith("train.py: error: unrecognized arguments: --confg")
@@ -63,7 +63,7 @@ def test_train_suggests_the_option_meant(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_infer_suggests_the_option_meant(capsys: pytest.CaptureFixture[str]) -> None:
-    assert kpn.infer.main(["photo.pfm", "--wieghts", "run"]) == 2
+    assert kpn.infer.cli.main(["photo.pfm", "--wieghts", "run"]) == 2
     assert last_error_line(capsys).endswith("--wieghts: did you mean --weights?")
 
 
@@ -81,7 +81,7 @@ def test_kpn_suggests_the_subcommand_option_meant(capsys: pytest.CaptureFixture[
 
 def test_no_suggestion_for_values(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        kpn.train.main(["--seed", "-3", "--device", "cpu", "stray"])
+        kpn.train.loop.main(["--seed", "-3", "--device", "cpu", "stray"])
     line = last_error_line(capsys)
     assert line == "train.py: error: unrecognized arguments: stray"
 
@@ -90,17 +90,17 @@ def test_short_option_with_its_value_attached_is_no_typo(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """-oFILE is -o FILE; the error here is the missing weights file, not a hint."""
-    assert kpn.infer.main(["photo.pfm", "-ox.pfm", "--weights", "/nowhere"]) == 2
+    assert kpn.infer.cli.main(["photo.pfm", "-ox.pfm", "--weights", "/nowhere"]) == 2
     assert "did you mean" not in last_error_line(capsys)
 
 
 @pytest.mark.parametrize(
     ("name", "main", "argv", "meant"),
     [
-        ("kpn-infer", kpn.infer.main, ["photo.pfm", "--weight", "run"], "--weights"),
-        ("kpn-infer", kpn.infer.main, ["photo.pfm", "--out=x"], "--output"),
-        ("train.py", kpn.train.main, ["--dev", "cpu"], "--device"),
-        ("train.py", kpn.train.main, ["--conf=x.toml"], "--config"),
+        ("kpn-infer", kpn.infer.cli.main, ["photo.pfm", "--weight", "run"], "--weights"),
+        ("kpn-infer", kpn.infer.cli.main, ["photo.pfm", "--out=x"], "--output"),
+        ("train.py", kpn.train.loop.main, ["--dev", "cpu"], "--device"),
+        ("train.py", kpn.train.loop.main, ["--conf=x.toml"], "--config"),
         ("python -m kpn", kpn.__main__.main, ["summary", "--conf", "x.toml"], "--config"),
         ("python -m kpn", kpn.__main__.main, ["export", "run", "--out", "x.lut"], "--output"),
     ],

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from kpn.io import linear_to_srgb
+from kpn.io.images import linear_to_srgb
 from kpn.metrics import SSIM_K1, SSIM_K2, display_ssim, srgb, ssim
 
 

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from kpn.infer import SHIPPED, SHIPPED_DIR, Denoiser, load_weights, main, shipped_weights
-from kpn.io import read_pfm, srgb_to_linear, write_pfm
-from kpn.loss import psnr
-from kpn.synthesis import add_noise
+from kpn.data.synthesis import add_noise
+from kpn.infer.cli import main
+from kpn.infer.denoiser import Denoiser
+from kpn.infer.weights import SHIPPED, SHIPPED_DIR, load_weights, shipped_weights
+from kpn.io.images import read_pfm, srgb_to_linear, write_pfm
+from kpn.metrics import psnr
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"

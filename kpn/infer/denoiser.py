@@ -1,0 +1,178 @@
+"""The network switched for inference: :class:`Denoiser`, ``denoiser(image, a, b)``,
+untiled or in tiles, with the SURE blend; the precision it runs in."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from kpn.config import MIN_TILE, InferConfig, ModelConfig
+from kpn.errors import KpnError
+from kpn.infer.sure import sure_blend
+from kpn.model.network import KPN, kpn_forward
+from kpn.model.precision import VKDT_MATMULS
+from kpn.model.tiling import plan_tiles, tiled_forward
+
+
+@dataclass
+class Denoiser:
+    """The network, switched for inference: ``denoiser(image, a, b) -> image``.
+
+    ``precision`` (:func:`inference_precision`) sets the model's precision switch:
+    ``fp32``, ``bf16`` (the hidden layers' products in bfloat16) or ``vkdt-f16``. ``tile``
+    0 runs :func:`kpn.model.network.kpn_forward` on the whole image; otherwise
+    :func:`kpn.model.tiling.tiled_forward` (the same result, in bounded memory). ``sure``: the
+    output blended towards the input by :func:`kpn.infer.sure.sure_blend` (the network runs
+    twice), in windows of side ``sure_window``.
+    """
+
+    weights: tuple[Tensor, ...]
+    config: ModelConfig
+    levels: int
+    tile: int
+    device: torch.device
+    sure: bool = True
+    sure_window: int = 33
+
+    @classmethod
+    def build(
+        cls,
+        model: KPN,
+        infer: InferConfig,
+        *,
+        precision: str | None = None,
+        tile: int | None = None,
+        device: str = "cpu",
+        vkdt_matmul: str | None = None,
+        sure: bool | None = None,
+    ) -> Denoiser:
+        """A denoiser of ``model`` with ``infer``'s settings; arguments override them.
+
+        ``vkdt_matmul`` (``--vkdt-matmul``): vkdt's matrix path under the ``vkdt-f16``
+        precision, by default the model's (``coopmat`` when the model is not vkdt-f16).
+        """
+        chosen = infer.precision if precision is None else precision
+        tile = infer.tile if tile is None else tile
+        if tile != 0 and tile < MIN_TILE:
+            raise KpnError(f"--tile {tile}: must be 0 (untiled) or >= {MIN_TILE}")
+        torch_device = _device(device)
+        model_precision = inference_precision(chosen, model.config.precision, torch_device)
+        if vkdt_matmul is not None and vkdt_matmul not in VKDT_MATMULS:
+            raise KpnError(f"vkdt matmul {vkdt_matmul!r}: expected one of {list(VKDT_MATMULS)}")
+        if vkdt_matmul is not None and model_precision != "vkdt-f16":
+            raise KpnError(
+                f"--vkdt-matmul {vkdt_matmul}: vkdt's matrix paths are float16 arithmetic, "
+                f"this run computes in {model_precision} (add --precision vkdt-f16)"
+            )
+        if vkdt_matmul is None:
+            own = model.config.vkdt_matmul
+            vkdt_matmul = own if model_precision == "vkdt-f16" else "coopmat"
+        config = dataclasses.replace(
+            model.config, precision=model_precision, vkdt_matmul=vkdt_matmul
+        )
+        levels = infer.levels or model.config.levels
+        weights = tuple(w.detach().to(torch_device) for w in model.mlp.weights)
+        sure = infer.sure if sure is None else sure
+        return cls(weights, config, levels, tile, torch_device, sure, infer.sure_window)
+
+    def tiles(self, height: int, width: int) -> int:
+        """Tiles an image of this size takes, each pass of the network (1: untiled)."""
+        passes = 2 if self.sure else 1
+        if self.tile == 0:
+            return passes
+        return passes * plan_tiles(height, width, self.config, self.levels, self.tile).tiles
+
+    def __call__(
+        self,
+        image: np.ndarray,
+        a: float,
+        b: float,
+        progress: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """Denoise a linear ``[H,W,3]`` float32 image with profile (a, b): a new array."""
+        if not self.sure:
+            return self.network(image, a, b, progress)
+        return sure_blend(
+            lambda noisy: self.network(noisy, a, b, progress), image, a, b, self.sure_window
+        )
+
+    def network(
+        self,
+        image: np.ndarray,
+        a: float,
+        b: float,
+        progress: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """The network alone on a linear ``[H,W,3]`` float32 image: a new array."""
+        noisy = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0).to(self.device)
+        noise_ab = torch.tensor([[a, b]], dtype=torch.float32, device=self.device)
+        out = np.empty_like(image, dtype=np.float32)
+        on_cpu = self.device.type == "cpu"
+        target = torch.from_numpy(out).permute(2, 0, 1).unsqueeze(0) if on_cpu else None
+        with torch.no_grad():
+            if self.tile == 0:
+                result = kpn_forward(
+                    noisy.contiguous(), noise_ab, self.weights, self.config, self.levels
+                ).output
+                if progress is not None:
+                    progress(1)
+            else:
+                result = tiled_forward(
+                    noisy,
+                    noise_ab,
+                    self.weights,
+                    self.config,
+                    self.levels,
+                    self.tile,
+                    out=target,
+                    progress=progress,
+                )
+        if result is not target:
+            out[...] = result[0].permute(1, 2, 0).float().cpu().numpy()
+        return out
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bfloat16 matrices in hardware (AVX-512 BF16 or AMX on
+    a CPU, compute capability 8 on CUDA): elsewhere bfloat16 is emulated, and slower."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:  # oneDNN's own check (a private op): absent from some torch builds
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def inference_precision(chosen: str, model_precision: str, device: torch.device) -> str:
+    """The model precision to denoise with for ``--precision`` / ``infer.precision``.
+
+    ``model``: the model's own. ``auto`` (the default): the model's own, but a float32
+    model runs ``bf16`` where the device has native bfloat16 (:func:`native_bf16`): the
+    output changes by at most 0.002 dB PSNR on the benchmark photos at every noise
+    level, for 1.2 to 1.4 times the speed at 1 Mpx (``benchmarks/speed.py``; README, Speed).
+    ``fp32``, ``bf16`` and ``vkdt-f16`` as named.
+    """
+    if chosen not in ("auto", "model", "fp32", "bf16", "vkdt-f16"):
+        raise KpnError(f"precision {chosen!r}: expected auto, model, fp32, bf16 or vkdt-f16")
+    if chosen == "model":
+        return model_precision
+    if chosen == "auto":
+        return "bf16" if model_precision == "fp32" and native_bf16(device) else model_precision
+    return chosen
+
+
+def _device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise KpnError("--device cuda: CUDA is not available here (torch sees no GPU)")
+    if name not in ("cpu", "cuda"):
+        raise KpnError(f"--device {name!r}: expected cpu or cuda")
+    return torch.device(name)
+
+

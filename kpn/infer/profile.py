@@ -1,0 +1,99 @@
+"""The noise profile of each input: given, from a ``.nprof`` file, looked up for a
+camera raw file, or estimated from the image."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kpn.errors import KpnError
+from kpn.infer.noise_estimate import estimate_noise
+from kpn.io.images import (
+    RawImage,
+)
+from kpn.io.nprof import NoiseProfile, find_profile
+
+
+@dataclass(frozen=True)
+class NoiseOptions:
+    """The noise profile sources a run was given, tried in this order."""
+
+    explicit: tuple[float, float] | None = None
+    nprof: NoiseProfile | None = None
+    nprof_path: str = ""
+    nprof_dir: str | None = None
+    auto: bool = False
+    unmarked: str | None = None  # scale of .nprof files without a scale line
+
+    @property
+    def any(self) -> bool:
+        return bool(self.explicit or self.nprof or self.nprof_dir or self.auto)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The (a, b) used for a file, on the 0..65535 scale, and where it came from."""
+
+    a: float
+    b: float
+    source: str
+
+
+def _raw_range(raw: RawImage | None) -> float | None:
+    return None if raw is None else raw.white[0] - raw.black[0]
+
+
+def resolve_profile(
+    options: NoiseOptions, path: Path, image: np.ndarray, raw: RawImage | None
+) -> Profile:
+    """The noise profile of one input: the first of the run's sources that applies."""
+    if options.explicit is not None:
+        return Profile(*options.explicit, "--noise-a/--noise-b")
+    if options.nprof is not None:
+        try:
+            profile = options.nprof.converted("u16", raw_range=_raw_range(raw))
+        except KpnError as err:
+            raise KpnError(f"{path}: --nprof {options.nprof_path}: {err}") from None
+        return Profile(profile.a, profile.b, f"--nprof {options.nprof_path}")
+    skipped = ""
+    if options.nprof_dir is not None:
+        if raw is None:
+            skipped = "--nprof-dir holds camera profiles, and this is not a camera raw file"
+        elif raw.maker is None or raw.model is None or raw.iso is None:
+            skipped = "the raw file does not name its maker, model and ISO"
+        else:
+            try:
+                match = find_profile(
+                    options.nprof_dir,
+                    raw.maker,
+                    raw.model,
+                    raw.iso,
+                    unmarked=options.unmarked,  # type: ignore[arg-type]
+                    raw_range=_raw_range(raw),
+                )
+            except KpnError as err:
+                if not options.auto:
+                    raise
+                skipped = str(err)
+            else:
+                sources = ", ".join(source.name for source in match.sources)
+                how = f"{match.how} for ISO {raw.iso}"
+                return Profile(match.profile.a, match.profile.b, f"{sources} ({how})")
+    if options.auto:
+        estimate = estimate_noise(image, str(path))
+        note = f"; {skipped}" if skipped else ""
+        return Profile(
+            estimate.a,
+            estimate.b,
+            f"estimated from the image ({estimate.samples} smooth samples, "
+            f"{estimate.level_sets} level sets{note})",
+        )
+    reason = f" ({skipped})" if skipped else ""
+    raise KpnError(
+        f"{path}: no noise profile{reason}: give --noise-a and --noise-b, --nprof, "
+        "--nprof-dir or --noise auto"
+    )
+
+

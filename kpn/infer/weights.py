@@ -1,0 +1,126 @@
+"""Trained weights for inference: a run folder, a checkpoint or a ``.lut`` as a model
+and its config; the shipped models."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from kpn import presets
+from kpn.config import Config, load_config
+from kpn.errors import KpnError
+from kpn.model.network import KPN
+from kpn.vkdt.export import (
+    RUN_CHECKPOINT,
+    check_same_model,
+    config_for_lut,
+    load_lut,
+    load_training_state,
+    model_from_state,
+)
+from kpn.vkdt.lut import read_lut
+
+# The shipped models (kpn/weights/NAME: a run folder with its model card), the first the
+# default when no weights are named.
+SHIPPED_DIR = presets.SHIPPED
+SHIPPED = ("design", "vkdt-w32")
+
+RUN_WEIGHTS = "weights.lut"  # a run directory's vkdt weights (kpn.train.loop.WEIGHTS)
+RUN_CONFIG = "config.toml"  # a run directory's config (kpn.train.loop.CONFIG)
+
+
+
+@dataclass(frozen=True)
+class LoadedWeights:
+    """A model ready for inference, its whole config, and where both came from."""
+
+    model: KPN
+    config: Config
+    description: str
+
+
+def _from_lut(
+    path: Path, config: Config | None, config_name: str, preset: str | None = None
+) -> LoadedWeights:
+    lut = read_lut(path)
+    imported = config_for_lut(lut, config, config_name, preset)
+    with torch.random.fork_rng(devices=[]):  # the discarded random init leaves no trace
+        model = KPN(imported.config.model)
+    load_lut(model.mlp, imported.config.model, lut)
+    how = imported.source + "".join(f"; {note}" for note in imported.notes)
+    if lut.model is None:
+        how = f"trailer + {how}" if lut.trailer is not None else f"{how}, no trailer"
+    return LoadedWeights(model, imported.config, f"{path} (config: {how})")
+
+
+def load_weights(
+    source: str | os.PathLike[str],
+    config_path: str | os.PathLike[str] | None = None,
+    preset: str | None = None,
+) -> LoadedWeights:
+    """The model of a run directory, a checkpoint or a ``.lut``, and its config.
+
+    See the module docstring for where the config comes from; ``preset`` (``--preset``)
+    names a config in ``configs/`` for a ``.lut`` that does not say its model. Every
+    failure (missing or corrupt file, weights that do not fit, a ``--config`` that
+    contradicts them, a ``.lut`` nobody says the model of) is a one-line
+    :class:`KpnError`.
+    """
+    path = Path(source)
+    user = load_config(config_path) if config_path is not None else None
+    name = str(config_path)
+    if not path.exists():
+        raise KpnError(f"{path}: no such weights file or run directory")
+    if preset is not None and (path.is_dir() or path.suffix.lower() != ".lut"):
+        raise KpnError(
+            f"--preset {preset}: {path} is a run or checkpoint, which says its model "
+            "itself (--preset is for a .lut that does not)"
+        )
+    if path.is_dir() and not (path / RUN_CHECKPOINT).is_file() and (path / RUN_WEIGHTS).is_file():
+        run_config = load_config(path / RUN_CONFIG) if (path / RUN_CONFIG).is_file() else None
+        if run_config is None:
+            raise KpnError(f"{path}: a run directory with {RUN_WEIGHTS} but no {RUN_CONFIG}")
+        loaded = _from_lut(path / RUN_WEIGHTS, run_config, str(path / RUN_CONFIG))
+        if user is not None:
+            check_same_model(loaded.config.model, user.model, name, str(path))
+            loaded = dataclasses.replace(
+                loaded, config=dataclasses.replace(loaded.config, infer=user.infer)
+            )
+        return loaded
+    if path.suffix.lower() == ".lut":
+        return _from_lut(path, user, name, preset)
+    state = load_training_state(path)
+    model = model_from_state(state, str(path))
+    config = state.config
+    if user is not None:
+        check_same_model(config.model, user.model, name, str(path))
+        config = dataclasses.replace(config, infer=user.infer)
+    return LoadedWeights(model, config, f"{path} (config: the run's, step {state.step})")
+
+
+def shipped_weights(config_path: str | None = None) -> Path:
+    """The shipped model for ``--config``'s [model] (without one: the design model).
+
+    KpnError (one line) when no shipped model has that [model], or none is installed.
+    """
+    installed = [name for name in SHIPPED if (SHIPPED_DIR / name / RUN_CHECKPOINT).is_file()]
+    if not installed:
+        raise KpnError(f"{SHIPPED_DIR}: no shipped weights here: give --weights")
+    if config_path is None:
+        if SHIPPED[0] not in installed:
+            raise KpnError(f"{SHIPPED_DIR / SHIPPED[0]}: the shipped design model is missing")
+        return SHIPPED_DIR / SHIPPED[0]
+    wanted = load_config(config_path).model
+    for name in installed:
+        if load_config(SHIPPED_DIR / name / RUN_CONFIG).model == wanted:
+            return SHIPPED_DIR / name
+    raise KpnError(
+        f"{config_path}: no shipped weights have its [model] (shipped: "
+        f"{', '.join(installed)} in {SHIPPED_DIR}): give --weights"
+    )
+
+

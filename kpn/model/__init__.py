@@ -1,0 +1,3 @@
+"""The network: pyramid, per-pixel features, the MLP, the star kernels and the blend,
+put together by :mod:`kpn.model.network`; the float16 emulation of vkdt, the fused
+training band, the C loops and the tiled forward pass for large images."""

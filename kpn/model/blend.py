@@ -1,0 +1,36 @@
+"""Reconstruction, coarse to fine (SPEC 5, vkdt's ``up.comp``).
+
+Each level's output O_i combines the expanded coarser output up(O_{i+1}) with the level's
+filtered image I_i and its alpha a_i:
+
+- ``mix``: O_i = (1 - a_i) * up(O_{i+1}) + a_i * I_i  (the original design, X = mip)
+- ``add``: O_i = up(O_{i+1}) + a_i * I_i  (``PRE_MLP_DIFF``, X = detail)
+- ``post_diff``: O_i = up(O_{i+1}) + a_i * (I_i - up(down(I_i)))  (``POST_MLP_DIFF``)
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from kpn.model.pyramid import smooth_post_diff
+
+
+def blend_level(coarse_up: Tensor, filtered: Tensor, alpha: Tensor, blend: str) -> Tensor:
+    """One level's output from the expanded coarser output.
+
+    Args:
+        coarse_up: ``[B,3,H,W]``, up(O_{i+1}) at this level's size.
+        filtered: ``[B,3,H,W]``, I_i.
+        alpha: ``[B,1,H,W]``, a_i.
+        blend: ``"mix"`` | ``"add"`` | ``"post_diff"``.
+
+    Returns:
+        ``[B,3,H,W]``, O_i.
+    """
+    if blend == "mix":
+        return (1.0 - alpha) * coarse_up + alpha * filtered
+    if blend == "add":
+        return coarse_up + alpha * filtered
+    if blend == "post_diff":
+        return coarse_up + alpha * (filtered - smooth_post_diff(filtered))
+    raise ValueError(f"unknown blend {blend!r}")

@@ -1,0 +1,207 @@
+"""Per-pixel network input (SPEC 2): what the MLP sees of one pyramid level.
+
+Tap order and channel order are vkdt's (``input.glsl``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from kpn.model import native
+from kpn.model.sampling import mirror_index, pad_symmetric
+
+# Rec.2020 luminance weights, as vkdt's luminance_rec2020.
+LUMA_REC2020 = (0.2627002, 0.6779981, 0.0593017)
+# The 15 taps (dx, dy) of the star-shaped kernel, in vkdt's order (also used by apply).
+STAR15_TAPS = (
+    (0, -2),
+    (-2, -1), (-1, -1), (0, -1), (1, -1), (2, -1),
+    (-1, 0), (0, 0), (1, 0),
+    (-2, 1), (-1, 1), (0, 1), (1, 1), (2, 1),
+    (0, 2),
+)  # fmt: skip
+STAR15_RADIUS = 2
+STAR15_PADDING = (2, 2, 2, 2)  # left, right, top, bottom
+# patch8x8: channel c reads tap (c//8 - 4, c%8 - 4).
+PATCH8X8_TAPS = tuple((c // 8 - 4, c % 8 - 4) for c in range(64))
+PATCH8X8_PADDING = (4, 3, 4, 3)
+NOISE_SCALE = 65535.0  # vkdt's noise profiles live on the 0..65535 scale
+SIGMA_FLOOR = 1e-7  # star15_snr divides by sigma: a noise-free profile gives 1e7, not inf
+STAR15_CENTRE = STAR15_TAPS.index((0, 0))
+
+
+def luminance(rgb: Tensor) -> Tensor:
+    """Rec.2020 luminance. ``[B,3,H,W] -> [B,H,W]``"""
+    r, g, b = rgb.unbind(1)
+    return LUMA_REC2020[0] * r + LUMA_REC2020[1] * g + LUMA_REC2020[2] * b
+
+
+def saturation(rgb: Tensor) -> Tensor:
+    """vkdt's "saturation", max(r,g,b) - min(r,g,b). ``[B,3,H,W] -> [B,H,W]``"""
+    return rgb.amax(1) - rgb.amin(1)
+
+
+def noise_sigma(lum: Tensor, noise_ab: Tensor, level: int) -> Tensor:
+    """Noise standard deviation at luminance ``lum`` on pyramid level ``level``.
+
+    0.5**level * sqrt(a + 65535*max(lum,0)*b) / 65535: the Gaussian-Poissonian profile
+    (a, b) on the 0..65535 scale, halved per level as a 2x2 mean halves the deviation.
+
+    Args:
+        lum: ``[B,H,W]``.
+        noise_ab: ``[B,2]``, one (a, b) per image.
+        level: pyramid level of ``lum``.
+
+    Returns:
+        ``[B,H,W]``.
+    """
+    a = noise_ab[:, 0].view(-1, 1, 1)
+    b = noise_ab[:, 1].view(-1, 1, 1)
+    variance = a + NOISE_SCALE * lum.clamp(min=0) * b
+    return 0.5**level * torch.sqrt(variance) / NOISE_SCALE
+
+
+def star15_features(x: Tensor, noise_ab: Tensor, level: int, noise_lum: Tensor) -> Tensor:
+    """The 32-channel ``star15`` input.
+
+    Channel 2t is the luminance of tap t, 2t+1 its saturation, 30 the noise sigma at the
+    centre, 31 the constant 1 (the bias path of a network without biases).
+
+    Args:
+        x: ``[B,3,H,W]``, the level's X (mip or detail).
+        noise_ab: ``[B,2]``.
+        level: pyramid level (scales the sigma).
+        noise_lum: ``[B,H,W]`` luminance the sigma is computed from (vkdt: of X itself).
+
+    Returns:
+        ``[B,32,H,W]``.
+    """
+    return star15_features_padded(pad_symmetric(x, *STAR15_PADDING), noise_ab, level, noise_lum)
+
+
+def star15_features_padded(
+    padded: Tensor, noise_ab: Tensor, level: int, noise_lum: Tensor
+) -> Tensor:
+    """:func:`star15_features` of an X already padded by ``STAR15_PADDING``.
+
+    Lets a caller work on horizontal bands of a level: ``[B,3,h+4,w+4] -> [B,32,h,w]``.
+    """
+    height, width = noise_lum.shape[-2:]
+    r = STAR15_RADIUS
+    lum, sat = luminance(padded), saturation(padded)
+    channels = []
+    for dx, dy in STAR15_TAPS:
+        window = (slice(None), slice(r + dy, r + dy + height), slice(r + dx, r + dx + width))
+        channels += [lum[window], sat[window]]
+    channels.append(noise_sigma(noise_lum, noise_ab, level))
+    channels.append(torch.ones_like(channels[0]))
+    return torch.stack(channels, dim=1)
+
+
+class _SignedLog1p(torch.autograd.Function):
+    """sign(x) log(1 + |x|), with a backward pass of one division (autograd's of abs and
+    copysign costs three times the forward; torch.asinh, the smooth alternative, is not
+    vectorised on the CPU and took a quarter of a training step)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor) -> Tensor:
+        magnitude = x.abs()
+        ctx.save_for_backward(magnitude)
+        return torch.log1p(magnitude).copysign_(x)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
+        (magnitude,) = ctx.saved_tensors
+        return grad / (magnitude + 1)
+
+
+def signed_log1p(x: Tensor) -> Tensor:
+    """sign(x) log(1 + |x|), elementwise: the identity's slope at 0, a logarithm far out."""
+    return _SignedLog1p.apply(x)
+
+
+def star15_snr_features_padded(
+    padded: Tensor, noise_ab: Tensor, level: int, noise_lum: Tensor
+) -> Tensor:
+    """kpn's own ``star15_snr`` input: the star15 taps in units of the noise.
+
+    What a denoiser must decide, whether a neighbour differs from the centre by more than
+    the noise, is a function of (tap - centre) / sigma, not of absolute values: the same
+    edge is signal at ISO 100 and noise at ISO 51200. ``star15`` leaves the network to
+    divide by a sigma channel of order 1e-3 beside values of order 1; this input does the
+    division, and s(v) = sign(v) log(1 + |v|) compresses the result (linear within a
+    sigma, logarithmic beyond, so 1e4 sigma of a clean edge stays a moderate number).
+    Channels as star15's: 2t, 2t+1 = s((lum_t - lum_c) / sigma), s((sat_t - sat_c) / sigma)
+    for the 14 outer taps, the centre's own slots s(lum_c / sigma), s(sat_c / sigma) (its
+    signal-to-noise ratio), 30 = log2(65535 sigma) / 16 (the noise level itself), 31 = 1.
+    vkdt's input.glsl does not compute this: such a network runs in kpn only.
+
+    ``[B,3,h+4,w+4] -> [B,32,h,w]``; on float32 CPU tensors (no gradient) by
+    :func:`kpn.model.native.star15_snr_features` where it builds, stored channels last.
+    """
+    fused = native.star15_snr_features(padded, noise_ab, level, noise_lum)
+    if fused is not None:
+        return fused
+    height, width = noise_lum.shape[-2:]
+    r = STAR15_RADIUS
+    lum, sat = luminance(padded), saturation(padded)
+    sigma = noise_sigma(noise_lum, noise_ab, level).clamp(min=SIGMA_FLOOR)
+    inverse = sigma.reciprocal()
+    taps = []
+    for dx, dy in STAR15_TAPS:
+        window = (slice(None), slice(r + dy, r + dy + height), slice(r + dx, r + dx + width))
+        taps.append((lum[window], sat[window]))
+    lum_c, sat_c = taps[STAR15_CENTRE]
+    channels = []
+    for index, (lum_t, sat_t) in enumerate(taps):
+        if index == STAR15_CENTRE:
+            channels += [lum_c * inverse, sat_c * inverse]
+        else:
+            channels += [(lum_t - lum_c) * inverse, (sat_t - sat_c) * inverse]
+    features = signed_log1p(torch.stack(channels, dim=1))
+    level_channel = torch.log2(sigma * NOISE_SCALE) / 16
+    return torch.cat((features, level_channel[:, None], torch.ones_like(level_channel)[:, None]), 1)
+
+
+def patch8x8_features(x: Tensor) -> Tensor:
+    """The 64-channel ``patch8x8`` input: luminance of |rgb| on an 8x8 patch (dx,dy in -4..3).
+
+    No noise channel and no constant: vkdt's WIDTH 64 build ignores the noise profile.
+
+    ``[B,3,H,W] -> [B,64,H,W]``
+    """
+    return patch8x8_features_padded(pad_symmetric(x, *PATCH8X8_PADDING))
+
+
+def patch8x8_features_padded(padded: Tensor) -> Tensor:
+    """:func:`patch8x8_features` of an X already padded by ``PATCH8X8_PADDING``.
+
+    ``[B,3,h+7,w+7] -> [B,64,h,w]``
+    """
+    height, width = padded.shape[-2] - 7, padded.shape[-1] - 7
+    lum = luminance(padded.abs())
+    channels = [
+        lum[:, 4 + dy : 4 + dy + height, 4 + dx : 4 + dx + width] for dx, dy in PATCH8X8_TAPS
+    ]
+    return torch.stack(channels, dim=1)
+
+
+def patch8x8_features_past_end(x: Tensor, count: int) -> Tensor:
+    """``patch8x8`` input of the ``count`` pixels after the last one, as vkdt reads them.
+
+    vkdt runs the network on a batch padded past the image's last pixel; pixel p sits at
+    (p % W, p // W), so the padding pixels lie in rows H, H+1, ... which vkdt's patch8x8
+    input reads unchecked through the mirrored sampler (SPEC 10).
+
+    ``[B,3,H,W] -> [B,64,count]``
+    """
+    height, width = x.shape[-2:]
+    pixel = height * width + torch.arange(count, device=x.device)
+    px, py = pixel % width, pixel // width
+    lum = luminance(x.abs())
+    channels = []
+    for dx, dy in PATCH8X8_TAPS:
+        cols, rows = mirror_index(px + dx, width), mirror_index(py + dy, height)
+        channels.append(lum[:, rows, cols])
+    return torch.stack(channels, dim=1)

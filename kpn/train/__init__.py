@@ -1,0 +1,2 @@
+"""Training: the loop, its loss and optimiser, validation, and what it shows in
+TensorBoard."""

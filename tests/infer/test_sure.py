@@ -1,0 +1,183 @@
+"""kpn.infer.sure: the SURE blend towards the input, against its closed form, against the blend
+weight that knows the clean image, and at its limits (no noise, a network that does
+nothing)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.testing import assert_close
+
+from kpn.config import InferConfig
+from kpn.errors import KpnError
+from kpn.infer.sure import (
+    PROBE_STEP,
+    U16,
+    _window_mean,
+    noise_variance,
+    probe,
+    risk_sums,
+    sure_blend,
+    weight_of_sums,
+)
+
+
+def box3(image: np.ndarray) -> np.ndarray:
+    """A 3x3 mean, circular at the edges: linear, each output's weight on its own input
+    exactly 1/9 (the divergence SURE needs)."""
+    return sum(np.roll(image, (dy, dx), (0, 1)) for dy in (-1, 0, 1) for dx in (-1, 0, 1)) / 9
+
+
+def scene(size: int = 256) -> np.ndarray:
+    """``[size,size,3]`` linear image: a smooth gradient left, fine stripes right."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    smooth = 0.2 + 0.3 * x + 0.1 * y
+    stripes = 0.3 + 0.15 * ((np.arange(size) % 2)[None, :] * 2 - 1) * np.ones((size, 1))
+    plane = np.where(x < 0.5, smooth, stripes)
+    return np.repeat(plane[..., None], 3, -1).astype(np.float32)
+
+
+def noisy_of(clean: np.ndarray, a: float, b: float, seed: int = 3) -> np.ndarray:
+    sigma = np.sqrt((a + U16 * b * np.maximum(clean, 0)) / U16**2)
+    noise = np.random.default_rng(seed).standard_normal(clean.shape)
+    return (clean + sigma * noise).astype(np.float32)
+
+
+def test_noise_variance_is_spec_8s_profile_at_the_noisy_value():
+    values = torch.tensor([-0.25, 0.0, 0.5])
+    expected = torch.tensor([100.0, 100.0, 100.0 + U16 * 2 * 0.5]) / U16**2
+    assert_close(noise_variance(values, 100.0, 2.0), expected)
+
+
+def test_probe_is_a_fixed_rademacher_sign_pattern():
+    signs = probe((64, 64, 3))
+    assert signs.dtype == np.int8
+    assert set(np.unique(signs)) == {-1, 1}
+    assert abs(signs.mean()) < 0.05
+    np.testing.assert_array_equal(signs, probe((64, 64, 3)))
+    assert not np.array_equal(signs, probe((64, 64, 3), seed=1))
+
+
+@pytest.mark.parametrize("window", [1, 3, 5])
+def test_window_mean_averages_the_part_of_the_square_inside_the_image(window):
+    plane = torch.rand(7, 9, generator=torch.Generator().manual_seed(0))
+    half = window // 2
+    expected = torch.empty_like(plane)
+    for i in range(7):
+        for j in range(9):
+            part = plane[max(0, i - half) : i + half + 1, max(0, j - half) : j + half + 1]
+            expected[i, j] = part.mean()
+    assert_close(_window_mean(plane, window), expected)
+
+
+def test_window_mean_over_several_chunks_is_torchs_average_pooling():
+    """Planes taller and wider than a chunk (kpn.infer.sure.ROWS): the same as a 2-D average
+    pooling that counts only the pixels inside the image."""
+    plane = torch.rand(300, 520, generator=torch.Generator().manual_seed(1))
+    pooled = F.avg_pool2d(plane[None, None], 33, 1, 16, count_include_pad=False)[0, 0]
+    assert_close(_window_mean(plane, 33), pooled)
+
+
+def test_window_zero_is_the_whole_images_mean():
+    plane = torch.arange(12.0).view(3, 4)
+    assert_close(_window_mean(plane, 0), torch.full((3, 4), 5.5))
+
+
+def test_blend_weight_is_sures_closed_form_for_a_pointwise_shrinkage():
+    """f(y) = m + c (y - m): the divergence is c at every value, the finite difference is
+    exact (float64), and the weight is sum v (1 - c) / sum r^2 by hand."""
+    a, b, m, c = 1e5, 50.0, 0.25, 0.6
+    noisy = noisy_of(np.full((64, 64, 3), 0.3), a, b).astype(np.float64)
+    denoised = m + c * (noisy - m)
+    signs = probe(noisy.shape)
+    step = 1e-3
+    probed = m + c * (noisy + step * signs - m)
+    weight = weight_of_sums(*risk_sums(noisy, denoised, probed, signs, step, a, b), 0)
+    variance = (a + U16 * b * np.maximum(noisy, 0)) / U16**2
+    expected = (variance * (1 - c)).sum() / ((denoised - noisy) ** 2).sum()
+    assert 0.01 < expected < 0.9
+    assert_close(weight, torch.full((64, 64), float(expected)), rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("a, b", [(2e4, 0.0), (1e3, 10.0)])
+def test_sure_finds_the_blend_that_knows_the_clean_image(a, b):
+    """Over the whole image, SURE's weight is the weight that minimises the error against
+    the clean image, within its sampling error, and the blend is better than both the
+    input and the denoiser's output."""
+    clean = scene()
+    noisy = noisy_of(clean, a, b)
+    denoised = box3(noisy)
+    residual = denoised - noisy
+    oracle = ((clean - noisy) * residual).sum() / (residual**2).sum()
+    blended = sure_blend(lambda image: box3(image).astype(np.float32), noisy, a, b, 0)
+    found = float(((blended - noisy) * residual).sum() / (residual**2).sum())
+    assert abs(found - oracle) < 0.02
+    error = ((blended - clean) ** 2).mean()
+    assert error < ((noisy - clean) ** 2).mean()
+    assert error < ((denoised - clean) ** 2).mean()
+
+
+def test_a_window_keeps_texture_and_denoises_flat_regions():
+    """Stripes the box filter wipes out keep weight near 0, the gradient near 1."""
+    a, b = 1e4, 0.0
+    noisy = noisy_of(scene(), a, b)
+    denoised = box3(noisy).astype(np.float32)
+    signs = probe(noisy.shape)
+    step = PROBE_STEP * np.sqrt(a) / U16
+    probed = box3(noisy + np.float32(step) * signs).astype(np.float32)
+    weight = weight_of_sums(*risk_sums(noisy, denoised, probed, signs, step, a, b), 33)
+    assert float(weight[40:216, 40:100].mean()) > 0.9  # away from box3's wrapped edges
+    assert float(weight[:, 160:250].max()) < 0.05
+
+
+def test_without_noise_the_output_is_the_input_and_the_network_never_runs():
+    image = scene(16)
+
+    def network(_: np.ndarray) -> np.ndarray:
+        raise AssertionError("the network ran on a noiseless image")
+
+    out = sure_blend(network, image, 0.0, 0.0, 33)
+    np.testing.assert_array_equal(out, image)
+    assert out is not image
+
+
+def test_a_network_that_changes_nothing_gives_the_input():
+    noisy = noisy_of(scene(16), 1e3, 1.0)
+    out = sure_blend(lambda image: image.copy(), noisy, 1e3, 1.0, 5)
+    np.testing.assert_array_equal(out, noisy)
+
+
+def test_the_blend_is_between_input_and_output():
+    noisy = noisy_of(scene(64), 1e4, 5.0)
+    denoised = box3(noisy)
+    out = sure_blend(lambda image: box3(image).astype(np.float32), noisy, 1e4, 5.0, 9)
+    low, high = np.minimum(noisy, denoised), np.maximum(noisy, denoised)
+    assert np.all(out >= low - 1e-6) and np.all(out <= high + 1e-6)
+
+
+def test_blend_weight_matches_a_convolution_of_the_sums():
+    """The windowed weight is the ratio of the two sums over each window (a convolution
+    with a box, zero outside the image)."""
+    a, b = 1e3, 1.0
+    noisy = noisy_of(scene(24), a, b)
+    denoised = box3(noisy).astype(np.float32)
+    signs = probe(noisy.shape)
+    probed = box3(noisy + np.float32(1e-3) * signs).astype(np.float32)
+    weight = weight_of_sums(*risk_sums(noisy, denoised, probed, signs, 1e-3, a, b), 5)
+    variance = torch.from_numpy((a + U16 * b * np.maximum(noisy, 0)) / U16**2)
+    divergence = torch.from_numpy(signs * (probed - denoised) / 1e-3)
+    reduction = (variance * (1 - divergence)).sum(-1)
+    residual = torch.from_numpy((denoised - noisy) ** 2).sum(-1)
+    box = torch.ones(1, 1, 5, 5, dtype=reduction.dtype)
+    ratio = F.conv2d(reduction[None, None], box, padding=2) / F.conv2d(
+        residual[None, None], box, padding=2
+    )
+    assert_close(weight, ratio[0, 0].float().clamp(0, 1), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("window", [-1, 2, 32, 4097])
+def test_a_sure_window_that_is_not_odd_or_zero_is_refused(window):
+    with pytest.raises(KpnError, match=r"infer\.sure_window"):
+        InferConfig(sure_window=window).validate("x.toml")

@@ -1,0 +1,510 @@
+"""Tests for kpn.model.features: the per-pixel network input (SPEC sections 2 and 10)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor
+from torch.testing import assert_close
+
+from kpn.model.features import (
+    LUMA_REC2020,
+    PATCH8X8_PADDING,
+    PATCH8X8_TAPS,
+    SIGMA_FLOOR,
+    STAR15_PADDING,
+    STAR15_TAPS,
+    luminance,
+    noise_sigma,
+    patch8x8_features,
+    patch8x8_features_padded,
+    patch8x8_features_past_end,
+    saturation,
+    signed_log1p,
+    star15_features,
+    star15_features_padded,
+    star15_snr_features_padded,
+)
+from kpn.model.sampling import pad_symmetric
+
+Y_R, Y_G, Y_B = 0.2627002, 0.6779981, 0.0593017  # Rec.2020 Y, SPEC 2
+
+
+def mirror(index: int, size: int) -> int:
+    """MIRRORED_REPEAT by repeated folding at -0.5 and size-0.5 (edge pixel included)."""
+    while index < 0 or index >= size:
+        index = -1 - index if index < 0 else 2 * size - 1 - index
+    return index
+
+
+def lum_np(rgb: np.ndarray) -> np.ndarray:
+    """[..., 3] -> [...] with SPEC 2's weights, written out here."""
+    return Y_R * rgb[..., 0] + Y_G * rgb[..., 1] + Y_B * rgb[..., 2]
+
+
+@pytest.fixture
+def generator() -> torch.Generator:
+    return torch.Generator().manual_seed(15)
+
+
+@pytest.fixture
+def image_5x4(generator) -> Tensor:
+    """[1,3,5,4] (H=5, W=4) with distinct random values: every pixel has its own lum/sat."""
+    return torch.rand(1, 3, 5, 4, generator=generator, dtype=torch.float64)
+
+
+def pixel(x: Tensor, px: int, py: int) -> Tensor:
+    """rgb of image 0 at (x=px, y=py)."""
+    return x[0, :, py, px]
+
+
+def lum_at(x: Tensor, px: int, py: int) -> float:
+    r, g, b = pixel(x, px, py).tolist()
+    return Y_R * r + Y_G * g + Y_B * b
+
+
+def sat_at(x: Tensor, px: int, py: int) -> float:
+    rgb = pixel(x, px, py).tolist()
+    return max(rgb) - min(rgb)
+
+
+# ---------------------------------------------------------------- luminance, saturation
+
+
+def test_luminance_weights():
+    rgb = torch.eye(3, dtype=torch.float64).view(3, 3, 1, 1)  # pure red, green, blue
+    assert_close(luminance(rgb).flatten(), torch.tensor([Y_R, Y_G, Y_B], dtype=torch.float64))
+    assert LUMA_REC2020 == (Y_R, Y_G, Y_B)
+
+
+def test_luminance_golden():
+    rgb = torch.tensor([0.5, 0.25, 2.0], dtype=torch.float64).view(1, 3, 1, 1)
+    # 0.5*0.2627002 + 0.25*0.6779981 + 2*0.0593017 = 0.1313501 + 0.169499525 + 0.1186034
+    assert_close(luminance(rgb).item(), 0.419453025)
+    # white has luminance 1 (the weights sum to 1), and the shape drops the channel axis
+    white = torch.ones(2, 3, 4, 5, dtype=torch.float64)
+    assert luminance(white).shape == (2, 4, 5)
+    assert_close(luminance(white), torch.ones(2, 4, 5, dtype=torch.float64))
+
+
+def test_saturation_golden():
+    rgb = torch.tensor(
+        [[0.5, 0.25, 2.0], [-1.0, 2.0, 0.5], [0.3, 0.3, 0.3]], dtype=torch.float64
+    ).T.reshape(1, 3, 1, 3)
+    # max - min: 2 - 0.25 = 1.75 ; 2 - (-1) = 3 ; grey 0
+    assert_close(saturation(rgb).flatten(), torch.tensor([1.75, 3.0, 0.0], dtype=torch.float64))
+    assert saturation(rgb).shape == (1, 1, 3)
+
+
+# ---------------------------------------------------------------- noise_sigma
+
+
+def test_noise_sigma_golden():
+    lum = torch.full((1, 1, 1), 0.5, dtype=torch.float64)
+    noise_ab = torch.tensor([[1.0, 2.0]], dtype=torch.float64)
+    # a + 65535*lum*b = 1 + 65535*0.5*2 = 65536 = 256^2, so sigma_0 = 256/65535
+    assert_close(noise_sigma(lum, noise_ab, 0).item(), 256 / 65535)
+    # each level halves it: level 1 -> 128/65535, level 3 -> 32/65535
+    assert_close(noise_sigma(lum, noise_ab, 1).item(), 128 / 65535)
+    assert_close(noise_sigma(lum, noise_ab, 3).item(), 32 / 65535)
+
+
+def test_noise_sigma_clamps_negative_luminance():
+    lum = torch.tensor([[[-0.5, 0.0, 0.5]]], dtype=torch.float64)
+    noise_ab = torch.tensor([[9.0, 2.0]], dtype=torch.float64)
+    # max(lum, 0) = 0 for -0.5 and 0: sqrt(9)/65535 ; 0.5: sqrt(9 + 65535)/65535, at level 2
+    expected = 0.25 * torch.tensor([3.0, 3.0, (9.0 + 65535.0) ** 0.5], dtype=torch.float64) / 65535
+    assert_close(noise_sigma(lum, noise_ab, 2).flatten(), expected)
+    assert not torch.isnan(noise_sigma(lum, noise_ab, 0)).any()
+
+
+def test_noise_sigma_per_image_profiles():
+    lum = torch.full((3, 2, 2), 0.25, dtype=torch.float64)
+    noise_ab = torch.tensor([[100.0, 0.0], [0.0, 4.0], [16.0, 1.0]], dtype=torch.float64)
+    out = noise_sigma(lum, noise_ab, 0)
+    assert out.shape == (3, 2, 2)
+    # image 0: sqrt(100)/65535 ; image 1: sqrt(65535*0.25*4)/65535 = sqrt(65535)/65535
+    # image 2: sqrt(16 + 65535*0.25)/65535
+    expected = [10 / 65535, 65535**0.5 / 65535, (16 + 65535 / 4) ** 0.5 / 65535]
+    for b in range(3):
+        assert_close(out[b], torch.full((2, 2), expected[b], dtype=torch.float64))
+
+
+# ---------------------------------------------------------------- star15_features
+
+
+def test_star15_taps_are_specs():
+    assert STAR15_TAPS == (
+        (0, -2),
+        (-2, -1), (-1, -1), (0, -1), (1, -1), (2, -1),
+        (-1, 0), (0, 0), (1, 0),
+        (-2, 1), (-1, 1), (0, 1), (1, 1), (2, 1),
+        (0, 2),
+    )  # fmt: skip
+
+
+# Hand-listed coordinates (x, y) that each tap of SPEC 2 reads on a W=4, H=5 image,
+# mirrored as SPEC 0 says (-1 -> 0, -2 -> 1, W -> W-1, W+1 -> W-2).
+# centre (0, 0), the top-left corner:
+#   (0,-2)->(0,1)  (-2,-1)->(1,0) (-1,-1)->(0,0) (0,-1)->(0,0) (1,-1)->(1,0) (2,-1)->(2,0)
+#   (-1,0)->(0,0)  (0,0)->(0,0)   (1,0)->(1,0)
+#   (-2,1)->(1,1)  (-1,1)->(0,1)  (0,1)->(0,1)   (1,1)->(1,1)  (2,1)->(2,1)   (0,2)->(0,2)
+CORNER_TL = [(0, 1), (1, 0), (0, 0), (0, 0), (1, 0), (2, 0), (0, 0), (0, 0), (1, 0),
+             (1, 1), (0, 1), (0, 1), (1, 1), (2, 1), (0, 2)]  # fmt: skip
+# centre (3, 4), the bottom-right corner: x 1,2,3,4->3,5->2 ; y 2,3,4,5->4,6->3
+CORNER_BR = [(3, 2), (1, 3), (2, 3), (3, 3), (3, 3), (2, 3), (2, 4), (3, 4), (3, 4),
+             (1, 4), (2, 4), (3, 4), (3, 4), (2, 4), (3, 3)]  # fmt: skip
+# centre (1, 3): x -1->0, 0, 1, 2, 3 ; y 1, 2, 3, 4, 5->4
+EDGE_LEFT = [(1, 1), (0, 2), (0, 2), (1, 2), (2, 2), (3, 2), (0, 3), (1, 3), (2, 3),
+             (0, 4), (0, 4), (1, 4), (2, 4), (3, 4), (1, 4)]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("centre", "coords"), [((0, 0), CORNER_TL), ((3, 4), CORNER_BR), ((1, 3), EDGE_LEFT)]
+)
+def test_star15_channel_order_at_border(centre, coords, image_5x4):
+    noise_ab = torch.tensor([[4.0, 0.5]], dtype=torch.float64)
+    feats = star15_features(image_5x4, noise_ab, 1, luminance(image_5x4))
+    assert feats.shape == (1, 32, 5, 4)
+    cx, cy = centre
+    got = feats[0, :, cy, cx]
+    for t, (px, py) in enumerate(coords):
+        assert_close(got[2 * t].item(), lum_at(image_5x4, px, py), msg=f"lum tap {t}")
+        assert_close(got[2 * t + 1].item(), sat_at(image_5x4, px, py), msg=f"sat tap {t}")
+    # 30: 0.5**1 * sqrt(4 + 65535*max(lum,0)*0.5)/65535 at the centre ; 31: 1
+    lum = lum_at(image_5x4, cx, cy)
+    assert_close(got[30].item(), 0.5 * (4 + 65535 * max(lum, 0) * 0.5) ** 0.5 / 65535)
+    assert got[31].item() == 1.0
+
+
+@pytest.mark.parametrize("size", [(5, 4), (1, 1), (2, 3), (6, 7)])
+def test_star15_matches_reference_everywhere(size, generator):
+    height, width = size
+    x = torch.randn(2, 3, height, width, generator=generator, dtype=torch.float64)
+    noise_ab = torch.tensor([[4.0, 0.5], [1.0, 3.0]], dtype=torch.float64)
+    feats = star15_features(x, noise_ab, 0, luminance(x)).numpy()
+    rgb = x.permute(0, 2, 3, 1).numpy()  # [B,H,W,3]
+    for t, (dx, dy) in enumerate(STAR15_TAPS):
+        for y in range(height):
+            for px in range(width):
+                tap = rgb[:, mirror(y + dy, height), mirror(px + dx, width)]
+                np.testing.assert_allclose(feats[:, 2 * t, y, px], lum_np(tap), rtol=1e-12)
+                sat = tap.max(-1) - tap.min(-1)
+                np.testing.assert_allclose(feats[:, 2 * t + 1, y, px], sat, rtol=1e-12)
+
+
+def test_star15_noise_channel_uses_noise_lum_not_x(image_5x4):
+    noise_ab = torch.tensor([[2.0, 3.0]], dtype=torch.float64)
+    noise_lum = torch.full((1, 5, 4), 0.125, dtype=torch.float64)
+    feats = star15_features(image_5x4, noise_ab, 2, noise_lum)
+    # 0.25 * sqrt(2 + 65535*0.125*3)/65535 everywhere, whatever x holds
+    expected = 0.25 * (2 + 65535 * 0.125 * 3) ** 0.5 / 65535
+    assert_close(feats[:, 30], torch.full((1, 5, 4), expected, dtype=torch.float64))
+    assert_close(feats[:, 31], torch.ones(1, 5, 4, dtype=torch.float64))
+
+
+def test_star15_per_image_noise_profiles_in_one_batch(generator):
+    x = torch.rand(3, 3, 4, 6, generator=generator, dtype=torch.float64)
+    noise_ab = torch.tensor([[10.0, 0.1], [500.0, 2.0], [0.0, 7.0]], dtype=torch.float64)
+    feats = star15_features(x, noise_ab, 1, luminance(x))
+    for b in range(3):
+        alone = star15_features(x[b : b + 1], noise_ab[b : b + 1], 1, luminance(x[b : b + 1]))
+        assert_close(feats[b : b + 1], alone)
+        a, bb = noise_ab[b].tolist()
+        expected = 0.5 * torch.sqrt(a + 65535 * luminance(x[b : b + 1]).clamp(min=0) * bb) / 65535
+        assert_close(feats[b : b + 1, 30], expected)
+    # the three noise channels really differ
+    assert not torch.allclose(feats[0, 30], feats[1, 30])
+    assert not torch.allclose(feats[1, 30], feats[2, 30])
+
+
+def test_star15_does_not_take_absolute_values(generator):
+    x = -torch.rand(1, 3, 3, 3, generator=generator, dtype=torch.float64)
+    feats = star15_features(x, torch.tensor([[1.0, 1.0]]).double(), 0, luminance(x))
+    assert (feats[:, 0:30:2] < 0).all()  # luminance of negative (detail) values stays negative
+    # sigma uses max(lum, 0): sqrt(a)/65535 with a = 1
+    assert_close(feats[:, 30], torch.full((1, 3, 3), 1 / 65535, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("batch", [1, 2, 5])
+def test_star15_shapes(batch, generator):
+    x = torch.rand(batch, 3, 7, 3, generator=generator)
+    noise_ab = torch.rand(batch, 2, generator=generator)
+    feats = star15_features(x, noise_ab, 0, luminance(x))
+    assert feats.shape == (batch, 32, 7, 3)
+    assert feats.dtype == torch.float32
+
+
+def test_star15_noncontiguous_and_channels_last(generator):
+    base = torch.rand(2, 3, 6, 5, generator=generator, dtype=torch.float64)
+    noise_ab = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64)
+    transposed = base.transpose(-1, -2)
+    contiguous = transposed.contiguous()
+    ours = star15_features(transposed, noise_ab, 1, luminance(transposed))
+    assert_close(
+        ours, star15_features(contiguous, noise_ab, 1, luminance(contiguous)), rtol=0, atol=0
+    )
+    cl = base.to(memory_format=torch.channels_last)
+    assert_close(
+        star15_features(cl, noise_ab, 1, luminance(cl)),
+        star15_features(base, noise_ab, 1, luminance(base)),
+    )
+
+
+def test_star15_gradcheck(generator):
+    # positive values and a > 0 keep sqrt and max(lum, 0) smooth; distinct values keep
+    # max/min of the saturation away from ties
+    x = (0.1 + torch.rand(1, 3, 3, 4, generator=generator, dtype=torch.float64)).requires_grad_()
+    noise_ab = torch.tensor([[0.5, 2.0]], dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda t: star15_features(t, noise_ab, 1, luminance(t)), (x,))
+
+
+# ---------------------------------------------------------------- patch8x8_features
+
+
+def test_patch8x8_taps():
+    # channel c reads (c//8 - 4, c%8 - 4): dx from c//8, dy from c%8
+    assert PATCH8X8_TAPS[0] == (-4, -4)
+    assert PATCH8X8_TAPS[1] == (-4, -3)
+    assert PATCH8X8_TAPS[8] == (-3, -4)
+    assert PATCH8X8_TAPS[36] == (0, 0)
+    assert PATCH8X8_TAPS[63] == (3, 3)
+
+
+@pytest.fixture
+def image_4x5(generator) -> Tensor:
+    """[1,3,4,5] (H=4, W=5), distinct values of both signs: not symmetric in anything."""
+    return torch.randn(1, 3, 4, 5, generator=generator, dtype=torch.float64)
+
+
+def abs_lum_at(x: Tensor, px: int, py: int) -> float:
+    r, g, b = pixel(x, px, py).abs().tolist()
+    return Y_R * r + Y_G * g + Y_B * b
+
+
+def test_patch8x8_orientation_hand_listed(image_4x5):
+    feats = patch8x8_features(image_4x5)
+    assert feats.shape == (1, 64, 4, 5)
+    got = feats[0, :, 1, 2]  # centre (x=2, y=1) on W=5, H=4
+    hand = {
+        36: (2, 1),  # tap (0, 0)
+        37: (2, 2),  # c%8 = 5 -> dy = +1: one row down
+        44: (3, 1),  # c//8 = 5 -> dx = +1: one column right
+        45: (3, 2),  # (+1, +1)
+        35: (2, 0),  # (0, -1)
+        28: (1, 1),  # (-1, 0)
+        0: (1, 2),  # (-4, -4): x -2 -> 1, y -3 -> 2
+        7: (1, 3),  # (-4, +3): x -2 -> 1, y 4 -> 3
+        56: (4, 2),  # (+3, -4): x 5 -> 4, y -3 -> 2
+        63: (4, 3),  # (+3, +3): x 5 -> 4, y 4 -> 3
+        39: (2, 3),  # (0, +3): y 4 -> 3
+        60: (4, 1),  # (+3, 0): x 5 -> 4
+    }
+    for channel, (px, py) in hand.items():
+        assert_close(got[channel].item(), abs_lum_at(image_4x5, px, py), msg=f"channel {channel}")
+
+
+@pytest.mark.parametrize("size", [(4, 5), (1, 1), (3, 9), (8, 2)])
+def test_patch8x8_matches_reference_everywhere(size, generator):
+    height, width = size
+    x = torch.randn(2, 3, height, width, generator=generator, dtype=torch.float64)
+    feats = patch8x8_features(x).numpy()
+    lum = lum_np(np.abs(x.permute(0, 2, 3, 1).numpy()))  # [B,H,W]
+    for c in range(64):
+        dx, dy = c // 8 - 4, c % 8 - 4
+        for y in range(height):
+            for px in range(width):
+                tap = lum[:, mirror(y + dy, height), mirror(px + dx, width)]
+                np.testing.assert_allclose(feats[:, c, y, px], tap, rtol=1e-12)
+
+
+def test_patch8x8_takes_absolute_values(image_4x5):
+    assert_close(patch8x8_features(image_4x5), patch8x8_features(image_4x5.abs()))
+    assert (patch8x8_features(-image_4x5.abs()) >= 0).all()
+
+
+@pytest.mark.parametrize("batch", [1, 2, 5])
+def test_patch8x8_shapes_and_independence(batch, generator):
+    x = torch.randn(batch, 3, 5, 3, generator=generator)
+    feats = patch8x8_features(x)
+    assert feats.shape == (batch, 64, 5, 3)
+    assert feats.dtype == torch.float32
+    for b in range(batch):
+        assert_close(feats[b : b + 1], patch8x8_features(x[b : b + 1]))
+
+
+def test_patch8x8_noncontiguous_and_channels_last(generator):
+    base = torch.randn(2, 3, 6, 5, generator=generator, dtype=torch.float64)
+    transposed = base.transpose(-1, -2)
+    assert_close(
+        patch8x8_features(transposed), patch8x8_features(transposed.contiguous()), rtol=0, atol=0
+    )
+    cl = base.to(memory_format=torch.channels_last)
+    assert_close(patch8x8_features(cl), patch8x8_features(base))
+
+
+def test_patch8x8_gradcheck(generator):
+    x = (0.1 + torch.rand(1, 3, 2, 3, generator=generator, dtype=torch.float64)).requires_grad_()
+    assert torch.autograd.gradcheck(patch8x8_features, (x,))
+
+
+# ---------------------------------------------------------------- patch8x8_features_past_end
+
+
+def test_patch8x8_past_end_hand_listed(generator):
+    x = torch.randn(1, 3, 2, 3, generator=generator, dtype=torch.float64)  # H=2, W=3
+    out = patch8x8_features_past_end(x, 4)
+    assert out.shape == (1, 64, 4)
+    # pixel p = H*W + j = 6, 7, 8, 9 sits at (p % 3, p // 3) = (0,2), (1,2), (2,2), (0,3)
+    # j=0 at (0, 2): tap (0,0) [c=36] reads row 2 -> 1: (0, 1)
+    assert_close(out[0, 36, 0].item(), abs_lum_at(x, 0, 1))
+    # j=0, tap (0,+1) [c=37]: row 3 -> 0: (0, 0)
+    assert_close(out[0, 37, 0].item(), abs_lum_at(x, 0, 0))
+    # j=0, tap (+1, 0) [c=44]: (1, 1)
+    assert_close(out[0, 44, 0].item(), abs_lum_at(x, 1, 1))
+    # j=2 at (2, 2), tap (+1, -1) [c=43]: x 3 -> 2, y 1: (2, 1)
+    assert_close(out[0, 43, 2].item(), abs_lum_at(x, 2, 1))
+    # j=3 at (0, 3): tap (0,0) reads row 3 -> 0: (0, 0); tap (-1,-4) [c=24]: x -1 -> 0,
+    # y -1 -> 0: (0, 0); tap (2, 3) [c=55]: x 2, y 6 -> period 4: 6 -> 1: (2, 1)
+    assert_close(out[0, 36, 3].item(), abs_lum_at(x, 0, 0))
+    assert_close(out[0, 24, 3].item(), abs_lum_at(x, 0, 0))
+    assert_close(out[0, 55, 3].item(), abs_lum_at(x, 2, 1))
+
+
+@pytest.mark.parametrize(("size", "count"), [((2, 3), 4), ((3, 5), 17), ((4, 4), 16), ((1, 7), 30)])
+def test_patch8x8_past_end_matches_mirrored_rows(size, count, generator):
+    height, width = size
+    x = torch.randn(2, 3, height, width, generator=generator, dtype=torch.float64)
+    out = patch8x8_features_past_end(x, count).numpy()
+    assert out.shape == (2, 64, count)
+    lum = lum_np(np.abs(x.permute(0, 2, 3, 1).numpy()))
+    pad = 8 + count // width + 1
+    padded = np.pad(lum, ((0, 0), (pad, pad), (pad, pad)), mode="symmetric")
+    for j in range(count):
+        p = height * width + j
+        px, py = p % width, p // width
+        for c in range(64):
+            dx, dy = c // 8 - 4, c % 8 - 4
+            np.testing.assert_allclose(out[:, c, j], padded[:, pad + py + dy, pad + px + dx])
+
+
+def test_patch8x8_past_end_is_not_zero_nor_the_last_row(generator):
+    # star15 has a bounds check (zeros past the end), patch8x8 does not (SPEC 10)
+    x = 1 + torch.rand(1, 3, 3, 4, generator=generator, dtype=torch.float64)
+    out = patch8x8_features_past_end(x, 4)  # exactly the row y = H
+    assert (out > 0).all()
+    # row H mirrors to row H-1, so its tap (0, 0) equals the last row's tap (0, 0), but its
+    # tap (0, -1) reads row H-1 too, where the last row's reads row H-2
+    last_row = patch8x8_features(x)[0, :, 2, :]
+    assert_close(out[0, 36], last_row[36])
+    assert_close(out[0, 35], last_row[36])
+    assert not torch.allclose(out[0, 35], last_row[35])
+
+
+def test_patch8x8_past_end_zero_count(generator):
+    x = torch.rand(2, 3, 3, 4, generator=generator)
+    assert patch8x8_features_past_end(x, 0).shape == (2, 64, 0)
+
+
+# ---------------------------------------------------------------- padded variants (bands)
+
+
+@pytest.mark.parametrize(("top", "bottom"), [(0, 3), (2, 5), (4, 7), (0, 7)])
+def test_star15_padded_band_equals_rows_of_full(top, bottom, generator):
+    # a band of rows top..bottom-1 cut from the padded full image (with its border rows)
+    # gives exactly those rows of the full features, mirrored edges included
+    x = torch.rand(2, 3, 7, 5, generator=generator, dtype=torch.float64)
+    noise_ab = torch.tensor([[3.0, 0.5], [1.0, 2.0]], dtype=torch.float64)
+    noise_lum = luminance(x)
+    full = star15_features(x, noise_ab, 1, noise_lum)
+    padded = pad_symmetric(x, *STAR15_PADDING)
+    assert STAR15_PADDING == (2, 2, 2, 2)
+    band = padded[..., top : bottom + 4, :]
+    out = star15_features_padded(band, noise_ab, 1, noise_lum[:, top:bottom])
+    assert out.shape == (2, 32, bottom - top, 5)
+    assert_close(out, full[..., top:bottom, :], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("top", "bottom"), [(0, 2), (1, 6), (5, 9), (0, 9)])
+def test_patch8x8_padded_band_equals_rows_of_full(top, bottom, generator):
+    x = torch.randn(2, 3, 9, 4, generator=generator, dtype=torch.float64)
+    full = patch8x8_features(x)
+    padded = pad_symmetric(x, *PATCH8X8_PADDING)
+    assert PATCH8X8_PADDING == (4, 3, 4, 3)  # left, right, top, bottom: dx, dy in -4..3
+    out = patch8x8_features_padded(padded[..., top : bottom + 7, :])
+    assert out.shape == (2, 64, bottom - top, 4)
+    assert_close(out, full[..., top:bottom, :], rtol=0, atol=0)
+
+
+# --- star15_snr: kpn's noise-normalised input ----------------------------------------------
+def slog(v: float) -> float:
+    return math.copysign(math.log1p(abs(v)), v)
+
+
+def test_signed_log1p_values_and_gradient() -> None:
+    x = torch.tensor([-1e6, -2.0, -0.0, 0.0, 0.5, 3.0], dtype=torch.float64)
+    assert_close(signed_log1p(x), torch.sign(x) * torch.log1p(x.abs()))
+    assert signed_log1p(torch.tensor([-0.0])).signbit().all()
+    inputs = torch.tensor([-3.0, -0.2, 0.1, 7.0], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(signed_log1p, (inputs,))
+
+
+def test_star15_snr_by_hand(image_5x4: Tensor) -> None:
+    noise_ab = torch.tensor([[2.0e4, 30.0]], dtype=torch.float64)
+    level = 1
+    padded = pad_symmetric(image_5x4, *STAR15_PADDING)
+    lum = luminance(image_5x4)
+    got = star15_snr_features_padded(padded, noise_ab, level, lum)
+    assert got.shape == (1, 32, 5, 4)
+    px, py = 3, 0  # at the right and top edges: taps mirror
+    lum_c, sat_c = lum_at(image_5x4, px, py), sat_at(image_5x4, px, py)
+    sigma = 0.5**level * math.sqrt(2.0e4 + 65535 * lum_c * 30.0) / 65535
+    for t, (dx, dy) in enumerate(STAR15_TAPS):
+        qx, qy = mirror(px + dx, 4), mirror(py + dy, 5)
+        if (dx, dy) == (0, 0):
+            expected = (slog(lum_c / sigma), slog(sat_c / sigma))
+        else:
+            expected = (
+                slog((lum_at(image_5x4, qx, qy) - lum_c) / sigma),
+                slog((sat_at(image_5x4, qx, qy) - sat_c) / sigma),
+            )
+        assert got[0, 2 * t, py, px].item() == pytest.approx(expected[0], rel=1e-9)
+        assert got[0, 2 * t + 1, py, px].item() == pytest.approx(expected[1], rel=1e-9)
+    assert got[0, 30, py, px].item() == pytest.approx(math.log2(sigma * 65535) / 16, rel=1e-9)
+    assert got[0, 31].eq(1).all()
+
+
+def test_star15_snr_is_invariant_to_exposure_at_equal_snr(image_5x4: Tensor) -> None:
+    """Scale the image by k and a by k**2, b by k: every sigma scales by k, so every
+    channel but the noise level's is unchanged."""
+    k = 4.0
+    noise_ab = torch.tensor([[1.0e4, 20.0]], dtype=torch.float64)
+    scaled_ab = noise_ab * torch.tensor([[k * k, k]], dtype=torch.float64)
+    padded = pad_symmetric(image_5x4, *STAR15_PADDING)
+    one = star15_snr_features_padded(padded, noise_ab, 0, luminance(image_5x4))
+    other = star15_snr_features_padded(k * padded, scaled_ab, 0, luminance(k * image_5x4))
+    assert_close(other[:, :30], one[:, :30])
+    assert_close(other[:, 30], one[:, 30] + math.log2(k) / 16)
+
+
+def test_star15_snr_noise_free_profile_is_finite(image_5x4: Tensor) -> None:
+    padded = pad_symmetric(image_5x4, *STAR15_PADDING)
+    zero = torch.zeros(1, 2, dtype=torch.float64)
+    got = star15_snr_features_padded(padded, zero, 0, luminance(image_5x4))
+    assert torch.isfinite(got).all()
+    assert got[:, :30].abs().max() < slog(1 / SIGMA_FLOOR) + 1e-9
+
+
+def test_star15_snr_gradcheck() -> None:
+    generator = torch.Generator().manual_seed(3)
+    x = torch.rand(1, 3, 4, 5, generator=generator, dtype=torch.float64, requires_grad=True)
+    noise_ab = torch.tensor([[5.0e3, 10.0]], dtype=torch.float64)
+
+    def features(image: Tensor) -> Tensor:
+        padded = pad_symmetric(image, *STAR15_PADDING)
+        return star15_snr_features_padded(padded, noise_ab, 0, luminance(image))
+
+    assert torch.autograd.gradcheck(features, (x,))

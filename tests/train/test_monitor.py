@@ -1,0 +1,116 @@
+"""TensorBoard events as TensorBoard itself reads them: every dashboard finds its data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.data_provider import MultiplexerDataProvider
+from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+from tensorboard.context import RequestContext
+from tensorboard.plugins.base_plugin import TBContext
+from tensorboard.plugins.hparams import api_pb2, list_session_groups, metadata
+from tensorboard.plugins.hparams.backend_context import Context
+from tensorboard.util.tensor_util import make_ndarray
+
+from kpn.train.loop import main
+
+# one tile a step, a validation and pictures at steps 0 and 2, no checkpoint before the end
+TINY = (
+    "data.batch=1",
+    "data.validation_count=1",
+    "train.steps=2",
+    "train.log_every=1",
+    "train.checkpoint_every=100",
+    "train.image_every=2",
+)
+
+
+def tags(multiplexer: EventMultiplexer, plugin: str) -> set[str]:
+    """The tags one TensorBoard plugin (dashboard) sees, over all runs."""
+    found: set[str] = set()
+    for tag_to_content in multiplexer.PluginRunToTagToContent(plugin).values():
+        found |= set(tag_to_content)
+    return found
+
+
+def test_weights_and_gradients_show_as_histograms_and_as_images(
+    tmp_path: Path, tiny_config: Callable[..., Path]
+) -> None:
+    """An image and a histogram under one tag hide each other in TensorBoard's plugins."""
+    config = tiny_config(*TINY)
+    run = tmp_path / "run"
+    assert main(["--config", str(config), "--out", str(run)]) == 0
+
+    multiplexer = EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(tmp_path))
+    multiplexer.Reload()
+    histograms, images = tags(multiplexer, "histograms"), tags(multiplexer, "images")
+    expected_histograms = {"weights/layer_0", "weights/layer_1", "gradients/layer_0"}
+    assert expected_histograms <= histograms, histograms
+    assert {"weight_maps/layer_0", "gradient_maps/layer_1", "alpha/level_0"} <= images, images
+    assert not histograms & images
+    # and the data is there, not only the tag
+    [run_name] = multiplexer.Runs()
+    events = multiplexer.Tensors(run_name, "weights/layer_0")
+    assert [event.step for event in events] == [0, 2]  # the untrained model, and trained
+
+
+def test_step_0_pictures_ssim_and_the_hparams_entry(
+    tmp_path: Path, tiny_config: Callable[..., Path]
+) -> None:
+    """Every picture and validation scalar has a point for the untrained model; the run's
+    HParams entry is in its own events (one run, no sub-folder), with the config values
+    and the metrics the dashboard reads at their last value."""
+    config = tiny_config(*TINY)
+    assert main(["--config", str(config), "--out", str(tmp_path / "run"), "--seed", "3"]) == 0
+
+    multiplexer = EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(tmp_path))
+    multiplexer.Reload()
+    [run_name] = multiplexer.Runs()
+    pictures = ("images/0_noisy_denoised_reference", "alpha/level_1", "kernels/level_0")
+    for tag in (*pictures, "weight_maps/layer_1"):
+        assert [event.step for event in multiplexer.Tensors(run_name, tag)] == [0, 2], tag
+    for tag in ("metrics/val_psnr", "metrics/val_ssim", "loss/val"):
+        assert [event.step for event in multiplexer.Tensors(run_name, tag)] == [0, 2], tag
+    ssim = [
+        float(make_ndarray(e.tensor_proto))
+        for e in multiplexer.Tensors(run_name, "metrics/val_ssim")
+    ]
+    assert all(-1 <= value <= 1 for value in ssim), ssim
+
+    content = multiplexer.PluginRunToTagToContent("hparams")[run_name]
+    start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
+    hparams = start.hparams
+    assert hparams["model.width"].number_value == 32
+    assert hparams["model.levels"].number_value == 2
+    assert hparams["data.source"].string_value == "deadleaves"
+    assert hparams["data.flip_x"].bool_value is True
+    assert hparams["train.loss"].string_value == "smape"
+    assert hparams["seed"].number_value == 3
+    assert "train.log_every" not in hparams and "data.workers" not in hparams
+    end = metadata.parse_session_end_info_plugin_data(content[metadata.SESSION_END_INFO_TAG])
+    assert end.status == api_pb2.STATUS_SUCCESS
+
+    # the dashboard's table: the run is a session, with the final validation's values
+    [group] = session_groups(tmp_path, multiplexer)
+    assert group.hparams["model.width"].number_value == 32
+    final = {value.name.tag: value for value in group.metric_values}
+    psnr = multiplexer.Tensors(run_name, "metrics/val_psnr")[-1]
+    assert final["metrics/val_psnr"].training_step == 2
+    assert final["metrics/val_psnr"].value == pytest.approx(float(make_ndarray(psnr.tensor_proto)))
+    assert final["metrics/val_ssim"].value == pytest.approx(ssim[-1])
+
+
+def session_groups(logdir: Path, multiplexer: EventMultiplexer) -> list[api_pb2.SessionGroup]:
+    """What TensorBoard's HParams dashboard lists, asked of its backend as the page asks."""
+    provider = MultiplexerDataProvider(multiplexer, str(logdir))
+    plugin_context = TBContext(logdir=str(logdir), multiplexer=multiplexer, data_provider=provider)
+    every_status = [api_pb2.STATUS_UNKNOWN, api_pb2.STATUS_SUCCESS, api_pb2.STATUS_FAILURE]
+    request = api_pb2.ListSessionGroupsRequest(
+        start_index=0, slice_size=100, allowed_statuses=[*every_status, api_pb2.STATUS_RUNNING]
+    )
+    handler = list_session_groups.Handler(RequestContext(), Context(plugin_context), "", request)
+    return list(handler.run().session_groups)

@@ -1,0 +1,548 @@
+"""Tests for kpn.vkdt.graph: the vkdt graph files ``export --vkdt-cfg`` writes.
+
+Golden text, the rules of vkdt's graph reader, and the connectors and parameters of
+every module as vkdt's ``connectors`` / ``params`` files declare them (transcribed below
+from hanatos/vkdt at ce12d6ed, and compared with those files when a vkdt checkout is at
+hand: ``$VKDT_REPO``, a bare git directory, defaulting to this project's mirror).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from kpn.config import Config, apply_overrides, load_config
+from kpn.vkdt.graph import (
+    INFER_PFM,
+    INFER_RAW,
+    NO_CLIP,
+    TRAIN,
+    graph_files,
+    inference_differences,
+    inference_graph,
+    training_differences,
+    training_graph,
+    vkdt_build,
+    vkdt_float,
+)
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+PRESETS = sorted(p.stem for p in CONFIGS.glob("*.toml"))
+VKDT_REPO = Path(os.environ.get("VKDT_REPO", "/work/.mirror/hanatos+vkdt/repo"))
+
+# module -> connector -> direction, from src/pipe/modules/<module>/connectors
+CONNECTORS = {
+    "i-pfm": {"output": "source"},
+    "i-raw": {"output": "source"},
+    "i-lut": {"output": "source"},
+    "denoise": {"input": "read", "output": "write"},
+    "hilite": {"input": "read", "output": "write"},
+    "demosaic": {"input": "read", "output": "write"},
+    "kpn": {"input": "read", "output": "write", "w": "read"},
+    "kpn-t": {
+        "input": "read",
+        "ref": "read",
+        "output": "write",
+        "w": "write",
+        "graph": "write",
+        "vis": "write",
+        "debug": "write",
+        "wcp": "read",
+        "noiseab": "read",
+    },
+    "cnngenin": {
+        "imgi": "read",
+        "refi": "read",
+        "imgo": "write",
+        "refo": "write",
+        "noiseab": "write",
+    },
+    "o-lut": {"input": "sink"},
+    "display": {"input": "sink"},
+}
+# module -> parameter -> type, from src/pipe/modules/<module>/params
+PARAMS = {
+    "i-pfm": {"filename": "string", "startid": "int", "noise a": "float", "noise b": "float"},
+    "i-raw": {"filename": "string", "noise a": "float", "noise b": "float", "startid": "int"},
+    "i-lut": {"filename": "string"},
+    "denoise": {
+        "strength": "float",
+        "luma": "float",
+        "detail": "float",
+        "pad": "float",
+        "edges": "float",
+        "gainmap": "int",
+    },
+    "hilite": None,  # not read: no parameter is set
+    "demosaic": None,
+    "kpn": {"noise a": "float", "noise b": "float"},
+    "kpn-t": {
+        "alpha": "float",
+        "beta1": "float",
+        "beta2": "float",
+        "eps": "float",
+        "init": "int",
+        "L2": "float",
+        "gradclip": "float",
+    },
+    "cnngenin": {"generate": "int", "tiles": "int"},
+    "o-lut": {"filename": "string"},
+    "display": None,
+}
+
+GOLDEN_PFM = """\
+# vkdt graph: denoise a linear PFM with kpn and the weights weights.lut (written by python -m kpn export)
+# run: vkdt cli -g kpn-infer-pfm.cfg --format o-pfm --filename denoised --colour-prim bt2020 --colour-trc linear --config param:i-pfm:main:filename:/path/to/noisy.pfm
+# --colour-prim bt2020 --colour-trc linear: the linear output as kpn computes it (without them vkdt cli adds colenc: rec709 primaries, 709 curve)
+# i-pfm reads and o-pfm writes the top row first, a standard PFM (infer.py's) the bottom row first:
+#   python -m kpn pfm --to-vkdt photo.pfm noisy.pfm makes the input, python -m kpn pfm --from-vkdt denoised.pfm photo.denoised.pfm the output
+# kpn's noise a / noise b: the camera's noise profile on the 0..65535 scale
+# (a .nprof of vkdt since 4b910761 is on [0,1]: a*65535^2, b*65535; docs/vkdt.md)
+# kpn must be built with these lines in src/pipe/modules/kpn-t/config.h:
+#   #define WIDTH 32
+#   #define N_HIDDEN_LAYERS 6
+#   #define GRAD_SCALE 128.0
+#   #define APPLY_ACTIVATION APPLY_PLAIN
+#   #define ALPHA_ACTIVATION ALPHA_CONST
+#   // #define POST_MLP_DIFF
+#   #define PRE_MLP_DIFF
+#   #define NO_ALIAS
+#   #define MLP_ACTIVATION MLP_ACTIVATION_LEAKY_RELU
+#   #define LOSS LOSS_SMAPE
+# vkdt ce12d6ed does not compile WIDTH 32 as it is (input.glsl uses push.level and nonuniformEXT too early): apply docs/vkdt.md's include-order patch
+module:i-pfm:main
+module:i-lut:w
+module:kpn:01
+module:display:main
+connect:i-pfm:main:output:kpn:01:input
+connect:i-lut:w:output:kpn:01:w
+connect:kpn:01:output:display:main:input
+param:i-pfm:main:filename:noisy.pfm
+param:i-lut:w:filename:weights.lut
+param:kpn:01:noise a:1000.0
+param:kpn:01:noise b:2.5
+"""  # noqa: E501
+
+GOLDEN_RAW = """\
+# vkdt graph: denoise a raw photo with kpn and the weights weights.lut (written by python -m kpn export)
+# run: vkdt cli -g kpn-infer-raw.cfg --format o-pfm --filename denoised --colour-prim bt2020 --colour-trc linear --config param:i-raw:main:filename:/path/to/noisy.raw
+# --colour-prim bt2020 --colour-trc linear: the linear output as kpn computes it (without them vkdt cli adds colenc: rec709 primaries, 709 curve)
+# o-pfm writes the top row first: python -m kpn pfm --from-vkdt denoised.pfm photo.denoised.pfm gives a standard PFM (infer.py's)
+# kpn's noise a / noise b: the camera's noise profile on the 0..65535 scale
+# (a .nprof of vkdt since 4b910761 is on [0,1]: a*65535^2, b*65535; docs/vkdt.md)
+# kpn must be built with these lines in src/pipe/modules/kpn-t/config.h:
+#   #define WIDTH 32
+#   #define N_HIDDEN_LAYERS 6
+#   #define GRAD_SCALE 128.0
+#   #define APPLY_ACTIVATION APPLY_PLAIN
+#   #define ALPHA_ACTIVATION ALPHA_CONST
+#   // #define POST_MLP_DIFF
+#   #define PRE_MLP_DIFF
+#   #define NO_ALIAS
+#   #define MLP_ACTIVATION MLP_ACTIVATION_LEAKY_RELU
+#   #define LOSS LOSS_SMAPE
+# vkdt ce12d6ed does not compile WIDTH 32 as it is (input.glsl uses push.level and nonuniformEXT too early): apply docs/vkdt.md's include-order patch
+module:i-raw:main
+module:denoise:01
+module:hilite:01
+module:demosaic:01
+module:i-lut:w
+module:kpn:01
+module:display:main
+connect:i-raw:main:output:denoise:01:input
+connect:denoise:01:output:hilite:01:input
+connect:hilite:01:output:demosaic:01:input
+connect:demosaic:01:output:kpn:01:input
+connect:i-lut:w:output:kpn:01:w
+connect:kpn:01:output:display:main:input
+param:i-raw:main:filename:noisy.raw
+# denoise with strength 0 only crops, subtracts black and scales to white
+param:denoise:01:strength:0.0
+param:i-lut:w:filename:weights.lut
+param:kpn:01:noise a:1000.0
+param:kpn:01:noise b:2.5
+"""  # noqa: E501
+
+# kpn-t's readme example (alpha 0.003, L2 0, gradclip 1, 250000 steps) with every vkdt
+# switch of the W 32 HEAD preset on, started from a .lut through wcp
+GOLDEN_TRAIN = """\
+# vkdt graph: train kpn-t for 250000 steps, the weights go to mlp-w.lut (written by python -m kpn export)
+# run: vkdt cli -g kpn-t-train.cfg --last-frame-only --progress
+# point both i-pfm filenames at a clean linear PFM (%04d and startid for a sequence):
+# cnngenin generate: 0 static tile, 1 random tiles, 2 noise added to the reference (main unused), 3 mosaic, 4 2+3
+# build vkdt with these lines in src/pipe/modules/kpn-t/config.h:
+#   #define WIDTH 32
+#   #define N_HIDDEN_LAYERS 6
+#   #define GRAD_SCALE 128.0
+#   #define APPLY_ACTIVATION APPLY_PLAIN
+#   #define ALPHA_ACTIVATION ALPHA_CONST
+#   // #define POST_MLP_DIFF
+#   #define PRE_MLP_DIFF
+#   #define NO_ALIAS
+#   #define MLP_ACTIVATION MLP_ACTIVATION_LEAKY_RELU
+#   #define LOSS LOSS_SMAPE
+# vkdt ce12d6ed does not compile WIDTH 32 as it is (input.glsl uses push.level and nonuniformEXT too early): apply docs/vkdt.md's include-order patch
+frames:250001
+fps:0
+module:i-pfm:main
+module:i-pfm:ref
+module:cnngenin:01
+module:kpn-t:01
+module:o-lut:w
+module:display:main
+module:i-lut:wcp
+connect:i-pfm:main:output:cnngenin:01:imgi
+connect:i-pfm:ref:output:cnngenin:01:refi
+connect:cnngenin:01:imgo:kpn-t:01:input
+connect:cnngenin:01:refo:kpn-t:01:ref
+connect:cnngenin:01:noiseab:kpn-t:01:noiseab
+connect:kpn-t:01:w:o-lut:w:input
+connect:kpn-t:01:output:display:main:input
+connect:i-lut:wcp:output:kpn-t:01:wcp
+param:i-pfm:main:filename:reference.pfm
+param:i-pfm:ref:filename:reference.pfm
+param:cnngenin:01:generate:2
+param:cnngenin:01:tiles:1
+param:kpn-t:01:alpha:0.003
+param:kpn-t:01:beta1:0.99
+param:kpn-t:01:beta2:0.999
+param:kpn-t:01:eps:0.0001
+param:kpn-t:01:init:0
+param:kpn-t:01:L2:0.0
+param:kpn-t:01:gradclip:1.0
+param:o-lut:w:filename:mlp-w
+param:i-lut:wcp:filename:start.lut
+"""  # noqa: E501
+
+VKDT_SWITCHES = [
+    "model.vkdt_kernel_grad_untransposed=true",
+    "train.vkdt_grad_clip=true",
+    "train.vkdt_bias_correction=true",
+    "train.vkdt_f16_state=true",
+    "data.batch=1",
+]
+
+
+def preset(name: str, *overrides: str) -> Config:
+    return apply_overrides(load_config(CONFIGS / f"{name}.toml"), list(overrides))
+
+
+# The design as vkdt can build it: vkdt's star15 input (the design's star15_snr is kpn's
+# own), a width vkdt's kpn reads, and a loss of vkdt's.
+VKDT_DESIGN = ("model.features=star15", "model.width=32", "train.loss=smape")
+
+
+def vkdt_design(*overrides: str) -> Config:
+    return preset("design", *VKDT_DESIGN, *overrides)
+
+
+# --- golden text -------------------------------------------------------------------------
+def test_golden_inference_pfm() -> None:
+    config = preset("vkdt-head-w32")
+    text = inference_graph("weights.lut", config, source="pfm", noise_a=1000, noise_b=2.5)
+    assert text == GOLDEN_PFM
+
+
+def test_golden_inference_raw() -> None:
+    config = preset("vkdt-head-w32")
+    text = inference_graph("weights.lut", config, source="raw", noise_a=1000, noise_b=2.5)
+    assert text == GOLDEN_RAW
+
+
+def test_golden_training() -> None:
+    config = preset(
+        "vkdt-head-w32",
+        *VKDT_SWITCHES,
+        "train.steps=250000",
+        "train.lr=0.003",
+        "train.l2=0",
+        "train.grad_clip=1.0",
+    )
+    assert training_graph(config, weights_out="mlp-w", init_weights="start.lut") == GOLDEN_TRAIN
+
+
+def test_training_random_init_and_no_clip() -> None:
+    config = preset("vkdt-head-w32", "train.grad_clip=0")
+    text = training_graph(config, weights_out="w", init_weights=None)
+    assert "param:kpn-t:01:init:1\n" in text  # params.ui: 0 "from input", 1 "randomise"
+    assert "module:i-lut:wcp" not in text
+    assert f"param:kpn-t:01:gradclip:{NO_CLIP!r}\n" in text  # 1e+30: never clips
+    assert (NO_CLIP * NO_CLIP) > 3.5e38  # its square is inf in float32: no clipping
+
+
+def test_checkpoint_init_is_explained() -> None:
+    text = training_graph(vkdt_design("train.init=old.pt"), weights_out="w", init_weights=None)
+    assert "# train.init = old.pt is a kpn checkpoint, which vkdt cannot read:\n" in text
+
+
+def test_graph_files_names_and_texts() -> None:
+    config = preset("vkdt-head")
+    files = graph_files(
+        config, "w.lut", noise_a=1.0, noise_b=2.0, weights_out="w-vkdt", init_weights=None
+    )
+    assert [f.name for f in files] == [INFER_PFM, INFER_RAW, TRAIN]
+    assert files[0].text == inference_graph("w.lut", config, source="pfm", noise_a=1.0, noise_b=2.0)
+    assert files[2].text == training_graph(config, weights_out="w-vkdt", init_weights=None)
+
+
+# --- what vkdt computes otherwise ----------------------------------------------------------
+def test_build_of_the_shipped_preset_is_vkdts_config_h() -> None:
+    build = vkdt_build(preset("vkdt-head").model, preset("vkdt-head").train)
+    assert build.defines == (
+        "#define WIDTH 64",
+        "#define N_HIDDEN_LAYERS 6",
+        "#define GRAD_SCALE 128.0",
+        "#define APPLY_ACTIVATION APPLY_PLAIN",
+        "#define ALPHA_ACTIVATION ALPHA_CONST",
+        "// #define POST_MLP_DIFF",
+        "#define PRE_MLP_DIFF",
+        "#define NO_ALIAS",
+        "#define MLP_ACTIVATION MLP_ACTIVATION_LEAKY_RELU",
+        "#define LOSS LOSS_SMAPE",
+    )
+    assert (build.no_alias, build.down, build.up) == (True, "binomial5", "bilinear")
+
+
+@pytest.mark.parametrize(
+    ("blend", "down", "up", "defines", "no_alias"),
+    [
+        ("mix", "box2", "bspline", ("// #define POST_MLP_DIFF", "// #define PRE_MLP_DIFF"), 0),
+        ("post_diff", "box2_vkdt", "bspline", ("#define POST_MLP_DIFF",), 0),
+        ("add", "box2_vkdt", "bspline", ("#define PRE_MLP_DIFF", "// #define NO_ALIAS"), 0),
+        ("add", "binomial5", "bilinear", ("#define PRE_MLP_DIFF", "#define NO_ALIAS"), 1),
+    ],
+)
+def test_pyramid_builds(
+    blend: str, down: str, up: str, defines: tuple[str, ...], no_alias: int
+) -> None:
+    inputs = "detail" if blend == "add" else "mip"
+    config = vkdt_design(
+        f"model.blend={blend}",
+        f"model.mlp_input={inputs}",
+        f"model.down={down}",
+        f"model.up={up}",
+    )
+    build = vkdt_build(config.model, config.train)
+    assert set(defines) <= set(build.defines)
+    assert build.no_alias == bool(no_alias)
+
+
+def test_vkdt_presets_with_all_switches_differ_in_nothing() -> None:
+    for name in ("vkdt-head-w32", "vkdt-head"):
+        config = preset(name, *VKDT_SWITCHES)
+        assert training_differences(config) == []
+    assert inference_differences(preset("vkdt-head-w32")) == []
+    # 4 network levels here, 6 in kpn: the same output with add and levels >= 2 passed
+    assert preset("vkdt-head-w32").infer.levels == 6
+    assert inference_differences(preset("vkdt-head-w32", "infer.levels=4")) == []
+
+
+def test_w64_inference_difference() -> None:
+    assert inference_differences(preset("vkdt-head")) == [
+        "model.width = 64: kpn reads the weights with in_width 32 (kpn/main.c), kpn-t writes "
+        "them with in_width WIDTH: this is not the trained network"
+    ]
+
+
+def test_w64_in_the_head_layout_runs_as_trained() -> None:
+    """A head-layout file is read by kpn as written: no in_width difference; kpn-t,
+    which trains all units, says so for a model.vkdt_head_layout config."""
+    config = preset("vkdt-head", "model.vkdt_head_layout=true", *VKDT_SWITCHES)
+    assert inference_differences(config, "head") == []
+    assert training_differences(config) == [
+        "model.vkdt_head_layout = true: kpn-t trains every unit of the first hidden layer "
+        "(and writes kpn-t's layout)"
+    ]
+    pfm = graph_files(
+        config, "w.lut", noise_a=1, noise_b=2, weights_out="o", init_weights=None, layout="head"
+    )[0].text
+    assert "in_width" not in pfm and "computes otherwise" not in pfm
+    # WIDTH 64 compiles as shipped: no patch note; WIDTH 32 needs the include patch
+    assert "include-order patch" not in pfm
+    w32 = inference_graph("w.lut", preset("vkdt-head-w32"), source="pfm", noise_a=0, noise_b=0)
+    assert "apply docs/vkdt.md's include-order patch" in w32
+
+
+def test_run_lines_write_kpns_linear_output() -> None:
+    """vkdt cli inserts colenc (rec709, 709 curve) unless told bt2020 and linear."""
+    for text in (GOLDEN_PFM, GOLDEN_RAW):
+        run_line = next(line for line in text.splitlines() if line.startswith("# run:"))
+        assert "--format o-pfm --filename denoised --colour-prim bt2020 --colour-trc linear" in (
+            run_line
+        )
+    assert "--to-vkdt" in GOLDEN_PFM and "--from-vkdt" in GOLDEN_PFM
+    assert "--from-vkdt" in GOLDEN_RAW
+
+
+def test_design_differences() -> None:
+    model_lines = [
+        "model.down = 'box2': this build's pyramid goes down by box2_vkdt",
+        "model.denoise_levels = 0: apply.comp filters only levels 0 and 1",
+        "model.block_transpose = false: fwd.h stores the kernels transposed in blocks of 16 "
+        "pixels (since 4c5e4782)",
+        "model.precision = 'fp32': vkdt computes in float16",
+    ]
+    assert inference_differences(vkdt_design()) == [
+        *model_lines,
+        "infer.levels = 4: kpn infers with 6 levels",
+    ]
+    assert training_differences(vkdt_design()) == [
+        *model_lines,
+        "model.vkdt_kernel_grad_untransposed = false: kpn-t's backward pass reads the kernel "
+        "gradient untransposed (its gradients do not belong to its forward pass)",
+        "train.loss_reduction = 'mean': loss.comp sums over pixels",
+        "train.lr_schedule / warmup_steps: kpn-t's alpha is constant",
+        "train.vkdt_grad_clip = false: kpn-t clips by GRAD_SCALE times the norm of only the "
+        "first ceil(N/32) gradient entries (norm.comp), not the whole gradient's norm",
+        "train.vkdt_bias_correction = false: adam.comp corrects the moments only before frame 5000",
+        "train.vkdt_f16_state = false: adam.comp stores weights and moments as float16",
+        "data.tile = 64, data.batch = 16: cnngenin cuts one 64x64 tile per step",
+    ]
+    text = training_graph(vkdt_design(), weights_out="w", init_weights=None)
+    assert "# vkdt HEAD (ce12d6ed) trains otherwise than this config:\n#   model.down" in text
+
+
+def test_feature_and_gradient_stop_differences() -> None:
+    config = preset("vkdt-head", "model.features=star15", "model.gradient_stop=false")
+    lines = training_differences(config)
+    assert "model.features = 'star15': input.glsl feeds patch8x8 at WIDTH 64" in lines
+    assert (
+        "model.gradient_stop = false: this build's dup.comp zeroes the gradient into coarser "
+        "levels" in lines
+    )
+
+
+def test_vkdt_float() -> None:
+    assert [vkdt_float(x) for x in (0.003, 1e-4, 1000, 0, 65535000.0, 1e30)] == [
+        "0.003",
+        "0.0001",
+        "1000.0",
+        "0.0",
+        "65535000.0",
+        "1e+30",
+    ]
+    with pytest.raises(ValueError, match="not finite"):
+        vkdt_float(float("nan"))
+    with pytest.raises(ValueError, match="source"):
+        inference_graph("w.lut", vkdt_design(), source="jpg", noise_a=0, noise_b=0)
+
+
+# --- vkdt's reader and module declarations -------------------------------------------------
+def all_graphs() -> list[tuple[str, str]]:
+    out = []
+    for name in PRESETS:
+        config = load_config(CONFIGS / f"{name}.toml")
+        for init in (None, "start.lut"):
+            for graph in graph_files(
+                config,
+                "weights.lut",
+                noise_a=123.5,
+                noise_b=0.25,
+                weights_out="w",
+                init_weights=init,
+            ):
+                out.append((f"{name}/{graph.name}/{init}", graph.text))
+    return out
+
+
+@pytest.mark.parametrize(("name", "text"), all_graphs(), ids=[n for n, _ in all_graphs()])
+def test_graph_obeys_vkdt(name: str, text: str) -> None:
+    # graph-io.c reads "%[^\n]": an empty line repeats the previous one, and a last line
+    # without newline is dropped
+    assert text.endswith("\n") and not text.endswith("\n\n")
+    lines = text[:-1].split("\n")
+    assert all(line.strip() for line in lines)
+    modules: dict[tuple[str, str], str] = {}
+    inputs_taken: set[tuple[str, str, str]] = set()
+    for line in lines:
+        if line.startswith("#"):
+            continue
+        command, _, rest = line.partition(":")
+        if command in ("frames", "fps"):
+            assert re.fullmatch(r"[0-9]+", rest), line
+            continue
+        if command == "module":
+            module, inst = rest.split(":")
+            assert module in CONNECTORS and len(inst) <= 8, line  # dt_token: 8 characters
+            assert (module, inst) not in modules, line
+            modules[(module, inst)] = module
+        elif command == "connect":
+            m0, i0, c0, m1, i1, c1 = rest.split(":")
+            assert (m0, i0) in modules and (m1, i1) in modules, line
+            assert CONNECTORS[m0][c0] in ("write", "source"), line
+            assert CONNECTORS[m1][c1] in ("read", "sink"), line
+            assert (m1, i1, c1) not in inputs_taken, line
+            inputs_taken.add((m1, i1, c1))
+        elif command == "param":
+            module, inst, param, value = rest.split(":", 3)
+            assert (module, inst) in modules, line
+            kind = PARAMS[module][param]  # type: ignore[index]
+            assert len(param) <= 8, line
+            if kind == "int":
+                assert re.fullmatch(r"-?[0-9]+", value), line
+            elif kind == "float":
+                float(value)  # strtof reads Python's repr
+            else:
+                assert value and ":" not in value, line
+        else:
+            pytest.fail(f"not a vkdt graph line: {line!r}")
+    # every read connector of kpn / kpn-t is fed
+    for (module, inst), _ in modules.items():
+        if module in ("kpn", "kpn-t"):
+            needed = {"input", "w"} if module == "kpn" else {"input", "ref", "noiseab"}
+            assert {c for m, i, c in inputs_taken if (m, i) == (module, inst)} >= needed
+
+
+def vkdt_file(path: str) -> str:
+    if not (VKDT_REPO / "HEAD").exists():
+        pytest.skip(f"no vkdt checkout at {VKDT_REPO} (set VKDT_REPO)")
+    result = subprocess.run(
+        ["git", "-C", str(VKDT_REPO), "show", f"HEAD:{path}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"{path} not in {VKDT_REPO}")
+    return result.stdout
+
+
+@pytest.mark.parametrize("module", sorted(CONNECTORS))
+def test_tables_match_vkdts_module_files(module: str) -> None:
+    connectors = {}
+    for line in vkdt_file(f"src/pipe/modules/{module}/connectors").splitlines():
+        name, direction, *_ = line.split(":")
+        connectors[name] = direction
+    assert connectors == CONNECTORS[module]
+    if PARAMS[module] is not None:
+        params = {}
+        for line in vkdt_file(f"src/pipe/modules/{module}/params").splitlines():
+            name, kind, *_ = line.split(":")
+            params[name] = kind
+        assert params == PARAMS[module]
+
+
+def test_shipped_build_matches_vkdts_config_h() -> None:
+    text = vkdt_file("src/pipe/modules/kpn-t/config.h")
+    active = {
+        line.split("//")[0].strip() for line in text.splitlines() if line.startswith("#define ")
+    }
+    build = vkdt_build(preset("vkdt-head").model, preset("vkdt-head").train)
+    for define in build.defines:
+        if define.startswith("//"):
+            name = define.split()[-1]
+            assert not any(a.split()[1] == name for a in active), define
+        else:
+            assert define in active, define
+
+
+def test_kpn_only_loss_trains_with_smape_in_vkdt() -> None:
+    config = vkdt_design("train.loss=psnr")
+    assert "#define LOSS LOSS_SMAPE" in vkdt_build(config.model, config.train).defines
+    assert "train.loss = 'psnr': kpn's own loss; vkdt's build trains with LOSS_SMAPE" in (
+        training_differences(config)
+    )
