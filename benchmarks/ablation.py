@@ -33,7 +33,7 @@ from report import ROOT, markdown_table, provenance, write_csv, write_text
 BASE_CONFIG = "configs/quick.toml"  # relative to the repository root
 RESULT = "ablation.json"
 
-# vkdt HEAD's shipped network (config.h), and what SPEC 10 lists as its defects
+# vkdt HEAD's shipped network (config.h), and what docs/design.md §10 lists as its defects
 HEAD_MODEL = {
     "model.down": "binomial5",
     "model.up": "bilinear",
@@ -90,7 +90,11 @@ QUESTIONS: dict[str, list[str]] = {
     "Loss": ["base", "loss-l2", "loss-cosh"],
     "Pyramid levels": ["levels-1", "levels-2", "levels-3", "base", "levels-5", "levels-6"],
     "Filtered levels": ["base", "denoise-levels-2"],
-    "vkdt HEAD's defects (SPEC 10)": ["head-fixed", "head-defects", "head-defects-true-gradient"],
+    "vkdt HEAD's defects (design §10)": [
+        "head-fixed",
+        "head-defects",
+        "head-defects-true-gradient",
+    ],
 }
 QUICK_VARIANTS = ["base", "levels-2", "head-defects"]
 HEAD_NOTE = (
@@ -121,16 +125,16 @@ def child(args: argparse.Namespace) -> None:
     """Train one variant from one seed in this process; its result as JSON on stdout."""
     import torch
 
-    from kpn.train.loop import build_parser, train
+    from kpn.config import apply_overrides, load_config
+    from kpn.train.loop import Plan, train
 
     torch.set_num_threads(args.threads)
     run_dir = Path(args.work) / f"{args.child}-seed{args.seed}"
     shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished earlier attempt
-    argv = ["--config", str(ROOT / BASE_CONFIG), "--out", str(run_dir), "--seed", str(args.seed)]
-    for setting in overrides(args.child, args.steps, args.quick):
-        argv += ["--set", setting]
+    settings = overrides(args.child, args.steps, args.quick)
+    config = apply_overrides(load_config(ROOT / BASE_CONFIG), settings)
     start = time.perf_counter()
-    final = train(build_parser().parse_args(argv)).final
+    final = train(Plan(config, run_dir), seed=args.seed).final
     result = {
         "variant": args.child,
         "seed": args.seed,

@@ -31,7 +31,7 @@ import torch
 
 from kpn.config import DataConfig, load_config
 from kpn.data.loader import make_dataset, make_loader
-from kpn.io.images import write_pfm
+from kpn.io.pfm import write_pfm
 from kpn.model.network import KPN
 from kpn.train.allocator import keep_freed_memory
 from kpn.train.loss import kpn_loss

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from kpn.config import apply_overrides, load_config
 from kpn.io.atomic import atomic_output
+from kpn.io.run_folder import RunFolder
 
 from report import ROOT, markdown_table, provenance, write_text
 
@@ -161,7 +162,7 @@ def read_curve(run_dir: Path, name: str, seed: int) -> Curve | None:
 def run(name: str, seed: int, args: argparse.Namespace) -> Curve | None:
     run_dir = Path(args.runs) / f"{name}-seed{seed}"
     wanted = apply_overrides(load_config(BASE_CONFIG), settings(name, args.steps))
-    config_file = run_dir / "config.toml"
+    config_file = RunFolder(run_dir).config
     # compared as configs, not text: a key added since keeps its default in the old file
     if config_file.is_file() and load_config(config_file) == wanted:
         curve = read_curve(run_dir, name, seed)
@@ -195,7 +196,7 @@ def held_out_psnr(run_dir: Path) -> tuple[float, float]:
 
     from kpn.infer.denoiser import Denoiser
     from kpn.infer.weights import load_weights
-    from kpn.io.images import read_pfm
+    from kpn.io.pfm import read_pfm
     from kpn.metrics import psnr
 
     loaded = load_weights(run_dir)

@@ -12,7 +12,7 @@ Noise, two settings:
 - camera: the Gaussian-Poissonian noise of a Sony ILCE-7M3 (darktable's measured
   profiles) at high ISO, pushed in exposure by k EV as photographers do: the raw signal
   is 2^-k of the image, so the profile (a, b) of the pushed image is (a 4^k, b 2^k). The
-  noise is SPEC 8's, added to the linear image; PSNR linear and sRGB.
+  noise is docs/design.md §8's, added to the linear image; PSNR linear and sRGB.
 - sRGB Gaussian sigma 15, 25, 50 (of 255), added to the sRGB-encoded image: the setting
   of the denoising literature. Every method sees the encoded values; ours is told the
   profile (a, b) = ((sigma / 255 * 65535)^2, 0), the same noise on its 0..65535 scale.
@@ -96,7 +96,7 @@ def srgb_condition(sigma: float) -> Condition:
     return Condition(f"sRGB sigma {sigma:g}", "srgb", (sigma / 255 * U16) ** 2, 0.0, sigma / 255)
 
 
-# Sony ILCE-7M3, darktable 4.2.1 data/noiseprofiles.json, green channel, on SPEC 8's
+# Sony ILCE-7M3, darktable 4.2.1 data/noiseprofiles.json, green channel, on design §8's
 # 0..65535 scale (kpn.io.nprof.read_darktable), 5 significant digits
 CAMERA = "Sony ILCE-7M3"
 CONDITIONS = (

@@ -15,8 +15,9 @@ against the bfloat16 limit. Medians of ``--repeats``.
 Sections of ``speed.md``:
 
 - stages: the forward pass of a 1 Mpx image and a training step of ``--config``'s batch,
-  per stage (``torch.profiler`` over the ``record_function`` labels of ``kpn.model.network``:
-  pyramid, features, mlp, kernel_weights, apply, blend, copies; a training step's MLP,
+  per stage (``torch.profiler`` over the ``record_function`` labels of ``kpn.model.network``
+  and ``kpn.model.level_filter``: pyramid, features, mlp, kernel_weights, apply, blend,
+  copies; a training step's MLP,
   kernel weights and apply are one ``band``, :mod:`kpn.model.band`); the training step's
   backward pass and optimiser as one row each;
 - training: a step of ``--config``'s batch and tile (forward, loss, backward, gradient
@@ -367,8 +368,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{small.get('batch', config.data.batch)} tiles of {small.get('tile', config.data.tile)}"
         " px)",
         "",
-        "Stages by `torch.profiler` over kpn.model.network's `record_function` labels (forward "
-        "stages only; the backward pass is one row); the profiler adds its own overhead.",
+        "Stages by `torch.profiler` over the `record_function` labels of kpn.model.network "
+        "and kpn.model.level_filter (forward stages only; the backward pass is one row); "
+        "the profiler adds its own overhead.",
         "",
         markdown_table(header, table),
         "",

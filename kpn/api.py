@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 from kpn.config import Config
-from kpn.errors import KpnError
+from kpn.errors import KpnError, ParameterError, mention
 from kpn.infer.denoiser import Denoiser
+from kpn.infer.profile import NOISE_RANGE, valid_noise
 from kpn.infer.weights import load_weights, shipped_weights
 
 Image = TypeVar("Image", np.ndarray, torch.Tensor)
@@ -150,12 +151,13 @@ def _profiles(profile: object, count: int, batched: bool) -> np.ndarray:
     try:
         array = np.asarray(profile, dtype=np.float64)
     except (TypeError, ValueError):
-        raise KpnError(f"profile {profile!r}: expected {wanted}") from None
+        raise ParameterError("profile", profile, f"expected {wanted}") from None
     if array.shape != (2,) and (not batched or array.shape != (count, 2)):
-        raise KpnError(f"profile of shape {list(array.shape)}: expected {wanted}")
-    if not np.isfinite(array).all() or (array < 0).any():
-        raise KpnError(
-            f"profile {array.tolist()}: a and b are noise variances (0..65535 scale), "
-            "finite and >= 0"
+        raise KpnError(f"{mention('profile')} of shape {list(array.shape)}: expected {wanted}")
+    if not valid_noise(array):
+        raise ParameterError(
+            "profile",
+            array.tolist(),
+            f"a and b are noise variances (0..65535 scale), {NOISE_RANGE}",
         )
     return np.broadcast_to(array, (count, 2))

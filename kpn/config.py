@@ -35,7 +35,7 @@ TrainPrecision = Literal["model", "bf16"]
 LossReduction = Literal["sum", "mean"]
 LrSchedule = Literal["constant", "cosine"]
 
-# The input width each feature extractor produces (SPEC 2).
+# The input width each feature extractor produces (docs/design.md §2).
 FEATURE_CHANNELS = {"star15": 32, "star15_snr": 32, "patch8x8": 64}
 # Inputs that vkdt's input.glsl computes; others run in kpn only.
 VKDT_FEATURES = ("star15", "patch8x8")
@@ -45,8 +45,9 @@ VKDT_INFERENCE_IN_WIDTH = 32
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The network and the pyramid around it (SPEC 1-5, 10). Defaults: the design preset,
-    but W 32 (the width vkdt's kpn module reads; configs/design.toml sets 64).
+    """The network and the pyramid around it (design §1-§5, §10). Defaults: the design
+    (configs/design.toml), which runs in kpn only (its star15_snr input, and W 64, which
+    vkdt's kpn module misreads: configs/photos-vkdt-w32.toml is the model for vkdt).
 
     ``precision = "vkdt-f16"`` computes as vkdt's inference graph stores: the module's
     input M_0 and output O_0 in float32 (the i-pfm and o-pfm connectors), every other
@@ -66,17 +67,17 @@ class ModelConfig:
     down: DownFilter = "box2"  # pyramid reduction; box2 is the original 2x2 mip
     up: UpFilter = "bspline"  # expansion for details and reconstruction
     mlp_input: MlpInput = "mip"  # X of each level: its mip M_i or its detail D_i
-    blend: Blend = "mix"  # coarse-to-fine reconstruction (SPEC 5)
+    blend: Blend = "mix"  # coarse-to-fine reconstruction (design §5)
     features: Features = "star15_snr"  # per-pixel input; star15_snr: taps in noise units
     noise_luminance: NoiseLuminance = "x"  # sigma channel from X (vkdt) or the low-pass M_i
-    width: int = 32  # hidden width W; vkdt builds 32 or 64
+    width: int = 64  # hidden width W; vkdt builds 32 or 64, its kpn module reads 32
     n_hidden: int = 6  # hidden layers, as tiny-cuda-nn's fully fused MLP in vkdt
     activation: Activation = "leaky_relu"  # vkdt's default hidden activation (slope 0.001)
     kernel_activation: KernelActivation = "softmax"  # kernel weights always normalised
     alpha_activation: AlphaActivation = "sigmoid"  # blend weight kept in [0, 1], smooth
     denoise_levels: int = 0  # filter only levels < this; 0 = all (vkdt HEAD: 2)
     gradient_stop: bool = False  # vkdt's training: no gradient from level 0 into coarser
-    block_transpose: bool = False  # vkdt HEAD's kernel store bug since 2026-01 (SPEC 10)
+    block_transpose: bool = False  # vkdt HEAD's kernel store bug since 2026-01 (design §10)
     vkdt_kernel_grad_untransposed: bool = False  # ... and its backward, which ignores it
     precision: Precision = "fp32"  # bf16: hidden products in bfloat16; vkdt-f16: vkdt f16
     vkdt_matmul: VkdtMatmul = "coopmat"  # vkdt-f16 only: GPUs with cooperative matrices
@@ -124,12 +125,12 @@ class ModelConfig:
         if self.mlp_input != wanted_input:
             raise KpnError(
                 f"{where}: model.blend = '{self.blend}' needs model.mlp_input = "
-                f"'{wanted_input}', not '{self.mlp_input}' (SPEC 5)"
+                f"'{wanted_input}', not '{self.mlp_input}' (docs/design.md §5)"
             )
 
 
 DataSource = Literal["deadleaves", "clean", "pairs"]
-RawMode = Literal["half", "demosaic", "mosaic"]  # kpn.io.images.RAW_MODES
+RawMode = Literal["half", "demosaic", "mosaic"]  # kpn.io.raw.RAW_MODES
 TileOffset = Literal["anywhere", "inside"]
 NoiseLaw = Literal["uniform", "loguniform", "cameras"]
 NprofScale = Literal["refuse", "u16", "dng", "raw"]
@@ -138,7 +139,7 @@ EV_LIMIT = 16.0  # 2**16 is float16's range, vkdt's tile format
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where training tiles come from and how cnngenin turns them into pairs (SPEC 8)."""
+    """Where training tiles come from and how cnngenin turns them into pairs (design §8)."""
 
     source: DataSource = "deadleaves"  # built in: trains on a fresh machine, no download
     reference_dir: str = ""  # clean and pairs: folder of clean images (PFM, PNG/JPEG/TIFF, raw)
@@ -217,7 +218,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The optimisation (SPEC 6, 7). Adam's defaults are vkdt's kpn-t parameters."""
+    """The optimisation (design §6, §7). Adam's defaults are vkdt's kpn-t parameters."""
 
     loss: Loss = "smape"  # vkdt's shipped LOSS; favours noise reduction
     loss_reduction: LossReduction = "mean"  # vkdt sums; a mean keeps lr independent of tile
@@ -240,7 +241,7 @@ class TrainConfig:
     val_every: int = 100  # steps between validations
     checkpoint_every: int = 250  # steps between checkpoints
     image_every: int = 500  # steps between TensorBoard images and histograms
-    # vkdt's optimiser as it is (SPEC 7, 10), for replaying its training:
+    # vkdt's optimiser as it is (design §7, §10), for replaying its training:
     vkdt_grad_clip: bool = False  # clip by the norm of only the first ceil(N/32) entries
     grad_scale: float = 128.0  # vkdt's GRAD_SCALE, which that norm includes
     vkdt_bias_correction: bool = False  # Adam's bias correction only before frame 5000
@@ -280,7 +281,8 @@ class InferConfig:
 
     levels: int = 0  # network levels at inference; 0 = model.levels (vkdt's kpn uses 6)
     tile: int = 1024  # core side of a tile, pixels of each level; 0 = whole image at once
-    # auto: model.precision, but fp32 as bf16 where the device has native bfloat16 (kpn.infer.denoiser)
+    # auto: model.precision, but fp32 as bf16 where the device has native bfloat16
+    # (kpn.infer.denoiser)
     precision: InferPrecision = "auto"
     nprof_scale: NprofScale = "refuse"  # scale of .nprof files without a scale line (vkdt's)
     # blend the output towards the input where SURE estimates that the network does harm

@@ -11,4 +11,4 @@ fi
 .venv/bin/python -m pip install --quiet -e ".[dev]"
 # kpn's fused C loops (kpn/model/native.py), built once into ~/.cache/kpn; without a C compiler
 # kpn runs its eager torch code instead
-.venv/bin/python -c "from kpn import native; native.library()"
+.venv/bin/python -c "from kpn.model import native; native.library()"

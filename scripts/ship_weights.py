@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from kpn.io.checkpoint import load_checkpoint
+from kpn.io.run_folder import RunFolder
 from kpn.model.summary import parameter_count
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,13 +69,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--notes", default="", help="a paragraph for the card")
     args = parser.parse_args(argv)
     run = Path(args.run)
-    state = load_checkpoint(run / "checkpoint.pt")
+    source = RunFolder(run)
+    state = load_checkpoint(source.checkpoint)
     config = state.config
     model, data, train = config.model, config.data, config.train
     target = ROOT / "weights" / args.name
     target.mkdir(parents=True, exist_ok=True)
-    for name in ("checkpoint.pt", "weights.lut", "config.toml"):
-        shutil.copyfile(run / name, target / name)
+    shipped = RunFolder(target)
+    for original, copy in (
+        (source.checkpoint, shipped.checkpoint),
+        (source.weights, shipped.weights),
+        (source.config, shipped.config),
+    ):
+        shutil.copyfile(original, copy)
     minutes, noisy, denoised = events_summary(run)
 
     def git(*args: str) -> str:

@@ -1,5 +1,9 @@
-"""Fixtures the test modules share: one thread for small tensors, tiny training runs, and
-the checks of their results."""
+"""What the test modules share: one thread for small tensors, tiny training runs and the
+checks of their results, the check of a one-line error, and docs/design.md §2's star taps.
+
+Test modules import the plain helpers and constants (``from conftest import ...``:
+pyproject's ``pythonpath`` puts tests/ on the path) and take the fixtures as arguments.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,48 @@ import pytest
 import torch
 
 from kpn.io.checkpoint import load_checkpoint
+
+# design §2's 15 star taps (dx, dy) in vkdt's order, written out by hand as design §2 lists them
+# them, so that a wrong order in kpn.model.features.STAR15_TAPS is caught, not copied.
+SPEC_STAR15_TAPS = (
+    (0, -2),
+    (-2, -1), (-1, -1), (0, -1), (1, -1), (2, -1),
+    (-1, 0), (0, 0), (1, 0),
+    (-2, 1), (-1, 1), (0, 1), (1, 1), (2, 1),
+    (0, 2),
+)  # fmt: skip
+SPEC_STAR15_CENTRE = 7  # (0, 0): after (0,-2), the five taps at dy=-1 and (-1,0)
+
+
+def assert_one_line_error(
+    error: str | BaseException | pytest.ExceptionInfo[BaseException],
+    *names: object,
+    starts: str = "",
+) -> str:
+    """Check that ``error`` is one line for a user: not empty, no line break (a printed
+    line's final newline aside), no traceback, beginning with ``starts`` and naming each
+    of ``names`` (paths, keys, values; compared as ``str``). Returns the line.
+
+    ``error``: the message, the exception, or what ``pytest.raises`` caught.
+    """
+    if isinstance(error, pytest.ExceptionInfo):
+        error = error.value
+    text = str(error)
+    line = text.removesuffix("\n") if isinstance(error, str) else text
+    assert line.strip(), f"empty message: {error!r}"
+    assert "\n" not in line, text
+    assert "Traceback" not in line, text
+    assert line.startswith(starts), (starts, line)
+    for name in names:
+        assert str(name) in line, (str(name), line)
+    return line
+
+
+def assert_error_line(err: str, *names: object) -> str:
+    """What a command printed to stderr: one line ``error: ...`` naming ``names``
+    (:func:`assert_one_line_error`). Returns the line."""
+    return assert_one_line_error(err, *names, starts="error: ")
+
 
 # A training run of seconds: 2 levels, W 32, one hidden layer, 16x16 tiles. Values are
 # TOML text; tiny_config's "section.key=value" settings change or add to them.
@@ -79,10 +125,7 @@ def error_line(capsys: pytest.CaptureFixture[str]) -> Callable[[], str]:
     to be one line ``error: ...`` without a traceback, and that line."""
 
     def read() -> str:
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith("error: "), err
-        assert "Traceback" not in err[0]
-        return err[0]
+        return assert_error_line(capsys.readouterr().err)
 
     return read
 

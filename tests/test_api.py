@@ -18,15 +18,18 @@ import torch
 import kpn
 import kpn.infer.weights as weights_module
 from kpn.__main__ import main as kpn_main
-from kpn.config import load_config
-from kpn.errors import KpnError
+from kpn.config import MIN_TILE, load_config
+from kpn.errors import KpnError, ParameterError
 from kpn.infer.cli import main as infer_main
 from kpn.infer.denoiser import Denoiser, native_bf16
 from kpn.infer.weights import load_weights
-from kpn.io.images import read_any, write_pfm
-from kpn.train.loop import main as train_main
+from kpn.io.images import read_any
+from kpn.io.pfm import write_pfm
+from kpn.train.cli import main as train_main
 from kpn.vkdt.export import lut_trailer
 from kpn.vkdt.lut import read_lut, write_lut
+
+from conftest import assert_one_line_error
 
 ROOT = Path(__file__).resolve().parent.parent
 DESIGN = ROOT / "tests" / "fixtures" / "design-vkdt.toml"  # the design as vkdt runs it
@@ -119,8 +122,7 @@ def test_run_lut_infers_as_the_run(
     for dtype in ("f16", "f32"):
         argv = ["export", str(trained.run), "-o", str(tmp_path / f"{dtype}.lut"), "--dtype", dtype]
         assert kpn_main(argv) == 0
-        err = capsys.readouterr().err
-        assert err.startswith("warning: ") and "star15_snr" in err and len(err.splitlines()) == 1
+        assert_one_line_error(capsys.readouterr().err, "star15_snr", starts="warning: ")
     assert (tmp_path / "f16.lut").read_bytes() == trained.lut.read_bytes()
     infer(tmp_path / "f32.lut", "f32.pfm")
     assert_image_close(tmp_path / "f32.pfm", read_any(tmp_path / "run.pfm"))
@@ -227,8 +229,7 @@ def test_load_vkdt_lut_needs_config_or_preset(trained: SimpleNamespace, tmp_path
     write_lut(vkdt, matrices, in_width=32, trailer=lut_trailer(loaded.config))
     with pytest.raises(KpnError) as error:
         kpn.load(vkdt)
-    message = str(error.value)
-    assert "\n" not in message and "--config" in message and "--preset vkdt-head-w32" in message
+    assert_one_line_error(error, "--config", "--preset vkdt-head-w32")
     model = kpn.load(vkdt, preset="vkdt-head-w32")
     assert model.config.model.block_transpose and model.denoiser.levels == 6
     assert kpn.load(vkdt, config=DESIGN).config.model == load_config(DESIGN).model
@@ -262,14 +263,14 @@ BAD_INPUTS = {
     "empty": (bad(np.zeros((0, 9, 3), np.float32)), ["no pixels"]),
     "nan": (bad(nan_image()), ["NaN or Inf"]),
     "inf_in_batch": (bad(inf_batch()), ["image 1", "NaN or Inf"]),
-    "negative_a": (bad(profile=(-1.0, B)), ["profile [-1.0, 4.0]", ">= 0"]),
+    "negative_a": (bad(profile=(-1.0, B)), ["profile=[-1.0, 4.0]", ">= 0"]),
     "negative_b": (bad(profile=(A, -0.5)), [">= 0"]),
     "nan_profile": (bad(profile=(float("nan"), B)), ["finite"]),
     "one_number": (bad(profile=A), ["profile of shape []", "(a, b)"]),
     "three_numbers": (bad(profile=(A, B, 1.0)), ["shape [3]"]),
     "per_image_for_one": (bad(profile=[[A, B]]), ["shape [1, 2]"]),
     "batch_rows": (bad(torch.zeros(2, 3, 8, 9), [[A, B]] * 3), ["[2, 2], one (a, b) per image"]),
-    "text": (bad(profile="loud"), ["profile 'loud'"]),
+    "text": (bad(profile="loud"), ["profile='loud'"]),
 }  # fmt: skip
 
 
@@ -279,18 +280,37 @@ def test_bad_inputs_are_one_line(trained: SimpleNamespace, case: str) -> None:
     model = kpn.load(trained.run)
     with pytest.raises(KpnError) as error:
         model(image, profile)  # type: ignore[arg-type]
-    message = str(error.value)
-    assert "\n" not in message
-    for word in words:
-        assert word in message, (word, message)
+    assert_one_line_error(error, *words)
 
 
 def test_load_bad_paths(trained: SimpleNamespace, tmp_path: Path) -> None:
-    with pytest.raises(KpnError, match="no such weights file"):
+    with pytest.raises(KpnError) as error:
         kpn.load(tmp_path / "absent")
-    with pytest.raises(KpnError, match="run or checkpoint"):
+    assert_one_line_error(error, f"path={str(tmp_path / 'absent')!r}: no such weights file")
+    with pytest.raises(KpnError) as error:
         kpn.load(trained.run, preset="vkdt-head-w32")
+    assert_one_line_error(error, "preset='vkdt-head-w32': ", "run or checkpoint", "(preset is")
     with pytest.raises(KpnError, match="leave --preset out"):
         kpn.load(trained.lut, preset="vkdt-head-w32")
     with pytest.raises(KpnError, match="bf16 or vkdt-f16"):
         kpn.load(trained.run, precision="fp16")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "words"),
+    [
+        ({"tile": 5}, [f"tile=5: must be 0 (untiled) or >= {MIN_TILE}"]),
+        ({"tile": "64"}, ["tile='64': must be 0"]),
+        ({"precision": "fp16"}, ["precision='fp16': expected auto, model, fp32"]),
+        ({"device": "gpu"}, ["device='gpu': expected cpu or cuda"]),
+        ({"sure": "yes"}, ["sure='yes': must be True or False"]),
+    ],
+)
+def test_load_errors_name_the_keyword(
+    trained: SimpleNamespace, arguments: dict[str, object], words: list[str]
+) -> None:
+    """The library names its parameters as keywords; no command-line flag appears."""
+    with pytest.raises(ParameterError) as error:
+        kpn.load(trained.run, **arguments)  # type: ignore[arg-type]
+    assert_one_line_error(error, *words)
+    assert "--" not in str(error.value)

@@ -111,6 +111,7 @@ def test_scores_by_hand() -> None:
     assert clipped["psnr_srgb"] == math.inf  # scored as displayed: clipped to [0, 1]
 
 
+@pytest.mark.slow
 def test_quality_quick_end_to_end(tmp_path: Path, lut: Path) -> None:
     out = tmp_path / "results"
     done = run_script(
@@ -163,6 +164,7 @@ def test_quality_quick_end_to_end(tmp_path: Path, lut: Path) -> None:
         assert (out / picture).read_bytes().startswith(b"\x89PNG")
 
 
+@pytest.mark.slow
 def test_quality_kpn_only_leaves_out_the_classical_methods(tmp_path: Path, lut: Path) -> None:
     out = tmp_path / "results"
     done = run_script("quality.py", "--quick", "--model", f"s={lut}", "--out", out, "--only-kpn")
@@ -171,6 +173,7 @@ def test_quality_kpn_only_leaves_out_the_classical_methods(tmp_path: Path, lut: 
     assert methods == {"noisy", "kpn s", "kpn s, no SURE"}
 
 
+@pytest.mark.slow
 def test_quality_bad_weights_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
     out = tmp_path / "results"
     done = run_script(
@@ -200,6 +203,7 @@ def test_every_ablation_question_compares_known_variants() -> None:
     assert all(len(members) >= 2 for members in ablation.QUESTIONS.values())
 
 
+@pytest.mark.slow
 def test_ablation_quick_end_to_end_and_resume(tmp_path: Path) -> None:
     out, work = tmp_path / "results", tmp_path / "work"
     done = run_script("ablation.py", "--quick", "--out", out, "--work", work)
@@ -219,12 +223,14 @@ def test_ablation_quick_end_to_end_and_resume(tmp_path: Path) -> None:
     assert read_csv(out / "ablation.csv") == rows
 
 
+@pytest.mark.slow
 def test_ablation_unknown_variant(tmp_path: Path) -> None:
     done = run_script("ablation.py", "--quick", "--only", "nosuch", "--out", tmp_path / "o")
     assert done.returncode == 2 and "nosuch" in done.stderr and not (tmp_path / "o").exists()
 
 
 # --- speed ---------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_speed_quick_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "results"
     done = run_script("speed.py", "--quick", "--baseline", "HEAD", "--out", out)
@@ -252,6 +258,7 @@ def test_speed_quick_end_to_end(tmp_path: Path) -> None:
     assert "baseline" not in worktrees.stdout  # removed again
 
 
+@pytest.mark.slow
 def test_quality_cbm3d_at_and_classical_from(tmp_path: Path, lut: Path) -> None:
     first, second = tmp_path / "first", tmp_path / "second"
     mid = quality.QUICK_CONDITIONS[0].name

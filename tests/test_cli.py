@@ -10,6 +10,8 @@ import pytest
 
 from kpn.__main__ import main
 
+from conftest import assert_error_line
+
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 DESIGN = str(CONFIGS / "design.toml")
 
@@ -18,17 +20,6 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     captured = capsys.readouterr()
     return code, captured.out, captured.err
-
-
-def assert_error_line(err: str, *words: str) -> None:
-    """Exactly one line, ``error: ...``, naming ``words``, and no traceback."""
-    assert err.endswith("\n")
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: ")
-    assert "Traceback" not in err
-    for word in words:
-        assert word in lines[0]
 
 
 class TestSummary:

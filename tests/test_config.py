@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from kpn.config import (
+    BASE_KEY,
     Config,
     DataConfig,
     InferConfig,
@@ -15,12 +17,15 @@ from kpn.config import (
     TrainConfig,
     apply_overrides,
     config_from_dict,
+    config_to_dict,
     config_to_toml,
     load_config,
 )
 from kpn.errors import KpnError
 from kpn.model.network import KPN
 from kpn.model.summary import parameter_count
+
+from conftest import assert_one_line_error
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 PRESETS = sorted(CONFIGS.glob("*.toml"))
@@ -30,12 +35,6 @@ def write(tmp_path: Path, text: str, name: str = "config.toml") -> Path:
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def one_line(error: pytest.ExceptionInfo[KpnError]) -> str:
-    message = str(error.value)
-    assert message and "\n" not in message
-    return message
 
 
 # ----------------------------------------------------------------------- presets
@@ -68,15 +67,16 @@ def test_vkdt_head_parameter_count() -> None:
 
 
 def test_design_is_the_default() -> None:
-    """ModelConfig's defaults are documented as the design preset, at W 32."""
-    # the design model is the default model but for its width; its training settings are
-    # the sound ones
-    design = load_config(CONFIGS / "design.toml").model
-    assert dataclasses.replace(design, width=32) == Config().model
+    """ModelConfig's defaults are the design's model, every key (W 64 included); the
+    design's training settings are its own, not TrainConfig's vkdt defaults."""
+    design = load_config(CONFIGS / "design.toml")
+    assert design.model == ModelConfig() == Config().model
+    assert ModelConfig().width == 64
+    assert design.train != TrainConfig()
 
 
 def test_vkdt_head_is_the_shipped_build() -> None:
-    """SPEC 10: WIDTH 64 (patch8x8), APPLY_PLAIN, ALPHA_CONST, leaky relu, LOSS_SMAPE,
+    """docs/design.md §10: WIDTH 64 (patch8x8), APPLY_PLAIN, ALPHA_CONST, leaky relu, LOSS_SMAPE,
     PRE_MLP_DIFF with NO_ALIAS (binomial5, bilinear, detail, add), block transpose,
     levels >= 2 passed through, gradient stop, float16; trains 4 levels, infers 6."""
     config = load_config(CONFIGS / "vkdt-head.toml")
@@ -120,9 +120,13 @@ def test_vkdt_head_w32_differs_from_head_only_in_width_and_input() -> None:
     "name", ["vkdt-head.toml", "vkdt-head-w32.toml", "vkdt-2024-02.toml", "photos-vkdt-w32.toml"]
 )
 def test_vkdt_presets_take_the_coopmat_path(name: str) -> None:
-    """The presets' matrix path is the cooperative-matrix one; each names the switch."""
+    """The presets' matrix path is the cooperative-matrix one, the default; the preset
+    that makes a model vkdt-f16 names the switch in a comment."""
     assert load_config(CONFIGS / name).model.vkdt_matmul == "coopmat"
-    assert 'vkdt_matmul = "coopmat"' in (CONFIGS / name).read_text()
+    path = CONFIGS / name
+    while 'precision = "vkdt-f16"' not in path.read_text():
+        path = CONFIGS / tomllib.loads(path.read_text())[BASE_KEY]
+    assert 'vkdt_matmul "coopmat" (the default)' in path.read_text()
     fallback = apply_overrides(load_config(CONFIGS / name), ["model.vkdt_matmul=fallback"])
     assert fallback.model.vkdt_matmul == "fallback"
 
@@ -178,8 +182,8 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
 
 
 def test_partial_section_keeps_other_defaults(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, "[model]\nwidth = 64\n[infer]\nlevels = 6\n"))
-    assert config.model == ModelConfig(width=64)
+    config = load_config(write(tmp_path, "[model]\nwidth = 32\n[infer]\nlevels = 6\n"))
+    assert config.model == ModelConfig(width=32)
     assert config.infer.levels == 6
     assert config.train == TrainConfig()
 
@@ -233,24 +237,20 @@ def test_bad_file(tmp_path: Path, text: str, words: list[str]) -> None:
     path = write(tmp_path, text)
     with pytest.raises(KpnError) as error:
         load_config(path)
-    message = one_line(error)
-    assert str(path) in message  # every message names the file
-    for word in words:
-        assert word in message
+    assert_one_line_error(error, path, *words)  # every message names the file
 
 
 def test_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "nowhere.toml"
     with pytest.raises(KpnError) as error:
         load_config(path)
-    message = one_line(error)
-    assert str(path) in message and "not found" in message
+    assert_one_line_error(error, path, "not found")
 
 
 def test_directory_instead_of_file(tmp_path: Path) -> None:
     with pytest.raises(KpnError) as error:
         load_config(tmp_path)
-    assert str(tmp_path) in one_line(error)
+    assert_one_line_error(error, tmp_path)
 
 
 def test_not_utf8(tmp_path: Path) -> None:
@@ -258,13 +258,13 @@ def test_not_utf8(tmp_path: Path) -> None:
     path.write_bytes(b'[model]\ndown = "b\xf6x2"\n')
     with pytest.raises(KpnError) as error:
         load_config(path)
-    assert str(path) in one_line(error)
+    assert_one_line_error(error, path)
 
 
 def test_config_from_dict_names_its_source() -> None:
     with pytest.raises(KpnError) as error:
         config_from_dict({"model": {"width": 33}}, "somewhere")
-    assert one_line(error).startswith("somewhere: model.width = 33")
+    assert_one_line_error(error, starts="somewhere: model.width = 33")
 
 
 def test_config_is_frozen() -> None:
@@ -278,13 +278,13 @@ def test_config_is_frozen() -> None:
 class TestOverrides:
     def test_int_bare_string_and_quoted_string(self) -> None:
         config = apply_overrides(
-            Config(), ["model.width=64", "model.down=binomial5", 'train.loss="l2"']
+            Config(), ["model.width=32", "model.down=binomial5", 'train.loss="l2"']
         )
-        assert config.model.width == 64 and isinstance(config.model.width, int)
+        assert config.model.width == 32 and isinstance(config.model.width, int)
         assert config.model.down == "binomial5"
         assert config.train.loss == "l2"
         # everything else untouched
-        assert dataclasses.replace(config.model, width=32, down="box2") == ModelConfig()
+        assert dataclasses.replace(config.model, width=64, down="box2") == ModelConfig()
 
     def test_bool_and_spaces(self) -> None:
         config = apply_overrides(Config(), [" model.gradient_stop = true "])
@@ -305,8 +305,8 @@ class TestOverrides:
 
     def test_input_config_unchanged(self) -> None:
         config = Config()
-        apply_overrides(config, ["model.width=64"])
-        assert config.model.width == 32
+        apply_overrides(config, ["model.width=32"])
+        assert config.model.width == 64
 
     @pytest.mark.parametrize(
         ("override", "words"),
@@ -328,11 +328,10 @@ class TestOverrides:
         ],
     )
     def test_bad_override(self, override: str, words: list[str]) -> None:
+        narrow = Config(model=ModelConfig(width=32))  # patch8x8's 64 inputs need W >= 64
         with pytest.raises(KpnError) as error:
-            apply_overrides(Config(), [override])
-        message = one_line(error)
-        for word in words:
-            assert word in message
+            apply_overrides(narrow, [override])
+        assert_one_line_error(error, *words)
 
 
 # --- base: presets that change only what differs --------------------------------------
@@ -374,3 +373,42 @@ def test_presets_inherit_the_design_model():
     design = load_config(CONFIGS / "design.toml").model
     for name in ("quick.toml", "long.toml", "photos.toml", "photos-tune.toml"):
         assert load_config(CONFIGS / name).model == design, name
+
+
+def repeated_values(path: Path, root: str = "design.toml") -> list[str]:
+    """The keys that a preset file writes with the value its base already resolves to (for
+    ``root``, which names no base: the dataclasses' defaults); a preset other than
+    ``root`` without a base is refused."""
+    tables = tomllib.loads(path.read_text(encoding="utf-8"))
+    base = tables.pop(BASE_KEY, None)
+    if path.name == root:
+        assert base is None, f"{root} is the root: it names no base"
+        under = config_to_dict(Config())
+    else:
+        assert base is not None, f"{path.name} names no base"
+        under = config_to_dict(load_config(path.parent / base))
+    return [
+        f"{section}.{key} = {value!r}"
+        for section, values in tables.items()
+        for key, value in values.items()
+        if under[section][key] == value
+    ]
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.name)
+def test_preset_says_only_what_it_changes(path: Path) -> None:
+    """The design is the root, on the dataclasses' defaults; every other preset names a
+    base, and no preset writes a value that its base (or the defaults) already has."""
+    assert repeated_values(path) == []
+
+
+def test_repeated_values_are_found(tmp_path: Path) -> None:
+    (tmp_path / "root.toml").write_text("[model]\nwidth = 32\nlevels = 4\n")
+    (tmp_path / "child.toml").write_text(
+        'base = "root.toml"\n[model]\nwidth = 32\nlevels = 3\n[train]\nsteps = 7\n'
+    )
+    assert repeated_values(tmp_path / "root.toml", "root.toml") == ["model.levels = 4"]
+    assert repeated_values(tmp_path / "child.toml", "root.toml") == ["model.width = 32"]
+    (tmp_path / "orphan.toml").write_text("[model]\nwidth = 48\n")
+    with pytest.raises(AssertionError, match="names no base"):
+        repeated_values(tmp_path / "orphan.toml", "root.toml")

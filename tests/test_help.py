@@ -9,11 +9,11 @@ import pytest
 
 import kpn.__main__
 import kpn.infer.cli
-import kpn.train.loop
+import kpn.train.cli
 from kpn.cli import plain
 
 PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
-    "train.py": kpn.train.loop.build_parser,
+    "train.py": kpn.train.cli.build_parser,
     "kpn-infer": kpn.infer.cli.build_parser,
     "python -m kpn": kpn.__main__.build_parser,
 }
@@ -30,8 +30,8 @@ def every_parser(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentP
 
 
 def test_plain_turns_markup_into_words() -> None:
-    text = "``python infer.py`` / ``kpn-infer``: see :func:`kpn.vkdt.export.config_for_lut`."
-    assert plain(text) == "python infer.py / kpn-infer: see kpn.vkdt.export.config_for_lut."
+    text = "``python infer.py`` / ``kpn-infer``: see :func:`kpn.vkdt.lut_model.config_for_lut`."
+    assert plain(text) == "python infer.py / kpn-infer: see kpn.vkdt.lut_model.config_for_lut."
 
 
 @pytest.mark.parametrize("name", sorted(PARSERS))
@@ -55,7 +55,7 @@ def last_error_line(capsys: pytest.CaptureFixture[str]) -> str:
 
 def test_train_suggests_the_option_meant(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        kpn.train.loop.main(["--confg", "x.toml"])
+        kpn.train.cli.main(["--confg", "x.toml"])
     assert exit_info.value.code == 2
     line = last_error_line(capsys)
     assert line.startswith("train.py: error: unrecognized arguments: --confg")
@@ -81,7 +81,7 @@ def test_kpn_suggests_the_subcommand_option_meant(capsys: pytest.CaptureFixture[
 
 def test_no_suggestion_for_values(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        kpn.train.loop.main(["--seed", "-3", "--device", "cpu", "stray"])
+        kpn.train.cli.main(["--seed", "-3", "--device", "cpu", "stray"])
     line = last_error_line(capsys)
     assert line == "train.py: error: unrecognized arguments: stray"
 
@@ -99,8 +99,8 @@ def test_short_option_with_its_value_attached_is_no_typo(
     [
         ("kpn-infer", kpn.infer.cli.main, ["photo.pfm", "--weight", "run"], "--weights"),
         ("kpn-infer", kpn.infer.cli.main, ["photo.pfm", "--out=x"], "--output"),
-        ("train.py", kpn.train.loop.main, ["--dev", "cpu"], "--device"),
-        ("train.py", kpn.train.loop.main, ["--conf=x.toml"], "--config"),
+        ("train.py", kpn.train.cli.main, ["--dev", "cpu"], "--device"),
+        ("train.py", kpn.train.cli.main, ["--conf=x.toml"], "--config"),
         ("python -m kpn", kpn.__main__.main, ["summary", "--conf", "x.toml"], "--config"),
         ("python -m kpn", kpn.__main__.main, ["export", "run", "--out", "x.lut"], "--output"),
     ],

@@ -13,8 +13,11 @@ from kpn.data.synthesis import add_noise
 from kpn.infer.cli import main
 from kpn.infer.denoiser import Denoiser
 from kpn.infer.weights import SHIPPED, SHIPPED_DIR, load_weights, shipped_weights
-from kpn.io.images import read_pfm, srgb_to_linear, write_pfm
+from kpn.io.images import srgb_to_linear
+from kpn.io.pfm import read_pfm, write_pfm
 from kpn.metrics import psnr
+
+from conftest import assert_error_line
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
@@ -71,8 +74,7 @@ def test_infer_without_weights_refuses_a_config_nothing_was_shipped_for(tmp_path
     write_pfm(source, np.full((16, 16, 3), 0.5, np.float32))
     code = main([str(source), "--config", str(CONFIGS / "vkdt-head.toml"), "--noise-a", "1"])
     assert code == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "no shipped weights have its [model]" in err
+    assert_error_line(capsys.readouterr().err, "no shipped weights have its [model]")
     assert not (tmp_path / "photo.denoised.pfm").exists()
 
 

@@ -290,7 +290,7 @@ def blur_separable(image: Tensor, taps: Tensor) -> Tensor:
 
     def along(x: Tensor, dim: int) -> Tensor:
         length = x.shape[dim]
-        # SPEC 0's mirror including the edge pixel, for the few pixels a tap reaches
+        # docs/design.md §0's mirror including the edge pixel, for the few pixels a tap reaches
         left = x.narrow(dim, 0, radius).flip(dim)
         right = x.narrow(dim, length - radius, radius).flip(dim)
         padded = torch.cat([left, x, right], dim)

@@ -30,7 +30,8 @@ import numpy as np
 
 from kpn.errors import KpnError
 from kpn.io.atomic import atomic_write_bytes
-from kpn.io.images import read_image, write_pfm
+from kpn.io.images import read_image
+from kpn.io.pfm import write_pfm
 
 MIN_FACTOR = 4  # below this, JPEG blocks and the cameras' noise survive the downscale
 MANIFEST = "manifest.json"

@@ -1,8 +1,8 @@
-"""Training tiles as vkdt's ``cnngenin`` makes them (SPEC 8), seeded and pure.
+"""Training tiles as vkdt's ``cnngenin`` makes them (docs/design.md §8), seeded and pure.
 
 Per tile, in vkdt's order: an exposure ``ev`` uniform in [ev_min, ev_max], a flip (one
 uniform number, its two bits flip x and y), an offset uniform over the whole image (the
-tile mirrored past the edges, SPEC 0), then in the noise modes a profile (a, b) and a
+tile mirrored past the edges, design §0), then in the noise modes a profile (a, b) and a
 standard normal z per pixel and channel. The tile reads image pixel
 ``mirror(offset + (T-1-x if flipped else x))``; both images are multiplied by 2**ev.
 
@@ -101,7 +101,7 @@ def draw_tile(
 
 
 def cut_tile(image: Tensor, draw: TileDraw, tile: int) -> Tensor:
-    """The tile at ``draw``'s offset and flips, mirrored past the edges (SPEC 0).
+    """The tile at ``draw``'s offset and flips, mirrored past the edges (design §0).
 
     ``[C,H,W] -> [C,T,T]``: tile pixel (x, y) reads image pixel
     ``mirror(offset_x + (T-1-x if flip_x else x), W)`` and likewise in y. A tile inside
@@ -161,7 +161,7 @@ def add_noise(image: Tensor, noise_ab: Tensor, generator: torch.Generator) -> Te
 
 
 def bayer_mosaic(image: Tensor) -> Tensor:
-    """SPEC 8's three-channel RGGB mosaic: at pixel (x, y), (x+y) odd -> green, else y odd
+    """Design §8's three-channel RGGB mosaic: at pixel (x, y), (x+y) odd -> green, else y odd
     -> blue, else red; the chosen value is written to all three channels.
 
     ``[...,3,H,W] -> [...,3,H,W]``
@@ -184,7 +184,7 @@ def synthesize(
     cameras: Tensor | None,
     generator: torch.Generator,
 ) -> Sample:
-    """One training tile from an image pair, as cnngenin makes it (SPEC 8).
+    """One training tile from an image pair, as cnngenin makes it (design §8).
 
     Args:
         reference: ``[3,H,W]`` clean image.

@@ -13,7 +13,7 @@ checkpoint, or a ``.lut``. The model's config comes from the run or checkpoint, 
 the kpn section of a ``.lut`` kpn wrote. A ``.lut`` without one (vkdt's) is refused
 unless ``--config`` (which must agree with its trailer and supplies the rest) or
 ``--preset NAME`` (a config in ``configs/``, under the trailer's items) says what it is
-(:func:`kpn.vkdt.export.config_for_lut`). ``--config`` never overrides what the weights
+(:func:`kpn.vkdt.lut_model.config_for_lut`). ``--config`` never overrides what the weights
 record: with a run, checkpoint or kpn's ``.lut`` its ``[model]`` must be the same (its
 ``[infer]`` is used).
 
@@ -43,20 +43,18 @@ configs that cannot be used.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
-import numpy as np
 import torch
 import tqdm
 
 from kpn.cli import Parser
 from kpn.config import InferConfig
-from kpn.errors import KpnError
+from kpn.errors import KpnError, make_folder, require_folder
 from kpn.infer.denoiser import Denoiser
 from kpn.infer.files import (
     FORMAT_EXTENSION,
@@ -69,15 +67,26 @@ from kpn.infer.files import (
     read_source,
     write_output,
 )
-from kpn.infer.profile import NoiseOptions, resolve_profile
+from kpn.infer.profile import NoiseOptions, check_noise_parameter, resolve_profile
 from kpn.infer.weights import load_weights, shipped_weights
 from kpn.io.atomic import atomic_output
 from kpn.io.nprof import read_nprof
 from kpn.metrics import psnr
 from kpn.model.precision import VKDT_MATMULS
 
-FLOAT32_MAX = float(np.finfo(np.float32).max)  # the model computes in float32
-
+# The library's parameters as this command line names them (KpnError.worded).
+FLAGS = {
+    "path": "--weights",
+    "config": "--config",
+    "preset": "--preset",
+    "tile": "--tile",
+    "precision": "--precision",
+    "device": "--device",
+    "vkdt_matmul": "--vkdt-matmul",
+    "sure": "--sure",
+    "noise_a": "--noise-a",
+    "noise_b": "--noise-b",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,19 +152,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_noise_value(name: str, value: float) -> None:
-    """KpnError unless ``value`` is a noise parameter the model can compute with.
-
-    The model runs in float32: a Python float above its range (1e39) would become inf
-    there and fail every file, so it is a usage error like nan.
-    """
-    if not math.isfinite(value) or value < 0 or value > FLOAT32_MAX:
-        raise KpnError(
-            f"{name} {value!r}: a noise parameter is a finite number >= 0 "
-            f"and at most {FLOAT32_MAX:.4g} (float32)"
-        )
-
-
 def _noise_options(args: argparse.Namespace, infer: InferConfig) -> NoiseOptions:
     """The run's noise sources, checked up front (usage errors)."""
     if (args.noise_a is None) != (args.noise_b is None):
@@ -163,12 +159,13 @@ def _noise_options(args: argparse.Namespace, infer: InferConfig) -> NoiseOptions
     unmarked = None if infer.nprof_scale == "refuse" else infer.nprof_scale
     explicit = None
     if args.noise_a is not None:
-        for name, value in (("--noise-a", args.noise_a), ("--noise-b", args.noise_b)):
-            _check_noise_value(name, value)
-        explicit = (float(args.noise_a), float(args.noise_b))
+        explicit = (
+            check_noise_parameter("noise_a", args.noise_a),
+            check_noise_parameter("noise_b", args.noise_b),
+        )
     nprof = read_nprof(args.nprof, unmarked=unmarked) if args.nprof else None  # type: ignore[arg-type]
-    if args.nprof_dir is not None and not Path(args.nprof_dir).is_dir():
-        raise KpnError(f"--nprof-dir {args.nprof_dir}: no such directory")
+    if args.nprof_dir is not None:
+        require_folder(args.nprof_dir, "--nprof-dir")
     options = NoiseOptions(
         explicit, nprof, args.nprof or "", args.nprof_dir, args.noise == "auto", unmarked
     )
@@ -204,10 +201,7 @@ def _check_output_arguments(args: argparse.Namespace, count: int) -> None:
         ):
             raise KpnError(f"-o {args.output} contradicts --format {args.format}")
     if args.out_dir is not None:
-        try:
-            Path(args.out_dir).mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise KpnError(f"--out-dir {args.out_dir}: cannot create ({err.strerror})") from None
+        make_folder(args.out_dir)
     if args.reference is not None and count > 1 and not Path(args.reference).is_dir():
         raise KpnError(f"--reference {args.reference}: a file fits one input; give a folder")
 
@@ -257,7 +251,8 @@ def say(line: str, file: TextIO | None = None) -> None:
 
 
 def _failure_line(error: KpnError, source: Path) -> str:
-    message = str(error).strip().splitlines()[0] if str(error).strip() else "failed"
+    text = error.worded(FLAGS).strip()
+    message = text.splitlines()[0] if text else "failed"
     return message if str(source) in message else f"{source}: {message}"
 
 
@@ -292,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sources, failures = expand_inputs(args.inputs)
         _check_output_arguments(args, len(sources))
     except KpnError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {error.worded(FLAGS)}", file=sys.stderr)
         return 2
     arithmetic = denoiser.config.precision
     if arithmetic == "vkdt-f16":

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from kpn.config import MIN_TILE, InferConfig, ModelConfig
-from kpn.errors import KpnError
+from kpn.errors import ParameterError, mention
 from kpn.infer.sure import sure_blend
 from kpn.model.network import KPN, kpn_forward
 from kpn.model.precision import VKDT_MATMULS
@@ -55,19 +55,27 @@ class Denoiser:
 
         ``vkdt_matmul`` (``--vkdt-matmul``): vkdt's matrix path under the ``vkdt-f16``
         precision, by default the model's (``coopmat`` when the model is not vkdt-f16).
+        A bad argument is a :class:`~kpn.errors.ParameterError` naming it.
         """
         chosen = infer.precision if precision is None else precision
         tile = infer.tile if tile is None else tile
-        if tile != 0 and tile < MIN_TILE:
-            raise KpnError(f"--tile {tile}: must be 0 (untiled) or >= {MIN_TILE}")
+        whole = isinstance(tile, int) and not isinstance(tile, bool)
+        if not whole or (tile != 0 and tile < MIN_TILE):
+            raise ParameterError("tile", tile, f"must be 0 (untiled) or >= {MIN_TILE}")
+        if sure is not None and not isinstance(sure, bool):
+            raise ParameterError("sure", sure, "must be True or False (None: infer.sure's)")
         torch_device = _device(device)
         model_precision = inference_precision(chosen, model.config.precision, torch_device)
         if vkdt_matmul is not None and vkdt_matmul not in VKDT_MATMULS:
-            raise KpnError(f"vkdt matmul {vkdt_matmul!r}: expected one of {list(VKDT_MATMULS)}")
+            raise ParameterError(
+                "vkdt_matmul", vkdt_matmul, f"expected one of {list(VKDT_MATMULS)}"
+            )
         if vkdt_matmul is not None and model_precision != "vkdt-f16":
-            raise KpnError(
-                f"--vkdt-matmul {vkdt_matmul}: vkdt's matrix paths are float16 arithmetic, "
-                f"this run computes in {model_precision} (add --precision vkdt-f16)"
+            raise ParameterError(
+                "vkdt_matmul",
+                vkdt_matmul,
+                "vkdt's matrix paths are float16 arithmetic, this run computes in "
+                f"{model_precision} (add {mention('precision', 'vkdt-f16')})",
             )
         if vkdt_matmul is None:
             own = model.config.vkdt_matmul
@@ -160,7 +168,7 @@ def inference_precision(chosen: str, model_precision: str, device: torch.device)
     ``fp32``, ``bf16`` and ``vkdt-f16`` as named.
     """
     if chosen not in ("auto", "model", "fp32", "bf16", "vkdt-f16"):
-        raise KpnError(f"precision {chosen!r}: expected auto, model, fp32, bf16 or vkdt-f16")
+        raise ParameterError("precision", chosen, "expected auto, model, fp32, bf16 or vkdt-f16")
     if chosen == "model":
         return model_precision
     if chosen == "auto":
@@ -170,9 +178,7 @@ def inference_precision(chosen: str, model_precision: str, device: torch.device)
 
 def _device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
-        raise KpnError("--device cuda: CUDA is not available here (torch sees no GPU)")
+        raise ParameterError("device", name, "CUDA is not available here (torch sees no GPU)")
     if name not in ("cpu", "cuda"):
-        raise KpnError(f"--device {name!r}: expected cpu or cuda")
+        raise ParameterError("device", name, "expected cpu or cuda")
     return torch.device(name)
-
-

@@ -16,25 +16,20 @@ import tifffile
 from kpn.errors import KpnError
 from kpn.io.atomic import atomic_output, atomic_write_bytes
 from kpn.io.images import (
-    IMAGE_EXTENSIONS,
     JPEG_QUALITY,  # write_image's, for the same files
-    PFM_EXTENSIONS,
-    RAW_EXTENSIONS,
-    RawImage,
-    check_finite,
+    READABLE_EXTENSIONS,
     encode_srgb,
     read_any,
-    read_raw,
     write_image,
-    write_pfm,
 )
+from kpn.io.pfm import write_pfm
+from kpn.io.raw import RAW_EXTENSIONS, RawImage, read_raw
+from kpn.io.shared import check_finite
 
 SUFFIX = ".denoised"  # default output: NAME.denoised.EXT beside the input
 FORMAT_EXTENSION = {"pfm": ".pfm", "png": ".png", "tiff": ".tif"}
 WRITABLE = frozenset({".pfm", ".png", ".jpg", ".jpeg", ".tif", ".tiff"})
-INPUT_EXTENSIONS = PFM_EXTENSIONS | IMAGE_EXTENSIONS | RAW_EXTENSIONS
 GLOB_CHARACTERS = frozenset("*?[")
-
 
 
 @dataclass(frozen=True)
@@ -81,7 +76,7 @@ def _is_image_file(path: Path) -> bool:
     """A file kpn-infer reads, not hidden, and not one of its own outputs."""
     return (
         path.is_file()
-        and path.suffix.lower() in INPUT_EXTENSIONS
+        and path.suffix.lower() in READABLE_EXTENSIONS
         and not path.name.startswith(".")
         and SUFFIX + "." not in path.name
     )
@@ -218,5 +213,3 @@ def read_reference(reference: Path, source: Path, image: np.ndarray) -> np.ndarr
             f"the input {image.shape[1]} x {image.shape[0]}"
         )
     return clean
-
-

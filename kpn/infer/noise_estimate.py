@@ -20,7 +20,7 @@ pairs by (iteratively re-weighted) least squares. Here:
 - fit: weighted least squares with weights n / sigma^4 (the variance of a variance
   estimate), re-weighted with the fitted line; alpha and beta are kept >= 0.
 
-Our scale: images are linear with white 1, and (a, b) live on SPEC 8's 0..65535 scale,
+Our scale: images are linear with white 1, and (a, b) live on docs/design.md §8's 0..65535 scale,
 ``sigma^2(x) = (a + 65535 * x * b) / 65535^2``: ``a = alpha * 65535^2``,
 ``b = beta * 65535``.
 

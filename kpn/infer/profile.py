@@ -8,12 +8,30 @@ from pathlib import Path
 
 import numpy as np
 
-from kpn.errors import KpnError
+from kpn.errors import KpnError, ParameterError
 from kpn.infer.noise_estimate import estimate_noise
-from kpn.io.images import (
-    RawImage,
-)
 from kpn.io.nprof import NoiseProfile, find_profile
+from kpn.io.raw import RawImage
+
+# The model computes in float32: a larger (a, b) would become inf there and fail every file.
+NOISE_MAX = float(np.finfo(np.float32).max)
+NOISE_RANGE = f"finite, >= 0 and at most {NOISE_MAX:.4g} (float32)"
+
+
+def valid_noise(values: object) -> bool:
+    """Whether every noise variance in ``values`` (a number or an array) is ``NOISE_RANGE``."""
+    array = np.asarray(values, dtype=np.float64)
+    return bool(np.isfinite(array).all() and (array >= 0).all() and (array <= NOISE_MAX).all())
+
+
+def check_noise_parameter(parameter: str, value: float) -> float:
+    """``value`` as a float, or a :class:`~kpn.errors.ParameterError` naming ``parameter``
+    unless it is a noise variance the model can compute with."""
+    if not valid_noise(value):
+        raise ParameterError(
+            parameter, value, f"a noise variance (0..65535 scale) is {NOISE_RANGE}"
+        )
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -95,5 +113,3 @@ def resolve_profile(
         f"{path}: no noise profile{reason}: give --noise-a and --noise-b, --nprof, "
         "--nprof-dir or --noise auto"
     )
-
-

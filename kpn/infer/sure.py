@@ -42,7 +42,7 @@ ROWS = 256  # rows per chunk of the per-pixel sums: bounded temporaries on large
 
 
 def noise_variance(noisy: Tensor, a: float, b: float) -> Tensor:
-    """Variance of SPEC 8's noise at the noisy values: ``[...] -> [...]``."""
+    """Variance of docs/design.md §8's noise at the noisy values: ``[...] -> [...]``."""
     return (a + U16 * b * noisy.clamp(min=0)) / U16**2
 
 

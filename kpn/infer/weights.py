@@ -12,26 +12,17 @@ import torch
 
 from kpn import presets
 from kpn.config import Config, load_config
-from kpn.errors import KpnError
+from kpn.errors import KpnError, ParameterError, mention
+from kpn.io.checkpoint import TrainingState, load_checkpoint
+from kpn.io.run_folder import RunFolder
 from kpn.model.network import KPN
-from kpn.vkdt.export import (
-    RUN_CHECKPOINT,
-    check_same_model,
-    config_for_lut,
-    load_lut,
-    load_training_state,
-    model_from_state,
-)
 from kpn.vkdt.lut import read_lut
+from kpn.vkdt.lut_model import check_same_model, config_for_lut, load_lut
 
 # The shipped models (kpn/weights/NAME: a run folder with its model card), the first the
 # default when no weights are named.
 SHIPPED_DIR = presets.SHIPPED
 SHIPPED = ("design", "vkdt-w32")
-
-RUN_WEIGHTS = "weights.lut"  # a run directory's vkdt weights (kpn.train.loop.WEIGHTS)
-RUN_CONFIG = "config.toml"  # a run directory's config (kpn.train.loop.CONFIG)
-
 
 
 @dataclass(frozen=True)
@@ -58,7 +49,7 @@ def _from_lut(
 
 
 def load_weights(
-    source: str | os.PathLike[str],
+    path: str | os.PathLike[str],
     config_path: str | os.PathLike[str] | None = None,
     preset: str | None = None,
 ) -> LoadedWeights:
@@ -68,23 +59,27 @@ def load_weights(
     names a config in ``configs/`` for a ``.lut`` that does not say its model. Every
     failure (missing or corrupt file, weights that do not fit, a ``--config`` that
     contradicts them, a ``.lut`` nobody says the model of) is a one-line
-    :class:`KpnError`.
+    :class:`KpnError`; a bad ``path`` or ``preset`` a :class:`~kpn.errors.ParameterError`.
     """
-    path = Path(source)
+    path = Path(path)
     user = load_config(config_path) if config_path is not None else None
     name = str(config_path)
     if not path.exists():
-        raise KpnError(f"{path}: no such weights file or run directory")
+        raise ParameterError("path", path, "no such weights file or run directory")
     if preset is not None and (path.is_dir() or path.suffix.lower() != ".lut"):
-        raise KpnError(
-            f"--preset {preset}: {path} is a run or checkpoint, which says its model "
-            "itself (--preset is for a .lut that does not)"
+        raise ParameterError(
+            "preset",
+            preset,
+            f"{path} is a run or checkpoint, which says its model itself "
+            f"({mention('preset')} is for a .lut that does not)",
         )
-    if path.is_dir() and not (path / RUN_CHECKPOINT).is_file() and (path / RUN_WEIGHTS).is_file():
-        run_config = load_config(path / RUN_CONFIG) if (path / RUN_CONFIG).is_file() else None
-        if run_config is None:
-            raise KpnError(f"{path}: a run directory with {RUN_WEIGHTS} but no {RUN_CONFIG}")
-        loaded = _from_lut(path / RUN_WEIGHTS, run_config, str(path / RUN_CONFIG))
+    run = RunFolder(path)
+    if path.is_dir() and not run.checkpoint.is_file() and run.weights.is_file():
+        if not run.config.is_file():
+            raise KpnError(
+                f"{path}: a run directory with {run.weights.name} but no {run.config.name}"
+            )
+        loaded = _from_lut(run.weights, load_config(run.config), str(run.config))
         if user is not None:
             check_same_model(loaded.config.model, user.model, name, str(path))
             loaded = dataclasses.replace(
@@ -102,25 +97,47 @@ def load_weights(
     return LoadedWeights(model, config, f"{path} (config: the run's, step {state.step})")
 
 
+def load_training_state(source: str | os.PathLike[str]) -> TrainingState:
+    """The checkpoint of a run directory (its ``checkpoint.pt``) or a checkpoint file."""
+    path = Path(source)
+    if path.is_dir():
+        checkpoint = RunFolder(path).checkpoint
+        if not checkpoint.is_file():
+            raise KpnError(f"{path}: a run directory holds {checkpoint.name}, this one does not")
+        path = checkpoint
+    return load_checkpoint(path)
+
+
+def model_from_state(state: TrainingState, where: str) -> KPN:
+    """The trained model of a checkpoint, on the CPU; ``where`` names it in messages."""
+    model = KPN(state.config.model)
+    try:
+        model.load_state_dict(state.model)
+    except (RuntimeError, KeyError, TypeError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
+        raise KpnError(
+            f"{where}: weights do not fit the checkpoint's config ({first_line})"
+        ) from None
+    return model
+
+
 def shipped_weights(config_path: str | None = None) -> Path:
     """The shipped model for ``--config``'s [model] (without one: the design model).
 
     KpnError (one line) when no shipped model has that [model], or none is installed.
     """
-    installed = [name for name in SHIPPED if (SHIPPED_DIR / name / RUN_CHECKPOINT).is_file()]
+    installed = [name for name in SHIPPED if RunFolder(SHIPPED_DIR / name).checkpoint.is_file()]
     if not installed:
-        raise KpnError(f"{SHIPPED_DIR}: no shipped weights here: give --weights")
+        raise KpnError(f"{SHIPPED_DIR}: no shipped weights here: name weights ({mention('path')})")
     if config_path is None:
         if SHIPPED[0] not in installed:
             raise KpnError(f"{SHIPPED_DIR / SHIPPED[0]}: the shipped design model is missing")
         return SHIPPED_DIR / SHIPPED[0]
     wanted = load_config(config_path).model
     for name in installed:
-        if load_config(SHIPPED_DIR / name / RUN_CONFIG).model == wanted:
+        if load_config(RunFolder(SHIPPED_DIR / name).config).model == wanted:
             return SHIPPED_DIR / name
     raise KpnError(
         f"{config_path}: no shipped weights have its [model] (shipped: "
-        f"{', '.join(installed)} in {SHIPPED_DIR}): give --weights"
+        f"{', '.join(installed)} in {SHIPPED_DIR}): name weights ({mention('path')})"
     )
-
-

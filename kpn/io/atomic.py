@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from kpn.errors import KpnError
+from kpn.errors import file_error, os_problem
 
 TOKEN_BYTES = 4  # random bytes in a temporary file's name, written as hex
 
@@ -75,14 +75,14 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
         # os.open with mode 0o666 lets the umask decide permissions, like a plain open().
         os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     except OSError as err:
-        raise KpnError(f"{path}: cannot write ({err.strerror or err})") from None
+        raise file_error(path, os_problem(err, "write")) from None
     try:
         yield temp
         _fsync_file(temp)
         os.replace(temp, target)
     except OSError as err:
         temp.unlink(missing_ok=True)
-        raise KpnError(f"{path}: cannot write ({err.strerror or err})") from None
+        raise file_error(path, os_problem(err, "write")) from None
     except BaseException:
         temp.unlink(missing_ok=True)
         raise

@@ -1,11 +1,11 @@
 """Noise profiles: ``.nprof`` files, their scales, lookup by camera and ISO, darktable import.
 
 A profile (a, b) models the noise of a pixel at signal level x as Gaussian with variance
-``a + b*x`` (SPEC 8). Its numbers depend on the axis x is measured on; three are in use
-(SPEC 10), named here by ``scale``:
+``a + b*x`` (docs/design.md §8). Its numbers depend on the axis x is measured on; three are in use
+(design §10), named here by ``scale``:
 
 - ``"u16"``: x on 0..65535. kpn's ``noise_ab``, vkdt's ``kpn`` module parameters and
-  SPEC 8's synthesis use it: the scale everything is converted to before use.
+  design §8's synthesis use it: the scale everything is converted to before use.
 - ``"dng"``: x on [0, 1], black subtracted and divided by white - black (the DNG
   normalisation). vkdt's ``nprof`` writes it since commit 4b910761 (2026-04-22), and
   darktable's profiles live on this axis. To u16: ``a * 65535**2``, ``b * 65535``.
@@ -31,20 +31,17 @@ from __future__ import annotations
 import json
 import math
 import numbers
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from kpn.errors import KpnError
+from kpn.errors import KpnError, ParameterError, PathLike, make_folder, reading, require_folder
 from kpn.io.atomic import atomic_write_bytes
 
 Scale = Literal["u16", "dng", "raw"]
 SCALES: tuple[Scale, ...] = ("u16", "dng", "raw")
 Method = Literal["interpolate", "nearest"]
-U16 = 65535.0  # SPEC 8's white
-
-PathLike = str | os.PathLike[str]
+U16 = 65535.0  # design §8's white
 
 
 @dataclass(frozen=True)
@@ -84,7 +81,7 @@ class NoiseProfile:
         """The same profile on ``scale``. ``raw_range`` (white - black in raw units) is
         needed to convert to or from ``"raw"``."""
         if scale not in SCALES:
-            raise KpnError(f"noise profile: scale {scale!r} (expected one of {list(SCALES)})")
+            raise ParameterError("scale", scale, f"expected one of {list(SCALES)}")
         if scale == self.scale:
             return self
         # x on the new scale = x * factor, so the variance grows by factor**2.
@@ -105,7 +102,7 @@ class NoiseProfile:
                 "black level (raw_range)"
             )
         if not math.isfinite(raw_range) or raw_range <= 0:
-            raise KpnError(f"{self.file_name}: raw_range {raw_range!r} must be positive")
+            raise ParameterError("raw_range", raw_range, "must be positive")
         return float(raw_range)
 
 
@@ -145,14 +142,8 @@ def read_nprof(path: PathLike, *, unmarked: Scale | None = None) -> NoiseProfile
     for a bad name, a first line that is not two finite numbers >= 0, or other content.
     """
     maker, model, iso = parse_nprof_name(path)
-    try:
+    with reading(path):
         text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise KpnError(f"{path}: no such file") from None
-    except UnicodeDecodeError:
-        raise KpnError(f"{path}: not a text file") from None
-    except OSError as err:
-        raise KpnError(f"{path}: cannot read ({err.strerror or err})") from None
     lines = text.splitlines()
     if not lines or not lines[0].strip():
         raise KpnError(f"{path}: empty first line, expected 'a b'")
@@ -250,11 +241,10 @@ def find_profile(
     """
     folder = Path(directory)
     if method not in ("interpolate", "nearest"):
-        raise KpnError(f"{directory}: method {method!r} (expected 'interpolate' or 'nearest')")
-    if not folder.is_dir():
-        raise KpnError(f"{directory}: no such directory")
+        raise ParameterError("method", method, "expected 'interpolate' or 'nearest'")
+    require_folder(folder)
     if not (isinstance(iso, numbers.Real) and math.isfinite(iso) and iso > 0):
-        raise KpnError(f"{directory}: ISO {iso!r} must be a positive number")
+        raise ParameterError("iso", iso, "must be a positive number")
     iso = float(iso)
     key = camera_key(maker, model)
     by_iso: dict[int, Path] = {}
@@ -359,21 +349,17 @@ def read_darktable(json_path: PathLike, *, scale: Scale = "u16") -> list[NoisePr
     darktable's layout.
     """
     if scale == "raw":
-        raise KpnError(f"{json_path}: darktable's profiles cannot be put on the raw scale")
+        raise ParameterError("scale", scale, "darktable's profiles cannot be put on the raw scale")
     if scale not in SCALES:
-        raise KpnError(f"{json_path}: scale {scale!r} (expected 'u16' or 'dng')")
+        raise ParameterError("scale", scale, "expected 'u16' or 'dng'")
+    with reading(json_path):
+        text = Path(json_path).read_text(encoding="utf-8")
     try:
-        root = json.loads(Path(json_path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise KpnError(f"{json_path}: no such file") from None
-    except UnicodeDecodeError:
-        raise KpnError(f"{json_path}: not a text file") from None
+        root = json.loads(text)
     except json.JSONDecodeError as err:
         raise KpnError(
             f"{json_path}: not JSON (line {err.lineno}, column {err.colno}: {err.msg})"
         ) from None
-    except OSError as err:
-        raise KpnError(f"{json_path}: cannot read ({err.strerror or err})") from None
     if not isinstance(root, dict) or root.get("version") != DARKTABLE_VERSION:
         version = root.get("version") if isinstance(root, dict) else None
         raise KpnError(
@@ -457,11 +443,7 @@ def import_darktable(
     profiles = read_darktable(source, scale=scale)
     if not profiles:
         raise KpnError(f"{source}: holds no noise profile")
-    folder = Path(out_dir)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise KpnError(f"{out_dir}: cannot create ({err.strerror or err})") from None
+    folder = make_folder(out_dir)
     names: dict[str, NoiseProfile] = {}
     for profile in profiles:
         other = names.setdefault(profile.file_name, profile)

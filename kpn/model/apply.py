@@ -1,9 +1,9 @@
-"""Apply (SPEC 4): filter a level's X with its predicted 15-tap star kernels, and alpha.
+"""Apply (docs/design.md §4): filter a level's X with its predicted 15-tap star kernels, and alpha.
 
 vkdt's ``apply.comp``: the kernel weights are normalised by their sum, with guards against
 NaN and runaway values, and the result is clamped to the float16 range. That clamp is part
 of vkdt's float16 arithmetic, so only the ``vkdt-f16`` precision has it
-(:func:`apply_limit`; SPEC 4 has it in every precision): a float32 model keeps HDR values
+(:func:`apply_limit`; vkdt has it in every precision): a float32 model keeps HDR values
 above 65000 as they are.
 """
 
@@ -14,9 +14,8 @@ import math
 import torch
 from torch import Tensor
 
-from kpn.model.features import STAR15_PADDING, STAR15_RADIUS, STAR15_TAPS
+from kpn.model.features import STAR15_RADIUS, STAR15_TAPS
 from kpn.model.precision import F16_LIMIT
-from kpn.model.sampling import pad_symmetric
 
 F16_PRECISION = "vkdt-f16"  # the model precision that emulates vkdt's float16
 SOFTMAX_SCALE = 0.1  # vkdt's sigma_exp: exp(0.1 * x)
@@ -71,32 +70,26 @@ def apply_limit(precision: str) -> float | None:
     (vkdt's float16 range), None (no clamp) for float32 and bfloat16, whose range holds
     any HDR value.
 
-    This departs from SPEC 4, which clamps I.rgb to [-65000, 65000] in every precision
-    (docs/vkdt.md, "Where kpn departs from SPEC"): outside vkdt's float16 the clamp
-    would only cut HDR values, and the vkdt presets, all ``vkdt-f16``, clamp as SPEC 4
-    says.
+    This departs from vkdt (design §4), which clamps I.rgb to [-65000, 65000] in every precision
+    (docs/vkdt.md, "Where kpn departs from vkdt"): outside vkdt's float16 the clamp
+    would only cut HDR values, and the vkdt presets, all ``vkdt-f16``, clamp as vkdt
+    does.
     """
     return F16_LIMIT if precision == F16_PRECISION else None
 
 
-def apply_kernel(x: Tensor, weights: Tensor, limit: float | None = F16_LIMIT) -> Tensor:
-    """Star-shaped convolution: I(p) = sum_k w_k(p) X(p + tap_k), clamped to +-``limit``.
+def apply_kernel_padded(padded: Tensor, weights: Tensor, limit: float | None = F16_LIMIT) -> Tensor:
+    """Star-shaped convolution of an X already padded by ``STAR15_PADDING``:
+    I(p) = sum_k w_k(p) X(p + tap_k), clamped to +-``limit`` (the whole level:
+    :func:`kpn.model.reference.apply_kernel`).
 
     Args:
-        x: ``[B,C,H,W]``.
-        weights: ``[B,15,H,W]``, normalised (:func:`kernel_weights`).
+        padded: ``[B,C,h+4,w+4]``.
+        weights: ``[B,15,h,w]``, normalised (:func:`kernel_weights`).
         limit: the clamp, default vkdt's; None keeps every value (:func:`apply_limit`).
 
     Returns:
-        ``[B,C,H,W]``.
-    """
-    return apply_kernel_padded(pad_symmetric(x, *STAR15_PADDING), weights, limit)
-
-
-def apply_kernel_padded(padded: Tensor, weights: Tensor, limit: float | None = F16_LIMIT) -> Tensor:
-    """:func:`apply_kernel` of an X already padded by ``STAR15_PADDING``.
-
-    ``[B,C,h+4,w+4], [B,15,h,w] -> [B,C,h,w]``
+        ``[B,C,h,w]``.
     """
     height, width = weights.shape[-2:]
     r = STAR15_RADIUS

@@ -1,11 +1,12 @@
 """The training band with a hand-written backward pass: MLP -> softmax kernel -> apply.
 
-Training spends its time in one band of pixels at a time (:func:`kpn.model.network.filter_level`):
-the MLP's products, then the 15-tap softmax and the star filter. Autograd runs that band's
-backward as some hundred small operations per band: the softmax's guards (maximum, NaN
-replacement, clamp) each save and differentiate a 15-channel tensor, the filter's 15 taps
-scatter their gradients into zero-filled copies, and the products meet their gradients in
-transposed layouts that they copy. :func:`band_forward` does the band as one
+Training spends its time in one band of pixels at a time
+(:func:`kpn.model.level_filter.filter_level`): the MLP's products, then the 15-tap softmax
+and the star filter. Autograd runs that band's backward as some hundred small operations
+per band: the softmax's guards (maximum, NaN replacement, clamp) each save and
+differentiate a 15-channel tensor, the filter's 15 taps scatter their gradients into
+zero-filled copies, and the products meet their gradients in transposed layouts that
+they copy. :func:`band_forward` does the band as one
 :class:`torch.autograd.Function` whose backward is the band's own calculus, as vkdt's
 ``dapply`` and ``bck`` shaders are:
 
@@ -18,11 +19,12 @@ transposed layouts that they copy. :func:`band_forward` does the band as one
 It saves the hidden activations (bfloat16 under ``bf16``), the tap weights and I; the
 features and X are not differentiated (the network's input needs no gradient). The
 forward values are the plain path's (:func:`kpn.model.mlp.mlp_forward_planar`,
-:func:`kpn.model.apply.kernel_weights`, :func:`kpn.model.apply.apply_kernel_padded`) to rounding, not
-bit for bit: a batch's pixels go through each product together as contiguous rows, the
-products take their activation fused (:func:`kpn.model.mlp.linear_activated`), and the softmax
-filter and its backward run as :mod:`kpn.model.native`'s C loops where they build (float32
-within 1e-6; bfloat16 within a few of its roundings).
+:func:`kpn.model.apply.kernel_weights`, :func:`kpn.model.apply.apply_kernel_padded`) to
+rounding, not bit for bit: a batch's pixels go through each product together as
+contiguous rows, the products take their activation fused
+(:func:`kpn.model.mlp.linear_activated`), and the softmax filter and its backward run as
+:mod:`kpn.model.native`'s C loops where they build (float32 within 1e-6; bfloat16 within
+a few of its roundings).
 
 It covers what training with the float32 path computes: precision ``fp32`` or ``bf16``,
 ``softmax`` kernels, no vkdt block transpose; :func:`band_applies` says when.

@@ -1,4 +1,4 @@
-"""Reconstruction, coarse to fine (SPEC 5, vkdt's ``up.comp``).
+"""Reconstruction, coarse to fine (docs/design.md §5, vkdt's ``up.comp``).
 
 Each level's output O_i combines the expanded coarser output up(O_{i+1}) with the level's
 filtered image I_i and its alpha a_i:

@@ -1,4 +1,4 @@
-"""Per-pixel network input (SPEC 2): what the MLP sees of one pyramid level.
+"""Per-pixel network input (docs/design.md §2): what the MLP sees of one pyramid level.
 
 Tap order and channel order are vkdt's (``input.glsl``).
 """
@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from kpn.model import native
-from kpn.model.sampling import mirror_index, pad_symmetric
+from kpn.model.sampling import mirror_index
 
 # Rec.2020 luminance weights, as vkdt's luminance_rec2020.
 LUMA_REC2020 = (0.2627002, 0.6779981, 0.0593017)
@@ -62,30 +62,24 @@ def noise_sigma(lum: Tensor, noise_ab: Tensor, level: int) -> Tensor:
     return 0.5**level * torch.sqrt(variance) / NOISE_SCALE
 
 
-def star15_features(x: Tensor, noise_ab: Tensor, level: int, noise_lum: Tensor) -> Tensor:
-    """The 32-channel ``star15`` input.
+def star15_features_padded(
+    padded: Tensor, noise_ab: Tensor, level: int, noise_lum: Tensor
+) -> Tensor:
+    """The 32-channel ``star15`` input of an X already padded by ``STAR15_PADDING``, so that
+    a caller can work on horizontal bands of a level (the whole level:
+    :func:`kpn.model.reference.star15_features`).
 
     Channel 2t is the luminance of tap t, 2t+1 its saturation, 30 the noise sigma at the
     centre, 31 the constant 1 (the bias path of a network without biases).
 
     Args:
-        x: ``[B,3,H,W]``, the level's X (mip or detail).
+        padded: ``[B,3,h+4,w+4]``, the level's X (mip or detail), padded.
         noise_ab: ``[B,2]``.
         level: pyramid level (scales the sigma).
-        noise_lum: ``[B,H,W]`` luminance the sigma is computed from (vkdt: of X itself).
+        noise_lum: ``[B,h,w]`` luminance the sigma is computed from (vkdt: of X itself).
 
     Returns:
-        ``[B,32,H,W]``.
-    """
-    return star15_features_padded(pad_symmetric(x, *STAR15_PADDING), noise_ab, level, noise_lum)
-
-
-def star15_features_padded(
-    padded: Tensor, noise_ab: Tensor, level: int, noise_lum: Tensor
-) -> Tensor:
-    """:func:`star15_features` of an X already padded by ``STAR15_PADDING``.
-
-    Lets a caller work on horizontal bands of a level: ``[B,3,h+4,w+4] -> [B,32,h,w]``.
+        ``[B,32,h,w]``.
     """
     height, width = noise_lum.shape[-2:]
     r = STAR15_RADIUS
@@ -164,18 +158,12 @@ def star15_snr_features_padded(
     return torch.cat((features, level_channel[:, None], torch.ones_like(level_channel)[:, None]), 1)
 
 
-def patch8x8_features(x: Tensor) -> Tensor:
-    """The 64-channel ``patch8x8`` input: luminance of |rgb| on an 8x8 patch (dx,dy in -4..3).
+def patch8x8_features_padded(padded: Tensor) -> Tensor:
+    """The 64-channel ``patch8x8`` input of an X already padded by ``PATCH8X8_PADDING``:
+    luminance of |rgb| on an 8x8 patch (dx,dy in -4..3); the whole level:
+    :func:`kpn.model.reference.patch8x8_features`.
 
     No noise channel and no constant: vkdt's WIDTH 64 build ignores the noise profile.
-
-    ``[B,3,H,W] -> [B,64,H,W]``
-    """
-    return patch8x8_features_padded(pad_symmetric(x, *PATCH8X8_PADDING))
-
-
-def patch8x8_features_padded(padded: Tensor) -> Tensor:
-    """:func:`patch8x8_features` of an X already padded by ``PATCH8X8_PADDING``.
 
     ``[B,3,h+7,w+7] -> [B,64,h,w]``
     """
@@ -192,7 +180,7 @@ def patch8x8_features_past_end(x: Tensor, count: int) -> Tensor:
 
     vkdt runs the network on a batch padded past the image's last pixel; pixel p sits at
     (p % W, p // W), so the padding pixels lie in rows H, H+1, ... which vkdt's patch8x8
-    input reads unchecked through the mirrored sampler (SPEC 10).
+    input reads unchecked through the mirrored sampler (design §10).
 
     ``[B,3,H,W] -> [B,64,count]``
     """

@@ -1,4 +1,4 @@
-"""The bias-free fully fused MLP shared by every pyramid level (SPEC 3)."""
+"""The bias-free fully fused MLP shared by every pyramid level (docs/design.md §3)."""
 
 from __future__ import annotations
 
@@ -88,17 +88,18 @@ def f16_product(matmul: str) -> Callable[[Tensor, Tensor], Tensor]:
     raise ValueError(f"unknown vkdt matmul {matmul!r} (expected one of {list(VKDT_MATMULS)})")
 
 
-def mlp_forward(
+def mlp_forward_planar(
     inputs: Tensor,
     weights: Sequence[Tensor],
     activation: str,
     precision: str = "fp32",
     matmul: str = "coopmat",
 ) -> Tensor:
-    """Run the MLP on a batch of pixels.
+    """Run the MLP on pixels as columns, vkdt's layout: ``[..., in, N] -> [..., 16, N]``
+    (the plain layout, pixels as rows: :func:`kpn.model.reference.mlp_forward`).
 
     Args:
-        inputs: ``[N, in]``.
+        inputs: ``[..., in, N]``.
         weights: ``[W, in]``, then ``n_hidden - 1`` of ``[W, W]``, then ``[16, W]``
             (``nn.Linear.weight`` layout, vkdt's row-major [out][in]).
         activation: after every hidden layer, none after the output.
@@ -110,22 +111,7 @@ def mlp_forward(
             product), see :mod:`kpn.model.precision`.
 
     Returns:
-        ``[N, 16]``: K[0..14] kernel weights, K[15] alpha.
-    """
-    hidden = mlp_hidden(inputs, weights[:-1], activation, precision, matmul)
-    if precision == "vkdt-f16":
-        return f16_product(matmul)(hidden, round_f16(weights[-1]))
-    return F.linear(hidden.to(weights[-1].dtype), weights[-1])
-
-
-def mlp_forward_planar(
-    inputs: Tensor,
-    weights: Sequence[Tensor],
-    activation: str,
-    precision: str = "fp32",
-    matmul: str = "coopmat",
-) -> Tensor:
-    """:func:`mlp_forward` with pixels as columns, vkdt's layout: ``[..., in, N] -> [..., 16, N]``.
+        ``[..., 16, N]``: K[0..14] kernel weights, K[15] alpha.
 
     One image's pixels go through the hidden layers as the rows of one matrix (a view of
     its input), one plain product per layer: a transposed view takes batched products and
@@ -184,13 +170,13 @@ def vkdt_init_bound(width: int) -> float:
 class MLP(nn.Module):
     """Bias-free MLP: in -> W (n_hidden layers) -> 16, vkdt's Xavier initialisation.
 
-    ``matmul``: vkdt's matrix path under ``precision = "vkdt-f16"`` (:func:`mlp_forward`).
+    ``matmul``: vkdt's matrix path under ``precision = "vkdt-f16"`` (:func:`mlp_forward_planar`).
     ``first_live``: when > 0, only the first hidden layer's units below it feed the next
     layer: the next matrix's columns from ``first_live`` on are held at 0 (masked in
     :attr:`weights`, so they also get no gradient). ``model.vkdt_head_layout`` sets it to
     32 so that vkdt HEAD's kpn module, which reads the later matrices from float 32*W,
     inside the first matrix's rows 32.., runs the network as trained
-    (:func:`kpn.vkdt.lut.head_layout_conflict`).
+    (:func:`kpn.vkdt.lut_layout.head_layout_conflict`).
     """
 
     def __init__(
@@ -242,8 +228,10 @@ class MLP(nn.Module):
         return matrices
 
     def forward(self, inputs: Tensor) -> Tensor:
-        """``[N, in] -> [N, 16]``"""
-        return mlp_forward(inputs, self.weights, self.activation, self.precision, self.matmul)
+        """``[N, in] -> [N, 16]``, by the network's planar path (a transposed view of it)."""
+        return mlp_forward_planar(
+            inputs.mT, self.weights, self.activation, self.precision, self.matmul
+        ).mT
 
     def extra_repr(self) -> str:
         text = f"activation={self.activation}, precision={self.precision}"

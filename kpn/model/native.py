@@ -8,7 +8,7 @@ and the CPU, and loaded with ctypes; ``scripts/setup.sh`` builds it once. Where 
 compiler, the build fails or ``KPN_NATIVE=0`` is set, :func:`library` is None and kpn runs
 its eager code, which is the definition: the loops compute the same float32 operations in
 the same order (``-ffp-contract=off``), except log1p, log2 and exp, which are Cephes'
-float polynomials (results within 3e-7 of torch's, tests/test_native.py). They run on
+float polynomials (results within 3e-7 of torch's, tests/model/test_native.py). They run on
 float32 CPU tensors that need no gradient, outside torch.compile; every other case takes
 the eager path.
 
@@ -138,7 +138,9 @@ def _applies(*tensors: Tensor) -> bool:
 def _check_shape(tensor: Tensor, shape: tuple[int, ...], name: str) -> None:
     """The C loops read and write by these shapes: anything else is refused before them."""
     if tuple(tensor.shape) != shape:
-        raise ValueError(f"kpn.model.native: {name} has shape {list(tensor.shape)}, not {list(shape)}")
+        raise ValueError(
+            f"kpn.model.native: {name} has shape {list(tensor.shape)}, not {list(shape)}"
+        )
 
 
 def _pointer(tensor: Tensor) -> ctypes._Pointer:

@@ -3,13 +3,13 @@
 One MLP, shared by every level, predicts per pixel a 15-tap star kernel and an alpha; each
 level's X is filtered with its kernels and the levels are blended back coarse to fine.
 :func:`kpn_forward` is the whole computation as a pure function; :class:`KPN` holds the
-MLP's weights and calls it.
+MLP's weights and calls it. Each level's network and filter run in bands of rows
+(:mod:`kpn.model.level_filter`), by one band implementation chosen when the pass starts.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -19,35 +19,13 @@ from torch.profiler import record_function
 
 from kpn.config import VKDT_INFERENCE_IN_WIDTH, ModelConfig
 from kpn.errors import KpnError
-from kpn.model import native
-from kpn.model.apply import (
-    F16_PRECISION,
-    alpha_weight,
-    apply_kernel_padded,
-    apply_kernel_vkdt,
-    apply_limit,
-    kernel_factors,
-    kernel_weights,
-)
-from kpn.model.band import band_applies, band_forward
+from kpn.model.apply import F16_PRECISION
 from kpn.model.blend import blend_level
-from kpn.model.features import (
-    PATCH8X8_PADDING,
-    STAR15_PADDING,
-    STAR15_RADIUS,
-    luminance,
-    patch8x8_features_padded,
-    patch8x8_features_past_end,
-    star15_features_padded,
-    star15_snr_features_padded,
-)
-from kpn.model.mlp import MLP, OUTPUTS, mlp_forward_planar
+from kpn.model.features import luminance
+from kpn.model.level_filter import BandFilter, PassMode, band_filter_for, filter_level
+from kpn.model.mlp import MLP
 from kpn.model.precision import round_f16
 from kpn.model.pyramid import mip_pyramid, upsample
-from kpn.model.sampling import pad_symmetric
-
-BLOCK = 16  # vkdt's network processes the pixels of a level in blocks of 16
-BAND_PIXELS = 16384  # pixels per fused band: 16384 x 64 float activations stay in cache
 
 
 @dataclass(frozen=True)
@@ -94,157 +72,6 @@ def check_inputs(noisy: Tensor, noise_ab: Tensor) -> None:
         raise KpnError(f"noise profile (a, b) must be finite and >= 0, got {noise_ab.tolist()}")
 
 
-def block_transpose(kernels: Tensor) -> Tensor:
-    """vkdt HEAD's kernel store (SPEC 10): transposed inside each block of 16 pixels.
-
-    The weight apply reads for pixel p, output k is output p % 16 of pixel 16*(p//16) + k.
-
-    ``[B,16,P] -> [B,16,P]``, planar, P a multiple of 16, pixels in scanline order.
-    """
-    batch, outputs, pixels = kernels.shape
-    blocks = kernels.reshape(batch, outputs, pixels // BLOCK, BLOCK)
-    return blocks.permute(0, 3, 2, 1).reshape(batch, outputs, pixels)
-
-
-class _TransposeWithUntransposedGradient(torch.autograd.Function):
-    """vkdt HEAD's training (SPEC 10): the forward pass transposes the kernels, the
-    backward pass reads their gradient as if it had not, so gradients go to the wrong
-    pixels and outputs."""
-
-    @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, kernels: Tensor) -> Tensor:
-        return block_transpose(kernels)
-
-    @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
-        return grad
-
-
-def band_rows(batch: int, height: int, width: int, block_transpose: bool) -> int:
-    """Rows per band: about ``BAND_PIXELS`` pixels, whole blocks of 16 under the transpose."""
-    rows = max(1, BAND_PIXELS // (batch * width))
-    if block_transpose:  # a band must hold whole blocks of the level's scanline order
-        step = BLOCK // math.gcd(width, BLOCK)
-        rows = -(-rows // step) * step
-    return min(rows, height)
-
-
-def filter_level(
-    x: Tensor,
-    noise_ab: Tensor,
-    level: int,
-    noise_lum: Tensor,
-    weights: Sequence[Tensor],
-    config: ModelConfig,
-    *,
-    keep_kernel: bool = True,
-) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Predict every pixel's kernel and alpha on one level, and filter the level with them.
-
-    Works in horizontal bands of about ``BAND_PIXELS`` pixels so that features, network
-    activations and kernels stay in cache: fused per band as vkdt fuses per block.
-
-    Args:
-        x: ``[B,3,h,w]``, the level's X.
-        noise_ab: ``[B,2]``.
-        level: pyramid level.
-        noise_lum: ``[B,h,w]``, luminance for the noise channel.
-        weights: the MLP's matrices.
-        config: the model's switches.
-        keep_kernel: return the network's output; False: each band's is dropped once
-            applied (64 bytes a pixel that training and inference do not read).
-
-    Returns:
-        filtered I ``[B,3,h,w]``, alpha ``[B,1,h,w]``, and the network output as apply
-        reads it ``[B,16,h,w]`` (kernel logits, then alpha), or None.
-    """
-    batch, _, height, width = x.shape
-    star15 = config.features != "patch8x8"
-    star15_input = (
-        star15_snr_features_padded if config.features == "star15_snr" else star15_features_padded
-    )
-    feature_input = pad_symmetric(x, *(STAR15_PADDING if star15 else PATCH8X8_PADDING))
-    apply_input = feature_input if star15 else pad_symmetric(x, *STAR15_PADDING)
-    feature_rows = feature_input.shape[-2] - height
-    rows = band_rows(batch, height, width, config.block_transpose)
-    hand_backward = (
-        band_applies(config)
-        and not keep_kernel
-        and torch.is_grad_enabled()
-        and any(weight.requires_grad for weight in weights)
-        and not (x.requires_grad or noise_ab.requires_grad or noise_lum.requires_grad)
-    )
-    filtered, alphas, kernels = [], [], []
-    for top in range(0, height, rows):
-        bottom = min(top + rows, height)
-        with record_function("features"):
-            slab = feature_input[:, :, top : bottom + feature_rows]
-            if star15:
-                inputs = star15_input(slab, noise_ab, level, noise_lum[:, top:bottom])
-            else:
-                inputs = patch8x8_features_padded(slab)
-            inputs = inputs.flatten(2)
-            pixels = inputs.shape[2]
-            padding = -pixels % BLOCK if config.block_transpose else 0
-            if padding:
-                # vkdt pads its batch past the last pixel: star15 reads zeros there, patch8x8
-                # reads mirrored rows, and the transpose carries their outputs into real pixels
-                if star15:
-                    extra = inputs.new_zeros(batch, inputs.shape[1], padding)
-                else:
-                    extra = patch8x8_features_past_end(x, padding)
-                inputs = torch.cat((inputs, extra), dim=2)
-        slab = apply_input[:, :, top : bottom + 2 * STAR15_RADIUS]
-        if hand_backward:
-            with record_function("band"):
-                image, raw_alpha = band_forward(
-                    inputs, slab, weights, config.activation, config.precision
-                )
-            filtered.append(image)
-            alphas.append(alpha_weight(raw_alpha, config.alpha_activation))
-            continue
-        with record_function("mlp"):
-            outputs = mlp_forward_planar(
-                inputs, weights, config.activation, config.precision, config.vkdt_matmul
-            )
-            if config.vkdt_kernel_grad_untransposed:
-                outputs = _TransposeWithUntransposedGradient.apply(outputs)[..., :pixels]
-            elif config.block_transpose:
-                outputs = block_transpose(outputs)[..., :pixels]
-            kernel = outputs.view(batch, OUTPUTS, bottom - top, width)
-        if keep_kernel:
-            kernels.append(kernel)
-        alphas.append(alpha_weight(kernel[:, OUTPUTS - 1 :], config.alpha_activation))
-        filtered.append(filter_band(slab, kernel[:, : OUTPUTS - 1], config))
-    with record_function("copies"):
-        kernel_out = torch.cat(kernels, dim=2) if keep_kernel else None
-        return torch.cat(filtered, dim=2), torch.cat(alphas, dim=2), kernel_out
-
-
-def filter_band(slab: Tensor, logits: Tensor, config: ModelConfig) -> Tensor:
-    """I of one band from its kernel logits: the kernel weights, then apply (vkdt's own
-    order of sums under ``vkdt-f16``); softmax kernels without a clamp in one pass of
-    :func:`kpn.model.native.softmax_apply` where it applies.
-
-    ``[B,3,h+4,w+4], [B,15,h,w] -> [B,3,h,w]``
-    """
-    limit = apply_limit(config.precision)  # vkdt's float16 clamp, only where vkdt's f16 is
-    if config.kernel_activation == "softmax" and limit is None:
-        with record_function("apply"):
-            fused = native.softmax_apply(slab, logits)
-        if fused is not None:
-            return fused
-    if config.precision == F16_PRECISION:  # apply.comp's own order of its float32 sums
-        with record_function("kernel_weights"):
-            factors, floor = kernel_factors(logits, config.kernel_activation)
-        with record_function("apply"):
-            return apply_kernel_vkdt(slab, factors, floor, limit)
-    with record_function("kernel_weights"):
-        tap_weights = kernel_weights(logits, config.kernel_activation)
-    with record_function("apply"):
-        return apply_kernel_padded(slab, tap_weights, limit)
-
-
 def level_forward(
     mip: Tensor,
     mip_next: Tensor | None,
@@ -256,7 +83,7 @@ def level_forward(
     level: int,
     levels: int,
     *,
-    keep_kernel: bool = False,
+    band: BandFilter,
 ) -> LevelOutput:
     """One level of the network, on a whole level or a tile's crop of it: X_k, the
     kernels and alpha, I_k, and O_k = blend(up(O_{k+1}), I_k, a_k).
@@ -275,7 +102,8 @@ def level_forward(
         config: the model's switches.
         level: k.
         levels: network levels N.
-        keep_kernel: keep the network's output in the result (visualisation, tests).
+        band: the pass's band implementation (:func:`begin_pass`); it decides whether
+            the result keeps the network's output.
 
     Returns:
         :class:`LevelOutput` of the level (or crop).
@@ -290,7 +118,7 @@ def level_forward(
     if level < (config.denoise_levels or levels):
         lowpass = mip if config.noise_luminance == "lowpass" else x
         image, alpha, kernel = filter_level(
-            x, noise_ab, level, luminance(lowpass), weights, config, keep_kernel=keep_kernel
+            x, noise_ab, level, luminance(lowpass), weights, config, band
         )
         image, alpha = store(image), store(alpha)
     else:  # vkdt: passed through unchanged, alpha 1
@@ -311,6 +139,29 @@ def stored_image(config: ModelConfig) -> Callable[[Tensor], Tensor]:
 
 def _unchanged(image: Tensor) -> Tensor:
     return image
+
+
+def begin_pass(
+    noisy: Tensor,
+    noise_ab: Tensor,
+    weights: Sequence[Tensor],
+    config: ModelConfig,
+    levels: int | None,
+    *,
+    keep_kernels: bool,
+) -> tuple[Tensor, int, BandFilter]:
+    """What a forward pass settles before any work (:func:`kpn_forward`,
+    :func:`kpn.model.tiling.tiled_forward`): the inputs checked (one line for each
+    mistake), the noise profile ``[B,2]`` on the image's device and dtype, the network
+    levels N (``levels``, default ``config.levels``) and the band implementation of the
+    pass (:func:`kpn.model.level_filter.band_filter_for`), the same for every level."""
+    check_inputs(noisy, noise_ab)
+    count = config.levels if levels is None else levels
+    if not 1 <= count <= 16:
+        raise KpnError(f"levels = {count} is outside 1..16")
+    noise_ab = noise_ab.to(device=noisy.device, dtype=noisy.dtype)
+    band = band_filter_for(config, PassMode.of(noisy, noise_ab, weights, keep_kernels))
+    return noise_ab, count, band
 
 
 def kpn_forward(
@@ -343,12 +194,10 @@ def kpn_forward(
     stored float16 mip before it; details, filtered images, alphas and the coarser
     outputs are float16.
     """
-    check_inputs(noisy, noise_ab)
-    count = config.levels if levels is None else levels
-    if not 1 <= count <= 16:
-        raise KpnError(f"levels = {count} is outside 1..16")
+    noise_ab, count, band = begin_pass(
+        noisy, noise_ab, weights, config, levels, keep_kernels=keep_kernels
+    )
     store = stored_image(config)
-    noise_ab = noise_ab.to(device=noisy.device, dtype=noisy.dtype)
 
     with_residual = config.blend == "add"
     with record_function("pyramid"):
@@ -372,7 +221,7 @@ def kpn_forward(
             config,
             level,
             count,
-            keep_kernel=keep_kernels,
+            band=band,
         )
         per_level.insert(0, result)
         coarse = result.output

@@ -1,4 +1,4 @@
-"""Emulation of vkdt's float16 arithmetic (SPEC 10, ``precision = "vkdt-f16"``).
+"""Emulation of vkdt's float16 arithmetic (docs/design.md §10, ``precision = "vkdt-f16"``).
 
 vkdt stores weights, activations, kernels and pyramid images as float16 and accumulates
 its matrix products in a float16 accumulator. How the products reach the accumulator
@@ -23,6 +23,8 @@ pass the identity, so the emulation also trains.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor
@@ -49,33 +51,29 @@ def matmul_f16(inputs: Tensor, weight: Tensor) -> Tensor:
     """``inputs @ weight.T`` with a float16 accumulator rounded after every 16-wide slice
     (vkdt's cooperative-matrix path).
 
-    Args:
-        inputs: ``[..., N, in]``, already float16-valued.
-        weight: ``[out, in]``, already float16-valued.
-
-    Returns:
-        ``[..., N, out]``.
+    ``[..., N, in], [out, in] -> [..., N, out]``, both operands already float16-valued.
     """
-    accumulator = inputs.new_zeros(*inputs.shape[:-1], weight.shape[0])
-    for start in range(0, inputs.shape[-1], F16_BLOCK):
-        block = inputs[..., start : start + F16_BLOCK] @ weight[:, start : start + F16_BLOCK].T
-        accumulator = round_f16(accumulator + block)
-    return accumulator
+    slices = (
+        inputs[..., start : start + F16_BLOCK] @ weight[:, start : start + F16_BLOCK].T
+        for start in range(0, inputs.shape[-1], F16_BLOCK)
+    )
+    return _accumulate_f16(slices, (*inputs.shape[:-1], weight.shape[0]), inputs)
 
 
 def matmul_f16_fallback(inputs: Tensor, weight: Tensor) -> Tensor:
     """``inputs @ weight.T`` as vkdt's non-cooperative-matrix fallback computes it:
     ``C = f16(C + f16(A[k] * B[k]))`` for k = 0, 1, ..., in order, C starting at 0.
 
-    Args:
-        inputs: ``[..., N, in]``, already float16-valued.
-        weight: ``[out, in]``, already float16-valued.
-
-    Returns:
-        ``[..., N, out]``.
+    ``[..., N, in], [out, in] -> [..., N, out]``, both operands already float16-valued.
     """
-    accumulator = inputs.new_zeros(*inputs.shape[:-1], weight.shape[0])
-    for k in range(inputs.shape[-1]):
-        product = round_f16(inputs[..., k, None] * weight[:, k])
-        accumulator = round_f16(accumulator + product)
+    products = (round_f16(inputs[..., k, None] * weight[:, k]) for k in range(inputs.shape[-1]))
+    return _accumulate_f16(products, (*inputs.shape[:-1], weight.shape[0]), inputs)
+
+
+def _accumulate_f16(terms: Iterable[Tensor], shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """A float16 accumulator of ``shape`` (``like``'s dtype and device), starting at 0:
+    each term added in order and the sum rounded to float16, as vkdt's accumulators are."""
+    accumulator = like.new_zeros(shape)
+    for term in terms:
+        accumulator = round_f16(accumulator + term)
     return accumulator

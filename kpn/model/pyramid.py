@@ -1,4 +1,4 @@
-"""The image pyramid (SPEC 1, 10): reductions, expansions, mip levels and detail coefficients.
+"""The image pyramid (docs/design.md §1, §10): reductions, expansions, mips and detail coefficients.
 
 Level 0 is full resolution; a coarser level has size ``((w+1)//2, (h+1)//2)``. Every tap
 past an edge mirrors including the edge pixel (:mod:`kpn.model.sampling`).
@@ -107,7 +107,7 @@ def _strided_pair_mean(base: Tensor, stride: int, offset: int, size: tuple[int, 
 
 
 def mips_box2_vkdt(image: Tensor, count: int, store: Store | None = None) -> list[Tensor]:
-    """What vkdt's ``mip.comp`` computes (SPEC 10), ``count`` levels including level 0.
+    """What vkdt's ``mip.comp`` computes (design §10), ``count`` levels including level 0.
 
     ``mip.comp`` makes three levels at once from a base level B: the first is the true 2x2
     mean, but its subgroupShuffleXor fetches the neighbouring pair instead of adding it, so

@@ -1,4 +1,4 @@
-"""vkdt's texture addressing (SPEC 0): mirrored-repeat taps and mirrored bilinear sampling.
+"""vkdt's texture addressing (docs/design.md §0): mirrored-repeat taps and bilinear sampling.
 
 vkdt reads every image through a MIRRORED_REPEAT sampler. An integer tap past the edge
 mirrors *including* the edge pixel (index -1 reads 0, W reads W-1): numpy's ``symmetric``

@@ -14,11 +14,11 @@ whole pyramid:
    whole for the next finer level; O_0 is written into the caller's output.
 
 Why not tiles through the whole pyramid at once. Such a tile needs a halo of the whole
-pyramid's receptive field, :func:`receptive_radius`: each coarser level doubles it, so it
-is 30 pixels for the design (4 levels) and 317 for vkdt's 6-level inference
-(binomial5/bilinear, detail input), which computes a 1024-pixel tile 2.6 times over. Per
-level, every input of a tile (M_k, M_{k+1}, O_{k+1}) is an exact crop, so the halo is only
-the reach of one level's own operations: 2 to 10 pixels (:func:`level_halo`). Two
+pyramid's receptive field, :func:`kpn.model.reference.receptive_radius`: each coarser
+level doubles it, so it is 30 pixels for the design (4 levels) and 317 for vkdt's 6-level
+inference (binomial5/bilinear, detail input), which computes a 1024-pixel tile 2.6 times
+over. Per level, every input of a tile (M_k, M_{k+1}, O_{k+1}) is an exact crop, so the
+halo is only the reach of one level's own operations: 2 to 10 pixels (:func:`level_halo`). Two
 further reasons: vkdt's ``bilinear`` expansion samples at ``(x+1) * Wc/W - 0.5``, which
 for an odd-sized level drifts with the *global* position (not shift-invariant), so a tile
 must use the whole level's sampling positions, and that needs the level's sizes; and the
@@ -44,7 +44,7 @@ side where the image goes on. Crops start on even pixels so that a tile's coarse
 the image's (fine 2c, 2c+1 -> coarse c), and where the crop reaches the image's edge it
 mirrors exactly where the image does: tiled equals untiled to float rounding.
 
-vkdt's kernel block transpose (``model.block_transpose``, SPEC 10) groups the pixels of a
+vkdt's kernel block transpose (``model.block_transpose``, docs/design.md §10) groups the pixels of a
 level in blocks of 16 in scanline order, so a block wraps from one row into the next
 wherever the width is not a multiple of 16. A tile reproduces it when it holds whole
 rows and starts on a row r with r * w a multiple of 16 (its blocks are then the image's):
@@ -64,7 +64,8 @@ from kpn.config import InferConfig, ModelConfig
 from kpn.errors import KpnError
 from kpn.model.apply import F16_PRECISION
 from kpn.model.features import STAR15_RADIUS
-from kpn.model.network import BLOCK, check_inputs, level_forward, stored_image
+from kpn.model.level_filter import BLOCK, BandFilter
+from kpn.model.network import begin_pass, level_forward, stored_image
 from kpn.model.pyramid import bilinear_coords, level_sizes, mip_pyramid, up_bspline
 from kpn.model.sampling import sample_linear_axis
 
@@ -94,7 +95,7 @@ def smooth_depth(depth: int) -> int:
     return up_depth(-(-depth // 2), "bspline")
 
 
-def _level_depths(config: ModelConfig, x: int, level: int, levels: int) -> tuple[int, int]:
+def level_depths(config: ModelConfig, x: int, level: int, levels: int) -> tuple[int, int]:
     """(kernel and alpha, filtered image I) depths of a level whose X has depth ``x``."""
     if level >= (config.denoise_levels or levels):  # passed through: I = X, alpha 1
         return 0, x
@@ -102,7 +103,7 @@ def _level_depths(config: ModelConfig, x: int, level: int, levels: int) -> tuple
     return kernel, max(kernel, x + APPLY_REACH)
 
 
-def _output_depth(config: ModelConfig, coarse: int, kernel: int, image: int) -> int:
+def output_depth(config: ModelConfig, coarse: int, kernel: int, image: int) -> int:
     """Depth of O_i = blend(up(O_{i+1}), I_i, a_i) from the depths of its parts."""
     depth = max(up_depth(coarse, config.up), kernel, image)
     if config.blend == "post_diff":
@@ -119,38 +120,13 @@ def level_halo(config: ModelConfig, level: int, levels: int, width: int) -> int:
     width, for the rows that vkdt's block transpose adds. See the module docstring.
     """
     x = 0 if config.mlp_input == "mip" else up_depth(0, config.up)
-    kernel, image = _level_depths(config, x, level, levels)
+    kernel, image = level_depths(config, x, level, levels)
     if config.block_transpose and level < (config.denoise_levels or levels):
         kernel += -(-(BLOCK - 1) // width)  # the rest of a block: rows of a stripe
         image = max(image, kernel)
     if level == levels - 1 and config.blend != "add":  # the coarsest O is its I
         return image
-    return _output_depth(config, 0, kernel, image)
-
-
-def receptive_radius(config: ModelConfig, levels: int) -> int:
-    """The whole pyramid's reach in full-resolution pixels: the halo a tile would need to
-    be cut once through every level (for crops that start on multiples of 2**levels).
-
-    The same rules as :func:`level_halo`, followed through :func:`kpn.model.network.kpn_forward`:
-    down the mips, across to X, I and alpha, and up the blend. Ignores vkdt's block
-    transpose, which reaches along whole rows. Kept for comparison: this module tiles
-    level by level with :func:`level_halo` instead (see the module docstring).
-    """
-    with_residual = config.blend == "add"
-    mips = [0]
-    for _ in range(levels + with_residual - 1):
-        mips.append(down_depth(mips[-1], config.down))
-    if config.mlp_input == "detail":
-        xs = [max(mips[i], up_depth(mips[i + 1], config.up)) for i in range(levels)]
-    else:
-        xs = mips[:levels]
-    out = mips[levels] if with_residual else None
-    for level in reversed(range(levels)):
-        kernel, image = _level_depths(config, xs[level], level, levels)
-        out = image if out is None else _output_depth(config, out, kernel, image)
-    assert out is not None
-    return out
+    return output_depth(config, 0, kernel, image)
 
 
 def mip_band_halo(down: str, count: int) -> int:
@@ -334,6 +310,7 @@ def level_tile(
     config: ModelConfig,
     level: int,
     levels: int,
+    band: BandFilter,
 ) -> Tensor:
     """O_k of one tile of level k, as :func:`kpn.model.network.kpn_forward` computes it.
 
@@ -350,6 +327,7 @@ def level_tile(
         config: the model's switches.
         level: k.
         levels: network levels N.
+        band: the pass's band implementation (:func:`kpn.model.network.begin_pass`).
 
     Returns:
         ``[B,3,h,w]`` O_k on the crop (float32 for k = 0, as vkdt's output).
@@ -362,7 +340,9 @@ def level_tile(
         rows, cols = up_coords
         return sample_linear_axis(sample_linear_axis(image, cols, -1), rows, -2)
 
-    return level_forward(mip, mip_next, coarse, noise_ab, up, weights, config, level, levels).output
+    return level_forward(
+        mip, mip_next, coarse, noise_ab, up, weights, config, level, levels, band=band
+    ).output
 
 
 def bilinear_window_coords(
@@ -406,10 +386,8 @@ def tiled_forward(
     Returns:
         ``out``, holding the denoised image.
     """
-    check_inputs(noisy, noise_ab)
-    count = config.levels if levels is None else levels
+    noise_ab, count, band = begin_pass(noisy, noise_ab, weights, config, levels, keep_kernels=False)
     plan = plan_tiles(noisy.shape[-2], noisy.shape[-1], config, count, tile)
-    noise_ab = noise_ab.to(device=noisy.device, dtype=noisy.dtype)
     if out is None:
         out = torch.empty_like(noisy, memory_format=torch.contiguous_format)
     mips = global_mips(noisy, config, plan)
@@ -427,7 +405,7 @@ def tiled_forward(
             if config.up == "bilinear" and level + 1 < len(plan.sizes):
                 coords = bilinear_window_coords(window, size, plan.sizes[level + 1], noisy.device)
             result = level_tile(
-                mip, mip_next, coarse, noise_ab, coords, weights, config, level, count
+                mip, mip_next, coarse, noise_ab, coords, weights, config, level, count, band
             )
             core_rows, core_cols = window.core
             level_out[

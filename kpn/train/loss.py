@@ -1,4 +1,4 @@
-"""Training losses (SPEC 6, vkdt's ``loss.comp``).
+"""Training losses (docs/design.md §6, vkdt's ``loss.comp``).
 
 vkdt sums over pixels and channels; ``reduction = "mean"`` divides by their count so the
 learning rate does not depend on the tile size. Pixels whose output is not finite are

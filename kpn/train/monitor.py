@@ -21,9 +21,73 @@ from kpn.train.visualize import alpha_map, comparison, kernel_stars, matrix_map,
 
 if TYPE_CHECKING:
     from kpn.data.loader import TrainingBatch
-    from kpn.train.loop import Validation
+    from kpn.train.validation import Validation
 
 SAMPLE_IMAGES = 2  # validation images shown in TensorBoard
+
+
+class Monitor:
+    """A run's TensorBoard events: every tag it writes, and when.
+
+    Only the main rank writes; a Monitor opened with ``enabled`` false (another rank's)
+    does nothing, so the loop calls it the same on every rank.
+    """
+
+    def __init__(self, writer: SummaryWriter | None) -> None:
+        self.writer = writer
+
+    @classmethod
+    def open(
+        cls,
+        run_dir: Path,
+        config: Config,
+        model: KPN,
+        step: int,
+        purge: bool = False,
+        seed: int = 0,
+        enabled: bool = True,
+    ) -> Monitor:
+        """A Monitor writing into ``run_dir`` (see :func:`open_writer`), or when not
+        ``enabled`` one writing nothing."""
+        if not enabled:
+            return cls(None)
+        return cls(open_writer(run_dir, config, model, step, purge, seed))
+
+    def training(
+        self, step: int, loss: float, lr: float, grad_norm: float, skipped: int, seconds: float
+    ) -> None:
+        """Step ``step``'s training loss (the mean over ranks), learning rate, gradient
+        norm, the non-finite steps skipped so far, and its speed (``seconds`` it took)."""
+        if self.writer is None:
+            return
+        self.writer.add_scalar("loss/train", loss, step)
+        self.writer.add_scalar("opt/lr", lr, step)
+        self.writer.add_scalar("opt/grad_norm", grad_norm, step)
+        self.writer.add_scalar("opt/skipped_steps", skipped, step)
+        self.writer.add_scalar("perf/steps_per_s", 1.0 / seconds, step)
+
+    def validation(self, result: Validation, step: int) -> None:
+        """The validation measured at ``step``: loss, PSNR, its gain, SSIM."""
+        if self.writer is None:
+            return
+        self.writer.add_scalar("loss/val", result.loss, step)
+        self.writer.add_scalar("metrics/val_psnr", result.psnr_denoised, step)
+        self.writer.add_scalar("metrics/val_psnr_gain", result.gain, step)
+        self.writer.add_scalar("metrics/val_ssim", result.ssim_denoised, step)
+
+    def pictures(self, model: KPN, batch: TrainingBatch, step: int) -> None:
+        """What :func:`log_pictures` shows, at ``step``."""
+        if self.writer is not None:
+            log_pictures(self.writer, model, batch, step)
+
+    def close(self, step: int, finished: bool) -> None:
+        """Flush and close the events; a ``finished`` run (not stopped by a signal) ends
+        its HParams entry (:func:`end_hparams`)."""
+        if self.writer is None:
+            return
+        if finished:
+            end_hparams(self.writer, step)
+        self.writer.close()
 
 
 def open_writer(

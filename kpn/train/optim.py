@@ -1,4 +1,4 @@
-"""The optimiser (SPEC 7): Adam with coupled L2 and gradient clipping, and vkdt's variants.
+"""The optimiser (docs/design.md §7): Adam, coupled L2, gradient clipping and vkdt's variants.
 
 The design trains with ``torch.optim.Adam`` (``weight_decay = 2 * l2`` is exactly vkdt's
 coupled L2) and global-norm clipping. :class:`VkdtAdam` replays what vkdt's ``adam.comp``
@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
-from kpn.config import TrainConfig
+from kpn.config import ModelConfig, TrainConfig
 from kpn.model.precision import F16_LIMIT, round_f16
 
 VKDT_BIAS_CORRECTION_FRAMES = 5000  # adam.comp corrects the moments only before this frame
@@ -43,6 +43,11 @@ def make_optimizer(parameters: Iterable[Tensor], train: TrainConfig) -> torch.op
     )
 
 
+def weight_buffer_size(model: ModelConfig) -> int:
+    """N, the length of vkdt's weight buffer: (n_hidden + 1) matrices of W x W."""
+    return (model.n_hidden + 1) * model.width**2
+
+
 def clip_gradients_(parameters: Sequence[Tensor], train: TrainConfig, buffer_size: int) -> Tensor:
     """Clip the gradients as configured; return the full gradient norm before clipping.
 
@@ -62,7 +67,7 @@ def clip_gradients_(parameters: Sequence[Tensor], train: TrainConfig, buffer_siz
 def vkdt_clip_(
     parameters: Sequence[Tensor], max_norm: float, grad_scale: float, buffer_size: int
 ) -> Tensor:
-    """vkdt's gradient clipping (SPEC 10): clip by the norm of a prefix of the gradient.
+    """vkdt's gradient clipping (design §10): clip by the norm of a prefix of the gradient.
 
     vkdt's norm pass reduces only once, so the "squared norm" it reads is the sum over the
     first ceil(N/32) entries of the GRAD_SCALE-scaled gradient, N the size of the weight

@@ -302,7 +302,7 @@ def kernel_stars(
     on one diverging colour scale (the largest |weight| drawn) shown by a legend.
 
     Args:
-        tap_weights: ``[15,H,W]`` normalised kernel weights of one image (SPEC 4).
+        tap_weights: ``[15,H,W]`` normalised kernel weights of one image (docs/design.md §4).
         count: pixels per side of the sample grid, spread evenly over the image.
         cell: screen pixels per tap.
         title: the heading.

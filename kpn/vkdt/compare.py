@@ -1,6 +1,6 @@
 """``python -m kpn compare-precision``: what vkdt's float16 arithmetic costs a model.
 
-Denoises each image twice, with ``fp32`` and with ``vkdt-f16`` (SPEC 10's emulation of
+Denoises each image twice, with ``fp32`` and with ``vkdt-f16`` (docs/design.md §10's emulation of
 vkdt's float16 weights, activations, kernels, pyramid images and accumulation), and
 reports the PSNR between the two outputs and, given a reference, of each against it.
 """

@@ -187,7 +187,7 @@ def training_differences(config: Config) -> list[str]:
 
 def inference_differences(config: Config, layout: str = "kpn-t") -> list[str]:
     """Where vkdt HEAD's kpn module, built per :func:`vkdt_build`, runs otherwise, from a
-    ``.lut`` in ``layout`` (:data:`kpn.vkdt.lut.LAYOUTS`)."""
+    ``.lut`` in ``layout`` (:data:`kpn.vkdt.lut_layout.LAYOUTS`)."""
     model = config.model
     out = _model_differences(model, vkdt_build(model, config.train))
     levels = config.infer.levels or model.levels
@@ -271,13 +271,48 @@ def inference_graph(
 
     ``weights`` is the ``.lut`` path as the graph names it (relative paths are resolved
     from the graph's folder), in ``layout``. ``noise_a``, ``noise_b``: the camera's noise
-    profile on the 0..65535 scale (SPEC 8) for ``kpn``'s parameters.
+    profile on the 0..65535 scale (docs/design.md §8) for ``kpn``'s parameters.
     """
     if source not in ("pfm", "raw"):
         raise ValueError(f"source {source!r}: expected 'pfm' or 'raw'")
     build = vkdt_build(config.model, config.train)
-    name = INFER_PFM if source == "pfm" else INFER_RAW
+    module = "i-pfm" if source == "pfm" else "i-raw"
     example = "noisy.pfm" if source == "pfm" else "noisy.raw"
+    lines = [
+        *_inference_usage(weights, source, example),
+        "# kpn's noise a / noise b: the camera's noise profile on the 0..65535 scale",
+        "# (a .nprof of vkdt since 4b910761 is on [0,1]: a*65535^2, b*65535; docs/vkdt.md)",
+        "# kpn must be built with these lines in src/pipe/modules/kpn-t/config.h:",
+        *_comment(build.defines, "  "),
+        *_patch_note(config.model),
+    ]
+    differences = inference_differences(config, layout)
+    if differences:
+        lines += ["# vkdt HEAD (ce12d6ed) computes otherwise than this config:"]
+        lines += _comment(differences, "  ")
+    lines += [
+        *_inference_modules(source),
+        "connect:i-lut:w:output:kpn:01:w",
+        "connect:kpn:01:output:display:main:input",
+        f"param:{module}:main:filename:{example}",
+    ]
+    if source == "raw":
+        lines += [
+            "# denoise with strength 0 only crops, subtracts black and scales to white",
+            "param:denoise:01:strength:0.0",
+        ]
+    lines += [
+        f"param:i-lut:w:filename:{weights}",
+        f"param:kpn:01:noise a:{vkdt_float(noise_a)}",
+        f"param:kpn:01:noise b:{vkdt_float(noise_b)}",
+    ]
+    return _text(lines)
+
+
+def _inference_usage(weights: str, source: str, example: str) -> list[str]:
+    """The comment lines that open an inference graph: what it does, how to run it, and
+    how to bring its PFMs to and from the format's row order."""
+    name = INFER_PFM if source == "pfm" else INFER_RAW
     module = "i-pfm" if source == "pfm" else "i-raw"
     lines = [
         f"# vkdt graph: denoise a {'linear PFM' if source == 'pfm' else 'raw photo'} with kpn "
@@ -299,55 +334,33 @@ def inference_graph(
             "# o-pfm writes the top row first: python -m kpn pfm --from-vkdt denoised.pfm "
             "photo.denoised.pfm gives a standard PFM (infer.py's)",
         ]
-    lines += [
-        "# kpn's noise a / noise b: the camera's noise profile on the 0..65535 scale",
-        "# (a .nprof of vkdt since 4b910761 is on [0,1]: a*65535^2, b*65535; docs/vkdt.md)",
-        "# kpn must be built with these lines in src/pipe/modules/kpn-t/config.h:",
-        *_comment(build.defines, "  "),
-        *_patch_note(config.model),
-    ]
-    differences = inference_differences(config, layout)
-    if differences:
-        lines += ["# vkdt HEAD (ce12d6ed) computes otherwise than this config:"]
-        lines += _comment(differences, "  ")
+    return lines
+
+
+def _inference_modules(source: str) -> list[str]:
+    """The modules of an inference graph and the connections up to kpn's input: a PFM
+    straight in, a raw photo through denoise (black/white, crop), hilite and demosaic."""
     if source == "pfm":
-        lines += [
+        return [
             "module:i-pfm:main",
             "module:i-lut:w",
             "module:kpn:01",
             "module:display:main",
             "connect:i-pfm:main:output:kpn:01:input",
         ]
-    else:
-        lines += [
-            "module:i-raw:main",
-            "module:denoise:01",
-            "module:hilite:01",
-            "module:demosaic:01",
-            "module:i-lut:w",
-            "module:kpn:01",
-            "module:display:main",
-            "connect:i-raw:main:output:denoise:01:input",
-            "connect:denoise:01:output:hilite:01:input",
-            "connect:hilite:01:output:demosaic:01:input",
-            "connect:demosaic:01:output:kpn:01:input",
-        ]
-    lines += [
-        "connect:i-lut:w:output:kpn:01:w",
-        "connect:kpn:01:output:display:main:input",
-        f"param:{module}:main:filename:{example}",
+    return [
+        "module:i-raw:main",
+        "module:denoise:01",
+        "module:hilite:01",
+        "module:demosaic:01",
+        "module:i-lut:w",
+        "module:kpn:01",
+        "module:display:main",
+        "connect:i-raw:main:output:denoise:01:input",
+        "connect:denoise:01:output:hilite:01:input",
+        "connect:hilite:01:output:demosaic:01:input",
+        "connect:demosaic:01:output:kpn:01:input",
     ]
-    if source == "raw":
-        lines += [
-            "# denoise with strength 0 only crops, subtracts black and scales to white",
-            "param:denoise:01:strength:0.0",
-        ]
-    lines += [
-        f"param:i-lut:w:filename:{weights}",
-        f"param:kpn:01:noise a:{vkdt_float(noise_a)}",
-        f"param:kpn:01:noise b:{vkdt_float(noise_b)}",
-    ]
-    return _text(lines)
 
 
 def training_graph(config: Config, *, weights_out: str, init_weights: str | None) -> str:

@@ -1,4 +1,5 @@
-"""Tests for kpn.data.loader: datasets, the seeded stream, the loader, the validation set."""
+"""kpn.data.loader, kpn.data.sources, kpn.data.folders: datasets, the seeded stream, the
+loader, the validation set, the images of folders and their errors."""
 
 from __future__ import annotations
 
@@ -16,21 +17,21 @@ from kpn.config import DataConfig, config_from_dict
 from kpn.data.loader import (
     TRAINING,
     VALIDATION,
-    ImagePair,
     StreamBatches,
     TrainingBatch,
     collate,
     make_dataset,
     make_loader,
     sample_generator,
-    texture,
-    textured_crop,
     training_batches,
     validation_set,
 )
+from kpn.data.sources import ImagePair, texture, textured_crop
 from kpn.data.synthesis import bayer_mosaic
 from kpn.errors import KpnError
-from kpn.io.images import write_pfm
+from kpn.io.pfm import write_pfm
+
+from conftest import assert_one_line_error
 
 SMALL = {"tile": 16, "batch": 4, "validation_tile": 16, "validation_count": 3}
 
@@ -275,10 +276,7 @@ def test_cameras_law_draws_real_profiles(tmp_path: Path):
 def expect_error(config: DataConfig, *words: str) -> None:
     with pytest.raises(KpnError) as caught:
         make_dataset(config, seed=0)
-    message = str(caught.value)
-    assert "\n" not in message
-    for word in words:
-        assert word in message, message
+    assert_one_line_error(caught, *words)
 
 
 def test_missing_and_empty_folders(tmp_path: Path):
@@ -447,8 +445,7 @@ def test_bad_settings_name_their_key(name: str):
     table, key = BAD_SETTINGS[name]
     with pytest.raises(KpnError) as caught:
         config_from_dict({"data": table}, "x.toml")
-    message = str(caught.value)
-    assert message.startswith("x.toml: ") and key in message and "\n" not in message
+    assert_one_line_error(caught, key, starts="x.toml: ")
 
 
 def test_defaults_are_valid_and_vkdt_like():

@@ -15,7 +15,10 @@ import pytest
 from kpn.__main__ import main
 from kpn.data import photos
 from kpn.errors import KpnError
-from kpn.io.images import linear_to_srgb, read_pfm, write_image
+from kpn.io.images import linear_to_srgb, write_image
+from kpn.io.pfm import read_pfm
+
+from conftest import assert_error_line
 
 COPYRIGHT = """\
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
@@ -135,8 +138,7 @@ def test_cli_prints_one_line(tmp_path: Path, fake_archive, capsys):
 def test_without_apt_one_line_says_how_to_use_own_photos(tmp_path: Path, monkeypatch, capsys):
     monkeypatch.setattr(photos.shutil, "which", lambda name: None)
     assert main(["photos", str(tmp_path / "set")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "apt-get" in err and "data.reference_dir" in err
+    assert_error_line(capsys.readouterr().err, "apt-get", "data.reference_dir")
     assert not (tmp_path / "set" / photos.MANIFEST).exists()
 
 
@@ -149,8 +151,7 @@ def test_failed_download_one_line(tmp_path: Path, monkeypatch, capsys):
     script.chmod(0o755)
     monkeypatch.setenv("PATH", f"{script.parent}:{__import__('os').environ['PATH']}")
     assert main(["photos", str(tmp_path / "set")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "E: Failed to fetch" in err and "data.reference_dir" in err
+    assert_error_line(capsys.readouterr().err, "E: Failed to fetch", "data.reference_dir")
 
 
 def test_the_curated_list_holds_no_benchmark_photo():

@@ -1,4 +1,4 @@
-"""Tests for kpn.data.synthesis: vkdt's cnngenin (SPEC 8), seeded."""
+"""Tests for kpn.data.synthesis: vkdt's cnngenin (docs/design.md §8), seeded."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def test_zero_profile_adds_no_noise():
 
 
 def test_bayer_mosaic_hand_checked_4x4():
-    # SPEC 8: (x+y) odd -> green; else y odd -> blue; else red. Values 100*c + 10*y + x.
+    # design §8: (x+y) odd -> green; else y odd -> blue; else red. Values 100*c + 10*y + x.
     expected = torch.tensor(
         [
             [0.0, 101, 2, 103],  # y 0: R G R G

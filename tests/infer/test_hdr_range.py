@@ -12,7 +12,7 @@ import torch
 from kpn.config import load_config
 from kpn.infer.cli import main as infer_main
 from kpn.io.checkpoint import TrainingState, save_checkpoint
-from kpn.io.images import read_pfm, write_pfm
+from kpn.io.pfm import read_pfm, write_pfm
 from kpn.model.apply import F16_LIMIT, apply_limit
 from kpn.model.network import KPN
 from kpn.model.tiling import tiled_forward

@@ -11,9 +11,11 @@ import torch
 from kpn.config import Config
 from kpn.infer.cli import main
 from kpn.io.checkpoint import TrainingState, save_checkpoint
-from kpn.io.images import write_pfm
+from kpn.io.pfm import write_pfm
 from kpn.model.network import KPN
 from kpn.train.optim import make_optimizer
+
+from conftest import assert_error_line
 
 
 @pytest.fixture
@@ -46,8 +48,7 @@ def test_noise_outside_float32_is_a_usage_error(
     out = files / "out.pfm"
     argv = [str(files / "in.pfm"), "--weights", str(files / "model.pt"), "-o", str(out)]
     assert main([*argv, "--noise-a", a, "--noise-b", b]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"error: {named} "), err
+    assert assert_error_line(capsys.readouterr().err).startswith(f"error: {named} ")
     assert not out.exists()
 
 

@@ -1,12 +1,12 @@
 """Tests for kpn/infer/noise_estimate.py: the Poissonian-Gaussian fit on synthetic noise.
 
-The synthetic noise is SPEC 8's: x + z * sqrt(a + 65535*max(x,0)*b) / 65535, z ~ N(0,1),
+The synthetic noise is docs/design.md §8's: x + z * sqrt(a + 65535*max(x,0)*b) / 65535, z ~ N(0,1),
 with (a, b) = (65535000 * u1, 1000 * u2) for u1, u2 in [0, 1).
 
 How the (a, b) pairs were chosen. Both parameters can be told apart only where each
 term of the variance a + 65535*x*b matters somewhere in the image's range of x; the two
 are equal at x = a / (65535 b) = u1 / u2. So the pairs for "within 20% of a and of b"
-take quantiles (u1, u2) across SPEC 8's whole range of magnitudes (noise sigma at mid
+take quantiles (u1, u2) across design §8's whole range of magnitudes (noise sigma at mid
 grey from 0.004 to 0.15) with u1 / u2 between 0.02 and 1, inside the image's signal range
 [0.01, 0.99]. Pairs outside it (one term drowns the other everywhere) are tested on what
 denoising uses, the variance curve over the range, also to 20%.
@@ -21,6 +21,8 @@ import kpn.infer.noise_estimate as noise_estimate
 from kpn.errors import KpnError
 from kpn.infer.noise_estimate import NoiseEstimate, estimate_noise, fit_line
 
+from conftest import assert_one_line_error
+
 U16 = 65535.0
 
 
@@ -34,7 +36,7 @@ def smooth_image(height: int = 256, width: int = 256) -> np.ndarray:
 
 
 def add_noise(clean: np.ndarray, a: float, b: float, seed: int) -> np.ndarray:
-    """SPEC 8's synthetic noise, float32 like an image file."""
+    """Design §8's synthetic noise, float32 like an image file."""
     rng = np.random.default_rng(seed)
     sigma = np.sqrt(a + U16 * np.maximum(clean, 0.0) * b) / U16
     return (clean + sigma * rng.standard_normal(clean.shape)).astype(np.float32)
@@ -131,8 +133,7 @@ def test_fit_line_known_values() -> None:
 def test_refusals_are_one_line(image: np.ndarray, fragment: str) -> None:
     with pytest.raises(KpnError, match=fragment) as err:
         estimate_noise(image, "photo.png")
-    message = str(err.value)
-    assert "\n" not in message and message.startswith("photo.png: ")
+    assert_one_line_error(err, starts="photo.png: ")
 
 
 def test_too_little_smooth_area(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -141,4 +142,4 @@ def test_too_little_smooth_area(monkeypatch: pytest.MonkeyPatch) -> None:
     noisy = add_noise(smooth_image(), 1e6, 10.0, 0)
     with pytest.raises(KpnError, match="too little of the image is smooth") as err:
         estimate_noise(noisy, "photo.png")
-    assert "\n" not in str(err.value)
+    assert_one_line_error(err)

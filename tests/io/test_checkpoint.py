@@ -22,6 +22,8 @@ from kpn.io.checkpoint import (
 from kpn.model.network import KPN
 from kpn.train.optim import make_optimizer
 
+from conftest import assert_one_line_error
+
 
 def state_at(step: int, best_psnr: float = -math.inf) -> TrainingState:
     config = Config()
@@ -41,7 +43,7 @@ def state_at(step: int, best_psnr: float = -math.inf) -> TrainingState:
 
 
 def assert_plain_words(message: str) -> None:
-    assert "\n" not in message
+    assert_one_line_error(message)
     for jargon in ("<class", "Errno", "weights_only", "EOFError", "pickle"):
         assert jargon not in message, message
 
@@ -86,9 +88,7 @@ def test_load_errors_name_the_problem_in_words(
     path = damaged_files(tmp_path)[name]
     with pytest.raises(KpnError) as caught:
         load_checkpoint(path)
-    message = str(caught.value)
-    assert message.startswith(f"{path}: not a readable checkpoint (")
-    assert words in message, message
+    message = assert_one_line_error(caught, words, starts=f"{path}: not a readable checkpoint (")
     assert_plain_words(message)
     assert capsys.readouterr().err == ""  # torch's warnings stay out of the one line
 
@@ -123,8 +123,8 @@ def test_previous_checkpoint_is_kept_and_used(tmp_path: Path) -> None:
     latest.write_bytes(latest.read_bytes()[:100])  # a damaged latest
     state, note = load_latest_checkpoint(latest)
     assert state.step == 3
-    assert note is not None and "\n" not in note
-    assert str(latest) in note and "checkpoint.prev.pt (step 3)" in note
+    assert note is not None
+    assert_one_line_error(note, latest, "checkpoint.prev.pt (step 3)")
 
     latest.unlink()  # or none at all
     assert load_latest_checkpoint(latest)[0].step == 3

@@ -1,4 +1,5 @@
-"""Tests for kpn.model.apply: kernel weights, the 15-tap star convolution and alpha (SPEC 4)."""
+"""Tests for kpn.model.apply (docs/design.md §4): kernel weights, the 15-tap star convolution
+and alpha."""
 
 from __future__ import annotations
 
@@ -12,25 +13,17 @@ from torch.testing import assert_close
 
 from kpn.model.apply import (
     alpha_weight,
-    apply_kernel,
     apply_kernel_padded,
     apply_kernel_vkdt,
     kernel_factors,
     kernel_weights,
 )
+from kpn.model.reference import apply_kernel
+
+from conftest import SPEC_STAR15_CENTRE, SPEC_STAR15_TAPS
 
 NAN = math.nan
 INF = math.inf
-
-# SPEC 2's tap list, written out here so that a wrong order in kpn is caught.
-SPEC_TAPS = (
-    (0, -2),
-    (-2, -1), (-1, -1), (0, -1), (1, -1), (2, -1),
-    (-1, 0), (0, 0), (1, 0),
-    (-2, 1), (-1, 1), (0, 1), (1, 1), (2, 1),
-    (0, 2),
-)  # fmt: skip
-CENTRE = 7  # tap (0, 0)
 
 
 def pixel_logits(values: list[float], dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -243,7 +236,7 @@ class TestApplyKernel:
     def test_identity_kernel_is_exact(self, batch: int, height: int, width: int) -> None:
         torch.manual_seed(7)
         x = 100.0 * torch.randn(batch, 3, height, width)
-        out = apply_kernel(x, one_hot_weights(CENTRE, batch, height, width))
+        out = apply_kernel(x, one_hot_weights(SPEC_STAR15_CENTRE, batch, height, width))
         assert out.shape == x.shape
         assert torch.equal(out, x)
 
@@ -254,7 +247,7 @@ class TestApplyKernel:
         torch.manual_seed(8)
         x = torch.randn(2, 3, 5, 4)
         logits = torch.full((2, 15, 5, 4), 0.0 if activation == "plain" else -1e4)
-        logits[:, CENTRE] = 1.0 if activation == "plain" else 0.0
+        logits[:, SPEC_STAR15_CENTRE] = 1.0 if activation == "plain" else 0.0
         assert torch.equal(apply_kernel(x, kernel_weights(logits, activation)), x)
 
     @pytest.mark.parametrize("tap", range(15))
@@ -263,7 +256,7 @@ class TestApplyKernel:
         # the 5x4 image of the brief (W=5, H=4), plus sizes where a 2-tap reaches past both
         # edges; numpy's symmetric padding is the reference (torch's reflect would differ)
         x = torch.arange(2 * 3 * height * width, dtype=torch.float32).view(2, 3, height, width)
-        dx, dy = SPEC_TAPS[tap]
+        dx, dy = SPEC_STAR15_TAPS[tap]
         out = apply_kernel(x, one_hot_weights(tap, 2, height, width))
         expected = torch.from_numpy(np.ascontiguousarray(mirrored_shift(x.numpy(), dx, dy)))
         assert torch.equal(out, expected), (tap, dx, dy)
@@ -305,7 +298,7 @@ class TestApplyKernel:
 
     def test_clamp_to_f16_range(self) -> None:
         x = torch.tensor([[1e5, -1e5], [64999.0, -3.0]]).view(1, 1, 2, 2)
-        out = apply_kernel(x, one_hot_weights(CENTRE, 1, 2, 2))
+        out = apply_kernel(x, one_hot_weights(SPEC_STAR15_CENTRE, 1, 2, 2))
         assert out.flatten().tolist() == [65000.0, -65000.0, 64999.0, -3.0]
         # the clamp acts on the sum, not on the input: 2 * 40000 = 80000 -> 65000
         doubled = apply_kernel(torch.full((1, 1, 1, 1), 40000.0), 2.0 * one_hot_weights(7, 1, 1, 1))
@@ -313,7 +306,7 @@ class TestApplyKernel:
         # and a weighted sum of unclamped inputs may come back inside: 0.5*1e5 - 0.5*1e5 = 0
         pair = torch.tensor([[1e5, -1e5]]).view(1, 1, 1, 2)
         weights = torch.zeros(1, 15, 1, 2)
-        weights[0, CENTRE], weights[0, 8] = 0.5, 0.5  # (0,0) and (1,0)
+        weights[0, SPEC_STAR15_CENTRE], weights[0, 8] = 0.5, 0.5  # (0,0) and (1,0)
         assert apply_kernel(pair, weights)[0, 0, 0, 0].item() == 0.0
 
     def test_non_contiguous(self) -> None:
@@ -417,7 +410,7 @@ def test_apply_kernel_vkdt_sums_in_apply_comp_order() -> None:
     for y in range(5):
         for col in range(6):
             filtered, total = np.float32(0), np.float32(0)
-            for k, (dx, dy) in enumerate(SPEC_TAPS):
+            for k, (dx, dy) in enumerate(SPEC_STAR15_TAPS):
                 term = np.float32(w[0, k, y, col] * x[0, 0, y + 2 + dy, col + 2 + dx])
                 filtered = term if k == 0 else np.float32(filtered + term)
                 total = w[0, k, y, col] if k == 0 else np.float32(total + w[0, k, y, col])

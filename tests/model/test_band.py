@@ -17,6 +17,7 @@ from torch import Tensor
 from torch.autograd import gradcheck
 from torch.testing import assert_close
 
+import kpn.model.level_filter
 import kpn.model.network
 from kpn.config import ModelConfig, load_config
 from kpn.model.apply import apply_kernel_padded, kernel_weights
@@ -204,7 +205,7 @@ def test_model_takes_band_when_training(
         calls.append(1)
         return band_forward(*args)
 
-    monkeypatch.setattr(kpn.model.network, "band_forward", counted)
+    monkeypatch.setattr(kpn.model.level_filter, "band_forward", counted)
     results = []
     for keep_kernels in (False, True):
         output = kpn_forward(noisy, noise_ab, weights, config, keep_kernels=keep_kernels).output
@@ -221,7 +222,7 @@ def test_model_takes_band_when_training(
 def test_model_skips_band_without_weight_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
     """Inference (no gradient) and gradients w.r.t. the image take the plain path."""
     config, weights, noisy, noise_ab = model_case({}, torch.float32)
-    monkeypatch.setattr(kpn.model.network, "band_forward", None)  # called: TypeError
+    monkeypatch.setattr(kpn.model.level_filter, "band_forward", None)  # called: TypeError
     with torch.no_grad():
         kpn_forward(noisy, noise_ab, weights, config, keep_kernels=False)
     image = noisy.clone().requires_grad_()

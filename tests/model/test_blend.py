@@ -1,4 +1,4 @@
-"""Tests for kpn.model.blend: one level of the coarse-to-fine reconstruction (SPEC 5)."""
+"""Tests for kpn.model.blend: one level of the coarse-to-fine reconstruction (docs/design.md §5)."""
 
 from __future__ import annotations
 

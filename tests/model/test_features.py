@@ -1,4 +1,4 @@
-"""Tests for kpn.model.features: the per-pixel network input (SPEC sections 2 and 10)."""
+"""Tests for kpn.model.features: the per-pixel network input (docs/design.md §2 and §10)."""
 
 from __future__ import annotations
 
@@ -15,22 +15,24 @@ from kpn.model.features import (
     PATCH8X8_PADDING,
     PATCH8X8_TAPS,
     SIGMA_FLOOR,
+    STAR15_CENTRE,
     STAR15_PADDING,
     STAR15_TAPS,
     luminance,
     noise_sigma,
-    patch8x8_features,
     patch8x8_features_padded,
     patch8x8_features_past_end,
     saturation,
     signed_log1p,
-    star15_features,
     star15_features_padded,
     star15_snr_features_padded,
 )
+from kpn.model.reference import patch8x8_features, star15_features
 from kpn.model.sampling import pad_symmetric
 
-Y_R, Y_G, Y_B = 0.2627002, 0.6779981, 0.0593017  # Rec.2020 Y, SPEC 2
+from conftest import SPEC_STAR15_CENTRE, SPEC_STAR15_TAPS
+
+Y_R, Y_G, Y_B = 0.2627002, 0.6779981, 0.0593017  # Rec.2020 Y, design §2
 
 
 def mirror(index: int, size: int) -> int:
@@ -41,7 +43,7 @@ def mirror(index: int, size: int) -> int:
 
 
 def lum_np(rgb: np.ndarray) -> np.ndarray:
-    """[..., 3] -> [...] with SPEC 2's weights, written out here."""
+    """[..., 3] -> [...] with design §2's weights, written out here."""
     return Y_R * rgb[..., 0] + Y_G * rgb[..., 1] + Y_B * rgb[..., 2]
 
 
@@ -137,17 +139,13 @@ def test_noise_sigma_per_image_profiles():
 
 
 def test_star15_taps_are_specs():
-    assert STAR15_TAPS == (
-        (0, -2),
-        (-2, -1), (-1, -1), (0, -1), (1, -1), (2, -1),
-        (-1, 0), (0, 0), (1, 0),
-        (-2, 1), (-1, 1), (0, 1), (1, 1), (2, 1),
-        (0, 2),
-    )  # fmt: skip
+    """kpn's table is design §2's, which conftest writes out by hand for the tests."""
+    assert STAR15_TAPS == SPEC_STAR15_TAPS
+    assert STAR15_TAPS[STAR15_CENTRE] == SPEC_STAR15_TAPS[SPEC_STAR15_CENTRE] == (0, 0)
 
 
-# Hand-listed coordinates (x, y) that each tap of SPEC 2 reads on a W=4, H=5 image,
-# mirrored as SPEC 0 says (-1 -> 0, -2 -> 1, W -> W-1, W+1 -> W-2).
+# Hand-listed coordinates (x, y) that each tap of design §2 reads on a W=4, H=5 image,
+# mirrored as design §0 says (-1 -> 0, -2 -> 1, W -> W-1, W+1 -> W-2).
 # centre (0, 0), the top-left corner:
 #   (0,-2)->(0,1)  (-2,-1)->(1,0) (-1,-1)->(0,0) (0,-1)->(0,0) (1,-1)->(1,0) (2,-1)->(2,0)
 #   (-1,0)->(0,0)  (0,0)->(0,0)   (1,0)->(1,0)
@@ -392,7 +390,7 @@ def test_patch8x8_past_end_matches_mirrored_rows(size, count, generator):
 
 
 def test_patch8x8_past_end_is_not_zero_nor_the_last_row(generator):
-    # star15 has a bounds check (zeros past the end), patch8x8 does not (SPEC 10)
+    # star15 has a bounds check (zeros past the end), patch8x8 does not (design §10)
     x = 1 + torch.rand(1, 3, 3, 4, generator=generator, dtype=torch.float64)
     out = patch8x8_features_past_end(x, 4)  # exactly the row y = H
     assert (out > 0).all()

@@ -1,11 +1,11 @@
-"""Tests for kpn.model.mlp and kpn.model.precision: the bias-free MLP and vkdt's float16 (SPEC 3, 10)."""
+"""Tests for kpn.model.mlp (docs/design.md §3, §10): the bias-free MLP, in float32, bfloat16
+and vkdt's float16 (whose arithmetic tests/model/test_precision.py tests)."""
 
 from __future__ import annotations
 
 import itertools
 import math
 
-import numpy as np
 import pytest
 import torch
 from torch.autograd import gradcheck
@@ -19,11 +19,12 @@ from kpn.model.mlp import (
     linear_activated,
     live_columns,
     load_weights,
-    mlp_forward,
     mlp_forward_planar,
     mlp_hidden,
 )
-from kpn.model.precision import matmul_f16, matmul_f16_fallback, round_f16
+from kpn.model.reference import mlp_forward
+
+from conftest import assert_one_line_error
 
 ACTIVATIONS = ["leaky_relu", "relu", "none"]
 
@@ -159,10 +160,13 @@ def test_activations_differ() -> None:
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("precision", ["fp32", "vkdt-f16"])
 def test_module_equals_function(activation: str, precision: str) -> None:
+    """The module runs the network's planar path, which is the plain one to rounding."""
     torch.manual_seed(6)
     mlp = MLP(32, 32, 3, activation, precision)
     x = torch.randn(50, 32)
-    assert torch.equal(mlp(x), mlp_forward(x, mlp.weights, activation, precision))
+    out = mlp(x)
+    assert torch.equal(out, mlp_forward_planar(x.T, mlp.weights, activation, precision).T)
+    assert_close(out, mlp_forward(x, mlp.weights, activation, precision), rtol=1e-6, atol=1e-6)
 
 
 def test_module_precision_is_used() -> None:
@@ -192,6 +196,8 @@ def test_gradcheck(activation: str) -> None:
     x = torch.randn(5, 4, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
     x.requires_grad_(True)
     assert gradcheck(lambda a, *w: mlp_forward(a, list(w), activation), (x, *weights))
+    # the network's planar layout, pixels as columns
+    assert gradcheck(lambda a, *w: mlp_forward_planar(a.T, list(w), activation), (x, *weights))
 
 
 # ---------------------------------------------------------------- load_weights
@@ -206,7 +212,7 @@ def test_load_weights_round_trip() -> None:
         assert torch.equal(loaded.detach(), matrix)
     x = torch.randn(10, 32)
     with torch.no_grad():  # the same path: with gradients the products are not fused
-        assert torch.equal(mlp(x), mlp_forward(x, matrices, "leaky_relu"))
+        assert torch.equal(mlp(x), mlp_forward_planar(x.T, matrices, "leaky_relu").T)
     # a copy: changing the source afterwards leaves the model alone
     matrices[0].zero_()
     assert not torch.equal(mlp.weights[0].detach(), matrices[0])
@@ -221,8 +227,7 @@ def test_load_weights_wrong_count(count: int) -> None:
     matrices = (random_weights(32, 32, 6, seed=14) * 2)[:count]
     with pytest.raises(KpnError) as info:
         load_weights(mlp, matrices)
-    assert "\n" not in str(info.value)
-    assert str(count) in str(info.value)
+    assert_one_line_error(info, count)
 
 
 @pytest.mark.parametrize("bad", ["transposed_first", "wrong_width", "wrong_outputs"])
@@ -237,94 +242,10 @@ def test_load_weights_wrong_shape(bad: str) -> None:
         matrices[-1] = torch.zeros(15, 32)
     with pytest.raises(KpnError) as info:
         load_weights(mlp, matrices)
-    assert "\n" not in str(info.value)
+    assert_one_line_error(info)
 
 
-# ---------------------------------------------------------------- precision
-
-
-def test_round_f16_values() -> None:
-    generator = torch.Generator().manual_seed(16)
-    x = torch.randn(1000, generator=generator) * torch.logspace(-9, 5, 1000)
-    x = torch.cat([x, torch.tensor([65504.0, 65519.0, 65520.0, 1e6, -1e6, 1e-8, 0.1, 2049.0])])
-    rounded = round_f16(x)
-    assert rounded.dtype == torch.float32
-    assert torch.equal(rounded, x.half().float())
-    # literal cases: 2049 -> 2048 (ties to even), 0.1 -> 0.0999755859375, 65520 -> inf
-    assert rounded[-1].item() == 2048.0
-    assert rounded[-2].item() == 0.0999755859375
-    assert rounded[-6].item() == math.inf and rounded[-7].item() == 65504.0
-
-
-def test_round_f16_keeps_float64() -> None:
-    x = torch.tensor([1.0 / 3.0, 1e-3, 12345.678], dtype=torch.float64)
-    rounded = round_f16(x)
-    assert rounded.dtype == torch.float64
-    assert torch.equal(rounded, x.half().double())
-
-
-def test_round_f16_identity_gradient() -> None:
-    generator = torch.Generator().manual_seed(17)
-    x = torch.randn(4, 5, generator=generator).requires_grad_(True)
-    upstream = torch.randn(4, 5, generator=generator)
-    (round_f16(x) * upstream).sum().backward()
-    assert torch.equal(x.grad, upstream)
-
-
-MATMUL_CASES = {
-    # name: (nonzero inputs {index: value}, in width, f16 result, f32 result); weights all 1
-    # first slice 16*128 = 2048, second adds 1: f16 2048 + 1 = 2049 rounds to 2048 (ties to
-    # even); one float32 product gives 2049
-    "slice_then_one": ({**{i: 128.0 for i in range(16)}, 16: 1.0}, 32, 2048.0, 2049.0),
-    # first slice 2048 + 1 = 2049 -> 2048, second slice + 1 -> 2049 -> 2048; rounding the
-    # float32 product once would give 2050 (a representable value)
-    "rounds_each_slice": ({0: 2048.0, 1: 1.0, 16: 1.0}, 32, 2048.0, 2050.0),
-    # 2048 + 1 + 1 inside one 16-wide slice is 2050 exactly: no rounding between 8-wide halves
-    "slice_is_16_wide": ({0: 2048.0, 1: 1.0, 8: 1.0}, 32, 2050.0, 2050.0),
-    # three slices, the last one 8 wide: 2048 -> +1 -> 2048 -> +1 -> 2048
-    "three_slices": ({0: 2048.0, 16: 1.0, 39: 1.0}, 40, 2048.0, 2050.0),
-}
-
-
-def golden_product(entries: dict[int, float], in_width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A golden case's operands: pixel 0 holds ``entries`` (index -> value), pixel 1 a
-    single 3 (3 * 1 = 3, no rounding); outputs 0 and 1 sum every input, output 2 none."""
-    x = torch.zeros(2, in_width)
-    for index, value in entries.items():
-        x[0, index] = value
-    x[1, 0] = 3.0
-    weight = torch.ones(3, in_width)
-    weight[2] = 0.0
-    return x, weight
-
-
-@pytest.mark.parametrize("case", list(MATMUL_CASES))
-def test_matmul_f16_golden(case: str) -> None:
-    entries, in_width, f16_result, f32_result = MATMUL_CASES[case]
-    x, weight = golden_product(entries, in_width)
-    out = matmul_f16(x, weight)
-    assert out.shape == (2, 3)
-    assert out[0].tolist() == [f16_result, f16_result, 0.0]
-    assert out[1].tolist() == [3.0, 3.0, 0.0]
-    assert (x @ weight.T)[0, 0].item() == f32_result
-
-
-def test_matmul_f16_exact_when_sums_are_small() -> None:
-    # small integers: every partial sum is exact in float16, so it equals the float32 product
-    generator = torch.Generator().manual_seed(18)
-    x = torch.randint(-3, 4, (20, 48), generator=generator).float()
-    weight = torch.randint(-3, 4, (16, 48), generator=generator).float()
-    assert torch.equal(matmul_f16(x, weight), x @ weight.T)
-
-
-def test_matmul_f16_gradient_is_the_float32_one() -> None:
-    generator = torch.Generator().manual_seed(19)
-    x = round_f16(torch.randn(6, 32, generator=generator)).requires_grad_(True)
-    weight = round_f16(torch.randn(4, 32, generator=generator)).requires_grad_(True)
-    upstream = torch.randn(6, 4, generator=generator)
-    (matmul_f16(x, weight) * upstream).sum().backward()
-    assert_close(x.grad, upstream @ weight.detach())
-    assert_close(weight.grad, upstream.T @ x.detach())
+# ---------------------------------------------------------------- vkdt-f16 in the MLP
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
@@ -393,82 +314,6 @@ def test_bf16_hidden_products_and_float32_output() -> None:
     torch.testing.assert_close(out, exact, rtol=0.05, atol=0.05 * exact.abs().max().item())
     out.sum().backward()
     assert all(w.grad is not None and w.grad.dtype == torch.float32 for w in weights)
-
-
-# ------------------------------------------------ vkdt's fallback matrix path (coopmat.glsl)
-# name: (nonzero inputs {index: value}, in width, fallback result, coopmat result, f32 result);
-# weights all 1, so the result is the inputs' sum in each path's order and rounding
-FALLBACK_CASES = {
-    # 2048 + 1 = 2049 rounds to 2048 (ties to even, f16 spacing 2 there), twice: 2048;
-    # the cooperative-matrix slice sums 2048 + 1 + 1 = 2050 first (representable)
-    "rounds_after_each_product": ({0: 2048.0, 1: 1.0, 2: 1.0}, 16, 2048.0, 2050.0, 2050.0),
-    # in order: 1, 2, then + 2048 = 2050 (exact): the same inputs later in the sum
-    "small_first": ({0: 1.0, 1: 1.0, 16: 2048.0}, 32, 2050.0, 2050.0, 2050.0),
-    # 2048 first, then 1 and 1 in the next slice: 2049 -> 2048 twice; coopmat adds the
-    # slice's 2 at once: 2050
-    "large_first_across_slices": ({0: 2048.0, 16: 1.0, 17: 1.0}, 32, 2048.0, 2050.0, 2050.0),
-}
-
-
-@pytest.mark.parametrize("case", list(FALLBACK_CASES))
-def test_matmul_f16_fallback_golden(case: str) -> None:
-    entries, in_width, fallback, coopmat, f32 = FALLBACK_CASES[case]
-    x, weight = golden_product(entries, in_width)
-    out = matmul_f16_fallback(x, weight)
-    assert out.shape == (2, 3)
-    assert out[0].tolist() == [fallback, fallback, 0.0]
-    assert out[1].tolist() == [3.0, 3.0, 0.0]
-    assert matmul_f16(x, weight)[0, 0].item() == coopmat
-    assert (x @ weight.T)[0, 0].item() == f32
-
-
-def test_matmul_f16_fallback_rounds_each_product() -> None:
-    """(1 + 2**-10) * (1 + 3 * 2**-10) = 1 + 2**-8 + 3 * 2**-20; float16's step at 1 is
-    2**-10, so the float16 product is 1 + 2**-8. Adding -1 * 1 leaves 2**-8 exactly. The
-    cooperative-matrix slice sums in float32: 2**-8 + 3 * 2**-20, and float16's step at
-    2**-8 is 2**-18, so 3 * 2**-20 (3/4 of it) rounds up: 2**-8 + 2**-18."""
-    x = torch.tensor([[1 + 2**-10, -1.0]])
-    weight = torch.tensor([[1 + 3 * 2**-10, 1.0]])
-    assert matmul_f16_fallback(x, weight).item() == 2**-8
-    assert matmul_f16(x, weight).item() == 2**-8 + 2**-18
-    assert (x.double() @ weight.double().T).item() == 2**-8 + 3 * 2**-20
-
-
-def numpy_fallback(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """coopmat.glsl's fallback written out with numpy's float16 scalars, one at a time."""
-    out = np.zeros((x.shape[0], weight.shape[0]), dtype=np.float16)
-    for n in range(x.shape[0]):
-        for o in range(weight.shape[0]):
-            accumulator = np.float16(0.0)
-            for k in range(x.shape[1]):
-                accumulator = np.float16(accumulator + np.float16(x[n, k] * weight[o, k]))
-            out[n, o] = accumulator
-    return out
-
-
-@pytest.mark.parametrize("in_width", [16, 32, 64])
-def test_matmul_f16_fallback_matches_scalar_float16(in_width: int) -> None:
-    generator = torch.Generator().manual_seed(in_width)
-    x = round_f16(torch.randn(7, in_width, generator=generator) * 4)
-    weight = round_f16(torch.randn(5, in_width, generator=generator))
-    expected = numpy_fallback(x.numpy().astype(np.float16), weight.numpy().astype(np.float16))
-    out = matmul_f16_fallback(x, weight)
-    np.testing.assert_array_equal(out.numpy(), expected.astype(np.float32))
-    # and it is not the cooperative-matrix result (rounding differs on random data)
-    assert not torch.equal(out, matmul_f16(x, weight))
-    # batched leading dimensions as the planar forward pass uses them
-    batched = matmul_f16_fallback(x.view(1, 7, in_width).expand(2, 7, in_width), weight)
-    assert torch.equal(batched[1], out)
-
-
-def test_matmul_f16_fallback_gradient_is_the_float32_one() -> None:
-    generator = torch.Generator().manual_seed(21)
-    x = round_f16(torch.randn(6, 32, generator=generator)).requires_grad_(True)
-    weight = round_f16(torch.randn(4, 32, generator=generator)).requires_grad_(True)
-    upstream = torch.randn(6, 4, generator=generator)
-    (matmul_f16_fallback(x, weight) * upstream).sum().backward()
-    assert_close(x.grad, upstream @ weight.detach())
-    assert_close(weight.grad, upstream.T @ x.detach())
 
 
 def test_mlp_forward_fallback_path() -> None:

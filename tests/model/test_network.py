@@ -1,4 +1,4 @@
-"""Tests for kpn.model.network: the whole multilevel KPN (SPEC sections 2-5 and 10).
+"""Tests for kpn.model.network: the whole multilevel KPN (docs/design.md §2-§5 and §10).
 
 kornia's family for the whole network: smoke and shapes, a golden case computed by hand,
 the exact-reconstruction invariant of ``add``, the vkdt-specific switches (block transpose,
@@ -23,26 +23,19 @@ from kpn.model.mlp import load_weights
 from kpn.model.network import KPN, KPNOutput, kpn_forward
 from kpn.model.pyramid import mip_pyramid, smooth_post_diff, upsample
 
+from conftest import SPEC_STAR15_CENTRE, SPEC_STAR15_TAPS, assert_one_line_error
+
 F64 = torch.float64
-# SPEC 2's tap order, written out here: (dx, dy)
-STAR15_TAPS = (
-    (0, -2),
-    (-2, -1), (-1, -1), (0, -1), (1, -1), (2, -1),
-    (-1, 0), (0, 0), (1, 0),
-    (-2, 1), (-1, 1), (0, 1), (1, 1), (2, 1),
-    (0, 2),
-)  # fmt: skip
-TAP_CENTRE = 7  # (0, 0) is the 8th tap of SPEC 2's list: (0,-2); five at dy=-1; (-1,0); (0,0)
-ALPHA = 15  # K[15] is alpha (SPEC 3)
-CONSTANT = 31  # star15 channel 31 is 1.0 (SPEC 2)
-SIGMA = 30  # star15 channel 30 is the noise sigma (SPEC 2)
+ALPHA = 15  # K[15] is alpha (design §3)
+CONSTANT = 31  # star15 channel 31 is 1.0 (design §2)
+SIGMA = 30  # star15 channel 30 is the noise sigma (design §2)
 
 
 # ----------------------------------------------------------------------------- helpers
 
 
 def model_config(**changes: object) -> ModelConfig:
-    """``ModelConfig`` with ``changes``; mlp_input follows blend unless given (SPEC 5).
+    """``ModelConfig`` with ``changes``; mlp_input follows blend unless given (design §5).
 
     The input is vkdt's star15 unless given: the routed networks below read its channels.
     """
@@ -80,7 +73,7 @@ def routed_weights(
     weights[0][0, source] = 1.0
     for hidden in weights[1:-1]:
         hidden[0, 0] = 1.0
-    for k, value in (outputs or {TAP_CENTRE: 1.0}).items():
+    for k, value in (outputs or {SPEC_STAR15_CENTRE: 1.0}).items():
         weights[-1][k, 0] = value
     return weights
 
@@ -95,7 +88,7 @@ def random_weights(config: ModelConfig, seed: int, scale: float, dtype=F64) -> l
 
 
 def vkdt_init_weights(config: ModelConfig, seed: int, dtype=F64) -> list[Tensor]:
-    """vkdt's initialisation (SPEC 3): uniform in +-sqrt(6/(W+W))."""
+    """vkdt's initialisation (design §3): uniform in +-sqrt(6/(W+W))."""
     return random_weights(config, seed, math.sqrt(6.0 / (2 * config.width)), dtype)
 
 
@@ -116,25 +109,19 @@ def smooth_weights(config: ModelConfig, seed: int) -> list[Tensor]:
         hidden[0] = 0.0
         hidden[0, 0] = 1.0
     weights[-1][:ALPHA, 0] += 1.0 / 15  # every tap about 1/15: sums near 1 even when
-    weights[-1][TAP_CENTRE, 0] += 0.5  # the block transpose mixes pixels' outputs
+    weights[-1][SPEC_STAR15_CENTRE, 0] += 0.5  # the block transpose mixes pixels' outputs
     weights[-1][ALPHA, 0] += 0.5
     return weights
 
 
 def noise_profiles(batch: int) -> Tensor:
-    """Distinct (a, b) per image, on the 0..65535 scale of SPEC 8."""
+    """Distinct (a, b) per image, on the 0..65535 scale of design §8."""
     return torch.tensor([[1e5 * (i + 1), 100.0 / (i + 1)] for i in range(batch)], dtype=F64)
 
 
 def random_image(batch: int, height: int, width: int, seed: int = 0, dtype=F64) -> Tensor:
     generator = torch.Generator().manual_seed(seed)
     return 0.1 + 0.9 * torch.rand(batch, 3, height, width, generator=generator, dtype=dtype)
-
-
-def assert_one_line(error: pytest.ExceptionInfo[KpnError]) -> str:
-    message = str(error.value)
-    assert message and "\n" not in message
-    return message
 
 
 TIGHT = {"rtol": 0.0, "atol": 1e-12}
@@ -191,7 +178,7 @@ class TestShapes:
 
 
 class TestAddReconstruction:
-    """SPEC 5: with an identity kernel and a = 1, ``add`` reconstructs its input exactly.
+    """Design §5: with an identity kernel and a = 1, ``add`` reconstructs its input exactly.
 
     O_N-1 = up(M_N) + D_N-1 = M_N-1, and so on down: O_0 = M_0 = the input. A wrong up in
     either the details or the reconstruction, a dropped level or a mix-style (1 - a)
@@ -249,7 +236,7 @@ class TestAddReconstruction:
         """The invariant is not vacuous: weight on tap (1,0) instead shifts the image."""
         config = model_config(blend="add", kernel_activation="plain", alpha_activation="const")
         noisy = random_image(1, 16, 16)
-        weights = routed_weights(config, outputs={TAP_CENTRE + 1: 1.0})
+        weights = routed_weights(config, outputs={SPEC_STAR15_CENTRE + 1: 1.0})
         out = kpn_forward(noisy, noise_profiles(1), weights, config)
         assert (out.output - noisy).abs().max() > 0.05
 
@@ -276,7 +263,7 @@ class TestMix:
             ],
             dtype=F64,
         ).unsqueeze(0)
-        weights = routed_weights(config, outputs={TAP_CENTRE: 1.0, ALPHA: 0.75})
+        weights = routed_weights(config, outputs={SPEC_STAR15_CENTRE: 1.0, ALPHA: 0.75})
         out = kpn_forward(noisy, noise_profiles(1), weights, config)
         expected = torch.tensor(
             [
@@ -323,7 +310,7 @@ class TestMix:
 
     @pytest.mark.parametrize("blend", ["mix", "add", "post_diff"])
     def test_recurrence_of_every_level(self, blend: str) -> None:
-        """O_i from up(O_{i+1}), I_i and a_i as SPEC 5 writes each blend; coarsest as SPEC."""
+        """O_i from up(O_{i+1}), I_i and a_i as design §5 writes each blend, coarsest too."""
         config = model_config(levels=4, blend=blend, width=32, n_hidden=2)
         out = kpn_forward(
             random_image(2, 23, 37), noise_profiles(2), vkdt_init_weights(config, 5), config
@@ -407,7 +394,7 @@ def test_noise_profile_is_per_image() -> None:
 
 
 def transposed_by_formula(padded: Tensor, pixels: int) -> Tensor:
-    """SPEC 10, one pixel and output at a time: apply's weight for pixel p, output k is
+    """Design §10, one pixel and output at a time: apply's weight for pixel p, output k is
     output p % 16 of pixel 16*(p//16) + k. ``padded``: [B,16,P'] raw network outputs with
     the pixels past the end, P' a multiple of 16. -> [B,16,pixels]
     """
@@ -434,14 +421,14 @@ def test_gather_formula_matches_loop() -> None:
 
 def mirrored_extension(image: Tensor, extra_rows: int) -> Tensor:
     """``image`` with rows H, H+1, ... appended as the mirrored sampler reads them:
-    row H + j is row H - 1 - j (SPEC 0)."""
+    row H + j is row H - 1 - j (design §0)."""
     height = image.shape[-2]
     rows = list(range(height)) + [height - 1 - j for j in range(extra_rows)]
     return image[:, :, rows]
 
 
 class TestBlockTranspose:
-    """SPEC 10: the kernel of pixel p, output k is output p % 16 of pixel 16*(p//16)+k,
+    """Design §10: the kernel of pixel p, output k is output p % 16 of pixel 16*(p//16)+k,
     pixels in scanline order padded to a multiple of 16."""
 
     def test_star15_small_image_explicit_loop(self) -> None:
@@ -531,7 +518,7 @@ class TestBlockTranspose:
             torch.einsum(
                 "bk,bck->bc",
                 tap_weights[:, :, 2, 3],
-                torch.stack([noisy[:, :, 2 + dy, 3 + dx] for dx, dy in STAR15_TAPS], dim=2),
+                torch.stack([noisy[:, :, 2 + dy, 3 + dx] for dx, dy in SPEC_STAR15_TAPS], dim=2),
             ),
             **TIGHT,
         )
@@ -562,7 +549,7 @@ class TestDenoiseLevels:
                 torch.testing.assert_close(level.filtered, level.x, rtol=0.0, atol=0.0)
 
     def test_passed_through_levels_are_not_clamped(self) -> None:
-        """SPEC 4: passed-through levels are X unchanged, not clamped to +-65000."""
+        """Design §4: passed-through levels are X unchanged, not clamped to +-65000."""
         config = model_config(width=32, n_hidden=1, levels=2, denoise_levels=1)
         noisy = torch.full((1, 3, 4, 4), 1e5, dtype=F64)
         out = kpn_forward(noisy, noise_profiles(1), vkdt_init_weights(config, 0), config)
@@ -587,7 +574,7 @@ class TestDenoiseLevels:
 
 
 class TestGradientStop:
-    """SPEC 10: vkdt's training stops the gradient from level 0 into the coarser levels."""
+    """Design §10: vkdt's training stops the gradient from level 0 into the coarser levels."""
 
     @staticmethod
     def weight_gradient(config: ModelConfig, noisy: Tensor) -> list[Tensor]:
@@ -667,7 +654,7 @@ def is_f16(tensor: Tensor) -> bool:
     ids=["mix", "add", "post_diff", "patch8x8", "box2_vkdt"],
 )
 def test_vkdt_f16_stores_as_vkdt_graph(changes: dict[str, object]) -> None:
-    """SPEC 10 and vkdt's kpn/main.c: M_0 (the module's input) and O_0 (its output) are
+    """Design §10 and vkdt's kpn/main.c: M_0 (the module's input) and O_0 (its output) are
     float32, every other image (M, D, I, O, a) and K float16; each mip is reduced from the
     stored float16 mip before it (box2_vkdt: each three levels from their stored base)."""
     config = model_config(
@@ -764,7 +751,7 @@ def test_vkdt_f16_output_is_float32() -> None:
         alpha_activation="const",
         precision="vkdt-f16",
     )
-    weights = routed_weights(config, outputs={TAP_CENTRE: 1.0}, dtype=torch.float32)
+    weights = routed_weights(config, outputs={SPEC_STAR15_CENTRE: 1.0}, dtype=torch.float32)
     noisy = torch.full((1, 3, 8, 8), 1 + 460 * U)
     out = kpn_forward(noisy, torch.zeros(1, 2), weights, config)
     for level in out.levels[1:]:
@@ -879,7 +866,7 @@ ADD_VKDT = {
 
 class TestLevelOverride:
     def test_train_four_infer_six_agree(self) -> None:
-        """SPEC 10: with denoise_levels 2 and add, O_2 = M_2, so 4 and 6 levels agree."""
+        """Design §10: with denoise_levels 2 and add, O_2 = M_2, so 4 and 6 levels agree."""
         config = model_config(width=32, n_hidden=2, **ADD_VKDT)
         weights = vkdt_init_weights(config, 3)
         noisy = random_image(2, 23, 37)
@@ -910,7 +897,7 @@ class TestLevelOverride:
             kpn_forward(
                 random_image(1, 4, 4), noise_profiles(1), zero_weights(config), config, levels
             )
-        assert str(levels) in assert_one_line(error)
+        assert_one_line_error(error, levels)
 
 
 # ---------------------------------------------------------------------- gradcheck
@@ -1036,14 +1023,14 @@ class TestModule:
         model = KPN(config)
         shapes = [tuple(w.shape) for w in model.mlp.weights]
         assert shapes == [(32, 32)] * 6 + [(16, 32)]
-        bound = math.sqrt(6.0 / 64)  # SPEC 3: +-sqrt(6/(W+W))
+        bound = math.sqrt(6.0 / 64)  # design §3: +-sqrt(6/(W+W))
         assert all(w.abs().max() <= bound for w in model.mlp.weights)
         assert all(w.abs().max() > 0.9 * bound for w in model.mlp.weights)
 
     def test_module_refuses_invalid_config(self) -> None:
         with pytest.raises(KpnError) as error:
             KPN(ModelConfig(width=40))
-        assert "40" in assert_one_line(error)
+        assert_one_line_error(error, "40")
 
     @pytest.mark.parametrize("changes", VARIANTS.values(), ids=VARIANTS.keys())
     def test_non_contiguous_and_channels_last(self, changes: dict[str, object]) -> None:
@@ -1112,7 +1099,7 @@ def test_bad_input(noisy: Tensor, noise_ab: Tensor, words: str) -> None:
     config = model_config(width=32, n_hidden=1)
     with pytest.raises(KpnError) as error:
         kpn_forward(noisy, noise_ab, UntouchableWeights(), config)
-    assert words in assert_one_line(error)
+    assert_one_line_error(error, words)
     model = KPN(config)
     with pytest.raises(KpnError):
         model(noisy, noise_ab)
@@ -1128,7 +1115,7 @@ def test_good_input_reads_the_weights() -> None:
 def test_shape_message_names_what_came() -> None:
     with pytest.raises(KpnError) as error:
         kpn_forward(torch.ones(2, 4, 5, 6), torch.ones(2, 2), [], model_config())
-    assert "[2, 4, 5, 6]" in assert_one_line(error)
+    assert_one_line_error(error, "[2, 4, 5, 6]")
 
 
 # ----------------------------------------------------------------- torch.compile

@@ -1,4 +1,4 @@
-"""Tests for kpn.model.pyramid: reductions, expansions, mips and details (SPEC sections 1 and 10)."""
+"""Tests for kpn.model.pyramid: reductions, expansions, mips, details (docs/design.md §1, §10)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def half(n: int) -> int:
 
 
 def ref_box2(fine: np.ndarray) -> np.ndarray:
-    """SPEC 1 box2: coarse(x,y) = mean of fine(2x..2x+1, 2y..2y+1), mirrored."""
+    """Design §1 box2: coarse(x,y) = mean of fine(2x..2x+1, 2y..2y+1), mirrored."""
     height, width = fine.shape[-2:]
     out = np.zeros((*fine.shape[:-2], half(height), half(width)))
     for y in range(half(height)):
@@ -55,7 +55,7 @@ def ref_box2(fine: np.ndarray) -> np.ndarray:
 
 
 def ref_binomial5(fine: np.ndarray) -> np.ndarray:
-    """SPEC 1 binomial5: sum over i,j in -2..2 of b[i] b[j] fine(2x+i, 2y+j), mirrored."""
+    """Design §1 binomial5: sum over i,j in -2..2 of b[i] b[j] fine(2x+i, 2y+j), mirrored."""
     b = np.array([1, 4, 6, 4, 1]) / 16
     height, width = fine.shape[-2:]
     out = np.zeros((*fine.shape[:-2], half(height), half(width)))
@@ -69,7 +69,8 @@ def ref_binomial5(fine: np.ndarray) -> np.ndarray:
 
 
 def ref_bspline(coarse: np.ndarray, height: int, width: int) -> np.ndarray:
-    """SPEC 1 bspline: sum u_x[i] u_y[j] C(x//2+i, y//2+j), u even [5,10,1]/16, odd [1,10,5]/16."""
+    """Design §1 bspline: sum u_x[i] u_y[j] C(x//2+i, y//2+j), u even [5,10,1]/16, odd
+    [1,10,5]/16."""
     u = {0: np.array([5, 10, 1]) / 16, 1: np.array([1, 10, 5]) / 16}
     coarse_h, coarse_w = coarse.shape[-2:]
     out = np.zeros((*coarse.shape[:-2], height, width))
@@ -83,7 +84,7 @@ def ref_bspline(coarse: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def ref_bilinear(coarse: np.ndarray, height: int, width: int) -> np.ndarray:
-    """SPEC 1 bilinear: C sampled at texel ((x+1)*Wc/W - 0.5, (y+1)*Hc/H - 0.5), mirrored."""
+    """Design §1 bilinear: C sampled at texel ((x+1)*Wc/W - 0.5, (y+1)*Hc/H - 0.5), mirrored."""
     coarse_h, coarse_w = coarse.shape[-2:]
     out = np.zeros((*coarse.shape[:-2], height, width))
     for y in range(height):
@@ -100,7 +101,7 @@ def ref_bilinear(coarse: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def ref_vkdt_mips(image: np.ndarray, count: int) -> list[np.ndarray]:
-    """SPEC 10, read literally: M1 = 2x2 mean of M0; M2 = 2x2 mean at offset (2,2) of each
+    """Design §10, read literally: M1 = 2x2 mean of M0; M2 = 2x2 mean at offset (2,2) of each
     4x4 block of M0; M3 = at offset (6,6) of each 8x8 block of M0; all mirrored at M0's edge.
     M4..M6 the same again from M3 (block 2, 4, 8 with offsets 0, 2, 6)."""
     mips = [image]

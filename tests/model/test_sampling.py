@@ -1,4 +1,4 @@
-"""Tests for kpn.model.sampling: vkdt's MIRRORED_REPEAT addressing (SPEC section 0)."""
+"""Tests for kpn.model.sampling: vkdt's MIRRORED_REPEAT addressing (docs/design.md §0)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def test_mirror_index_golden_size4():
 
 @pytest.mark.parametrize("size", [2, 3, 5, 8])
 def test_mirror_index_edge_included(size):
-    # SPEC 0: -1 reads 0, -2 reads 1, W reads W-1, W+1 reads W-2
+    # design §0: -1 reads 0, -2 reads 1, W reads W-1, W+1 reads W-2
     index = torch.tensor([-1, -2, size, size + 1])
     assert mirror_index(index, size).tolist() == [0, 1, size - 1, size - 2]
 
@@ -110,7 +110,7 @@ def test_pad_symmetric_golden_and_not_torch_reflect():
     row = torch.tensor([[[[1.0, 2.0, 3.0, 4.0]]]])
     # symmetric repeats the edge pixel: 1 | 1 2 3 4 | 4
     assert pad_symmetric(row, 1, 1, 0, 0).flatten().tolist() == [1, 1, 2, 3, 4, 4]
-    # torch's reflect skips it: 2 | 1 2 3 4 | 3 -- the mistake SPEC 0 warns about
+    # torch's reflect skips it: 2 | 1 2 3 4 | 3 -- the mistake design §0 warns about
     reflect = F.pad(row, (1, 1, 0, 0), mode="reflect")
     assert reflect.flatten().tolist() == [2, 1, 2, 3, 4, 3]
     assert not torch.equal(pad_symmetric(row, 1, 1, 0, 0), reflect)
@@ -236,7 +236,7 @@ def test_sample_linear_axis_keeps_image_dtype(generator):
 
 @pytest.mark.parametrize("size", [(3, 5), (4, 4), (1, 3)])
 def test_sample_linear_axis_matches_grid_sample_reflection(size, generator):
-    # SPEC 0: grid_sample(bilinear, reflection, align_corners=False) matches within a period
+    # design §0: grid_sample(bilinear, reflection, align_corners=False) matches within a period
     height, width = size
     x = torch.rand(2, 3, height, width, generator=generator, dtype=torch.float64)
     coords_x = torch.linspace(-0.5, width - 0.5, 23, dtype=torch.float64)

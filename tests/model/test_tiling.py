@@ -14,6 +14,7 @@ from kpn.config import ModelConfig, load_config
 from kpn.errors import KpnError
 from kpn.model.network import KPN, kpn_forward
 from kpn.model.pyramid import level_sizes, mip_pyramid
+from kpn.model.reference import receptive_radius
 from kpn.model.tiling import (
     Window,
     global_mips,
@@ -21,7 +22,6 @@ from kpn.model.tiling import (
     mip_band_halo,
     plan_level,
     plan_tiles,
-    receptive_radius,
     stripe_alignment,
     tiled_forward,
 )

@@ -22,11 +22,12 @@ import kpn.train.loop
 from kpn.config import load_config
 from kpn.io.checkpoint import load_checkpoint
 from kpn.model.mlp import MLP
-from kpn.train.loop import Validation, build_parser, get_lr, main, train
+from kpn.train.cli import build_parser, main, plan_run
+from kpn.train.loop import Plan, get_lr, train
 from kpn.train.monitor import Progress
-from kpn.train.optim import VkdtAdam, vkdt_clip_
-from kpn.vkdt.export import load_lut
+from kpn.train.validation import Validation
 from kpn.vkdt.lut import read_lut
+from kpn.vkdt.lut_model import load_lut
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -128,8 +129,7 @@ def test_non_finite_step_is_skipped(tiny: Path, tmp_path: Path, monkeypatch) -> 
         return value
 
     monkeypatch.setattr(kpn.train.loop, "kpn_loss", loss_with_a_nan)
-    args = build_parser().parse_args(["--config", str(tiny), "--out", str(tmp_path / "run")])
-    result = train(args)
+    result = train(Plan(load_config(tiny), tmp_path / "run"))
     state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert state.step == 4 and state.skipped_steps == 1
     assert all(torch.isfinite(p).all() for p in result.model.parameters())
@@ -145,8 +145,7 @@ def test_skipped_step_changes_nothing(tiny: Path, tmp_path: Path, monkeypatch) -
         "kpn_loss",
         lambda o, r, loss, red: (o - r).sum() * (math.nan if o.requires_grad else 1),
     )
-    args = build_parser().parse_args(["--config", str(tiny), "--out", str(tmp_path / "run")])
-    trained = train(args).model
+    trained = train(Plan(load_config(tiny), tmp_path / "run")).model
     torch.manual_seed(0)
     fresh = kpn.train.loop.KPN(load_config(tiny).model)
     for a, b in zip(trained.parameters(), fresh.parameters(), strict=True):
@@ -168,51 +167,6 @@ def test_lr_schedules() -> None:
     assert get_lr(0, constant) == get_lr(10_000, constant) == 0.5
 
 
-def test_vkdt_adam_equals_torch_adam_without_its_quirks() -> None:
-    torch.manual_seed(0)
-    ours = torch.nn.Parameter(torch.randn(16, 16))
-    theirs = torch.nn.Parameter(ours.detach().clone())
-    a = VkdtAdam([ours], lr=0.01, betas=(0.99, 0.999), eps=1e-4, l2=0.001)
-    b = torch.optim.Adam([theirs], lr=0.01, betas=(0.99, 0.999), eps=1e-4, weight_decay=0.002)
-    for _ in range(20):
-        gradient = torch.randn(16, 16)
-        ours.grad, theirs.grad = gradient.clone(), gradient.clone()
-        a.step()
-        b.step()
-    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
-
-
-def test_vkdt_adam_bias_correction_stops_at_frame_5000() -> None:
-    weight = torch.nn.Parameter(torch.zeros(1))
-    adam = VkdtAdam([weight], lr=1.0, betas=(0.5, 0.5), eps=0.0, l2=0.0, bias_correction_cut=True)
-    weight.grad = torch.ones(1)
-    adam.step()  # vkdt frame 1: m1 = m2 = 0.5, corrected with exponent 2: 0.5/0.75
-    corrected = (0.5 / 0.75) / math.sqrt(0.5 / 0.75)
-    torch.testing.assert_close(weight.detach(), torch.tensor([-corrected]))
-    adam.state[weight]["step"].fill_(5000)  # the next step runs as frame 5001
-    before = weight.detach().clone()
-    adam.step()  # m1 = m2 = 0.75 (0.5*0.5 + 0.5), no correction: 0.75 / sqrt(0.75)
-    torch.testing.assert_close(weight.detach(), before - 0.75 / math.sqrt(0.75))
-
-
-def test_vkdt_clip_uses_a_prefix_of_the_scaled_gradient() -> None:
-    first = torch.nn.Parameter(torch.zeros(4, 4))
-    second = torch.nn.Parameter(torch.zeros(4, 4))
-    first.grad = torch.zeros(4, 4)
-    first.grad[0, 0] = 3.0  # inside the prefix: ceil(64 / 32) = 2 entries
-    first.grad[0, 1] = 4.0
-    second.grad = torch.full((4, 4), 100.0)  # outside: vkdt never sees it
-    norm = vkdt_clip_([first, second], max_norm=10.0, grad_scale=128.0, buffer_size=64)
-    assert norm.item() == pytest.approx(128 * 5.0)
-    scale = 10.0 / (128 * 5.0)
-    assert first.grad[0, 0].item() == pytest.approx(3.0 * scale)
-    assert second.grad[0, 0].item() == pytest.approx(100.0 * scale)
-    unclipped = [torch.nn.Parameter(torch.zeros(2))]
-    unclipped[0].grad = torch.tensor([0.01, 0.0])
-    vkdt_clip_(unclipped, max_norm=10.0, grad_scale=128.0, buffer_size=64)
-    assert unclipped[0].grad[0].item() == pytest.approx(0.01)
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -228,13 +182,14 @@ def ddp_worker(rank: int, world: int, port: int, argv: list[str], out: str) -> N
         LOCAL_RANK=str(rank),
     )
     torch.set_num_threads(1)
-    result = train(build_parser().parse_args(argv))
+    result = train(plan_run(build_parser().parse_args(argv)))
     torch.save(
         {"model": result.model.state_dict(), "initial": result.initial, "final": result.final},
         f"{out}/rank{rank}.pt",
     )
 
 
+@pytest.mark.slow
 def test_ddp_two_gloo_processes_stay_identical(
     tmp_path: Path, tiny_config: Callable[..., Path]
 ) -> None:
@@ -280,6 +235,7 @@ def test_set_overrides_and_their_errors(
 
 
 @pytest.mark.parametrize("workers", [0, 1])
+@pytest.mark.slow
 def test_sigint_writes_weights_and_checkpoint(
     tmp_path: Path, workers: int, tiny_config: Callable[..., Path]
 ) -> None:
@@ -322,6 +278,7 @@ def test_sigint_writes_weights_and_checkpoint(
     assert read_lut(run / "weights.lut").width == 32
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_last_checkpoint(
     tmp_path: Path, tiny_config: Callable[..., Path]
 ) -> None:

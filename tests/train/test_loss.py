@@ -1,4 +1,5 @@
-"""Tests for kpn.train.loss: the training losses and their handling of broken pixels (SPEC 6)."""
+"""Tests for kpn.train.loss (docs/design.md §6): the training losses and their handling of
+broken pixels."""
 
 from __future__ import annotations
 

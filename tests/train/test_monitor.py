@@ -6,7 +6,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.data_provider import MultiplexerDataProvider
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 from tensorboard.context import RequestContext
 from tensorboard.plugins.base_plugin import TBContext
@@ -14,7 +16,12 @@ from tensorboard.plugins.hparams import api_pb2, list_session_groups, metadata
 from tensorboard.plugins.hparams.backend_context import Context
 from tensorboard.util.tensor_util import make_ndarray
 
-from kpn.train.loop import main
+from kpn.config import load_config
+from kpn.data.loader import TrainingBatch
+from kpn.model.network import KPN
+from kpn.train.cli import main
+from kpn.train.monitor import Monitor
+from kpn.train.validation import Validation
 
 # one tile a step, a validation and pictures at steps 0 and 2, no checkpoint before the end
 TINY = (
@@ -33,6 +40,49 @@ def tags(multiplexer: EventMultiplexer, plugin: str) -> set[str]:
     for tag_to_content in multiplexer.PluginRunToTagToContent(plugin).values():
         found |= set(tag_to_content)
     return found
+
+
+def test_monitor_writes_each_scalar_under_its_tag_at_its_step(
+    tmp_path: Path, tiny_config: Callable[..., Path]
+) -> None:
+    config = load_config(tiny_config())
+    run = tmp_path / "run"
+    monitor = Monitor.open(run, config, KPN(config.model), step=0)
+    monitor.training(3, loss=0.5, lr=0.01, grad_norm=2.0, skipped=1, seconds=0.25)
+    monitor.validation(Validation(0.125, 20.0, 27.0, 0.5, 0.75), 4)
+    monitor.close(4, finished=True)
+
+    events = EventAccumulator(str(run))
+    events.Reload()
+    logged = {
+        tag: [(e.step, pytest.approx(e.value)) for e in events.Scalars(tag)]
+        for tag in events.Tags()["scalars"]
+    }
+    assert logged == {
+        "loss/train": [(3, 0.5)],
+        "opt/lr": [(3, 0.01)],
+        "opt/grad_norm": [(3, 2.0)],
+        "opt/skipped_steps": [(3, 1.0)],
+        "perf/steps_per_s": [(3, 4.0)],  # 1 / 0.25 s
+        "loss/val": [(4, 0.125)],
+        "metrics/val_psnr": [(4, 27.0)],
+        "metrics/val_psnr_gain": [(4, 7.0)],
+        "metrics/val_ssim": [(4, 0.75)],
+    }
+
+
+def test_another_ranks_monitor_writes_nothing(
+    tmp_path: Path, tiny_config: Callable[..., Path]
+) -> None:
+    config = load_config(tiny_config())
+    model = KPN(config.model)
+    batch = TrainingBatch(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16), torch.ones(1, 2))
+    monitor = Monitor.open(tmp_path / "run", config, model, step=0, enabled=False)
+    monitor.training(1, loss=0.5, lr=0.01, grad_norm=2.0, skipped=0, seconds=0.25)
+    monitor.validation(Validation(0.125, 20.0, 27.0), 1)
+    monitor.pictures(model, batch, 1)
+    monitor.close(1, finished=True)
+    assert not (tmp_path / "run").exists()
 
 
 def test_weights_and_gradients_show_as_histograms_and_as_images(

@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import kpn.train.loop
 from kpn.config import config_to_toml, load_config
 from kpn.io.checkpoint import load_checkpoint
-from kpn.train.loop import main
+from kpn.train.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ONE_TILE = ("data.batch=1", "data.validation_count=1", "train.image_every=100")  # a sample a step

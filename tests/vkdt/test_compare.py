@@ -12,7 +12,7 @@ import torch
 from kpn.__main__ import main
 from kpn.config import Config, ModelConfig
 from kpn.io.checkpoint import TrainingState, save_checkpoint
-from kpn.io.images import write_pfm
+from kpn.io.pfm import write_pfm
 from kpn.model.network import KPN
 
 

@@ -2,11 +2,11 @@
  * pass, one pass each over a band of pixels where eager torch makes some seventy, twenty
  * and forty. Single-threaded: beside torch's spinning OpenMP workers two threads of these
  * lost to one (README, Speed). Loaded by
- * kpn/native.py (ctypes); kpn's eager code is the definition, and what runs where this
+ * kpn/model/native.py (ctypes); kpn's eager code is the definition, and what runs where this
  * does not build. Compiled with -ffp-contract=off: every product and sum rounds as eager
  * torch's separate operations round. log1p, log2 and exp are Cephes' float polynomials
  * written without branches, so that the compiler vectorises the loops over x (within 3e-7
- * of torch's; tests/test_native.py). */
+ * of torch's; tests/model/test_native.py). */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
