@@ -192,24 +192,26 @@ def held_out_psnr(run_dir: Path) -> tuple[float, float]:
     """(noisy, denoised) mean linear PSNR of a run's model on the held-out photos' centre
     crops under the quality benchmark's camera noises."""
     import numpy as np
-    import quality
 
     from kpn.infer.denoiser import Denoiser
     from kpn.infer.weights import load_weights
+    from kpn.io.images import linear_to_srgb
     from kpn.io.pfm import read_pfm
     from kpn.metrics import psnr
+
+    from quality_data import CONDITIONS, make_noisy
 
     loaded = load_weights(run_dir)
     denoiser = Denoiser.build(loaded.model, loaded.config.infer, sure=False)  # the network alone
     noisy_scores, denoised_scores = [], []
-    cameras = [c for c in quality.CONDITIONS if c.domain == "linear"]
+    cameras = [c for c in CONDITIONS if c.domain == "linear"]
     for p, path in enumerate(sorted(HELD_OUT.glob("*.pfm"))):
         image = read_pfm(path)
         top = max(0, (image.shape[0] - HELD_OUT_CROP) // 2)
         left = max(0, (image.shape[1] - HELD_OUT_CROP) // 2)
         clean = np.ascontiguousarray(image[top : top + HELD_OUT_CROP, left : left + HELD_OUT_CROP])
         for c, condition in enumerate(cameras):
-            _, noisy = quality.make_noisy(quality.linear_to_srgb(clean), condition, 100 * p + c)
+            _, noisy = make_noisy(linear_to_srgb(clean), condition, 100 * p + c)
             noisy_scores.append(psnr(np.clip(noisy, 0, 1), clean))
             output = denoiser(np.ascontiguousarray(noisy), condition.a, condition.b)
             denoised_scores.append(psnr(np.clip(output, 0, 1), clean))

@@ -62,6 +62,13 @@ FLAGS = {
     "preset": "--preset",
     "tile": "--tile",
     "scale": "--scale",
+    "factor": "--factor",
+    "references": "--reference",
+    "noise_a": "--noise-a",
+    "noise_b": "--noise-b",
+    "noise": "--noise",
+    "nprof": "--nprof",
+    "nprof_dir": "--nprof-dir",
 }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-from kpn.errors import KpnError
+from kpn.errors import ParameterError
 
 # setuptools installs package data as plain files, so the resources are paths
 PRESETS = Path(str(files("kpn") / "configs"))
@@ -24,12 +24,12 @@ def preset_names() -> list[str]:
 
 
 def preset_path(name: str, parameter: str = "preset") -> Path:
-    """The config file of preset ``name``; KpnError (one line naming ``parameter`` and the
-    presets there are) for any other name."""
+    """The config file of preset ``name``; a one-line :class:`ParameterError` naming
+    ``parameter`` and the presets there are for any other name."""
     path = PRESETS / f"{name}.toml"
     if Path(name).name != name or not path.is_file():
         available = ", ".join(preset_names()) or f"none: {PRESETS} is missing"
-        raise KpnError(f"{parameter} {name!r}: no such preset (presets: {available})")
+        raise ParameterError(parameter, name, f"no such preset (presets: {available})")
     return path
 
 

@@ -19,11 +19,13 @@ from kpn.vkdt.export import export_lut
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))  # the scripts import their sibling report.py
+sys.path.insert(0, str(BENCHMARKS))  # the scripts import their siblings (report.py, ...)
 
 import ablation  # noqa: E402
 import design  # noqa: E402
 import quality  # noqa: E402
+
+import quality_data  # noqa: E402
 
 
 def run_script(
@@ -54,7 +56,7 @@ def lut(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # --- quality: noise settings and the variance-stabilising transform ----------------------
 def test_camera_condition_pushes_the_profile() -> None:
     # pushing 3 EV multiplies the signal by 8: the variance a + b x by 64 and 8
-    condition = quality.camera_condition(12800, 1434.2, 7.3766, 3)
+    condition = quality_data.camera_condition(12800, 1434.2, 7.3766, 3)
     assert condition.a == pytest.approx(1434.2 * 64)
     assert condition.b == pytest.approx(7.3766 * 8)
     assert condition.level == pytest.approx(math.sqrt(91788.8 + 65535 * 0.18 * 59.0128) / 65535)
@@ -62,7 +64,7 @@ def test_camera_condition_pushes_the_profile() -> None:
 
 
 def test_srgb_condition_is_the_same_gaussian_on_the_65535_scale() -> None:
-    condition = quality.srgb_condition(25)
+    condition = quality_data.srgb_condition(25)
     assert condition.b == 0
     assert math.sqrt(condition.a) / 65535 == pytest.approx(25 / 255)
 
@@ -89,14 +91,14 @@ def test_stabilised_denoiser_sees_unit_noise_and_round_trips() -> None:
         seen.append(sigma)
         return image
 
-    condition = quality.CONDITIONS[1]
+    condition = quality_data.CONDITIONS[1]
     clean = np.full((64, 64, 3), 0.3, np.float32)
     out = quality.stabilised(identity)(clean, condition)
     white = quality.anscombe(np.array(1.0), condition.b / 65535, math.sqrt(condition.a) / 65535)
     assert seen == [pytest.approx(1 / white)]
     # a noiseless flat image comes back within the inverse's bias correction (1/8 count)
     np.testing.assert_allclose(out, clean, rtol=2e-3)
-    gaussian = quality.srgb_condition(15)
+    gaussian = quality_data.srgb_condition(15)
     quality.stabilised(identity)(clean, gaussian)
     assert seen[-1] == pytest.approx(15 / 255)
 
@@ -137,7 +139,7 @@ def test_quality_quick_end_to_end(tmp_path: Path, lut: Path) -> None:
             for n in rows
             if r["method"] == "kpn seeded" and n["method"] == "noisy"
             and r["image"] == n["image"] and r["condition"] == n["condition"]
-            and r["condition"] == quality.QUICK_CONDITIONS[0].name
+            and r["condition"] == quality_data.QUICK_CONDITIONS[0].name
         ),
         abs=0.006,
     )  # fmt: skip
@@ -261,7 +263,7 @@ def test_speed_quick_end_to_end(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_quality_cbm3d_at_and_classical_from(tmp_path: Path, lut: Path) -> None:
     first, second = tmp_path / "first", tmp_path / "second"
-    mid = quality.QUICK_CONDITIONS[0].name
+    mid = quality_data.QUICK_CONDITIONS[0].name
     done = run_script(
         "quality.py", "--quick", "--model", f"s={lut}", "--out", first, "--cbm3d-at", mid
     )

@@ -262,8 +262,11 @@ def triangle_wave(phase: Tensor) -> Tensor:
 def render_scenes(scenes: Sequence[Scene], height: int, width: int) -> Tensor:
     """Render dead-leaves scenes drawn for an h x w window.
 
-    Returns ``[B,3,H,W]`` float32 linear RGB, B = ``len(scenes)``, values >= 0.
+    Returns ``[B,3,H,W]`` float32 linear RGB, B = ``len(scenes)``, values >= 0. Raises
+    ValueError for a window below ``MIN_SIZE`` on a side.
     """
+    if min(height, width) < MIN_SIZE:
+        raise ValueError(f"dead leaves: size {height}x{width} is below {MIN_SIZE}x{MIN_SIZE}")
     owner = leaf_owners(scenes, height, width)
     table = torch.cat(
         [torch.cat([s.centre, s.colour, s.slope, s.wave, s.amplitude[:, None]], 1) for s in scenes]
@@ -300,26 +303,3 @@ def blur_separable(image: Tensor, taps: Tensor) -> Tensor:
         return total
 
     return along(along(image, -1), -2)
-
-
-def dead_leaves(
-    size: int | tuple[int, int],
-    generator: torch.Generator,
-    radius_min: float = RADIUS_MIN,
-    radius_max: float = RADIUS_MAX,
-) -> Tensor:
-    """One colour dead-leaves image, a pure function of ``generator``'s state.
-
-    Args:
-        size: side of a square image, or (height, width).
-        generator: CPU torch generator; advanced by the draw.
-        radius_min, radius_max: range of the r^-3 radius law, pixels.
-
-    Returns:
-        ``[3,H,W]`` float32 linear RGB, values >= 0 (mostly below 1).
-    """
-    height, width = (size, size) if isinstance(size, int) else size
-    if min(height, width) < MIN_SIZE:
-        raise ValueError(f"dead_leaves: size {height}x{width} is below {MIN_SIZE}x{MIN_SIZE}")
-    scenes = draw_scenes(height, width, [generator], radius_min, radius_max)
-    return render_scenes(scenes, height, width)[0]

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kpn.errors import KpnError
+from kpn.errors import KpnError, ParameterError
 from kpn.io.atomic import atomic_write_bytes
 from kpn.io.images import read_image
 from kpn.io.pfm import write_pfm
@@ -239,7 +239,7 @@ def assemble_photos(
     """
     folder = Path(folder)
     if factor < MIN_FACTOR:
-        raise KpnError(f"kpn photos: --factor {factor} is below {MIN_FACTOR}")
+        raise ParameterError("factor", factor, f"is below {MIN_FACTOR}")
     chosen = list(PHOTOS) if packages is None else packages
     unknown = [p for p in chosen if p not in PHOTOS]
     if unknown:

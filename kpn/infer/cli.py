@@ -86,6 +86,11 @@ FLAGS = {
     "sure": "--sure",
     "noise_a": "--noise-a",
     "noise_b": "--noise-b",
+    "noise": "--noise",
+    "nprof": "--nprof",
+    "nprof_dir": "--nprof-dir",
+    "output": "-o",
+    "out_dir": "--out-dir",
 }
 
 

@@ -13,7 +13,7 @@ import imagecodecs
 import numpy as np
 import tifffile
 
-from kpn.errors import KpnError
+from kpn.errors import KpnError, mention
 from kpn.io.atomic import atomic_output, atomic_write_bytes
 from kpn.io.images import (
     JPEG_QUALITY,  # write_image's, for the same files
@@ -113,7 +113,7 @@ def plan_jobs(
         if key in inputs:
             errors.append(
                 f"{source}: refused: the output {target} would overwrite the input "
-                f"{inputs[key]} (choose -o or --out-dir)"
+                f"{inputs[key]} (choose {mention('output')} or {mention('out_dir')})"
             )
         elif key in taken:
             errors.append(f"{source}: refused: {taken[key]} is already written to {target}")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kpn.errors import KpnError, ParameterError
+from kpn.errors import KpnError, ParameterError, mention
 from kpn.infer.noise_estimate import estimate_noise
 from kpn.io.nprof import NoiseProfile, find_profile
 from kpn.io.raw import RawImage
@@ -73,7 +73,7 @@ def resolve_profile(
         try:
             profile = options.nprof.converted("u16", raw_range=_raw_range(raw))
         except KpnError as err:
-            raise KpnError(f"{path}: --nprof {options.nprof_path}: {err}") from None
+            raise KpnError(f"{path}: {mention('nprof', options.nprof_path)}: {err}") from None
         return Profile(profile.a, profile.b, f"--nprof {options.nprof_path}")
     skipped = ""
     if options.nprof_dir is not None:
@@ -110,6 +110,7 @@ def resolve_profile(
         )
     reason = f" ({skipped})" if skipped else ""
     raise KpnError(
-        f"{path}: no noise profile{reason}: give --noise-a and --noise-b, --nprof, "
-        "--nprof-dir or --noise auto"
+        f"{path}: no noise profile{reason}: give {mention('noise_a')} and "
+        f"{mention('noise_b')}, {mention('nprof')}, {mention('nprof_dir')} or "
+        f"{mention('noise', 'auto')}"
     )

@@ -1,5 +1,5 @@
-"""PFM files (``read_pfm``, ``write_pfm``, ``pfm_bytes``): colour ``PF`` and grey ``Pf``,
-both byte orders, float32 ``[H,W,3]`` / ``[H,W]`` arrays, top row first.
+"""PFM files (``read_pfm``, ``write_pfm``): colour ``PF`` and grey ``Pf``, both byte
+orders, float32 ``[H,W,3]`` / ``[H,W]`` arrays, top row first.
 
 The format stores the bottom row first; vkdt does not: its ``o-pfm`` writes and its
 ``i-pfm`` reads the top row first, and ``i-pfm`` ignores the scale's sign (it reads the
@@ -118,19 +118,6 @@ def _text(token: bytes) -> str:
     return repr(token.decode("latin-1"))
 
 
-def pfm_bytes(image: np.ndarray, *, vkdt_rows: bool = False, where: PathLike = "pfm") -> bytes:
-    """The bytes of a little-endian PFM holding ``image`` (``[H,W,3]`` -> PF, ``[H,W]`` -> Pf).
-
-    ``vkdt_rows``: top row first, behind vkdt ``o-pfm``'s header ("-1.0" padded with
-    zeros so that the data starts at a multiple of 16 bytes); otherwise the format's
-    bottom-first rows behind a plain header. Values are stored as float32, NaN and Inf
-    included. ``where`` names the destination in error messages.
-    """
-    array = as_image(image, where)
-    header = _pfm_header_text(array.shape[1], array.shape[0], array.ndim, vkdt_rows)
-    return header + b"".join(chunk.tobytes() for chunk in _pfm_chunks(array, vkdt_rows))
-
-
 def _pfm_chunks(array: np.ndarray, vkdt_rows: bool) -> Iterator[np.ndarray]:
     """``array``'s rows in a PFM file's order (bottom first unless ``vkdt_rows``) as
     little-endian float32, ``PFM_CHUNK_BYTES`` at a time."""
@@ -152,8 +139,14 @@ def _pfm_header_text(width: int, height: int, ndim: int, vkdt_rows: bool) -> byt
 
 
 def write_pfm(path: PathLike, image: np.ndarray, *, vkdt_rows: bool = False) -> None:
-    """Write ``image`` (``[H,W,3]`` or ``[H,W]``) as a PFM file, atomically, as
-    :func:`pfm_bytes` lays it out, a chunk of rows at a time (no copy of the image)."""
+    """Write ``image`` (``[H,W,3]`` or ``[H,W]``) as a little-endian PFM file, atomically,
+    a chunk of rows at a time (no copy of the image).
+
+    ``vkdt_rows``: top row first, behind vkdt ``o-pfm``'s header ("-1.0" padded with
+    zeros so that the data starts at a multiple of 16 bytes); otherwise the format's
+    bottom-first rows behind a plain header. Values are stored as float32, NaN and Inf
+    included.
+    """
     array = as_image(image, path)
     with atomic_output(path) as temp, open(temp, "wb") as file:
         file.write(_pfm_header_text(array.shape[1], array.shape[0], array.ndim, vkdt_rows))

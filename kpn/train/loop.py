@@ -18,7 +18,7 @@ From Python::
     from kpn import load_config
     from kpn.train.loop import Plan, train
 
-    result = train(Plan(load_config("configs/quick.toml"), Path("runs/quick")), seed=1)
+    result = train(Plan(load_config("quick"), Path("runs/quick")), seed=1)
 """
 
 from __future__ import annotations

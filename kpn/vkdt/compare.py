@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from kpn.errors import KpnError
+from kpn.errors import ParameterError
 from kpn.infer.denoiser import Denoiser
 from kpn.infer.files import read_reference, read_source
 from kpn.infer.profile import NoiseOptions, resolve_profile
@@ -40,7 +40,9 @@ def compare_precision(
 ) -> list[Comparison]:
     """Denoise every image at both precisions and compare (one entry per image)."""
     if len(references) != len(images):
-        raise KpnError("give one --reference per image, or none")
+        raise ParameterError(
+            "references", len(references), f"give one per image ({len(images)}), or none"
+        )
     loaded = load_weights(weights, config)
     # the network's arithmetic alone: SURE's finite differences would blur the comparison
     infer = dataclasses.replace(loaded.config.infer, sure=False)

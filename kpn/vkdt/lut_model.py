@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from kpn.config import Config, ModelConfig, config_from_dict, config_to_dict, load_config
-from kpn.errors import KpnError
+from kpn.errors import KpnError, mention
 from kpn.model.mlp import MLP, load_weights
 from kpn.presets import preset_path
 from kpn.vkdt.lut import LutFile, read_lut
@@ -61,12 +61,14 @@ class ImportedConfig:
 
 
 def unknown_model_message(lut: LutFile) -> str:
-    """Why a file without kpn's section is refused without --config or --preset: one line."""
+    """Why a file without kpn's section is refused without a config or preset: one line."""
     what = "no trailer, no kpn section" if lut.trailer is None else "no kpn section"
-    hint = "--config FILE (its whole config) or --preset NAME (a config in configs/"
+    hint = (
+        f"{mention('config', 'FILE')} (its whole config) or {mention('preset', 'NAME')} (a preset"
+    )
     if lut.width in PRESET_FOR_WIDTH:
         preset = Path(PRESET_FOR_WIDTH[lut.width]).stem
-        hint += f"; vkdt's W {lut.width} build: --preset {preset}"
+        hint += f"; vkdt's W {lut.width} build: {mention('preset', preset)}"
     return (
         f"{lut.path}: the file does not say which model its weights are for ({what}: "
         f"written by vkdt or an older kpn); say it with {hint})"
@@ -76,7 +78,7 @@ def unknown_model_message(lut: LutFile) -> str:
 def config_for_lut(
     lut: LutFile,
     config: Config | None = None,
-    config_name: str = "--config",
+    config_name: str = mention("config"),
     preset: str | None = None,
 ) -> ImportedConfig:
     """Decide the config of a ``.lut`` file's weights.
@@ -94,7 +96,7 @@ def config_for_lut(
     """
     trailer = lut.trailer
     if config is not None and preset is not None:
-        raise KpnError(f"{config_name} and --preset {preset}: give one of them, not both")
+        raise KpnError(f"{config_name} and {mention('preset', preset)}: give one, not both")
     if trailer is not None and trailer.kernel_activation not in ("softmax", "plain"):
         raise KpnError(
             f"{lut.path}: kernel weight activation {trailer.kernel_activation!r} (vkdt's "
@@ -107,7 +109,7 @@ def config_for_lut(
         return ImportedConfig(config, config_name, ())
     if preset is None:
         raise KpnError(unknown_model_message(lut))
-    source = preset_path(preset, "--preset")
+    source = preset_path(preset)
     table = config_to_dict(load_config(source))
     notes = []
     for key, recorded in _recorded_fields(lut):
@@ -116,7 +118,7 @@ def config_for_lut(
             recorded = "sigmoid"
             notes.append(
                 "the trailer's alpha activation 'sigmoid' is vkdt's word for sigmoid and "
-                "clamped: took 'sigmoid' (pass --config to choose 'clamped')"
+                f"clamped: took 'sigmoid' (pass {mention('config')} to choose 'clamped')"
             )
         table[section][name] = recorded
     return ImportedConfig(config_from_dict(table, str(lut.path)), str(source), tuple(notes))
@@ -130,7 +132,8 @@ def _from_section(
     source = "the file's kpn section"
     if preset is not None:
         raise KpnError(
-            f"--preset {preset}: {lut.path} says its model itself (kpn section): leave --preset out"
+            f"{mention('preset', preset)}: {lut.path} says its model itself (kpn section): "
+            f"leave {mention('preset')} out"
         )
     if config is not None:
         # The header's width first: "W 32 vs 64" says more than the first [model] key.

@@ -10,7 +10,6 @@ import torch
 from kpn.data.deadleaves import (
     UNCOVERED,
     Scene,
-    dead_leaves,
     draw_scenes,
     inverse_radius_law,
     leaf_count,
@@ -23,6 +22,12 @@ from kpn.data.deadleaves import (
 
 def seeded(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+def render_alone(size: int | tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+    """One dead-leaves image ``[3,H,W]``, drawn and rendered in a batch of its own."""
+    height, width = (size, size) if isinstance(size, int) else size
+    return render_scenes(draw_scenes(height, width, [generator]), height, width)[0]
 
 
 def flat_scene(centres: list[tuple[float, float]], radii: list[float]) -> Scene:
@@ -79,7 +84,7 @@ def test_triangle_wave_values():
 
 
 def test_shape_range_and_variety():
-    image = dead_leaves((48, 80), seeded(0))
+    image = render_alone((48, 80), seeded(0))
     assert image.shape == (3, 48, 80) and image.dtype == torch.float32
     assert torch.isfinite(image).all()
     # colours are linear sRGB in [0, 1] times ramp, texture and shading (each 1 +- 0.5)
@@ -89,7 +94,7 @@ def test_shape_range_and_variety():
 
 
 def test_images_differ_and_are_not_constant():
-    images = torch.stack([dead_leaves(64, seeded(s)) for s in range(32)])
+    images = torch.stack([render_alone(64, seeded(s)) for s in range(32)])
     assert images.min() >= 0 and images.max() < 1.5**3
     per_image_std = images.std(dim=(1, 2, 3))
     assert (per_image_std > 0).all()
@@ -100,14 +105,14 @@ def test_images_differ_and_are_not_constant():
 
 
 def test_same_generator_same_image():
-    assert torch.equal(dead_leaves(40, seeded(5)), dead_leaves(40, seeded(5)))
-    assert not torch.equal(dead_leaves(40, seeded(5)), dead_leaves(40, seeded(6)))
+    assert torch.equal(render_alone(40, seeded(5)), render_alone(40, seeded(5)))
+    assert not torch.equal(render_alone(40, seeded(5)), render_alone(40, seeded(6)))
 
 
 def test_alone_equals_in_batch():
     batch = render_scenes(draw_scenes(64, 64, [seeded(s) for s in range(12)]), 64, 64)
     for s in (0, 5, 11):
-        assert torch.equal(batch[s], dead_leaves(64, seeded(s)))
+        assert torch.equal(batch[s], render_alone(64, seeded(s)))
 
 
 def test_radius_law_is_r_to_the_minus_3():
@@ -153,7 +158,7 @@ def test_power_spectrum_falls_as_natural_images():
     # natural images: power ~ 1/f^2 (van der Schaaf and van Hateren 1996), and so has the
     # dead-leaves model with r^-3 radii. Fit over 1/32..1/8 cycles per pixel (the blur
     # steepens higher frequencies) on 8 images: slopes of other seeds lie in -2.0 +- 0.15.
-    images = torch.stack([dead_leaves(128, seeded(s)) for s in range(8)]).mean(1)
+    images = torch.stack([render_alone(128, seeded(s)) for s in range(8)]).mean(1)
     images = images - images.mean(dim=(-1, -2), keepdim=True)
     power = torch.fft.fft2(images).abs().pow(2).mean(0)
     f = torch.fft.fftfreq(128)
@@ -165,5 +170,8 @@ def test_power_spectrum_falls_as_natural_images():
 
 
 def test_too_small_is_refused():
-    with pytest.raises(ValueError):
-        dead_leaves(1, seeded(0))
+    # the blur mirrors BLUR_TAPS = 2 pixels past each edge: a 1-pixel side has none to mirror
+    scenes = draw_scenes(1, 5, [seeded(0)])
+    with pytest.raises(ValueError, match="size 1x5 is below 2x2"):
+        render_scenes(scenes, 1, 5)
+    assert render_scenes(draw_scenes(2, 5, [seeded(0)]), 2, 5).shape == (1, 3, 2, 5)

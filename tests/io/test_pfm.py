@@ -12,7 +12,7 @@ import pytest
 from kpn.errors import KpnError
 from kpn.io import pfm as kpfm
 from kpn.io.images import read_any
-from kpn.io.pfm import pfm_bytes, read_pfm, write_pfm
+from kpn.io.pfm import read_pfm, write_pfm
 
 from conftest import assert_one_line_error
 
@@ -77,10 +77,23 @@ def test_pfm_write_vkdt_golden_bytes(tmp_path: Path) -> None:
     np.testing.assert_array_equal(read_pfm(path, vkdt_rows=True), EXPECTED)
 
 
+def pfm_layout(image: np.ndarray, vkdt_rows: bool) -> bytes:
+    """The plain layout of a little-endian PFM file, the whole image at once: the header
+    (vkdt's padded so the data starts at a multiple of 16 bytes), then the rows, top first
+    for vkdt and bottom first for the format."""
+    magic = b"PF" if image.ndim == 3 else b"Pf"
+    header = magic + f"\n{image.shape[1]} {image.shape[0]}\n-1.0".encode()
+    header += b"0" * (-(len(header) + 1) % 16) * vkdt_rows + b"\n"
+    rows = image if vkdt_rows else image[::-1]
+    return header + np.ascontiguousarray(rows, dtype="<f4").tobytes()
+
+
 @pytest.mark.parametrize("size", [(1, 1), (7, 5), (1000, 1), (123, 4567)])
-def test_pfm_vkdt_header_aligns_data(size: tuple[int, int]) -> None:
+def test_pfm_vkdt_header_aligns_data(tmp_path: Path, size: tuple[int, int]) -> None:
     height, width = size
-    data = pfm_bytes(np.zeros((height, width, 3), np.float32), vkdt_rows=True)
+    path = tmp_path / "v.pfm"
+    write_pfm(path, np.zeros((height, width, 3), np.float32), vkdt_rows=True)
+    data = path.read_bytes()
     header_length = len(data) - height * width * 12
     assert header_length % 16 == 0
     assert data[:header_length].startswith(f"PF\n{width} {height}\n-1.0".encode())
@@ -168,14 +181,14 @@ def test_pfm_in_chunks_of_rows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vkdt_rows: bool, shape: tuple[int, ...]
 ) -> None:
     """Rows go through memory a few at a time (chunks of 2 and 3 rows here, the last one
-    short), and the file is byte for byte the one pfm_bytes lays out."""
+    short), and the file is byte for byte the whole image's plain layout."""
     image = np.random.default_rng(3).normal(size=shape).astype(np.float32)
     row_bytes = image[0].nbytes
     for rows in (2, 3):
         monkeypatch.setattr(kpfm, "PFM_CHUNK_BYTES", rows * row_bytes)
         path = tmp_path / f"chunked-{rows}.pfm"
         write_pfm(path, image, vkdt_rows=vkdt_rows)
-        assert path.read_bytes() == pfm_bytes(image, vkdt_rows=vkdt_rows)
+        assert path.read_bytes() == pfm_layout(image, vkdt_rows)
         np.testing.assert_array_equal(read_pfm(path, vkdt_rows=vkdt_rows), image)
     big_endian = tmp_path / "big-endian.pfm"
     magic = b"PF" if image.ndim == 3 else b"Pf"

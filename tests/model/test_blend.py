@@ -1,6 +1,11 @@
-"""Tests for kpn.model.blend: one level of the coarse-to-fine reconstruction (docs/design.md §5)."""
+"""Tests for kpn.model.blend: one level of the coarse-to-fine reconstruction (docs/design.md §5),
+then the blends through the whole network: ``add`` with an identity kernel reconstructs
+its input, a golden ``mix`` by hand, and every level's output from the recurrence.
+"""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 import torch
@@ -8,7 +13,22 @@ from torch.autograd import gradcheck
 from torch.testing import assert_close
 
 from kpn.model.blend import blend_level
-from kpn.model.pyramid import smooth_post_diff
+from kpn.model.mlp import load_weights
+from kpn.model.network import KPN, kpn_forward
+from kpn.model.pyramid import smooth_post_diff, upsample
+
+from conftest import SPEC_STAR15_CENTRE
+from model_shared import (
+    ALPHA,
+    CONSTANT,
+    F64,
+    TIGHT,
+    model_config,
+    noise_profiles,
+    random_image,
+    routed_weights,
+    vkdt_init_weights,
+)
 
 BLENDS = ["mix", "add", "post_diff"]
 
@@ -138,3 +158,165 @@ def test_gradcheck(blend: str, height: int, width: int) -> None:
     alpha = torch.rand(1, 1, height, width, generator=generator, dtype=torch.float64)
     alpha.requires_grad_(True)
     assert gradcheck(lambda u, i, a: blend_level(u, i, a, blend), (coarse_up, filtered, alpha))
+
+
+# ----------------------------------------------------- add: identity reconstructs
+
+
+class TestAddReconstruction:
+    """Design §5: with an identity kernel and a = 1, ``add`` reconstructs its input exactly.
+
+    O_N-1 = up(M_N) + D_N-1 = M_N-1, and so on down: O_0 = M_0 = the input. A wrong up in
+    either the details or the reconstruction, a dropped level or a mix-style (1 - a)
+    breaks it.
+    """
+
+    @pytest.mark.parametrize("levels", [1, 2, 3, 4, 5, 6])
+    @pytest.mark.parametrize("size", [(1, 1), (2, 3), (23, 37), (64, 64)], ids=str)
+    @pytest.mark.parametrize("down", ["box2", "binomial5", "box2_vkdt"])
+    @pytest.mark.parametrize("up", ["bspline", "bilinear"])
+    def test_identity_kernel_reconstructs(
+        self, up: str, down: str, size: tuple[int, int], levels: int
+    ) -> None:
+        config = model_config(
+            levels=levels,
+            down=down,
+            up=up,
+            blend="add",
+            kernel_activation="plain",
+            alpha_activation="const",
+        )
+        noisy = random_image(2, *size, seed=levels)
+        out = kpn_forward(noisy, noise_profiles(2), routed_weights(config), config)
+        torch.testing.assert_close(out.output, noisy, **TIGHT)
+        # every intermediate level reconstructs its mip too
+        for level in out.levels:
+            torch.testing.assert_close(level.output, level.mip, **TIGHT)
+            torch.testing.assert_close(level.filtered, level.x, **TIGHT)
+
+    def test_through_module_and_load_weights(self) -> None:
+        config = model_config(
+            blend="add", kernel_activation="plain", alpha_activation="const", levels=4
+        )
+        model = KPN(config).double()
+        load_weights(model.mlp, routed_weights(config))
+        noisy = random_image(3, 23, 37)
+        torch.testing.assert_close(model(noisy, noise_profiles(3)), noisy, **TIGHT)
+
+    def test_passed_through_levels_keep_reconstruction(self) -> None:
+        """vkdt's denoise_levels = 2: levels >= 2 are D_i with a = 1, still exact."""
+        config = model_config(
+            blend="add",
+            down="binomial5",
+            up="bilinear",
+            kernel_activation="plain",
+            alpha_activation="const",
+            denoise_levels=2,
+            levels=5,
+        )
+        noisy = random_image(2, 23, 37)
+        out = kpn_forward(noisy, noise_profiles(2), routed_weights(config), config)
+        torch.testing.assert_close(out.output, noisy, **TIGHT)
+
+    def test_non_identity_kernel_does_not_reconstruct(self) -> None:
+        """The invariant is not vacuous: weight on tap (1,0) instead shifts the image."""
+        config = model_config(blend="add", kernel_activation="plain", alpha_activation="const")
+        noisy = random_image(1, 16, 16)
+        weights = routed_weights(config, outputs={SPEC_STAR15_CENTRE + 1: 1.0})
+        out = kpn_forward(noisy, noise_profiles(1), weights, config)
+        assert (out.output - noisy).abs().max() > 0.05
+
+
+# --------------------------------------------------------------------- mix blend
+
+
+class TestMix:
+    def test_golden_two_levels_sigmoid_alpha(self) -> None:
+        """Identity kernel, K15 = 0.75 -> vkdt sigmoid a = 0.5*0.75/sqrt(1+0.5625) + 0.5
+        = 0.5*0.75/1.25 + 0.5 = 0.8. Two levels of a 2x2 image, box2 down, bspline up:
+        M_1 = mean, O_1 = I_1 = M_1, up(O_1) is M_1 everywhere (a 1x1 image mirrored), so
+        O_0 = 0.2 * mean + 0.8 * M_0.
+        """
+        config = model_config(
+            levels=2, down="box2", up="bspline", kernel_activation="plain"
+        )  # alpha sigmoid, blend mix are the design defaults
+        assert (config.blend, config.alpha_activation) == ("mix", "sigmoid")
+        noisy = torch.tensor(
+            [
+                [[1.0, 2.0], [3.0, 4.0]],  # mean 2.5
+                [[0.0, 0.0], [0.0, 4.0]],  # mean 1
+                [[8.0, 0.0], [0.0, 0.0]],  # mean 2
+            ],
+            dtype=F64,
+        ).unsqueeze(0)
+        weights = routed_weights(config, outputs={SPEC_STAR15_CENTRE: 1.0, ALPHA: 0.75})
+        out = kpn_forward(noisy, noise_profiles(1), weights, config)
+        expected = torch.tensor(
+            [
+                [[1.3, 2.1], [2.9, 3.7]],  # 0.5 + 0.8 x
+                [[0.2, 0.2], [0.2, 3.4]],  # 0.2 + 0.8 x
+                [[6.8, 0.4], [0.4, 0.4]],  # 0.4 + 0.8 x
+            ],
+            dtype=F64,
+        ).unsqueeze(0)
+        torch.testing.assert_close(out.levels[0].alpha, torch.full((1, 1, 2, 2), 0.8, dtype=F64))
+        torch.testing.assert_close(
+            out.levels[1].output, torch.tensor([[[[2.5]], [[1.0]], [[2.0]]]], dtype=F64)
+        )
+        torch.testing.assert_close(out.output, expected, **TIGHT)
+
+    @pytest.mark.parametrize(("alpha_activation", "raw"), [("plain", 1.0), ("clamped", 3.0)])
+    def test_alpha_one_returns_level_zero_filtered(self, alpha_activation: str, raw: float) -> None:
+        """a_0 = 1: O_0 = 0 * up(O_1) + 1 * I_0 = I_0, whatever the coarse levels hold."""
+        config = model_config(levels=4, alpha_activation=alpha_activation, width=32, n_hidden=3)
+        weights = vkdt_init_weights(config, 3)
+        # hidden unit 0 carries the constant 1 through every layer, W_out row 15 reads it only
+        weights[0][0] = 0.0
+        weights[0][0, CONSTANT] = 1.0
+        for hidden in weights[1:-1]:
+            hidden[0] = 0.0
+            hidden[0, 0] = 1.0
+        weights[-1][ALPHA] = 0.0
+        weights[-1][ALPHA, 0] = raw
+        noisy = random_image(2, 13, 11)
+        model = KPN(config).double()
+        load_weights(model.mlp, weights)
+        out = model.inspect(noisy, noise_profiles(2))
+        torch.testing.assert_close(out.levels[0].alpha, torch.ones(2, 1, 13, 11, dtype=F64))
+        torch.testing.assert_close(out.output, out.levels[0].filtered, rtol=0.0, atol=0.0)
+        # the kernel really filtered (I_0 != X_0) and the coarse output really differs
+        assert (out.levels[0].filtered - noisy).abs().max() > 1e-3
+        coarse_up = upsample(out.levels[1].output, 13, 11, config.up)
+        assert (coarse_up - out.output).abs().max() > 1e-3
+        # so the coarse levels cannot matter: another down filter gives the same O_0
+        other = dataclasses.replace(config, down="binomial5")
+        torch.testing.assert_close(
+            kpn_forward(noisy, noise_profiles(2), weights, other).output, out.output, **TIGHT
+        )
+
+    @pytest.mark.parametrize("blend", ["mix", "add", "post_diff"])
+    def test_recurrence_of_every_level(self, blend: str) -> None:
+        """O_i from up(O_{i+1}), I_i and a_i as design §5 writes each blend, coarsest too."""
+        config = model_config(levels=4, blend=blend, width=32, n_hidden=2)
+        out = kpn_forward(
+            random_image(2, 23, 37), noise_profiles(2), vkdt_init_weights(config, 5), config
+        )
+        coarsest = out.levels[-1]
+        if blend == "add":
+            assert out.residual is not None
+            coarse = out.residual
+        else:
+            torch.testing.assert_close(coarsest.output, coarsest.filtered, **TIGHT)
+            coarse = None
+        for level in reversed(out.levels):
+            if coarse is not None:
+                up = upsample(coarse, *level.x.shape[-2:], config.up)
+                a, filtered = level.alpha, level.filtered
+                if blend == "mix":
+                    expected = (1 - a) * up + a * filtered
+                elif blend == "add":
+                    expected = up + a * filtered
+                else:
+                    expected = up + a * (filtered - smooth_post_diff(filtered))
+                torch.testing.assert_close(level.output, expected, **TIGHT)
+            coarse = level.output

@@ -345,7 +345,7 @@ def test_import_unknown_preset(tmp_path: Path, capsys: pytest.CaptureFixture[str
             capsys, "import", tmp_path / "w.lut", "--preset", name, "-o", tmp_path / "w.pt"
         )
         assert code == 2
-        assert_error_line(err, f"--preset {name!r}", "no such preset", "vkdt-head-w32")
+        assert_error_line(err, f"--preset {name}: no such preset", "vkdt-head-w32")
     assert not (tmp_path / "w.pt").exists()
 
 
