@@ -29,8 +29,10 @@ from collections.abc import Sequence
 from kpn.cli import Parser
 from kpn.data import cli as data_cli
 from kpn.errors import KpnError
+from kpn.infer import cli as infer_cli
 from kpn.io import cli as io_cli
 from kpn.model import cli as model_cli
+from kpn.train import cli as train_cli
 from kpn.vkdt import cli as vkdt_cli
 
 # Each adds its subcommands, with the handler each runs; in the order --help lists them.
@@ -39,7 +41,9 @@ COMMANDS = (
     io_cli.add_commands,  # nprof import-darktable
     data_cli.add_commands,  # photos
     vkdt_cli.add_pfm_command,  # pfm
-    vkdt_cli.add_lut_commands,  # export, import, compare-precision
+    vkdt_cli.add_export_command,  # export
+    train_cli.add_import_command,  # import
+    infer_cli.add_compare_command,  # compare-precision
 )
 
 

@@ -38,6 +38,9 @@ printed.
 Exit status: 0 when every input was denoised, 1 when some failed (each failure is one
 line naming the file; the others are written), 2 for usage errors and for weights or
 configs that cannot be used.
+
+Also ``python -m kpn compare-precision``: the fp32 and vkdt-f16 outputs of a model side by
+side (:mod:`kpn.infer.compare`).
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ import tqdm
 from kpn.cli import Parser
 from kpn.config import InferConfig
 from kpn.errors import KpnError, make_folder, require_folder
+from kpn.infer.compare import compare_precision
 from kpn.infer.denoiser import Denoiser
 from kpn.infer.files import (
     FORMAT_EXTENSION,
@@ -325,3 +329,47 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run() -> None:
     """Console script entry point."""
     sys.exit(main())
+
+
+# --- python -m kpn compare-precision -----------------------------------------------------
+def command_compare_precision(args: argparse.Namespace) -> None:
+    if (args.noise_a is None) != (args.noise_b is None):
+        raise KpnError("--noise-a and --noise-b go together")
+    explicit = None if args.noise_a is None else (args.noise_a, args.noise_b)
+    if explicit is None and args.noise != "auto":
+        raise KpnError("give the noise profile: --noise-a A --noise-b B, or --noise auto")
+    if explicit is not None and min(explicit) < 0:
+        raise KpnError(f"noise profile (a, b) = {explicit} must be >= 0")
+    noise = NoiseOptions(explicit=explicit, auto=args.noise == "auto")
+    references = [Path(r) for r in args.reference] if args.reference else [None] * len(args.images)
+    images = [Path(i) for i in args.images]
+    for result in compare_precision(
+        args.weights, images, references, noise, args.config, args.tile
+    ):
+        line = f"{result.image}: fp32 vs vkdt-f16 {result.fp32_vs_f16:.2f} dB"
+        if result.fp32_vs_reference is not None:
+            line += (
+                f"; against the reference: fp32 {result.fp32_vs_reference:.2f} dB, "
+                f"vkdt-f16 {result.f16_vs_reference:.2f} dB"
+            )
+        print(f"{line}  [{result.profile}]")
+
+
+def _add_compare_precision(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    compare = commands.add_parser(
+        "compare-precision", help="PSNR between fp32 and vkdt-f16 outputs of a model"
+    )
+    compare.add_argument("images", nargs="+", metavar="IMAGE")
+    compare.add_argument("--weights", required=True, help="run directory, checkpoint or .lut")
+    compare.add_argument("--config", help="TOML config (a .lut without trailer needs one)")
+    compare.add_argument("--reference", action="append", help="clean image, one per IMAGE")
+    compare.add_argument("--noise-a", type=float, help="Gaussian part a, 0..65535 scale")
+    compare.add_argument("--noise-b", type=float, help="Poissonian part b, 0..65535 scale")
+    compare.add_argument("--noise", choices=("auto",), help="auto: estimate from the image")
+    compare.add_argument("--tile", type=int, help="tile side in pixels, 0 = untiled")
+    compare.set_defaults(handler=command_compare_precision)
+
+
+def add_compare_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``python -m kpn compare-precision``: fp32 against vkdt-f16 outputs (design §10)."""
+    _add_compare_precision(commands)

@@ -13,8 +13,7 @@ import torch
 from kpn import presets
 from kpn.config import Config, load_config
 from kpn.errors import KpnError, ParameterError, mention
-from kpn.io.checkpoint import TrainingState, load_checkpoint
-from kpn.io.run_folder import RunFolder
+from kpn.io.run_folder import RunFolder, load_training_state, model_from_state
 from kpn.model.network import KPN
 from kpn.vkdt.lut import read_lut
 from kpn.vkdt.lut_model import check_same_model, config_for_lut, load_lut
@@ -95,30 +94,6 @@ def load_weights(
         check_same_model(config.model, user.model, name, str(path))
         config = dataclasses.replace(config, infer=user.infer)
     return LoadedWeights(model, config, f"{path} (config: the run's, step {state.step})")
-
-
-def load_training_state(source: str | os.PathLike[str]) -> TrainingState:
-    """The checkpoint of a run directory (its ``checkpoint.pt``) or a checkpoint file."""
-    path = Path(source)
-    if path.is_dir():
-        checkpoint = RunFolder(path).checkpoint
-        if not checkpoint.is_file():
-            raise KpnError(f"{path}: a run directory holds {checkpoint.name}, this one does not")
-        path = checkpoint
-    return load_checkpoint(path)
-
-
-def model_from_state(state: TrainingState, where: str) -> KPN:
-    """The trained model of a checkpoint, on the CPU; ``where`` names it in messages."""
-    model = KPN(state.config.model)
-    try:
-        model.load_state_dict(state.model)
-    except (RuntimeError, KeyError, TypeError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
-        raise KpnError(
-            f"{where}: weights do not fit the checkpoint's config ({first_line})"
-        ) from None
-    return model
 
 
 def shipped_weights(config_path: str | None = None) -> Path:

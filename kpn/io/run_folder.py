@@ -14,7 +14,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from kpn.io.checkpoint import previous_path
+from kpn.errors import KpnError
+from kpn.io.checkpoint import TrainingState, load_checkpoint, previous_path
+from kpn.model.network import KPN
 
 
 @dataclass(frozen=True)
@@ -50,3 +52,27 @@ class RunFolder:
     def weights(self) -> Path:
         """The latest weights in vkdt's ``.lut`` format."""
         return self.path / "weights.lut"
+
+
+def load_training_state(source: str | os.PathLike[str]) -> TrainingState:
+    """The checkpoint of a run directory (its ``checkpoint.pt``) or a checkpoint file."""
+    path = Path(source)
+    if path.is_dir():
+        checkpoint = RunFolder(path).checkpoint
+        if not checkpoint.is_file():
+            raise KpnError(f"{path}: a run directory holds {checkpoint.name}, this one does not")
+        path = checkpoint
+    return load_checkpoint(path)
+
+
+def model_from_state(state: TrainingState, where: str) -> KPN:
+    """The trained model of a checkpoint, on the CPU; ``where`` names it in messages."""
+    model = KPN(state.config.model)
+    try:
+        model.load_state_dict(state.model)
+    except (RuntimeError, KeyError, TypeError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
+        raise KpnError(
+            f"{where}: weights do not fit the checkpoint's config ({first_line})"
+        ) from None
+    return model

@@ -9,6 +9,9 @@ A run survives every kill: SIGINT and SIGTERM end it after the step at work, wit
 checkpoint (exit code 130); ``--resume`` continues from the latest checkpoint (from the
 one before when the latest cannot be read), and starts a run killed before its first
 checkpoint afresh from its ``config.toml``.
+
+Also ``python -m kpn import weights.lut -o CKPT``: a vkdt ``.lut`` as a checkpoint to train
+on (:mod:`kpn.train.from_lut`).
 """
 
 from __future__ import annotations
@@ -21,10 +24,14 @@ from pathlib import Path
 from kpn.cli import Parser
 from kpn.config import apply_overrides, load_config
 from kpn.errors import KpnError
-from kpn.io.checkpoint import TrainingState, load_latest_checkpoint
+from kpn.io.checkpoint import TrainingState, load_latest_checkpoint, save_checkpoint
 from kpn.io.run_folder import RunFolder
 from kpn.train.allocator import keep_freed_memory
+from kpn.train.from_lut import checkpoint_from_lut
 from kpn.train.loop import Interrupted, Plan, train
+from kpn.vkdt.lut import read_lut
+from kpn.vkdt.lut_layout import LAYOUTS
+from kpn.vkdt.lut_model import config_for_lut, layout_to_read
 
 # train()'s parameters as the options that set them: its errors name the option
 PARAMETER_OPTIONS = {"device=": "--device "}
@@ -154,3 +161,48 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run() -> None:
     sys.exit(main())
+
+
+# --- python -m kpn import ----------------------------------------------------------------
+def command_import(args: argparse.Namespace) -> None:
+    lut = read_lut(args.lut)
+    config = load_config(args.config) if args.config is not None else None
+    imported = config_for_lut(lut, config, f"--config {args.config}", args.preset)
+    layout = layout_to_read(lut, args.vkdt_layout)
+    save_checkpoint(args.output, checkpoint_from_lut(lut, imported.config, layout))
+    for note in imported.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(
+        f"wrote {args.output}: W {lut.width}, {lut.n_hidden} hidden layers from {args.lut} "
+        f"({layout} layout), step 0; config from {imported.source}"
+    )
+
+
+def _add_import(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    imp = commands.add_parser("import", help="vkdt .lut -> checkpoint to train on or export")
+    imp.add_argument("lut", metavar="weights.lut", help="vkdt .lut weights file")
+    told = imp.add_mutually_exclusive_group()
+    told.add_argument(
+        "--config",
+        help="config of the weights (must agree with the file); a file kpn wrote says its "
+        "model itself, one without kpn's section (vkdt's) needs this or --preset",
+    )
+    told.add_argument(
+        "--preset",
+        metavar="NAME",
+        help="for a file without kpn's section: a config in configs/ under the trailer's "
+        "items (vkdt's W 64 build: vkdt-head, W 32: vkdt-head-w32)",
+    )
+    imp.add_argument("-o", "--output", required=True, help="the checkpoint to write")
+    imp.add_argument(
+        "--vkdt-layout",
+        choices=LAYOUTS,
+        help="read the weights as kpn-t (its files) or vkdt HEAD's kpn module (head) does; "
+        "default: what the file's kpn section says, else kpn-t",
+    )
+    imp.set_defaults(handler=command_import)
+
+
+def add_import_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``python -m kpn import``: a vkdt ``.lut`` as a checkpoint to train on (design §9)."""
+    _add_import(commands)

@@ -1,2 +1,2 @@
-"""The bridge to vkdt: its ``.lut`` weights file, export and import, the graphs that run
-and train kpn's weights in vkdt, and what vkdt's float16 arithmetic costs a model."""
+"""The bridge to vkdt: its ``.lut`` weights file, a model to and from it, and the graphs
+that run and train kpn's weights in vkdt."""

@@ -1,6 +1,7 @@
 """The vkdt commands of ``python -m kpn``: ``export`` (trained weights -> ``.lut``, and
-vkdt graphs with ``--vkdt-cfg``), ``import`` (``.lut`` -> checkpoint), ``pfm`` (PFM row
-order, standard <-> vkdt's) and ``compare-precision`` (fp32 vs vkdt-f16 outputs)."""
+vkdt graphs with ``--vkdt-cfg``) and ``pfm`` (PFM row order, standard <-> vkdt's). A
+``.lut`` to train on is training's ``import`` (:mod:`kpn.train.cli`); what float16 costs
+a model is inference's ``compare-precision`` (:mod:`kpn.infer.cli`)."""
 
 from __future__ import annotations
 
@@ -10,19 +11,15 @@ import os
 import sys
 from pathlib import Path
 
-from kpn.config import VKDT_INFERENCE_IN_WIDTH, Config, load_config
+from kpn.config import VKDT_INFERENCE_IN_WIDTH, Config
 from kpn.errors import KpnError, make_folder
-from kpn.infer.weights import load_training_state, model_from_state
 from kpn.io.atomic import atomic_write_bytes
-from kpn.io.checkpoint import save_checkpoint
 from kpn.io.nprof import read_nprof
 from kpn.io.pfm import read_pfm, write_pfm
+from kpn.io.run_folder import load_training_state, model_from_state
 from kpn.vkdt.export import inference_layout_warning, lut_payload
 from kpn.vkdt.graph import GraphFile, graph_files
-from kpn.vkdt.lut import read_lut
-from kpn.vkdt.lut_checkpoint import checkpoint_from_lut
 from kpn.vkdt.lut_layout import LAYOUTS
-from kpn.vkdt.lut_model import config_for_lut, layout_to_read
 
 
 # --- export ------------------------------------------------------------------------------
@@ -147,93 +144,9 @@ def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     export.set_defaults(handler=command_export)
 
 
-# --- import ------------------------------------------------------------------------------
-def command_import(args: argparse.Namespace) -> None:
-    lut = read_lut(args.lut)
-    config = load_config(args.config) if args.config is not None else None
-    imported = config_for_lut(lut, config, f"--config {args.config}", args.preset)
-    layout = layout_to_read(lut, args.vkdt_layout)
-    save_checkpoint(args.output, checkpoint_from_lut(lut, imported.config, layout))
-    for note in imported.notes:
-        print(f"note: {note}", file=sys.stderr)
-    print(
-        f"wrote {args.output}: W {lut.width}, {lut.n_hidden} hidden layers from {args.lut} "
-        f"({layout} layout), step 0; config from {imported.source}"
-    )
-
-
-def _add_import(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    imp = commands.add_parser("import", help="vkdt .lut -> checkpoint to train on or export")
-    imp.add_argument("lut", metavar="weights.lut", help="vkdt .lut weights file")
-    told = imp.add_mutually_exclusive_group()
-    told.add_argument(
-        "--config",
-        help="config of the weights (must agree with the file); a file kpn wrote says its "
-        "model itself, one without kpn's section (vkdt's) needs this or --preset",
-    )
-    told.add_argument(
-        "--preset",
-        metavar="NAME",
-        help="for a file without kpn's section: a config in configs/ under the trailer's "
-        "items (vkdt's W 64 build: vkdt-head, W 32: vkdt-head-w32)",
-    )
-    imp.add_argument("-o", "--output", required=True, help="the checkpoint to write")
-    imp.add_argument(
-        "--vkdt-layout",
-        choices=LAYOUTS,
-        help="read the weights as kpn-t (its files) or vkdt HEAD's kpn module (head) does; "
-        "default: what the file's kpn section says, else kpn-t",
-    )
-    imp.set_defaults(handler=command_import)
-
-
-# --- compare-precision -------------------------------------------------------------------
-def command_compare_precision(args: argparse.Namespace) -> None:
-    from kpn.infer.profile import NoiseOptions
-    from kpn.vkdt.compare import compare_precision
-
-    if (args.noise_a is None) != (args.noise_b is None):
-        raise KpnError("--noise-a and --noise-b go together")
-    explicit = None if args.noise_a is None else (args.noise_a, args.noise_b)
-    if explicit is None and args.noise != "auto":
-        raise KpnError("give the noise profile: --noise-a A --noise-b B, or --noise auto")
-    if explicit is not None and min(explicit) < 0:
-        raise KpnError(f"noise profile (a, b) = {explicit} must be >= 0")
-    noise = NoiseOptions(explicit=explicit, auto=args.noise == "auto")
-    references = [Path(r) for r in args.reference] if args.reference else [None] * len(args.images)
-    images = [Path(i) for i in args.images]
-    for result in compare_precision(
-        args.weights, images, references, noise, args.config, args.tile
-    ):
-        line = f"{result.image}: fp32 vs vkdt-f16 {result.fp32_vs_f16:.2f} dB"
-        if result.fp32_vs_reference is not None:
-            line += (
-                f"; against the reference: fp32 {result.fp32_vs_reference:.2f} dB, "
-                f"vkdt-f16 {result.f16_vs_reference:.2f} dB"
-            )
-        print(f"{line}  [{result.profile}]")
-
-
-def _add_compare_precision(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    compare = commands.add_parser(
-        "compare-precision", help="PSNR between fp32 and vkdt-f16 outputs of a model"
-    )
-    compare.add_argument("images", nargs="+", metavar="IMAGE")
-    compare.add_argument("--weights", required=True, help="run directory, checkpoint or .lut")
-    compare.add_argument("--config", help="TOML config (a .lut without trailer needs one)")
-    compare.add_argument("--reference", action="append", help="clean image, one per IMAGE")
-    compare.add_argument("--noise-a", type=float, help="Gaussian part a, 0..65535 scale")
-    compare.add_argument("--noise-b", type=float, help="Poissonian part b, 0..65535 scale")
-    compare.add_argument("--noise", choices=("auto",), help="auto: estimate from the image")
-    compare.add_argument("--tile", type=int, help="tile side in pixels, 0 = untiled")
-    compare.set_defaults(handler=command_compare_precision)
-
-
-def add_lut_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """The ``export``, ``import`` and ``compare-precision`` subcommands (docs/design.md §9, §10)."""
+def add_export_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``export`` subcommand (docs/design.md §9)."""
     _add_export(commands)
-    _add_import(commands)
-    _add_compare_precision(commands)
 
 
 # --- pfm ---------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Tests for kpn.vkdt.lut_checkpoint: a .lut file as a training checkpoint that
+"""Tests for kpn.train.from_lut: a .lut file as a training checkpoint that
 ``train.py --resume`` continues from."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import torch
 from kpn.config import load_config
 from kpn.io.checkpoint import load_checkpoint
 from kpn.model.network import KPN
+from kpn.train.from_lut import checkpoint_from_lut
 from kpn.train.optim import make_optimizer
 from kpn.vkdt.export import lut_payload
 from kpn.vkdt.lut import read_lut
-from kpn.vkdt.lut_checkpoint import checkpoint_from_lut
 
 from vkdt_shared import DESIGN, run, save_model, tiny_config, tiny_matrices
 

@@ -1,7 +1,8 @@
-"""A ``.lut`` file as a training checkpoint: ``python -m kpn import``'s library.
+"""A ``.lut`` file as a training checkpoint to resume from (``python -m kpn import``).
 
-Kept apart from :mod:`kpn.vkdt.lut_model` because a checkpoint holds a fresh optimiser
-state (:mod:`kpn.train.optim`), which loading weights for inference never needs.
+Training's, not the vkdt bridge's: a checkpoint holds a fresh optimiser state
+(:mod:`kpn.train.optim`), which reading a ``.lut`` for inference
+(:mod:`kpn.vkdt.lut_model`) never needs.
 """
 
 from __future__ import annotations
