@@ -1,5 +1,5 @@
 """What the command lines share: help in plain words, no abbreviated options, and a hint
-for a mistyped option.
+for a mistyped option, subcommand or choice.
 
 The module docstrings double as ``--help`` texts; their reST markup (double backticks,
 ``:func:`` roles) is for the API documentation and reads as noise in a terminal.
@@ -8,11 +8,12 @@ The module docstrings double as ``--help`` texts; their reST markup (double back
 from __future__ import annotations
 
 import argparse
-import difflib
 import re
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
+
+from kpn.hints import closest
 
 _ROLE = re.compile(r":(?:func|meth|class|mod|attr|data|exc|obj):`~?([^`]+)`")
 _LITERAL = re.compile(r"``(.+?)``", re.DOTALL)
@@ -50,9 +51,9 @@ def suggestions(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[st
             continue
         if name in known or (not name.startswith("--") and name[:2] in short):
             continue
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-        if close:
-            hints.append(f"{name}: did you mean {close[0]}?")
+        meant = closest(name, known)
+        if meant is not None:
+            hints.append(f"{name}: did you mean {meant}?")
     return hints
 
 
@@ -60,8 +61,8 @@ class Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose description and epilog read as plain words, that takes
     no abbreviated options (``--weight`` for ``--weights`` is an error, so that a typo or
     an option added later cannot change what a command line means), and whose errors name
-    the option closest to a mistyped one (Python 3.11's argparse has no
-    ``suggest_on_error``). Subcommand parsers are of this class too."""
+    the option, subcommand or choice closest to a mistyped one (Python 3.11's argparse has
+    no ``suggest_on_error``). Subcommand parsers are of this class too."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         for key in ("description", "epilog"):
@@ -77,6 +78,19 @@ class Parser(argparse.ArgumentParser):
         # remembered for error(), which argparse calls without the arguments
         self._argv = list(sys.argv[1:] if args is None else args)
         return super().parse_known_args(args, namespace)
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        """argparse's check of a value against its choices (a subcommand's name too), its
+        ``invalid choice: 'sumary' (choose from ...)`` ending ``; did you mean summary?``
+        where one choice is close."""
+        try:
+            super()._check_value(action, value)
+        except argparse.ArgumentError as error:
+            meant = closest(str(value), (str(choice) for choice in action.choices or ()))
+            if meant is None:
+                raise
+            message = f"{error.message}; did you mean {meant}?"
+            raise argparse.ArgumentError(action, message) from None
 
     def error(self, message: str) -> NoReturn:
         """Usage, then one line ``prog: error: message; --typo: did you mean --x?``;

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from kpn import presets
 from kpn.errors import KpnError
+from kpn.hints import setting_problem
 
 DownFilter = Literal["box2", "binomial5", "box2_vkdt"]
 UpFilter = Literal["bspline", "bilinear"]
@@ -452,19 +453,15 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(config: Config, overrides: list[str]) -> Config:
-    """Return ``config`` with ``section.key=value`` overrides applied and re-validated."""
+    """Return ``config`` with ``section.key=value`` overrides applied and re-validated; an
+    unknown setting is a KpnError naming the settings closest to it."""
     table = config_to_dict(config)
     for text in overrides:
         path, value = parse_override(text)
-        node = table
-        for part in path[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                raise KpnError(f"override '{text}': unknown section '{part}'")
-            node = child
-        if path[-1] not in node or isinstance(node[path[-1]], dict):
-            raise KpnError(f"override '{text}': unknown key '{'.'.join(path)}'")
-        node[path[-1]] = value
+        problem = setting_problem(path, table)
+        if problem is not None:
+            raise KpnError(f"--set {'.'.join(path)}: {problem}")
+        table[path[0]][path[1]] = value
     return config_from_dict(table, "--set")
 
 

@@ -205,6 +205,16 @@ def test_denoise_torch_tensors(trained: SimpleNamespace) -> None:
     torch.testing.assert_close(same[0], got[0], rtol=0, atol=0)
 
 
+def test_denoise_is_finite_for_every_profile_it_accepts(trained: SimpleNamespace) -> None:
+    """A batch's per-image profiles from none to float32's largest (issue 22: b = 1e34
+    gave NaN through the SURE blend); tests/infer/test_extreme_profiles.py sweeps them."""
+    model = kpn.load(trained.run, sure=True)
+    batch = torch.stack([torch.from_numpy(noisy_image(24, 24, seed=s)) for s in range(4)])
+    profiles = torch.tensor([[0.0, 1e34], [1e-30, 0.0], [3e38, 3e38], [0.0, 0.0]])
+    got = model(batch.permute(0, 3, 1, 2), profiles)
+    assert bool(got.isfinite().all())
+
+
 def test_load_default_is_the_shipped_design(
     trained: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -333,6 +333,31 @@ class TestOverrides:
             apply_overrides(narrow, [override])
         assert_one_line_error(error, *words)
 
+    @pytest.mark.parametrize(
+        ("override", "line"),
+        [
+            ("train.stpes=5", "--set train.stpes: no such setting; did you mean train.steps?"),
+            ("trian.steps=5", "--set trian.steps: no such setting; did you mean train.steps?"),
+            ("trian.stpes=5", "--set trian.stpes: no such setting; did you mean train.steps?"),
+            ("stpes=5", "--set stpes: no such setting; did you mean train.steps?"),
+            (
+                "precison=f16",
+                "--set precison: no such setting; did you mean "
+                "model.precision, train.precision or infer.precision?",
+            ),
+            ("model.width.x=3", "--set model.width.x: no such setting; did you mean model.width?"),
+            ("model.qqqqqq=1", "--set model.qqqqqq: no such setting"),
+            ("qqqqqq.width=1", "--set qqqqqq.width: no such setting"),
+            ("model=3", "--set model: a section, not a setting (expected section.key=value)"),
+        ],
+    )
+    def test_unknown_setting_names_the_one_meant(self, override: str, line: str) -> None:
+        """A mistyped section or key gets the setting closest to it, as a mistyped option
+        gets its option; a name close to none gets no guess."""
+        with pytest.raises(KpnError) as error:
+            apply_overrides(Config(), [override])
+        assert assert_one_line_error(error) == line
+
 
 # --- base: presets that change only what differs --------------------------------------
 def test_base_config_is_laid_under_the_file(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,8 @@ import kpn.__main__
 import kpn.infer.cli
 import kpn.train.cli
 from kpn.cli import plain
+
+from conftest import assert_error_line
 
 PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "train.py": kpn.train.cli.build_parser,
@@ -77,6 +80,59 @@ def test_kpn_suggests_the_subcommand_option_meant(capsys: pytest.CaptureFixture[
     with pytest.raises(SystemExit):
         kpn.__main__.main(["summary", "--config", "x.toml", "--szie", "8x8"])
     assert last_error_line(capsys).endswith("--szie: did you mean --size?")
+
+
+@pytest.mark.parametrize(
+    ("argv", "typo", "meant"),
+    [
+        (["sumary", "--config", "quick"], "sumary", "summary"),
+        (["nprof", "import-darktabel", "-o", "out"], "import-darktabel", "import-darktable"),
+        (["export", "run", "-o", "x.lut", "--vkdt-layout", "haed"], "haed", "head"),
+    ],
+)
+def test_kpn_suggests_the_subcommand_or_choice_meant(
+    argv: list[str], typo: str, meant: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped subcommand (of python -m kpn, or nprof's own) or value of an option with
+    choices: argparse's one-line usage error, with the name closest to the typo."""
+    with pytest.raises(SystemExit) as exit_info:
+        kpn.__main__.main(argv)
+    assert exit_info.value.code == 2
+    line = last_error_line(capsys)
+    assert line.startswith("python -m kpn") and ": error: " in line, line
+    assert f"invalid choice: '{typo}'" in line, line
+    assert line.endswith(f"; did you mean {meant}?"), line
+
+
+def test_no_subcommand_is_guessed_from_far_off_words(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        kpn.__main__.main(["qqqqqq"])
+    assert exit_info.value.code == 2
+    line = last_error_line(capsys)
+    assert "invalid choice: 'qqqqqq'" in line and "did you mean" not in line, line
+
+
+@pytest.mark.parametrize(
+    ("main", "argv"),
+    [
+        (kpn.train.cli.main, ["--config", "quick", "--set", "train.stpes=5"]),
+        (kpn.__main__.main, ["summary", "--config", "quick", "--set", "train.stpes=5"]),
+    ],
+)
+def test_set_suggests_the_setting_meant(
+    main: Callable[[list[str]], int],
+    argv: list[str],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """train.py and python -m kpn: a mistyped --set key is one line naming the setting
+    meant, exit 2, before any write."""
+    out = tmp_path / "run"
+    extra = ["--out", str(out)] if main is kpn.train.cli.main else []
+    assert main([*argv, *extra]) == 2
+    line = assert_error_line(capsys.readouterr().err)
+    assert line == "error: --set train.stpes: no such setting; did you mean train.steps?"
+    assert not out.exists()
 
 
 def test_no_suggestion_for_values(capsys: pytest.CaptureFixture[str]) -> None:

@@ -37,7 +37,9 @@ printed.
 
 Exit status: 0 when every input was denoised, 1 when some failed (each failure is one
 line naming the file; the others are written), 2 for usage errors and for weights or
-configs that cannot be used.
+configs that cannot be used. Ctrl-C (SIGINT) or SIGTERM stops the run with one line naming
+the file it was on (not written: no partial output or temporary file stays) and the files
+written before it (kept), exit status 130 (SIGINT) or 143 (SIGTERM), 128 plus the signal.
 
 Also ``python -m kpn compare-precision``: the fp32 and vkdt-f16 outputs of a model side by
 side (:mod:`kpn.infer.compare`).
@@ -46,6 +48,7 @@ side (:mod:`kpn.infer.compare`).
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -71,6 +74,7 @@ from kpn.infer.files import (
     read_source,
     write_output,
 )
+from kpn.infer.interrupt import Progress, stops_raise
 from kpn.infer.profile import NoiseOptions, check_noise_parameter, resolve_profile
 from kpn.infer.weights import load_weights, shipped_weights
 from kpn.io.atomic import atomic_output
@@ -102,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="kpn-infer",
         description=__doc__.split("\n\n")[0],  # its markup removed by Parser
-        epilog="Exit status: 0 all written, 1 some inputs failed, 2 usage or weights errors.",
+        epilog="Exit status: 0 all written, 1 some inputs failed, 2 usage or weights errors, "
+        "130 interrupted (143 terminated).",
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, globs")
     parser.add_argument(
@@ -223,7 +228,7 @@ def process(
     show_progress: bool,
 ) -> None:
     """Denoise one file and write its output; a failure is one KpnError naming the file."""
-    source = read_source(job.source)
+    source = read_source(job.source, job.output)
     clean = None if reference is None else read_reference(reference, job.source, source.image)
     profile = resolve_profile(noise, job.source, source.image, source.raw)
     say(f"{job.source}: noise (a, b) = ({profile.a:.6g}, {profile.b:.6g}) from {profile.source}")
@@ -242,10 +247,12 @@ def process(
         denoised = denoiser(source.image, profile.a, profile.b, bar.update)
         noisy_psnr = psnr(source.image, clean) if clean is not None else None
         bits = output_bits(job.output.suffix, source.bits)
+        kept = source.kept  # grey, alpha: what the output gets back of the input
         del source  # the input's memory is free while the output is encoded
-        write_output(temp, denoised, bits)
+        write_output(temp, denoised, bits, kept)
     seconds = time.perf_counter() - start
-    say(f"{job.source} -> {job.output} ({width} x {height}, {seconds:.1f} s)")
+    note = f"; {kept.note()}" if kept.note() else ""  # a grey file, an alpha plane
+    say(f"{job.source} -> {job.output} ({width} x {height}, {seconds:.1f} s{note})")
     if clean is not None:
         say(
             f"{job.source}: PSNR noisy {noisy_psnr:.2f} dB -> denoised "
@@ -274,6 +281,17 @@ def _files(jobs: Sequence[Job], show: bool) -> Iterator[Job]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run kpn-infer; returns the exit status (see the module docstring)."""
+    done = Progress()
+    with stops_raise():
+        try:
+            return _main(argv, done)
+        except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (stops_raise)
+            say(done.interrupted_line(stop), sys.stderr)
+            return 128 + getattr(stop, "signum", signal.SIGINT)
+
+
+def _main(argv: Sequence[str] | None, done: Progress) -> int:
+    """:func:`main`, noting in ``done`` each file it writes."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -311,8 +329,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in failures:
         print(f"error: {line}", file=sys.stderr)
     show = sys.stderr.isatty()
+    done.total = len(jobs)
     for job in _files(jobs, show):
         reference = _reference_for(args.reference, job.source)
+        done.start(job)
         try:
             process(job, denoiser, noise, reference, show)
         except KpnError as error:
@@ -320,7 +340,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (MemoryError, torch.OutOfMemoryError):
             line = f"{job.source}: out of memory (try a smaller --tile)"
         else:
+            done.finish(written=True)
             continue
+        done.finish(written=False)
         say(f"error: {line}", sys.stderr)
         failures.append(line)
     return 1 if failures else 0

@@ -12,11 +12,13 @@ import torch
 from torch import Tensor
 
 from kpn.config import MIN_TILE, InferConfig, ModelConfig
-from kpn.errors import ParameterError, mention
-from kpn.infer.sure import sure_blend
+from kpn.errors import KpnError, ParameterError, mention
+from kpn.infer.sure import ROWS, probe_step, sure_blend
 from kpn.model.network import KPN, kpn_forward
 from kpn.model.precision import VKDT_MATMULS
 from kpn.model.tiling import plan_tiles, tiled_forward
+
+F16_MAX = float(torch.finfo(torch.float16).max)  # 65504: vkdt-f16 stores its input in it
 
 
 @dataclass
@@ -102,12 +104,41 @@ class Denoiser:
         b: float,
         progress: Callable[[int], None] | None = None,
     ) -> np.ndarray:
-        """Denoise a linear ``[H,W,3]`` float32 image with profile (a, b): a new array."""
+        """Denoise a linear ``[H,W,3]`` float32 image with profile (a, b): a new array.
+
+        Finite in, finite out: values the precision cannot hold (float16's range under
+        ``vkdt-f16``) are a :class:`~kpn.errors.KpnError` up front, and a NaN or Inf in
+        the output of a finite image, a bug, is one rather than a result.
+        """
+        self._check_range(image, a, b)
         if not self.sure:
-            return self.network(image, a, b, progress)
-        return sure_blend(
-            lambda noisy: self.network(noisy, a, b, progress), image, a, b, self.sure_window
-        )
+            out = self.network(image, a, b, progress)
+        else:
+            out = sure_blend(
+                lambda noisy: self.network(noisy, a, b, progress), image, a, b, self.sure_window
+            )
+        if not _all_finite(out) and _all_finite(image):
+            raise KpnError(
+                f"denoising gave NaN or Inf pixels from finite ones (noise profile (a, b) = "
+                f"({a:.6g}, {b:.6g}), {self.config.precision}): a kpn bug, please report it"
+            )
+        return out
+
+    def _check_range(self, image: np.ndarray, a: float, b: float) -> None:
+        """KpnError unless the network's input, and SURE's perturbed input, fit the
+        precision: float16's 65504 under ``vkdt-f16`` (float32 and bfloat16 hold any
+        float32 image)."""
+        if self.config.precision != "vkdt-f16":
+            return
+        peak = float(np.abs(image).max(initial=0.0))
+        reach = peak + (probe_step(image, a, b) if self.sure else 0.0)
+        if reach > F16_MAX:
+            probe = f" (with SURE's probe {reach:.6g})" if self.sure else ""
+            raise KpnError(
+                f"pixel values up to {peak:.6g}{probe} exceed float16's largest value, "
+                f"{F16_MAX:.0f}: {mention('precision', 'vkdt-f16')} cannot hold them, "
+                f"{mention('precision', 'fp32')} can"
+            )
 
     def network(
         self,
@@ -143,6 +174,12 @@ class Denoiser:
         if result is not target:
             out[...] = result[0].permute(1, 2, 0).float().cpu().numpy()
         return out
+
+
+def _all_finite(array: np.ndarray) -> bool:
+    """Whether every value of ``[H,...]`` is finite, a band of rows at a time (a bool
+    temporary of a band, not of a whole photo)."""
+    return all(np.isfinite(array[top : top + ROWS]).all() for top in range(0, len(array), ROWS))
 
 
 def native_bf16(device: torch.device) -> bool:

@@ -1,5 +1,6 @@
 """Input and output files of inference: which files the arguments name, where each
-output goes, reading an input and writing its output in the input's bit depth."""
+output goes, reading an input and writing its output in the input's bit depth and
+channels (grey stays grey, an alpha plane passes through untouched)."""
 
 from __future__ import annotations
 
@@ -9,20 +10,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import imagecodecs
 import numpy as np
-import tifffile
 
 from kpn.errors import KpnError, mention
-from kpn.io.atomic import atomic_output, atomic_write_bytes
 from kpn.io.images import (
-    JPEG_QUALITY,  # write_image's, for the same files
     READABLE_EXTENSIONS,
+    UNASSOCIATED_ALPHA,
+    alpha_samples,
+    check_writable,
     encode_srgb,
     read_any,
+    read_image_planes,
+    with_alpha,
     write_image,
+    write_samples,
 )
-from kpn.io.pfm import write_pfm
+from kpn.io.pfm import PFM_EXTENSIONS, read_pfm, write_pfm
 from kpn.io.raw import RAW_EXTENSIONS, RawImage, read_raw
 from kpn.io.shared import check_finite
 
@@ -124,40 +127,62 @@ def plan_jobs(
 
 
 @dataclass(frozen=True)
+class Kept:
+    """What of an input the network does not see and its output gets back: a grey file
+    (the network denoises it as three equal channels, the output is grey again) and an
+    alpha plane (the stored samples, written back untouched; see kpn.io.images)."""
+
+    gray: bool = False
+    alpha: np.ndarray | None = None
+    alpha_kind: int = UNASSOCIATED_ALPHA
+
+    def note(self) -> str:
+        """What kpn-infer says of the file: ``grayscale, denoised as gray``, ``alpha kept
+        unchanged``, both, or nothing for RGB."""
+        notes = ["grayscale, denoised as gray"] if self.gray else []
+        if self.alpha is not None:
+            notes.append("alpha kept unchanged")
+        return "; ".join(notes)
+
+
+@dataclass(frozen=True)
 class Source:
-    """An input image: linear float32 ``[H,W,3]``, its raw metadata, its stored bits."""
+    """An input image: linear float32 ``[H,W,3]`` (a grey file's channel three times), its
+    raw metadata, its stored bits, and what its output keeps of it."""
 
     image: np.ndarray
     raw: RawImage | None
     bits: int  # 8, 16 (integer samples) or 32 (float)
+    kept: Kept = Kept()
 
 
-def read_source(path: Path) -> Source:
-    """Read an input; NaN or Inf pixels are refused."""
-    if path.suffix.lower() in RAW_EXTENSIONS:
+NO_ALPHA = {".pfm": "PFM", ".jpg": "JPEG", ".jpeg": "JPEG"}  # formats without an alpha channel
+
+
+def read_source(path: Path, output: Path | None = None) -> Source:
+    """Read an input; NaN or Inf pixels are refused, and so is an alpha channel that
+    ``output``'s format cannot hold (before any work)."""
+    suffix = path.suffix.lower()
+    if suffix in RAW_EXTENSIONS:
         raw = read_raw(path, "demosaic")
         check_finite(raw.image, path)
         return Source(raw.image, raw, 16)
-    image = read_any(path, require_finite=True)
-    return Source(image, None, _stored_bits(path))
+    if suffix in PFM_EXTENSIONS:
+        image = read_pfm(path, require_finite=True)
+        return Source(_three_channels(image), None, 32, Kept(gray=image.ndim == 2))
+    planes = read_image_planes(path, require_finite=True)
+    kept = Kept(planes.color.ndim == 2, planes.alpha, planes.alpha_kind)
+    if kept.alpha is not None and output is not None and output.suffix.lower() in NO_ALPHA:
+        raise KpnError(
+            f"{path}: has an alpha channel, which {NO_ALPHA[output.suffix.lower()]} "
+            f"({output}) cannot hold: write PNG or TIFF"
+        )
+    return Source(_three_channels(planes.color), None, planes.bits, kept)
 
 
-def _stored_bits(path: Path) -> int:
-    """Bits per sample of a file read_any has just read: 8, 16, or 32 for float."""
-    suffix = path.suffix.lower()
-    if suffix == ".pfm":
-        return 32
-    if suffix in (".jpg", ".jpeg"):
-        return 8
-    if suffix == ".png":
-        with open(path, "rb") as file:  # IHDR's bit depth: byte 24 of every PNG
-            header = file.read(25)
-        return 16 if len(header) == 25 and header[24] == 16 else 8
-    with tifffile.TiffFile(path) as tif:
-        dtype = tif.pages.first.dtype
-    if dtype is not None and dtype.kind == "f":
-        return 32
-    return 16 if dtype is not None and dtype.itemsize >= 2 else 8
+def _three_channels(image: np.ndarray) -> np.ndarray:
+    """``[H,W]`` grey -> ``[H,W,3]``, the network's input; ``[H,W,3]`` as it is."""
+    return np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image
 
 
 def output_bits(extension: str, source_bits: int) -> int:
@@ -176,32 +201,43 @@ def output_bits(extension: str, source_bits: int) -> int:
 ENCODE_ROWS = 256  # rows encoded to sRGB codes at a time
 
 
-def write_output(path: Path, image: np.ndarray, bits: int) -> None:
+def gray_of(image: np.ndarray) -> np.ndarray:
+    """A grey input's denoised value: the mean of the three channels, in float64 (exact
+    when they are equal, as the network's shared kernels leave them), ``ENCODE_ROWS``
+    rows at a time. ``[H,W,3] -> [H,W]`` float32
+    """
+    gray = np.empty(image.shape[:2], dtype=np.float32)
+    for top in range(0, image.shape[0], ENCODE_ROWS):
+        gray[top : top + ENCODE_ROWS] = image[top : top + ENCODE_ROWS].mean(2, dtype=np.float64)
+    return gray
+
+
+def write_output(path: Path, image: np.ndarray, bits: int, kept: Kept = Kept()) -> None:
     """Write a linear ``[H,W,3]`` image as PFM, float TIFF, or 8/16-bit sRGB PNG, JPEG or
-    TIFF, as :func:`kpn.io.images.write_image` writes them.
+    TIFF, as :func:`kpn.io.images.write_image` writes them; grey (:func:`gray_of`) and
+    with its alpha plane as ``kept`` says.
 
     The sRGB codes are computed ``ENCODE_ROWS`` rows at a time: ``write_image`` encodes
     through float64 copies of the whole image, about 2.3 GB more at 24 megapixels.
     """
     suffix = path.suffix.lower()
+    color = gray_of(image) if kept.gray else image
+    if suffix in NO_ALPHA and kept.alpha is not None:
+        raise KpnError(f"{path}: {NO_ALPHA[suffix]} holds no alpha channel (write PNG or TIFF)")
     if suffix == ".pfm":
-        write_pfm(path, image)
+        write_pfm(path, color)
         return
     if bits == 32 or suffix not in WRITABLE:  # float TIFF, or write_image's refusal
-        write_image(path, image, bits=bits)
+        write_image(path, color, bits=bits, alpha=kept.alpha, alpha_kind=kept.alpha_kind)
         return
-    if not np.isfinite(image).all():
+    check_writable(path, bits)
+    if not np.isfinite(color).all():
         raise KpnError(f"{path}: image has NaN or Inf, which {bits}-bit codes cannot hold")
-    codes = np.empty(image.shape, dtype=np.uint8 if bits == 8 else np.uint16)
-    for top in range(0, image.shape[0], ENCODE_ROWS):
-        codes[top : top + ENCODE_ROWS] = encode_srgb(image[top : top + ENCODE_ROWS], bits)
-    if suffix == ".png":
-        atomic_write_bytes(path, imagecodecs.png_encode(codes))
-    elif suffix in (".jpg", ".jpeg"):
-        atomic_write_bytes(path, imagecodecs.jpeg8_encode(codes, level=JPEG_QUALITY))
-    else:
-        with atomic_output(path) as temp:
-            tifffile.imwrite(temp, codes, photometric="rgb")
+    codes = np.empty(color.shape, dtype=np.uint8 if bits == 8 else np.uint16)
+    for top in range(0, color.shape[0], ENCODE_ROWS):
+        codes[top : top + ENCODE_ROWS] = encode_srgb(color[top : top + ENCODE_ROWS], bits)
+    alpha = None if kept.alpha is None else alpha_samples(kept.alpha, bits)
+    write_samples(path, with_alpha(codes, alpha), alpha_kind=kept.alpha_kind)
 
 
 def read_reference(reference: Path, source: Path, image: np.ndarray) -> np.ndarray:

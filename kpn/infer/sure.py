@@ -23,6 +23,13 @@ image), so that a textured region keeps its texture while a flat one is denoised
 ``lambda`` is clipped to [0, 1]: never further than the network, never past the input. At
 vanishing noise ``v`` vanishes, and so does ``lambda``: the output tends to the input.
 
+Every profile kpn accepts (a, b up to float32's largest value) gives a finite blend: the
+sums and the blend are computed in float64, where ``v`` of any float32 pixel and profile
+fits (float32 overflowed from ``b`` near 1e34 and wrote NaN), and the probe's step is at
+most ``PROBE_STEP`` times the image's own scale, so that the perturbed input stays in the
+range the network computes in (float16's for vkdt-f16) even when the profile claims noise
+far larger than the image.
+
 The network runs twice: SURE doubles inference time. vkdt has no such stage.
 """
 
@@ -54,22 +61,29 @@ def probe(shape: tuple[int, ...], seed: int = PROBE_SEED) -> np.ndarray:
 
 
 def probe_step(noisy: np.ndarray, a: float, b: float) -> float:
-    """The finite difference's step: ``PROBE_STEP`` times the image's rms noise sigma;
-    0 for an image without noise."""
+    """The finite difference's step: ``PROBE_STEP`` times the image's rms noise sigma, but
+    at most ``PROBE_STEP`` times its scale, ``max(1, max |y|)``; 0 for an image without
+    noise.
+
+    The cap binds only for noise larger than the image's brightest value (a profile no
+    camera has): there the network is nearly linear over the image's scale, and a step of
+    0.1 sigma would leave the range it computes in (float16 holds 65504).
+    """
     mean_variance = (a + U16 * b * float(np.maximum(noisy, 0).mean(dtype=np.float64))) / U16**2
-    return PROBE_STEP * mean_variance**0.5
+    scale = max(1.0, float(np.abs(noisy).max(initial=0.0)))
+    return PROBE_STEP * min(mean_variance**0.5, scale)
 
 
 def _running_mean(lines: Tensor, window: int) -> Tensor:
     """Mean of each row of ``[N,L]`` over the ``window`` entries about each entry, its
-    part inside the row: ``[N,L] -> [N,L]``, by differences of a float64 cumulative sum
-    (a few operations per entry, whatever the window)."""
+    part inside the row: ``[N,L] -> [N,L]`` in ``lines``' dtype, by differences of a
+    float64 cumulative sum (a few operations per entry, whatever the window)."""
     length = lines.shape[1]
     sums = F.pad(lines.double().cumsum(1), (1, 0))
     index = torch.arange(length)
     high = (index + window // 2 + 1).clamp(max=length)
     low = (index - window // 2).clamp(min=0)
-    return ((sums[:, high] - sums[:, low]) / (high - low)).float()
+    return ((sums[:, high] - sums[:, low]) / (high - low)).to(lines.dtype)
 
 
 def _window_mean(plane: Tensor, window: int) -> Tensor:
@@ -77,7 +91,7 @@ def _window_mean(plane: Tensor, window: int) -> Tensor:
     inside the image; ``window`` 0: the whole image's mean everywhere. Separable (the
     inside part of a square is a rectangle), in chunks of ``ROWS`` lines."""
     if window == 0:
-        return plane.mean(dtype=torch.float64).float().expand_as(plane)
+        return plane.mean(dtype=torch.float64).to(plane.dtype).expand_as(plane)
     height, width = plane.shape
     out = torch.empty_like(plane)
     for top in range(0, height, ROWS):
@@ -108,27 +122,33 @@ def risk_sums(
         a, b: the noise profile, 0..65535 scale.
 
     Returns:
-        two ``[H,W]`` float32.
+        two ``[H,W]`` float64: ``v`` of a float32 pixel and profile overflows float32 (b
+        near 1e34 at a pixel of 1), never float64 (at most about 1e82).
     """
     height, width = noisy.shape[:2]
-    reduction = torch.empty(height, width)
-    residual = torch.empty(height, width)
+    reduction = torch.empty(height, width, dtype=torch.float64)
+    residual = torch.empty(height, width, dtype=torch.float64)
     for top in range(0, height, ROWS):
         rows = slice(top, top + ROWS)
-        y, f = torch.from_numpy(noisy[rows]), torch.from_numpy(denoised[rows])
-        sign = torch.from_numpy(signs[rows]).float()
-        divergence = sign * (torch.from_numpy(probed[rows]) - f) / step
+        y, f = _wide(noisy[rows]), _wide(denoised[rows])
+        divergence = _wide(signs[rows]) * (_wide(probed[rows]) - f) / step
         reduction[rows] = (noise_variance(y, a, b) * (1 - divergence)).sum(-1)
         residual[rows] = (f - y).square().sum(-1)
     return reduction, residual
 
 
+def _wide(values: np.ndarray) -> Tensor:
+    """``values`` as a float64 tensor: ``[...] -> [...]``."""
+    return torch.from_numpy(values).double()
+
+
 def weight_of_sums(reduction: Tensor, residual: Tensor, window: int) -> Tensor:
     """The blend weight ``sum v (1 - df/dy) / sum r^2`` over each pixel's window, clipped
-    to [0, 1]: ``[H,W], [H,W] -> [H,W]``; ``window`` odd, or 0 for the whole image."""
+    to [0, 1]: ``[H,W], [H,W] -> [H,W]`` float32; ``window`` odd, or 0 for the whole
+    image."""
     reduction, residual = _window_mean(reduction, window), _window_mean(residual, window)
-    weight = reduction / residual.clamp(min=torch.finfo(torch.float32).tiny)
-    return weight.clamp(0, 1)
+    weight = reduction / residual.clamp(min=torch.finfo(residual.dtype).tiny)
+    return weight.clamp(0, 1).float()
 
 
 def sure_blend(
@@ -163,6 +183,7 @@ def sure_blend(
     weight = weight_of_sums(*sums, window)
     for top in range(0, noisy.shape[0], ROWS):  # in place: h = y + lambda (f - y)
         rows = slice(top, top + ROWS)
-        f, y = torch.from_numpy(denoised[rows]), torch.from_numpy(noisy[rows])
-        f.sub_(y).mul_(weight[rows, :, None]).add_(y)
+        y = _wide(noisy[rows])  # f - y of two finite float32 values may overflow float32
+        blended = (_wide(denoised[rows]) - y).mul_(weight[rows, :, None]).add_(y)
+        torch.from_numpy(denoised[rows]).copy_(blended)
     return denoised

@@ -22,6 +22,12 @@ from kpn.vkdt.lut_model import check_same_model, config_for_lut, load_lut
 # default when no weights are named.
 SHIPPED_DIR = presets.SHIPPED
 SHIPPED = ("design", "vkdt-w32")
+# What a float16 .lut (vkdt's type; a run's weights.lut) costs against the float32 model
+# it was rounded from, said wherever such weights are named.
+FLOAT16_NOTE = (
+    "float16 weights: outputs up to ~2e-4 from the float32 checkpoint's "
+    "(python -m kpn export --dtype f32 writes a kpn-only float32 .lut)"
+)
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,8 @@ def _from_lut(
     how = imported.source + "".join(f"; {note}" for note in imported.notes)
     if lut.model is None:
         how = f"trailer + {how}" if lut.trailer is not None else f"{how}, no trailer"
-    return LoadedWeights(model, imported.config, f"{path} (config: {how})")
+    rounded = f"; {FLOAT16_NOTE}" if lut.dtype == "f16" else ""
+    return LoadedWeights(model, imported.config, f"{path} (config: {how}){rounded}")
 
 
 def load_weights(

@@ -1,9 +1,9 @@
 """Training checkpoints: everything an exact resume needs, tensors and plain data only.
 
 A checkpoint loads with ``torch.load(weights_only=True)``: no pickled code, so a
-checkpoint from elsewhere cannot run anything. A training run keeps the checkpoint before
-its latest beside it (``checkpoint.prev.pt``) and resumes from it when the latest cannot
-be read.
+checkpoint from elsewhere cannot run anything (one that holds code is refused, naming it).
+A training run keeps the checkpoint before its latest beside it (``checkpoint.prev.pt``)
+and resumes from it when the latest cannot be read.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import io
 import math
 import os
 import pickle
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,12 @@ from kpn.io.atomic import atomic_write_bytes
 
 FORMAT = 1
 CUT_SHORT = "damaged or cut short: not a complete torch file"
+# torch's safe loader names what it refused: "Unsupported global: GLOBAL builtins.eval was
+# not an allowed global", "unsupported GLOBAL posix.system whose module posix is blocked"
+REFUSED_GLOBAL = re.compile(r"GLOBAL ([A-Za-z_][\w.]*\w)")
+# how Python names the modules that functions pickle under: os.system pickles as
+# posix.system (nt.system on Windows), eval as builtins.eval (__builtin__.eval, protocol 2)
+MODULE_NAMES = {"posix": "os", "nt": "os", "builtins": "", "__builtin__": ""}
 
 
 @dataclass(frozen=True)
@@ -54,7 +61,8 @@ def save_checkpoint(
     """Write ``state`` atomically: a killed process leaves the previous checkpoint intact.
 
     ``keep_previous``: first copy the checkpoint at ``path`` to :func:`previous_path`, a
-    second chance should the latest ever be unreadable (a disk error, a truncated copy).
+    second chance should the latest ever be unreadable (a disk error, a truncated copy);
+    only one that reads back replaces the one kept there.
     """
     if keep_previous:
         _keep_previous(Path(path))
@@ -75,13 +83,31 @@ def save_checkpoint(
 
 
 def _keep_previous(path: Path) -> None:
+    # Only a latest that reads back is kept: a damaged one (which a resume has just fallen
+    # back from) copied over the previous would leave a second failure nothing to resume.
     # A copy, not a rename: the latest checkpoint exists at every moment, so a kill
     # between the two writes still leaves one to resume from.
     try:
+        load_checkpoint(path)
         data = path.read_bytes()
-    except OSError:  # none yet (the first save), or unreadable: nothing worth keeping
+    except (KpnError, OSError):  # none yet (the first save), or damaged: not worth keeping
         return
     atomic_write_bytes(previous_path(path), data)
+
+
+def held_code(error: BaseException) -> str | None:
+    """What code torch's safe loader refused, when ``error`` is that refusal: the global
+    it names as Python names it (``os.system``, ``eval``), else a description; None for
+    another error."""
+    if not isinstance(error, pickle.UnpicklingError):
+        return None
+    message = str(error)
+    named = REFUSED_GLOBAL.search(message)
+    if named is None:
+        return "an object torch's safe loader refuses" if "global" in message.lower() else None
+    module, _, name = named.group(1).rpartition(".")
+    module = MODULE_NAMES.get(module, module)
+    return f"{module}.{name}" if module else name
 
 
 def load_error_reason(error: BaseException) -> str:
@@ -102,8 +128,6 @@ def load_error_reason(error: BaseException) -> str:
         return f"cannot read it: {(error.strerror or 'input/output error').lower()}"
     if isinstance(error, EOFError):
         return "empty or cut short"
-    if isinstance(error, pickle.UnpicklingError) and "Unsupported global" in str(error):
-        return "holds Python objects other than tensors and plain data, which kpn never loads"
     if isinstance(error, RuntimeError) and "zip archive" in str(error):
         return CUT_SHORT
     return "damaged, or not a file torch.save wrote"
@@ -120,6 +144,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> TrainingState:
     except FileNotFoundError:
         raise KpnError(f"{path}: checkpoint not found") from None
     except Exception as error:  # torch raises many types for a damaged or foreign file
+        code = held_code(error)
+        if code is not None:
+            refused = f"refused: it holds code ({code}), which kpn never loads"
+            raise KpnError(f"{path}: {refused}") from None
         raise KpnError(f"{path}: not a readable checkpoint ({load_error_reason(error)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise KpnError(f"{path}: not a kpn checkpoint (format {FORMAT} expected)")

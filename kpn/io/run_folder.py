@@ -5,7 +5,8 @@ holds the resolved ``config.toml``, ``checkpoint.pt`` (everything an exact resum
 and the one before it, ``checkpoint.prev.pt``, ``best.pt`` (the checkpoint of the best
 validation PSNR), ``weights.lut`` for vkdt, and TensorBoard's event files (named by
 TensorBoard). The trainer writes these names and inference, export and the scripts read
-them: all through :class:`RunFolder`.
+them: all through :class:`RunFolder`. A write killed midway leaves a hidden temporary file
+(:mod:`kpn.io.atomic`) beside its target: :meth:`RunFolder.stale_temps` finds them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kpn.errors import KpnError
+from kpn.io.atomic import stale_temp_paths
 from kpn.io.checkpoint import TrainingState, load_checkpoint, previous_path
 from kpn.model.network import KPN
 
@@ -52,6 +54,14 @@ class RunFolder:
     def weights(self) -> Path:
         """The latest weights in vkdt's ``.lut`` format."""
         return self.path / "weights.lut"
+
+    def written(self) -> tuple[Path, ...]:
+        """The files the trainer writes here (atomically), TensorBoard's aside."""
+        return (self.config, self.checkpoint, self.previous_checkpoint, self.best, self.weights)
+
+    def stale_temps(self) -> list[Path]:
+        """The temporary files that killed writes of :meth:`written` left here, sorted."""
+        return sorted(stale for target in self.written() for stale in stale_temp_paths(target))
 
 
 def load_training_state(source: str | os.PathLike[str]) -> TrainingState:

@@ -28,6 +28,10 @@ PATCH8X8_TAPS = tuple((c // 8 - 4, c % 8 - 4) for c in range(64))
 PATCH8X8_PADDING = (4, 3, 4, 3)
 NOISE_SCALE = 65535.0  # vkdt's noise profiles live on the 0..65535 scale
 SIGMA_FLOOR = 1e-7  # star15_snr divides by sigma: a noise-free profile gives 1e7, not inf
+# ... and takes log2(65535 sigma): a profile near float32's largest (a, b) overflowed the
+# variance to inf there, and the network's output to NaN. A sigma of 1e30 already leaves
+# every tap's channel at 0 for any image: larger ones are taken as it.
+SIGMA_CEIL = 1e30
 STAR15_CENTRE = STAR15_TAPS.index((0, 0))
 
 
@@ -140,7 +144,7 @@ def star15_snr_features_padded(
     height, width = noise_lum.shape[-2:]
     r = STAR15_RADIUS
     lum, sat = luminance(padded), saturation(padded)
-    sigma = noise_sigma(noise_lum, noise_ab, level).clamp(min=SIGMA_FLOOR)
+    sigma = noise_sigma(noise_lum, noise_ab, level).clamp(min=SIGMA_FLOOR, max=SIGMA_CEIL)
     inverse = sigma.reciprocal()
     taps = []
     for dx, dy in STAR15_TAPS:

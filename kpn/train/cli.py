@@ -23,7 +23,7 @@ from pathlib import Path
 
 from kpn.cli import Parser
 from kpn.config import apply_overrides, load_config
-from kpn.errors import KpnError
+from kpn.errors import KpnError, file_error, os_problem
 from kpn.io.checkpoint import TrainingState, load_latest_checkpoint, save_checkpoint
 from kpn.io.run_folder import RunFolder
 from kpn.train.allocator import keep_freed_memory
@@ -62,20 +62,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def refuse_occupied(run_dir: Path, resumed: Path | None = None) -> None:
-    """KpnError when ``run_dir`` holds anything and is not ``resumed``, the run continued.
+def claim_run_dir(run_dir: Path, resumed: Path | None = None) -> str | None:
+    """``run_dir`` as the run's folder: KpnError when it holds anything and is not
+    ``resumed``, the run continued.
 
     A run written there would mix its files with another's and overwrite its config.toml.
+    An existing folder that is empty, or holds only the temporary files of killed writes
+    (removed here), is used: returns the line that says so; None for a new folder.
     """
-    if resumed is not None and run_dir.resolve() == resumed.resolve():
-        return
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+    if (resumed is not None and run_dir.resolve() == resumed.resolve()) or not run_dir.exists():
+        return None
+    stale = RunFolder(run_dir).stale_temps() if run_dir.is_dir() else []
+    if not run_dir.is_dir() or {p.name for p in run_dir.iterdir()} != {p.name for p in stale}:
         if resumed is None:
             raise KpnError(f"{run_dir}: run directory exists; use --resume or another --out")
         raise KpnError(
             f"{run_dir}: run directory exists and is not the run resumed ({resumed}); "
             "choose another --out"
         )
+    if not stale:
+        return f"{run_dir}: empty folder, used as the run folder"
+    for path in stale:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as error:
+            raise file_error(path, os_problem(error, "remove")) from None
+    files = "file" if len(stale) == 1 else "files"
+    removed = f"removed {len(stale)} stale temporary {files} of a killed write"
+    return f"{run_dir}: {removed}; used as the run folder"
 
 
 def started_without_checkpoint(run_dir: Path) -> bool:
@@ -97,8 +111,8 @@ def plan_run(args: argparse.Namespace) -> Plan:
             raise KpnError("--config is required (or --resume a run)")
         config = apply_overrides(load_config(args.config), args.set)
         run_dir = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-        refuse_occupied(run_dir)
-        return Plan(config, run_dir)
+        used = claim_run_dir(run_dir)
+        return Plan(config, run_dir, notes=() if used is None else (used,))
 
     source = Path(args.resume or args.out or "")
     if not str(source) or str(source) == ".":
@@ -126,7 +140,8 @@ def plan_run(args: argparse.Namespace) -> Plan:
     if config.model != saved_model:
         raise KpnError(f"{where}: --set may not change the model of a resumed run")
     run_dir = Path(args.out) if args.out else checkpoint.parent
-    refuse_occupied(run_dir, checkpoint.parent)
+    used = claim_run_dir(run_dir, checkpoint.parent)
+    notes = notes if used is None else (*notes, used)
     return Plan(config, run_dir, state, notes, resumed=True)
 
 

@@ -329,9 +329,12 @@ def train(plan: Plan, seed: int = 0, device: str | torch.device = "cpu") -> Trai
                 trainee.step += 1
                 step, seconds = trainee.step, time.perf_counter() - started
 
-                if due(step, schedule.log_every, schedule.steps):
+                # measured on the weights the step started from: logged at their step,
+                # 0 for the untrained model (Monitor.training says why)
+                measured = step - 1
+                if due(measured, schedule.log_every, schedule.steps - 1):
                     monitor.training(
-                        step, outcome.loss, lr, outcome.grad_norm, trainee.skipped, seconds
+                        measured, outcome.loss, lr, outcome.grad_norm, trainee.skipped, seconds
                     )
                 if ranks.main and due(step, schedule.val_every, schedule.steps):
                     result = measure(trainee, val_batch, config, progress)

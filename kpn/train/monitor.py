@@ -17,7 +17,7 @@ from kpn.config import Config, config_to_dict, config_to_toml
 from kpn.model.apply import kernel_weights
 from kpn.model.network import KPN
 from kpn.model.summary import summary
-from kpn.train.visualize import alpha_map, comparison, kernel_stars, matrix_map, shared_scale
+from kpn.train.visualize import alpha_map, comparison, kernel_stars, matrix_map
 
 if TYPE_CHECKING:
     from kpn.data.loader import TrainingBatch
@@ -56,8 +56,18 @@ class Monitor:
     def training(
         self, step: int, loss: float, lr: float, grad_norm: float, skipped: int, seconds: float
     ) -> None:
-        """Step ``step``'s training loss (the mean over ranks), learning rate, gradient
-        norm, the non-finite steps skipped so far, and its speed (``seconds`` it took)."""
+        """The optimiser step taken from the weights of step ``step`` (to ``step + 1``):
+        its batch's loss on those weights (the mean over ranks), its learning rate, its
+        gradient's norm, the non-finite steps skipped so far (this one included), and its
+        speed (``seconds`` it took).
+
+        Logged at ``step``, not ``step + 1``: the loss and gradient are measured before
+        the update, on the model of ``step``, the one ``loss/val`` at ``step`` measures.
+        So the training curves start, as the validation ones do, at step 0 with the
+        untrained model (its loss on the first batch, the first learning rate), and at
+        every step both describe the same model; no batch is drawn for the final model,
+        so they end at the last step's start.
+        """
         if self.writer is None:
             return
         self.writer.add_scalar("loss/train", loss, step)
@@ -180,9 +190,12 @@ def hparams_event(tag: str, data: plugin_data_pb2.HParamsPluginData) -> Summary:
 def log_pictures(writer: SummaryWriter, model: KPN, batch: TrainingBatch, step: int) -> None:
     """Crops, alpha maps, kernels as stars, weight and gradient maps, histograms.
 
-    Each picture is labelled and carries its colour scale (:mod:`kpn.train.visualize`); the
-    weight maps of all layers share one symmetric scale, and so do the gradient maps, so
-    the layers compare at a glance.
+    Each picture is labelled and carries its colour scale (:mod:`kpn.train.visualize`).
+    Each layer's weight map and gradient map is on its own symmetric scale (its largest
+    |value|, which its legend states): the last layer's gradients are tens of times the
+    first's, and a trained model's last weights several times the hidden ones', so one
+    scale shared by all layers would draw the others white. The layers' magnitudes are
+    compared by the legends' numbers and the histograms.
     """
     with torch.no_grad():
         result = model.inspect(batch.noisy[:SAMPLE_IMAGES], batch.noise_ab[:SAMPLE_IMAGES])
@@ -198,22 +211,14 @@ def log_pictures(writer: SummaryWriter, model: KPN, batch: TrainingBatch, step: 
             writer.add_image(f"kernels/level_{level}", stars, step)
     # TensorBoard keys a tag to one plugin: an image and a histogram under the same tag
     # leave the histogram dashboards empty, so the heat maps have tags of their own
-    layers = list(model.mlp.layers)
-    weight_scale = shared_scale(layer.weight for layer in layers)
-    gradients = {
-        index: layer.weight.grad
-        for index, layer in enumerate(layers)
-        if layer.weight.grad is not None and torch.isfinite(layer.weight.grad).all()
-    }
-    gradient_scale = shared_scale(gradients.values())
-    for index, layer in enumerate(layers):
+    for index, layer in enumerate(model.mlp.layers):
         title = f"layer {index}"
-        weights = matrix_map(layer.weight, weight_scale, title=f"weights {title}")
+        weights = matrix_map(layer.weight, title=f"weights {title}")
         writer.add_image(f"weight_maps/layer_{index}", weights, step)
         writer.add_histogram(f"weights/layer_{index}", layer.weight.detach().cpu(), step)
-        if index in gradients:
-            grad = gradients[index]
-            heat = matrix_map(grad, gradient_scale, title=f"gradients {title}")
+        grad = layer.weight.grad
+        if grad is not None and torch.isfinite(grad).all():
+            heat = matrix_map(grad, title=f"gradients {title}")
             writer.add_image(f"gradient_maps/layer_{index}", heat, step)
             writer.add_histogram(f"gradients/layer_{index}", grad.cpu(), step)
 

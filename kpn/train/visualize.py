@@ -330,10 +330,12 @@ def kernel_stars(
 
 
 def matrix_map(matrix: Tensor, vmax: float | None = None, cell: int = 4, title: str = "") -> Tensor:
-    """A weight matrix (or its gradient) as a heat map in diverging colours, with a legend.
+    """A weight matrix (or its gradient) as a heat map in diverging colours, with a legend
+    that states the scale.
 
-    ``vmax``: the colour scale; pass one :func:`shared_scale` for all layers so their
-    maps compare (default: this matrix's largest |value|). ``[out,in] -> [3, H, W]``
+    ``vmax``: the colour scale, by default this matrix's largest |value|, so that its
+    extremes reach the colour map's ends whatever its magnitude (a :func:`shared_scale`
+    draws a matrix far smaller than the others white). ``[out,in] -> [3, H, W]``
     """
     values = matrix.detach().float().cpu()
     scale = shared_scale([values]) if vmax is None else vmax

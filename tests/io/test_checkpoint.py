@@ -1,9 +1,12 @@
-"""Checkpoints: load errors in words, the previous checkpoint kept and used, best PSNR."""
+"""Checkpoints: load errors in words, code refused by name, the previous checkpoint kept
+(only when it reads back) and used, best PSNR."""
 
 from __future__ import annotations
 
 import math
+import os
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ from kpn.config import Config
 from kpn.errors import KpnError
 from kpn.io.checkpoint import (
     TrainingState,
+    held_code,
     load_checkpoint,
     load_error_reason,
     load_latest_checkpoint,
@@ -63,8 +67,6 @@ def damaged_files(folder: Path) -> dict[str, Path]:
     for name, content in files.items():
         paths[name] = folder / f"{name}.pt"
         paths[name].write_bytes(content)
-    torch.save({"hook": print}, folder / "code.pt")  # a pickled function: code
-    paths["code"] = folder / "code.pt"
     (folder / "folder.pt").mkdir()
     paths["folder"] = folder / "folder.pt"
     return paths
@@ -78,7 +80,6 @@ def damaged_files(folder: Path) -> dict[str, Path]:
         ("random", "damaged"),
         ("text", "damaged"),
         ("foreign", "damaged"),
-        ("code", "Python objects other than tensors"),
         ("folder", "a directory"),
     ],
 )
@@ -90,7 +91,64 @@ def test_load_errors_name_the_problem_in_words(
         load_checkpoint(path)
     message = assert_one_line_error(caught, words, starts=f"{path}: not a readable checkpoint (")
     assert_plain_words(message)
+    assert "code" not in message  # damage is not mistaken for a refusal
     assert capsys.readouterr().err == ""  # torch's warnings stay out of the one line
+
+
+class RunsCommand:
+    """Unpickles as a call of os.system: what a malicious checkpoint holds."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self) -> tuple[Callable[[str], int], tuple[str]]:
+        return (os.system, (self.command,))
+
+
+class Evaluates:
+    """Unpickles as a call of the builtin eval."""
+
+    def __reduce__(self) -> tuple[Callable[[str], object], tuple[str]]:
+        return (eval, ("1 + 1",))
+
+
+@pytest.mark.parametrize(
+    ("held", "named"),
+    [
+        (print, "print"),
+        (os.getcwd, "os.getcwd"),
+        (Evaluates(), "eval"),
+        (RunsCommand("touch {marker}"), "os.system"),
+    ],
+)
+def test_a_checkpoint_holding_code_is_refused_naming_the_code(
+    tmp_path: Path, held: object, named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    marker = tmp_path / "marker"
+    if isinstance(held, RunsCommand):
+        held = RunsCommand(held.command.format(marker=marker))
+    path = tmp_path / "code.pt"
+    torch.save({"format": 1, "hook": held}, path)
+    with pytest.raises(KpnError) as caught:
+        load_checkpoint(path)
+    message = assert_one_line_error(caught, starts=f"{path}: refused: it holds code ({named}),")
+    assert "kpn never loads" in message
+    assert_plain_words(message)
+    assert not marker.exists()  # nothing ran
+    assert capsys.readouterr().err == ""
+
+
+def test_a_refusal_without_a_named_global_still_says_code() -> None:
+    error = pickle.UnpicklingError("Weights only load failed: a global that is not allowed")
+    assert held_code(error) == "an object torch's safe loader refuses"
+    assert held_code(pickle.UnpicklingError("Unsupported operand 149")) is None
+    assert held_code(EOFError()) is None
+    unsupported = "WeightsUnpickler error: Unsupported global: GLOBAL __builtin__.eval was not"
+    assert held_code(pickle.UnpicklingError(unsupported)) == "eval"
+    blocked = "Trying to load unsupported GLOBAL nt.system whose module nt is blocked."
+    assert held_code(pickle.UnpicklingError(blocked)) == "os.system"
+    custom = "Unsupported global: GLOBAL __main__.Hook was not an allowed global by default."
+    assert held_code(pickle.UnpicklingError(custom)) == "__main__.Hook"
 
 
 def test_os_errors_are_words_not_numbers() -> None:
@@ -132,6 +190,27 @@ def test_previous_checkpoint_is_kept_and_used(tmp_path: Path) -> None:
     previous_path(latest).write_bytes(b"")  # both gone: the latest's problem
     with pytest.raises(KpnError, match=r"checkpoint\.pt: checkpoint not found"):
         load_latest_checkpoint(latest)
+
+
+def test_a_damaged_latest_does_not_replace_the_previous_checkpoint(tmp_path: Path) -> None:
+    """The damaged latest a resume fell back from stays out of checkpoint.prev.pt: a
+    second failure still finds a good checkpoint."""
+    latest = tmp_path / "checkpoint.pt"
+    save_checkpoint(latest, state_at(3), keep_previous=True)
+    save_checkpoint(latest, state_at(6), keep_previous=True)
+    latest.write_bytes(latest.read_bytes()[:1000])  # truncate -s 1000
+
+    save_checkpoint(latest, state_at(4), keep_previous=True)  # the resumed run's next save
+    assert load_checkpoint(previous_path(latest)).step == 3
+    assert load_checkpoint(latest).step == 4
+    latest.write_bytes(latest.read_bytes()[:1000])  # the second failure
+    state, note = load_latest_checkpoint(latest)
+    assert state.step == 3 and note is not None
+
+    save_checkpoint(latest, state_at(5), keep_previous=True)  # a good latest is kept again
+    save_checkpoint(latest, state_at(7), keep_previous=True)
+    assert load_checkpoint(previous_path(latest)).step == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.prev.pt", "checkpoint.pt"]
 
 
 def test_without_keep_previous_nothing_else_is_written(tmp_path: Path) -> None:

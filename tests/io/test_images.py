@@ -10,7 +10,15 @@ import pytest
 import tifffile
 
 from kpn.errors import KpnError
-from kpn.io.images import linear_to_srgb, read_any, read_image, srgb_to_linear, write_image
+from kpn.io.images import (
+    alpha_samples,
+    linear_to_srgb,
+    read_any,
+    read_image,
+    read_image_planes,
+    srgb_to_linear,
+    write_image,
+)
 from kpn.io.pfm import read_pfm
 from kpn.io.raw import read_raw
 
@@ -297,3 +305,75 @@ def test_write_image_failure_keeps_existing(
     assert_one_line_error(err, starts=f"{path}: ")
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["keep.tif"]
+
+
+# --- grey and alpha kept apart (read_image_planes, write_image's alpha) -----------------
+@pytest.mark.parametrize("name", ["a.png", "a.tif"])
+@pytest.mark.parametrize("bits", [8, 16])
+@pytest.mark.parametrize("samples", [1, 2, 3, 4])  # grey, grey+alpha, RGB, RGBA
+def test_planes_round_trip(tmp_path: Path, name: str, bits: int, samples: int) -> None:
+    """Colour decodes as read_image decodes it, alpha comes back as stored, and writing
+    both gives the same file's samples again."""
+    dtype = np.uint8 if bits == 8 else np.uint16
+    codes = np.random.default_rng(samples).integers(0, np.iinfo(dtype).max + 1, (5, 7, samples))
+    codes = codes.astype(dtype)
+    stored = codes[:, :, 0] if samples == 1 else codes
+    source = tmp_path / f"source{Path(name).suffix}"
+    extra = {"extrasamples": ["unassalpha"]} if samples in (2, 4) else {}
+    photometric = "rgb" if samples >= 3 else "minisblack"
+    write_codes(source, stored, photometric=photometric, **extra)
+    planes = read_image_planes(source)
+    color = 1 if samples <= 2 else 3
+    decoded = srgb_to_linear(codes[:, :, :color] / np.iinfo(dtype).max)
+    assert planes.bits == bits and planes.alpha_kind == 2  # unassociated
+    assert planes.color.shape == ((5, 7) if color == 1 else (5, 7, 3))
+    np.testing.assert_allclose(np.atleast_3d(planes.color), decoded, rtol=0, atol=1e-7)
+    if samples in (2, 4):
+        assert planes.alpha is not None and planes.alpha.dtype == dtype
+        np.testing.assert_array_equal(planes.alpha, codes[:, :, -1])
+    else:
+        assert planes.alpha is None
+    # read_image: the same colour, grey repeated, alpha dropped
+    rgb = np.atleast_3d(planes.color)[:, :, [0, 0, 0] if color == 1 else [0, 1, 2]]
+    np.testing.assert_array_equal(read_image(source), rgb)
+    copy = tmp_path / name
+    write_image(copy, planes.color, bits=bits, alpha=planes.alpha)
+    np.testing.assert_array_equal(read_codes(copy), stored)
+
+
+def test_tiff_alpha_kind_and_float_alpha(tmp_path: Path) -> None:
+    pixels = np.random.default_rng(2).random((4, 6, 4)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "f.tif", pixels, photometric="rgb", extrasamples=["assocalpha"])
+    planes = read_image_planes(tmp_path / "f.tif")
+    assert (planes.bits, planes.alpha_kind) == (32, 1)
+    np.testing.assert_array_equal(planes.alpha, pixels[:, :, 3])
+    write_image(tmp_path / "g.tif", planes.color, bits=32, alpha=planes.alpha, alpha_kind=1)
+    with tifffile.TiffFile(tmp_path / "g.tif") as tif:
+        assert tif.pages.first.extrasamples == (1,)
+        np.testing.assert_array_equal(tif.pages.first.asarray(), pixels)
+
+
+def test_alpha_samples_between_depths() -> None:
+    codes8 = np.array([[0, 1, 128, 255]], np.uint8)
+    assert alpha_samples(codes8, 8) is codes8  # already so: the same array
+    np.testing.assert_array_equal(alpha_samples(codes8, 16), codes8.astype(np.uint16) * 257)
+    np.testing.assert_array_equal(alpha_samples(codes8.astype(np.uint16) * 257, 8), codes8)
+    floats = np.array([[-0.5, 0.0, 0.5, 1.0, 2.0]], np.float32)
+    np.testing.assert_array_equal(alpha_samples(floats, 8), [[0, 0, 128, 255, 255]])
+    np.testing.assert_array_equal(alpha_samples(floats, 32), floats)
+    np.testing.assert_allclose(alpha_samples(codes8, 32), [[0, 1 / 255, 128 / 255, 1]])
+
+
+@pytest.mark.parametrize(
+    ("name", "alpha", "fragment"),
+    [
+        ("a.jpg", np.zeros((2, 2), np.uint8), "JPEG holds no alpha channel"),
+        ("a.png", np.zeros((3, 2), np.uint8), r"alpha plane \[3, 2\] for an image \[2, 2\]"),
+    ],
+)
+def test_write_image_bad_alpha(tmp_path: Path, name: str, alpha: np.ndarray, fragment: str) -> None:
+    path = tmp_path / name
+    with pytest.raises(KpnError, match=fragment) as err:
+        write_image(path, np.zeros((2, 2, 3)), alpha=alpha)
+    assert_one_line_error(err, starts=f"{path}: ")
+    assert list(tmp_path.iterdir()) == []

@@ -57,3 +57,24 @@ def test_the_checkpoint_kept_before_the_latest_is_the_previous_checkpoint(
     assert load_checkpoint(folder.previous_checkpoint).step == 3
     written = {p.name for p in tmp_path.iterdir()}  # no temporary file left behind
     assert written == {folder.checkpoint.name, folder.previous_checkpoint.name}
+
+
+def test_stale_temps_are_the_killed_writes_of_its_files(tmp_path: Path) -> None:
+    folder = RunFolder(tmp_path)
+    assert folder.stale_temps() == []
+    stale = [
+        tmp_path / ".checkpoint.pt.0123abcd.tmp.pt",
+        tmp_path / ".checkpoint.prev.pt.deadbeef.tmp.pt",
+        tmp_path / ".config.toml.00ff00ff.tmp.toml",
+        tmp_path / ".weights.lut.12345678.tmp.lut",
+        tmp_path / ".best.pt.abcdef01.tmp.pt",
+    ]
+    others = [
+        tmp_path / ".checkpoint.pt.xyz.tmp.pt",  # not a token
+        tmp_path / ".notes.txt.0123abcd.tmp.txt",  # not a run folder's file
+        tmp_path / "checkpoint.pt",
+    ]
+    for path in stale + others:
+        path.write_bytes(b"x")
+    assert folder.stale_temps() == sorted(stale)
+    assert RunFolder(tmp_path / "not yet").stale_temps() == []

@@ -72,7 +72,8 @@ def test_run_directory_has_every_part(tiny: Path, tmp_path: Path) -> None:
     assert {"alpha/level_0", "kernels/level_0", "weight_maps/layer_0"} <= images
     assert "gradient_maps/layer_0" in images
     assert "weights/layer_1" in set(events.Tags()["histograms"])
-    assert [e.step for e in events.Scalars("loss/train")] == [2, 4]
+    # each on the weights it was measured on: the untrained model's (0) to the last step's
+    assert [e.step for e in events.Scalars("loss/train")] == [0, 2, 3]
 
 
 def test_final_line_reports_validation_psnr(tiny: Path, tmp_path: Path, capsys) -> None:
@@ -135,7 +136,8 @@ def test_non_finite_step_is_skipped(tiny: Path, tmp_path: Path, monkeypatch) -> 
     assert all(torch.isfinite(p).all() for p in result.model.parameters())
     events = EventAccumulator(str(tmp_path / "run"))
     events.Reload()
-    assert [e.value for e in events.Scalars("opt/skipped_steps")] == [0.0, 1.0]
+    # the third step (from step 2's weights) was skipped
+    assert [e.value for e in events.Scalars("opt/skipped_steps")] == [0.0, 1.0, 1.0]
 
 
 def test_skipped_step_changes_nothing(tiny: Path, tmp_path: Path, monkeypatch) -> None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from tensorboard.backend.event_processing.data_provider import MultiplexerDataProvider
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
@@ -17,11 +21,14 @@ from tensorboard.plugins.hparams.backend_context import Context
 from tensorboard.util.tensor_util import make_ndarray
 
 from kpn.config import load_config
-from kpn.data.loader import TrainingBatch
+from kpn.data.loader import TrainingBatch, training_batches
 from kpn.model.network import KPN
 from kpn.train.cli import main
+from kpn.train.loop import Plan, get_lr, start_trainee
+from kpn.train.loss import kpn_loss
 from kpn.train.monitor import Monitor
 from kpn.train.validation import Validation
+from kpn.train.visualize import GLYPH_HEIGHT, PAD, TEXT_SCALE, diverging_legend
 
 # one tile a step, a validation and pictures at steps 0 and 2, no checkpoint before the end
 TINY = (
@@ -32,6 +39,15 @@ TINY = (
     "train.checkpoint_every=100",
     "train.image_every=2",
 )
+TRAINING_SCALARS = (
+    "loss/train",
+    "opt/lr",
+    "opt/grad_norm",
+    "opt/skipped_steps",
+    "perf/steps_per_s",
+)
+LABEL_HEIGHT = GLYPH_HEIGHT * TEXT_SCALE + 2 * PAD  # a heading's strip
+CELL = 4  # screen pixels per matrix entry in a heat map
 
 
 def tags(multiplexer: EventMultiplexer, plugin: str) -> set[str]:
@@ -164,3 +180,74 @@ def session_groups(logdir: Path, multiplexer: EventMultiplexer) -> list[api_pb2.
     )
     handler = list_session_groups.Handler(RequestContext(), Context(plugin_context), "", request)
     return list(handler.run().session_groups)
+
+
+def test_training_scalars_start_at_the_untrained_model(
+    tmp_path: Path, tiny_config: Callable[..., Path]
+) -> None:
+    """As validation's, the training curves have a point at step 0, and each point is
+    measured on the weights of its step: step 0's loss is the untrained model's on the
+    first batch, its learning rate the first step's."""
+    path = tiny_config(*TINY)
+    run = tmp_path / "run"
+    assert main(["--config", str(path), "--out", str(run), "--seed", "3"]) == 0
+    events = EventAccumulator(str(run))
+    events.Reload()
+    for tag in TRAINING_SCALARS:
+        assert [event.step for event in events.Scalars(tag)] == [0, 1], tag
+    first = {tag: events.Scalars(tag)[0].value for tag in TRAINING_SCALARS}
+
+    config = load_config(path)
+    cpu = torch.device("cpu")
+    untrained = start_trainee(Plan(config, run), 3, cpu).model
+    with closing(training_batches(config.data, 3, 0, 0, 1, cpu)) as batches:
+        batch = next(batches)
+    output = untrained(batch.noisy, batch.noise_ab)
+    loss = kpn_loss(output, batch.reference, config.train.loss, config.train.loss_reduction)
+    assert first["loss/train"] == pytest.approx(loss.item(), rel=1e-6)
+    assert first["opt/lr"] == pytest.approx(get_lr(0, config.train))
+    assert first["opt/grad_norm"] > 0 and first["perf/steps_per_s"] > 0
+    assert first["opt/skipped_steps"] == 0
+
+
+def logged_image(events: EventAccumulator, tag: str) -> torch.Tensor:
+    """The picture logged under ``tag``, decoded from its PNG. ``-> [3,H,W]`` in [0,1]"""
+    [event] = events.Images(tag)
+    picture = Image.open(io.BytesIO(event.encoded_image_string)).convert("RGB")
+    return torch.from_numpy(np.array(picture)).permute(2, 0, 1).float() / 255
+
+
+@pytest.mark.parametrize("kind", ["weight", "gradient"])
+def test_each_layer_map_has_its_own_colour_scale(
+    kind: str, tmp_path: Path, tiny_config: Callable[..., Path]
+) -> None:
+    """A layer whose values are 100 times smaller than the last layer's (early layers'
+    gradients are) is not drawn white: every heat map spans the colour map from blue to
+    red on its own symmetric scale, and its legend states that scale."""
+    config = load_config(tiny_config())
+    model = KPN(config.model)
+    layers = list(model.mlp.layers)
+    scales = [0.0027] * (len(layers) - 1) + [0.27]
+    for layer, scale in zip(layers, scales, strict=True):
+        ramp = torch.linspace(-scale, scale, layer.weight.numel()).reshape(layer.weight.shape)
+        with torch.no_grad():
+            layer.weight.copy_(ramp)
+        layer.weight.grad = ramp.clone()
+    batch = TrainingBatch(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16), torch.ones(1, 2))
+    run = tmp_path / "run"
+    monitor = Monitor.open(run, config, model, step=0)
+    monitor.pictures(model, batch, 0)
+    monitor.close(0, finished=True)
+
+    events = EventAccumulator(str(run), size_guidance={"images": 0})
+    events.Reload()
+    for index, (layer, scale) in enumerate(zip(layers, scales, strict=True)):
+        picture = logged_image(events, f"{kind}_maps/layer_{index}")
+        rows, columns = layer.weight.shape
+        heat = picture[:, LABEL_HEIGHT + 1 :, 1:][:, : rows * CELL, : columns * CELL]
+        pixels = heat.flatten(1).T.tolist()
+        assert [0.0, 0.0, 1.0] in pixels and [1.0, 0.0, 0.0] in pixels, (index, scale)
+        legend = diverging_legend(scale, columns * CELL + 2)  # "-0.0027 ... +0.0027"
+        shown = picture[:, -legend.shape[1] :, : legend.shape[2]]
+        # PNG's 8 bits: TensorBoard truncates value * 255
+        torch.testing.assert_close(shown, legend, atol=1 / 255, rtol=0)

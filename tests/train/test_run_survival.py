@@ -126,6 +126,26 @@ def test_damaged_checkpoint_resumes_from_the_previous_one(
     same_weights(run / "checkpoint.pt", tmp_path / "straight" / "checkpoint.pt")
 
 
+def test_two_damaged_checkpoints_in_a_row_still_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_config: Callable[..., Path]
+) -> None:
+    """The damaged latest a resume fell back from is not kept as checkpoint.prev.pt by
+    the resumed run's next save: the second failure still finds step 3."""
+    config = tiny_config(*ONE_TILE, "train.steps=4")
+    run = tmp_path / "run"
+    latest = run / "checkpoint.pt"
+    assert main(["--config", str(config), "--out", str(run)]) == 0  # saves steps 3 and 4
+    for steps in (5, 6):
+        with open(latest, "r+b") as file:  # truncate -s 1000
+            file.truncate(1000)
+        capsys.readouterr()
+        assert main(["--resume", str(run), "--set", f"train.steps={steps}"]) == 0
+        notes = [line for line in capsys.readouterr().out.splitlines() if "prev" in line]
+        assert len(notes) == 1 and "checkpoint.prev.pt (step 3)" in notes[0], notes
+        assert load_checkpoint(latest).step == steps
+        assert load_checkpoint(run / "checkpoint.prev.pt").step == 3
+
+
 def test_best_validation_weights_are_kept(tmp_path: Path, tiny_config: Callable[..., Path]) -> None:
     config = tiny_config(*ONE_TILE, "train.steps=6")
     run = tmp_path / "run"

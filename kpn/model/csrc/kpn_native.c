@@ -21,6 +21,7 @@ static const int TAP_DY[TAPS] = {-2, -1, -1, -1, -1, -1, 0, 0, 0, 1, 1, 1, 1, 1,
 static const float LUMA_R = 0.2627002f, LUMA_G = 0.6779981f, LUMA_B = 0.0593017f;
 static const float NOISE_SCALE = 65535.0f;
 static const float SIGMA_FLOOR = 1e-7f;
+static const float SIGMA_CEIL = 1e30f;
 static const float SOFTMAX_SCALE = 0.1f;
 static const float SOFTMAX_MIN_SUM = 1e-3f;
 static const float SOFTMAX_MAX_START = -1e38f;
@@ -116,8 +117,8 @@ static void luminance_saturation(const float *restrict r, const float *restrict 
     }
 }
 
-/* sigma of the noise at each pixel (kpn.features.noise_sigma, floored), its inverse, and
- * the level channel log2(65535 sigma) / 16 */
+/* sigma of the noise at each pixel (kpn.features.noise_sigma, floored and capped), its
+ * inverse, and the level channel log2(65535 sigma) / 16 */
 static void noise_channels(const float *restrict lum, float a, float b, float level_scale,
                            float *restrict inverse, float *restrict level, int64_t width) {
     for (int64_t x = 0; x < width; ++x) {
@@ -125,6 +126,7 @@ static void noise_channels(const float *restrict lum, float a, float b, float le
         float variance = a + NOISE_SCALE * positive * b;
         float sigma = level_scale * sqrtf(variance) / NOISE_SCALE;
         sigma = sigma > SIGMA_FLOOR ? sigma : SIGMA_FLOOR;
+        sigma = sigma < SIGMA_CEIL ? sigma : SIGMA_CEIL; /* an overflowed variance: inf */
         inverse[x] = 1.0f / sigma;
         level[x] = log_positive(sigma * NOISE_SCALE) * 1.44269504088896341f / 16.0f;
     }
