@@ -24,8 +24,11 @@ image), so that a textured region keeps its texture while a flat one is denoised
 vanishing noise ``v`` vanishes, and so does ``lambda``: the output tends to the input.
 
 Every profile kpn accepts (a, b up to float32's largest value) gives a finite blend: the
-sums and the blend are computed in float64, where ``v`` of any float32 pixel and profile
-fits (float32 overflowed from ``b`` near 1e34 and wrote NaN), and the probe's step is at
+per-pixel sums are divided by the image's largest ``v`` when that exceeds 1 (the weight is
+their ratio, which the scale leaves as it is; a photo's sums are not scaled at all), and a
+chunk of rows whose float32 sums or blend overflow (from ``b`` near 1e34 float32 wrote NaN)
+is computed again in float64, where ``v`` of any float32 pixel and profile fits. Photos
+keep float32's speed and memory. The probe's step is at
 most ``PROBE_STEP`` times the image's own scale, so that the perturbed input stays in the
 range the network computes in (float16's for vkdt-f16) even when the profile claims noise
 far larger than the image.
@@ -122,33 +125,67 @@ def risk_sums(
         a, b: the noise profile, 0..65535 scale.
 
     Returns:
-        two ``[H,W]`` float64: ``v`` of a float32 pixel and profile overflows float32 (b
-        near 1e34 at a pixel of 1), never float64 (at most about 1e82).
+        two ``[H,W]`` float32, both divided by :func:`sums_scale`. ``v`` of a float32
+        pixel and profile can overflow float32 (b near 1e34 at a pixel of 1): a chunk
+        whose float32 sums are not all finite is summed again in float64.
     """
     height, width = noisy.shape[:2]
-    reduction = torch.empty(height, width, dtype=torch.float64)
-    residual = torch.empty(height, width, dtype=torch.float64)
+    scale = sums_scale(noisy, a, b)
+    reduction = torch.empty(height, width)
+    residual = torch.empty(height, width)
     for top in range(0, height, ROWS):
         rows = slice(top, top + ROWS)
-        y, f = _wide(noisy[rows]), _wide(denoised[rows])
-        divergence = _wide(signs[rows]) * (_wide(probed[rows]) - f) / step
-        reduction[rows] = (noise_variance(y, a, b) * (1 - divergence)).sum(-1)
-        residual[rows] = (f - y).square().sum(-1)
+        arrays = (noisy[rows], denoised[rows], probed[rows], signs[rows])
+        sums = _chunk_sums(*arrays, step, a, b, scale, torch.float32)
+        if not all(bool(part.isfinite().all()) for part in sums):
+            sums = tuple(map(_narrow, _chunk_sums(*arrays, step, a, b, scale, torch.float64)))
+        reduction[rows], residual[rows] = sums
     return reduction, residual
 
 
-def _wide(values: np.ndarray) -> Tensor:
-    """``values`` as a float64 tensor: ``[...] -> [...]``."""
-    return torch.from_numpy(values).double()
+def _chunk_sums(
+    noisy: np.ndarray,
+    denoised: np.ndarray,
+    probed: np.ndarray,
+    signs: np.ndarray,
+    step: float,
+    a: float,
+    b: float,
+    scale: float,
+    dtype: torch.dtype,
+) -> tuple[Tensor, Tensor]:
+    """:func:`risk_sums` of a chunk of rows in ``dtype``, divided by ``scale``:
+    ``[h,W,3] x 4 -> [h,W], [h,W]``."""
+    y, f = (torch.from_numpy(values).to(dtype) for values in (noisy, denoised))
+    divergence = torch.from_numpy(signs).to(dtype) * (torch.from_numpy(probed).to(dtype) - f)
+    divergence /= step
+    reduction = (noise_variance(y, a, b) * (1 - divergence)).sum(-1)
+    residual = (f - y).square().sum(-1)
+    if scale != 1.0:  # a photo's sums stay exactly as they are
+        reduction /= scale
+        residual /= scale
+    return reduction, residual
+
+
+def sums_scale(noisy: np.ndarray, a: float, b: float) -> float:
+    """What :func:`risk_sums` divides both sums by: the largest noise variance of the
+    image when above 1 (only a profile no camera has), else 1."""
+    brightest = max(0.0, float(np.max(noisy, initial=0.0)))
+    return max(1.0, (a + U16 * b * brightest) / U16**2)
+
+
+def _narrow(sums: Tensor) -> Tensor:
+    """float64 sums as float32, saturated at float32's largest finite value."""
+    largest = torch.finfo(torch.float32).max
+    return sums.clamp(-largest, largest).float()
 
 
 def weight_of_sums(reduction: Tensor, residual: Tensor, window: int) -> Tensor:
     """The blend weight ``sum v (1 - df/dy) / sum r^2`` over each pixel's window, clipped
-    to [0, 1]: ``[H,W], [H,W] -> [H,W]`` float32; ``window`` odd, or 0 for the whole
-    image."""
+    to [0, 1]: ``[H,W], [H,W] -> [H,W]``; ``window`` odd, or 0 for the whole image."""
     reduction, residual = _window_mean(reduction, window), _window_mean(residual, window)
     weight = reduction / residual.clamp(min=torch.finfo(residual.dtype).tiny)
-    return weight.clamp(0, 1).float()
+    return weight.clamp(0, 1)
 
 
 def sure_blend(
@@ -183,7 +220,10 @@ def sure_blend(
     weight = weight_of_sums(*sums, window)
     for top in range(0, noisy.shape[0], ROWS):  # in place: h = y + lambda (f - y)
         rows = slice(top, top + ROWS)
-        y = _wide(noisy[rows])  # f - y of two finite float32 values may overflow float32
-        blended = (_wide(denoised[rows]) - y).mul_(weight[rows, :, None]).add_(y)
-        torch.from_numpy(denoised[rows]).copy_(blended)
+        f, y = torch.from_numpy(denoised[rows]), torch.from_numpy(noisy[rows])
+        blended = (f - y).mul_(weight[rows, :, None]).add_(y)
+        if not bool(blended.isfinite().all()):  # f - y of finite float32 overflowed
+            wide = y.double()
+            blended = (f.double() - wide).mul_(weight[rows, :, None]).add_(wide).float()
+        f.copy_(blended)
     return denoised
