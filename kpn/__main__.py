@@ -26,7 +26,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from kpn.cli import Parser
+from kpn.cli import Parser, exit_with
 from kpn.data import cli as data_cli
 from kpn.errors import KpnError
 from kpn.infer import cli as infer_cli
@@ -88,7 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run() -> None:
-    sys.exit(main())
+    """Console script entry point."""
+    exit_with(main)
 
 
 if __name__ == "__main__":

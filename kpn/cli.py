@@ -8,9 +8,10 @@ The module docstrings double as ``--help`` texts; their reST markup (double back
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
 from kpn.hints import closest
@@ -97,3 +98,23 @@ class Parser(argparse.ArgumentParser):
         exit code 2."""
         hints = suggestions(self, self._argv)
         super().error("; ".join([message, *hints]))
+
+
+BROKEN_PIPE_STATUS = 128 + 13  # the shell's status of a program that SIGPIPE ended
+
+
+def exit_with(main: Callable[[], int]) -> NoReturn:
+    """Exit with ``main()``'s status: a console script's whole body.
+
+    A reader that stops reading (``kpn-infer ... | head -1``) ends the command as SIGPIPE
+    ends a C program, quietly with status 141, not with a BrokenPipeError traceback; what
+    was being written is not (every write is atomic), what was written stays.
+    """
+    try:
+        status = main()
+        sys.stdout.flush()  # a pipe closed after the last line breaks here
+    except BrokenPipeError:
+        # Python's own flush at exit would fail on the closed pipe again: point it away
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status = BROKEN_PIPE_STATUS
+    sys.exit(status)

@@ -58,7 +58,7 @@ from typing import TextIO
 import torch
 import tqdm
 
-from kpn.cli import Parser
+from kpn.cli import Parser, exit_with
 from kpn.config import InferConfig
 from kpn.errors import KpnError, make_folder, require_folder
 from kpn.infer.compare import compare_precision
@@ -350,7 +350,7 @@ def _main(argv: Sequence[str] | None, done: Progress) -> int:
 
 def run() -> None:
     """Console script entry point."""
-    sys.exit(main())
+    exit_with(main)
 
 
 # --- python -m kpn compare-precision -----------------------------------------------------

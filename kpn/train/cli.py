@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from kpn.cli import Parser
+from kpn.cli import Parser, exit_with
 from kpn.config import apply_overrides, load_config
 from kpn.errors import KpnError, file_error, os_problem
 from kpn.io.checkpoint import TrainingState, load_latest_checkpoint, save_checkpoint
@@ -175,7 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run() -> None:
-    sys.exit(main())
+    """Console script entry point."""
+    exit_with(main)
 
 
 # --- python -m kpn import ----------------------------------------------------------------
