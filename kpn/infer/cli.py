@@ -166,17 +166,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _noise_options(args: argparse.Namespace, infer: InferConfig) -> NoiseOptions:
-    """The run's noise sources, checked up front (usage errors)."""
+def _given_profile(args: argparse.Namespace) -> tuple[float, float] | None:
+    """``--noise-a`` and ``--noise-b``, both or neither, each checked; None without them."""
     if (args.noise_a is None) != (args.noise_b is None):
         raise KpnError("--noise-a and --noise-b go together")
+    if args.noise_a is None:
+        return None
+    return (
+        check_noise_parameter("noise_a", args.noise_a),
+        check_noise_parameter("noise_b", args.noise_b),
+    )
+
+
+def _noise_options(args: argparse.Namespace, infer: InferConfig) -> NoiseOptions:
+    """The run's noise sources, checked up front (usage errors)."""
+    explicit = _given_profile(args)
     unmarked = None if infer.nprof_scale == "refuse" else infer.nprof_scale
-    explicit = None
-    if args.noise_a is not None:
-        explicit = (
-            check_noise_parameter("noise_a", args.noise_a),
-            check_noise_parameter("noise_b", args.noise_b),
-        )
     nprof = read_nprof(args.nprof, unmarked=unmarked) if args.nprof else None  # type: ignore[arg-type]
     if args.nprof_dir is not None:
         require_folder(args.nprof_dir, "--nprof-dir")
@@ -355,13 +360,9 @@ def run() -> None:
 
 # --- python -m kpn compare-precision -----------------------------------------------------
 def command_compare_precision(args: argparse.Namespace) -> None:
-    if (args.noise_a is None) != (args.noise_b is None):
-        raise KpnError("--noise-a and --noise-b go together")
-    explicit = None if args.noise_a is None else (args.noise_a, args.noise_b)
+    explicit = _given_profile(args)
     if explicit is None and args.noise != "auto":
         raise KpnError("give the noise profile: --noise-a A --noise-b B, or --noise auto")
-    if explicit is not None and min(explicit) < 0:
-        raise KpnError(f"noise profile (a, b) = {explicit} must be >= 0")
     noise = NoiseOptions(explicit=explicit, auto=args.noise == "auto")
     references = [Path(r) for r in args.reference] if args.reference else [None] * len(args.images)
     images = [Path(i) for i in args.images]
@@ -377,7 +378,8 @@ def command_compare_precision(args: argparse.Namespace) -> None:
         print(f"{line}  [{result.profile}]")
 
 
-def _add_compare_precision(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_compare_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``python -m kpn compare-precision``: fp32 against vkdt-f16 outputs (design §10)."""
     compare = commands.add_parser(
         "compare-precision", help="PSNR between fp32 and vkdt-f16 outputs of a model"
     )
@@ -390,8 +392,3 @@ def _add_compare_precision(commands: argparse._SubParsersAction[argparse.Argumen
     compare.add_argument("--noise", choices=("auto",), help="auto: estimate from the image")
     compare.add_argument("--tile", type=int, help="tile side in pixels, 0 = untiled")
     compare.set_defaults(handler=command_compare_precision)
-
-
-def add_compare_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``python -m kpn compare-precision``: fp32 against vkdt-f16 outputs (design §10)."""
-    _add_compare_precision(commands)

@@ -17,6 +17,7 @@ from kpn.io.images import (
     READABLE_EXTENSIONS,
     UNASSOCIATED_ALPHA,
     alpha_samples,
+    as_rgb,
     check_writable,
     encode_srgb,
     read_any,
@@ -169,7 +170,7 @@ def read_source(path: Path, output: Path | None = None) -> Source:
         return Source(raw.image, raw, 16)
     if suffix in PFM_EXTENSIONS:
         image = read_pfm(path, require_finite=True)
-        return Source(_three_channels(image), None, 32, Kept(gray=image.ndim == 2))
+        return Source(as_rgb(image), None, 32, Kept(gray=image.ndim == 2))
     planes = read_image_planes(path, require_finite=True)
     kept = Kept(planes.color.ndim == 2, planes.alpha, planes.alpha_kind)
     if kept.alpha is not None and output is not None and output.suffix.lower() in NO_ALPHA:
@@ -177,12 +178,7 @@ def read_source(path: Path, output: Path | None = None) -> Source:
             f"{path}: has an alpha channel, which {NO_ALPHA[output.suffix.lower()]} "
             f"({output}) cannot hold: write PNG or TIFF"
         )
-    return Source(_three_channels(planes.color), None, planes.bits, kept)
-
-
-def _three_channels(image: np.ndarray) -> np.ndarray:
-    """``[H,W]`` grey -> ``[H,W,3]``, the network's input; ``[H,W,3]`` as it is."""
-    return np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image
+    return Source(as_rgb(planes.color), None, planes.bits, kept)
 
 
 def output_bits(extension: str, source_bits: int) -> int:

@@ -65,6 +65,11 @@ def linear_to_srgb(linear: np.ndarray) -> np.ndarray:
     return np.where(y <= _LINEAR_KNEE, 12.92 * y, curve).astype(_result_dtype(linear))
 
 
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """A grey ``[H,W]`` image as three equal channels ``[H,W,3]``; ``[H,W,3]`` as it is."""
+    return np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image
+
+
 def _result_dtype(values: np.ndarray) -> type[np.floating]:
     dtype = getattr(values, "dtype", None)
     return np.float32 if dtype in (np.float32, np.float16) else np.float64
@@ -338,8 +343,7 @@ def read_any(
     """
     extension = Path(path).suffix.lower()
     if extension in PFM_EXTENSIONS:
-        image = read_pfm(path, require_finite=require_finite)
-        return np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image
+        return as_rgb(read_pfm(path, require_finite=require_finite))
     if extension in IMAGE_EXTENSIONS:
         return read_image(path, require_finite=require_finite)
     if extension in RAW_EXTENSIONS:

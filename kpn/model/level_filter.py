@@ -53,8 +53,11 @@ from kpn.model.sampling import pad_symmetric
 BLOCK = 16  # vkdt's network processes the pixels of a level in blocks of 16
 BAND_PIXELS = 16384  # pixels per fused band: 16384 x 64 float activations stay in cache
 # How far past a band each input reads: the features' padding (left, right, top, bottom).
-FEATURE_PADDING = {"star15": STAR15_PADDING, "star15_snr": STAR15_PADDING}
-FEATURE_PADDING["patch8x8"] = PATCH8X8_PADDING
+FEATURE_PADDING = {
+    "star15": STAR15_PADDING,
+    "star15_snr": STAR15_PADDING,
+    "patch8x8": PATCH8X8_PADDING,
+}
 
 # (features [B,in,P], the band's X padded by STAR15_PADDING [B,3,h+4,w+4], the MLP's
 # matrices) -> (I [B,3,h,w], alpha [B,1,h,w], network output [B,16,h,w] or None)

@@ -194,7 +194,8 @@ def command_import(args: argparse.Namespace) -> None:
     )
 
 
-def _add_import(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_import_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``python -m kpn import``: a vkdt ``.lut`` as a checkpoint to train on (design §9)."""
     imp = commands.add_parser("import", help="vkdt .lut -> checkpoint to train on or export")
     imp.add_argument("lut", metavar="weights.lut", help="vkdt .lut weights file")
     told = imp.add_mutually_exclusive_group()
@@ -217,8 +218,3 @@ def _add_import(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "default: what the file's kpn section says, else kpn-t",
     )
     imp.set_defaults(handler=command_import)
-
-
-def add_import_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``python -m kpn import``: a vkdt ``.lut`` as a checkpoint to train on (design §9)."""
-    _add_import(commands)

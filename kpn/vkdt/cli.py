@@ -105,7 +105,8 @@ def command_export(args: argparse.Namespace) -> None:
         )
 
 
-def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_export_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``export`` subcommand (docs/design.md §9)."""
     export = commands.add_parser(
         "export", help="trained weights -> vkdt .lut (and vkdt graphs with --vkdt-cfg)"
     )
@@ -142,11 +143,6 @@ def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "u16 for 0..65535, dng for [0,1] (vkdt's nprof since 2026-04)",
     )
     export.set_defaults(handler=command_export)
-
-
-def add_export_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """The ``export`` subcommand (docs/design.md §9)."""
-    _add_export(commands)
 
 
 # --- pfm ---------------------------------------------------------------------------------
