@@ -44,6 +44,32 @@ from report import ROOT, markdown_table, provenance, write_text
 BASE_CONFIG = ROOT / "configs" / "photos.toml"
 # the shipped design's changes to SCREENING_BASE
 DESIGN: dict[str, object] = {"model.width": 64, "data.texture_candidates": 4, "train.loss": "psnr"}
+# the design's input, loss and crops at SCREENING_BASE's W 32: the pyramid candidates' base
+PSNR_BASE: dict[str, object] = {
+    "model.features": "star15_snr",
+    "data.texture_candidates": 4,
+    "train.loss": "psnr",
+}
+# the same pixels a step as 16 tiles of 64x64, in tiles whose coarsest level has content
+TILE_128: dict[str, object] = {"data.tile": 128, "data.batch": 4}
+GUIDE: dict[str, object] = {"model.guide": "centre"}
+POST_DIFF: dict[str, object] = {"model.blend": "post_diff"}
+# a, read noise, up to sRGB sigma 50's (50/255 * 65535)^2 = 1.65e8 (the quality benchmark's
+# sRGB noise), not only real cameras' up to 4e6
+SRGB_RANGE: dict[str, object] = {"data.noise_a_max": 2e8}
+# configs/photos-tune.toml's second stage, from the shipped design's weights, as shipped
+# (bfloat16 products), with sRGB-range noise
+FINE_TUNE: dict[str, object] = (
+    DESIGN
+    | SRGB_RANGE
+    | {
+        "train.init": "weights/design/weights.lut",
+        "train.lr": 0.001,
+        "train.warmup_steps": 100,
+        "data.deadleaves_fraction": 0.25,
+        "train.precision": "bf16",
+    }
+)
 # name -> (what it is, --set overrides on configs/photos.toml)
 CANDIDATES: dict[str, tuple[str, dict[str, object]]] = {
     "star15": ("vkdt's star15 input, W 32", {"model.features": "star15"}),
@@ -64,6 +90,35 @@ CANDIDATES: dict[str, tuple[str, dict[str, object]]] = {
         {"model.features": "star15_snr", "data.texture_candidates": 4, "train.loss": "psnr"},
     ),
     "design": ("the design: star15_snr, W 64, most textured of 4 crops, psnr loss", DESIGN),
+    # the pyramid (issue 23): each on loss-psnr, the design at W 32
+    "one-level": ("loss-psnr with one level: no pyramid", PSNR_BASE | {"model.levels": 1}),
+    "post-diff": ("loss-psnr, post_diff blend", PSNR_BASE | POST_DIFF),
+    "tile-128": ("loss-psnr, tiles 128x128, 4 a step", PSNR_BASE | TILE_128),
+    "one-level-128": (
+        "loss-psnr with one level, tiles 128x128",
+        PSNR_BASE | TILE_128 | {"model.levels": 1},
+    ),
+    "post-diff-128": (
+        "loss-psnr, post_diff blend, tiles 128x128",
+        PSNR_BASE | TILE_128 | POST_DIFF,
+    ),
+    "design-128": ("the design, tiles 128x128, 4 a step", DESIGN | TILE_128),
+    "guide": ("the design, guided by the coarser output (model.guide)", DESIGN | GUIDE),
+    "guide-128": ("the design, guided, tiles 128x128", DESIGN | GUIDE | TILE_128),
+    "design-post-diff": ("the design, post_diff blend", DESIGN | POST_DIFF),
+    "guide-post-diff": ("the design, guided, post_diff blend", DESIGN | GUIDE | POST_DIFF),
+    # from the shipped design's weights (weights/design at 11ad411): the guide's columns
+    # read as zeros, so each starts as that network; noise up to sRGB sigma 50's a
+    "tune-mix": ("the design, fine-tuned, sRGB-range noise", FINE_TUNE),
+    "tune-post-diff": ("the design, fine-tuned post_diff, sRGB-range noise", FINE_TUNE | POST_DIFF),
+    "tune-guide-post-diff": (
+        "the design, fine-tuned guided post_diff, sRGB-range noise",
+        FINE_TUNE | GUIDE | POST_DIFF,
+    ),
+    "detail-add-128": (
+        "loss-psnr, detail + add, tiles 128x128",
+        PSNR_BASE | TILE_128 | {"model.mlp_input": "detail", "model.blend": "add"},
+    ),
     "design-bf16": (
         "the design trained with bfloat16 hidden products (train.precision = bf16)",
         DESIGN | {"train.precision": "bf16"},
@@ -188,9 +243,29 @@ HELD_OUT = ROOT / "data" / "photos" / "validation"
 HELD_OUT_CROP = 384
 
 
-def held_out_psnr(run_dir: Path) -> tuple[float, float]:
-    """(noisy, denoised) mean linear PSNR of a run's model on the held-out photos' centre
-    crops under the quality benchmark's camera noises."""
+@dataclass(frozen=True)
+class HeldOut:
+    """Mean PSNR over the held-out photos, per noise of the quality benchmark (name -> dB)."""
+
+    noisy: dict[str, float]
+    denoised: dict[str, float]
+
+    @property
+    def mean(self) -> tuple[float, float]:
+        """(noisy, denoised) over the camera noises."""
+        from quality_data import CONDITIONS
+
+        cameras = [c.name for c in CONDITIONS if c.domain == "linear"]
+        return (
+            statistics.mean(self.noisy[name] for name in cameras),
+            statistics.mean(self.denoised[name] for name in cameras),
+        )
+
+
+def held_out_psnr(run_dir: Path) -> HeldOut:
+    """Mean PSNR of a run's model on the held-out photos' centre crops under each of the
+    quality benchmark's noises (linear for a camera's, sRGB for sRGB noise), and of the
+    noisy crops."""
     import numpy as np
 
     from kpn.infer.denoiser import Denoiser
@@ -203,19 +278,22 @@ def held_out_psnr(run_dir: Path) -> tuple[float, float]:
 
     loaded = load_weights(run_dir)
     denoiser = Denoiser.build(loaded.model, loaded.config.infer, sure=False)  # the network alone
-    noisy_scores, denoised_scores = [], []
-    cameras = [c for c in CONDITIONS if c.domain == "linear"]
+    noisy_scores: dict[str, list[float]] = {c.name: [] for c in CONDITIONS}
+    denoised_scores: dict[str, list[float]] = {c.name: [] for c in CONDITIONS}
     for p, path in enumerate(sorted(HELD_OUT.glob("*.pfm"))):
         image = read_pfm(path)
         top = max(0, (image.shape[0] - HELD_OUT_CROP) // 2)
         left = max(0, (image.shape[1] - HELD_OUT_CROP) // 2)
-        clean = np.ascontiguousarray(image[top : top + HELD_OUT_CROP, left : left + HELD_OUT_CROP])
-        for c, condition in enumerate(cameras):
-            _, noisy = make_noisy(linear_to_srgb(clean), condition, 100 * p + c)
-            noisy_scores.append(psnr(np.clip(noisy, 0, 1), clean))
+        crop = np.ascontiguousarray(image[top : top + HELD_OUT_CROP, left : left + HELD_OUT_CROP])
+        for c, condition in enumerate(CONDITIONS):
+            clean, noisy = make_noisy(linear_to_srgb(crop), condition, 100 * p + c)
+            noisy_scores[condition.name].append(psnr(np.clip(noisy, 0, 1), clean))
             output = denoiser(np.ascontiguousarray(noisy), condition.a, condition.b)
-            denoised_scores.append(psnr(np.clip(output, 0, 1), clean))
-    return statistics.mean(noisy_scores), statistics.mean(denoised_scores)
+            denoised_scores[condition.name].append(psnr(np.clip(output, 0, 1), clean))
+    return HeldOut(
+        {name: statistics.mean(scores) for name, scores in noisy_scores.items()},
+        {name: statistics.mean(scores) for name, scores in denoised_scores.items()},
+    )
 
 
 def psnr_at(curve: Curve, step: float) -> float:
@@ -229,12 +307,14 @@ def report(
     names: list[str],
     seeds: list[int],
     cost: dict[str, float],
-    held_out: dict[str, tuple[float, float]],
+    held_out: dict[str, HeldOut],
 ) -> str:
     done = [c for c in curves.values() if c is not None]
     budget = min(c.steps[-1] * cost[c.name] for c in done)  # the cheapest full run
     header = ["candidate", *(f"seed {s}" for s in seeds), "mean", "s/step",
               f"mean at {budget / 60:.1f} min", "held-out photos"]  # fmt: skip
+    noises = list(next(iter(held_out.values())).noisy) if held_out else []
+    header += noises
     rows = []
     for name in names:
         mine = [curves.get((name, s)) for s in seeds]
@@ -243,17 +323,21 @@ def report(
         mean = f"{statistics.mean(c.psnr[-1] for c in ok):.2f}" if ok else "-"
         at_time = statistics.mean(psnr_at(c, budget / cost[name]) for c in ok) if ok else None
         at = "-" if at_time is None or math.isnan(at_time) else f"{at_time:.2f}"
-        photos = f"{held_out[name][1]:.2f}" if name in held_out else "-"
+        mine_held = held_out.get(name)
+        photos = f"{mine_held.mean[1]:.2f}" if mine_held else "-"
+        per_noise = [f"{mine_held.denoised[n]:.2f}" if mine_held else "-" for n in noises]
         rows.append(
-            [f"{name}: {CANDIDATES[name][0]}", *finals, mean, f"{cost[name]:.3f}", at, photos]
-        )
+            [f"{name}: {CANDIDATES[name][0]}", *finals, mean, f"{cost[name]:.3f}", at, photos,
+             *per_noise]
+        )  # fmt: skip
     first = done[0]
     return "\n".join(
         [
             "# The design: validation PSNR against training time",
             "",
             *provenance(),
-            f"- base: configs/photos.toml; {first.steps[-1]} steps of 16 tiles 64x64 per run, "
+            f"- base: configs/photos.toml; {first.steps[-1]} steps of 16 tiles 64x64 (or 4 of "
+            "128x128) per run, "
             "one torch thread per run",
             "- validation: the held-out photos (data/photos/validation), 64 tiles of 128x128, "
             f"noise drawn from the training law, the same in every run (noisy PSNR "
@@ -264,8 +348,9 @@ def report(
             "validation before it)",
             "- held-out photos: the seed-0 model on a 384x384 centre crop of each held-out "
             "photo under the quality benchmark's five camera noises (Sony ILCE-7M3, ISO 800 "
-            "to ISO 25600 +4 EV), mean linear PSNR (noisy: "
-            f"{statistics.mean(v[0] for v in held_out.values()):.2f} dB)"
+            "to ISO 25600 +4 EV), mean linear PSNR; then per noise, the camera's and the "
+            "quality benchmark's sRGB noise (sRGB PSNR) (noisy: "
+            f"{held_out_noisy(held_out)})"
             if held_out
             else "- held-out photos: not measured",
             "- curves in design.png",
@@ -274,6 +359,13 @@ def report(
             "",
         ]
     )
+
+
+def held_out_noisy(held_out: dict[str, HeldOut]) -> str:
+    """The noisy crops' PSNR, the same for every run: mean, then per noise."""
+    first = next(iter(held_out.values()))
+    per_noise = ", ".join(f"{name} {value:.2f}" for name, value in first.noisy.items())
+    return f"{first.mean[0]:.2f} dB; {per_noise}"
 
 
 def plot(path: Path, curves: dict[tuple[str, int], Curve | None], cost: dict[str, float]) -> None:

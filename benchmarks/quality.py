@@ -1,7 +1,7 @@
 """Denoising quality and speed against classical denoisers, on photos never trained on.
 
     python benchmarks/quality.py [--model NAME=RUN_DIR_OR_WEIGHTS ...] [--images a,b,...]
-        [--out benchmarks/results] [--quick]
+        [--out benchmarks/results] [--quick] [--estimate]
 
 Needs the ``bench`` extra (``pip install -e ".[bench]"``: scikit-image, matplotlib, and
 bm3d for CBM3D, which is left out when not installed).
@@ -19,8 +19,10 @@ Noise, two settings:
 
 Each kpn model runs as infer.py runs it (``kpn NAME``: with its config's SURE blend,
 :mod:`kpn.infer.sure`) and as the network alone (``kpn NAME, no SURE``); ``--profile-test``
-tells the network alone a wrong profile. Every method is told the true noise (no
-estimation). The classical ones run through the
+tells the network alone a wrong profile, ``--estimate`` adds each model told the profile
+estimated from the noisy image (``kpn NAME, told the estimate``: ``--noise auto``, an
+image it refuses scored as the noisy input). Every other method is told the true noise.
+The classical ones run through the
 generalised Anscombe transform (Makitalo and Foi 2013, with its closed-form unbiased
 inverse) for the signal-dependent camera noise, with sigma 1 after it; on the sRGB noise
 they get sigma directly. Settings, each the best of a few tried on two of the photos:
@@ -57,6 +59,7 @@ import numpy as np
 
 from kpn.errors import KpnError
 from kpn.infer.denoiser import Denoiser
+from kpn.infer.noise_estimate import estimate_noise
 from kpn.infer.weights import SHIPPED, SHIPPED_DIR, load_weights
 from kpn.io.atomic import atomic_output
 from kpn.io.images import linear_to_srgb, srgb_to_linear
@@ -153,9 +156,25 @@ def kpn_method(
     return run
 
 
+def estimated_method(denoiser: Denoiser) -> Callable[[np.ndarray, Condition], np.ndarray]:
+    """The model told the profile estimated from the noisy image (``--noise auto``); an
+    image the estimate refuses is left as it is, as kpn-infer leaves it (the refusal
+    printed)."""
+
+    def run(noisy: np.ndarray, condition: Condition) -> np.ndarray:
+        try:
+            estimate = estimate_noise(noisy, condition.name)
+        except KpnError as error:
+            print(f"  told the estimate: {error}", flush=True)
+            return noisy
+        return denoiser(np.ascontiguousarray(noisy, dtype=np.float32), estimate.a, estimate.b)
+
+    return run
+
+
 def methods(
     models: dict[str, Denoiser], classical: bool = True, cbm3d_too: bool = True,
-    profile_test: bool = False,
+    profile_test: bool = False, estimate: bool = False,
 ) -> dict[str, Callable]:  # fmt: skip
     """Method name -> ``run(noisy, condition) -> denoised``, in table order."""
     chosen: dict[str, Callable] = {"noisy": lambda noisy, condition: noisy}
@@ -164,6 +183,8 @@ def methods(
         chosen[f"kpn {name}"] = kpn_method(denoiser)
         if denoiser.sure:
             chosen[f"kpn {name}, no SURE"] = kpn_method(network)
+        if estimate:
+            chosen[f"kpn {name}, told the estimate"] = estimated_method(denoiser)
         if profile_test:  # the network alone: SURE, told the wrong profile too, would blur it
             for factor in WRONG_PROFILE:
                 chosen[f"kpn {name}, no SURE, noise told x{factor:g}"] = kpn_method(network, factor)
@@ -173,7 +194,7 @@ def methods(
         import bm3d  # noqa: F401
     except ImportError:
         cbm3d_too = False
-    if classical and cbm3d_too:
+    if cbm3d_too:
         chosen["CBM3D"] = stabilised(cbm3d)
     return chosen
 
@@ -304,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-cbm3d", action="store_true", help="leave out CBM3D (slow)")
     parser.add_argument(
         "--cbm3d-at", default="", metavar="NOISE,...",
-        help="run CBM3D (70 s/Mpx) only at these noise settings, e.g. 'ISO 12800 +3 EV'",
+        help="run CBM3D (70-120 s/Mpx) only at these noise settings, e.g. 'ISO 12800 +3 EV' "
+        "(with --classical-from: run it there in place of the earlier rows)",
     )  # fmt: skip
     parser.add_argument(
         "--only-kpn", action="store_true", help="the models and the noisy input alone"
@@ -317,6 +339,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile-test", action="store_true",
         help="also run each model told a wrong noise profile (std x0.5 and x2)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--estimate", action="store_true",
+        help="also run each model told the profile estimated from the noisy image "
+        "(--noise auto; a refused image is scored as the noisy input)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     try:
@@ -350,9 +377,14 @@ def main(argv: list[str] | None = None) -> int:
                 if r["method"] in CLASSICAL
             ]
     reuse = bool(earlier)
-    denoisers = methods(models, not (args.only_kpn or reuse), not args.no_cbm3d, args.profile_test)
-    names = list(denoisers)
-    names += [m for m in CLASSICAL if any(r["method"] == m for r in earlier)]
+    classical = not (args.only_kpn or reuse)
+    # reused rows and --cbm3d-at: CBM3D runs at those noises, its earlier rows there dropped
+    cbm3d_too = not args.no_cbm3d and (classical or (reuse and bool(cbm3d_at)))
+    denoisers = methods(models, classical, cbm3d_too, args.profile_test, args.estimate)
+    if "CBM3D" in denoisers and reuse:
+        earlier = [r for r in earlier if r["method"] != "CBM3D" or r["condition"] not in cbm3d_at]
+    names = [name for name in denoisers if name not in CLASSICAL]
+    names += [m for m in CLASSICAL if m in denoisers or any(r["method"] == m for r in earlier)]
     crop_photo = CROP_PHOTO if CROP_PHOTO in photos else names_of_photos[0]
     crop_conditions = {c.name for c in QUICK_CONDITIONS}
 
@@ -426,8 +458,9 @@ def report(
         "0..65535 scale of the linear image",
         "- sRGB noise: Gaussian, sigma of 255, added to the encoded image; ours is given "
         "(a, b) = ((sigma/255*65535)^2, 0)",
-        "- every method gets the true noise; classical methods run through the generalised "
-        "Anscombe transform for camera noise; outputs clipped to [0, 1] before scoring",
+        "- every method gets the true noise ('told the estimate': the profile estimated from "
+        "the noisy image, a refused image left noisy); classical methods run through the "
+        "generalised Anscombe transform for camera noise; outputs clipped to [0, 1] before scoring",
         *(
             f"- kpn {n}: {d.levels} levels, W {d.config.width}, "
             f"{d.config.features}, tile {d.tile}; "

@@ -5,6 +5,7 @@
     model = kpn.load("runs/quick")  # run directory, checkpoint or .lut; None: shipped design
     clean = model(noisy, (a, b))  # the noise profile on the 0..65535 scale
     clean = kpn.denoise(noisy, (a, b))  # the same with the shipped design model
+    clean = kpn.denoise(noisy)  # the profile estimated from the image (--noise auto)
 
 ``noisy`` is linear RGB, as a float numpy array ``[H,W,3]`` or a float torch tensor
 ``[3,H,W]`` or ``[B,3,H,W]``; the result has the input's type, shape, dtype and device.
@@ -27,6 +28,7 @@ import torch
 from kpn.config import Config
 from kpn.errors import KpnError, ParameterError, mention
 from kpn.infer.denoiser import Denoiser
+from kpn.infer.noise_estimate import estimate_noise
 from kpn.infer.profile import NOISE_RANGE, valid_noise
 from kpn.infer.weights import load_weights, shipped_weights
 
@@ -46,7 +48,7 @@ class Model:
     config: Config
     description: str
 
-    def __call__(self, image: Image, profile: object) -> Image:
+    def __call__(self, image: Image, profile: object = None) -> Image:
         return _denoise(self.denoiser, image, profile)
 
 
@@ -84,8 +86,15 @@ def load(
     return Model(denoiser, loaded.config, loaded.description)
 
 
-def denoise(image: Image, profile: object, weights: WeightsPath | Model | None = None) -> Image:
+def denoise(
+    image: Image, profile: object = None, weights: WeightsPath | Model | None = None
+) -> Image:
     """Denoise ``image`` with noise profile ``profile`` = (a, b) (module docstring).
+
+    ``profile`` None: each image's profile is estimated from the image itself
+    (:func:`kpn.infer.noise_estimate.estimate_noise`, as ``kpn-infer --noise auto``); an
+    image too small, flat, clipped or textured to estimate, or with noise correlated
+    between pixels, is refused with a KpnError that asks for the profile.
 
     ``weights``: a :class:`Model` from :func:`load`, a path :func:`load` takes, or None
     for the shipped design model. A path is loaded on every call: load once for many
@@ -99,7 +108,10 @@ def denoise(image: Image, profile: object, weights: WeightsPath | Model | None =
 def _denoise(denoiser: Denoiser, image: Image, profile: object) -> Image:
     """Each image of ``image`` through ``denoiser``, back in the input's type and shape."""
     frames = _frames(image)  # [N] of [H,W,3] float32
-    profiles = _profiles(profile, len(frames), image.ndim == 4)  # [N,2]
+    if profile is None:
+        profiles = _estimated(frames)
+    else:
+        profiles = _profiles(profile, len(frames), image.ndim == 4)  # [N,2]
     outputs = [denoiser(frame, a, b) for frame, (a, b) in zip(frames, profiles, strict=True)]
     if isinstance(image, np.ndarray):
         return outputs[0].astype(image.dtype, copy=False)
@@ -140,6 +152,16 @@ def _frames(image: object) -> list[np.ndarray]:
             which = f" {index}" if len(frames) > 1 else ""
             raise KpnError(f"image{which} has NaN or Inf pixels (after conversion to float32)")
     return frames
+
+
+def _estimated(frames: list[np.ndarray]) -> np.ndarray:
+    """``[N,2]``: each frame's (a, b) estimated from the frame itself."""
+    rows = []
+    for index, frame in enumerate(frames):
+        where = f"image {index}" if len(frames) > 1 else "image"
+        estimate = estimate_noise(frame, where, "give the profile: denoise(image, (a, b))")
+        rows.append((estimate.a, estimate.b))
+    return np.array(rows, dtype=np.float64)
 
 
 def _profiles(profile: object, count: int, batched: bool) -> np.ndarray:

@@ -24,6 +24,7 @@ DownFilter = Literal["box2", "binomial5", "box2_vkdt"]
 UpFilter = Literal["bspline", "bilinear"]
 MlpInput = Literal["mip", "detail"]
 Blend = Literal["mix", "add", "post_diff"]
+Guide = Literal["none", "centre"]
 Features = Literal["star15", "star15_snr", "patch8x8"]
 NoiseLuminance = Literal["x", "lowpass"]
 Activation = Literal["leaky_relu", "relu", "none"]
@@ -38,6 +39,8 @@ LrSchedule = Literal["constant", "cosine"]
 
 # The input width each feature extractor produces (docs/design.md §2).
 FEATURE_CHANNELS = {"star15": 32, "star15_snr": 32, "patch8x8": 64}
+# ... and the channels a guide adds (design §16): the coarser output's lum and saturation
+GUIDE_CHANNELS = {"none": 0, "centre": 2}
 # Inputs that vkdt's input.glsl computes; others run in kpn only.
 VKDT_FEATURES = ("star15", "patch8x8")
 # vkdt's kpn inference module reads every .lut with in_width 32 (kpn/main.c).
@@ -70,6 +73,7 @@ class ModelConfig:
     mlp_input: MlpInput = "mip"  # X of each level: its mip M_i or its detail D_i
     blend: Blend = "mix"  # coarse-to-fine reconstruction (design §5)
     features: Features = "star15_snr"  # per-pixel input; star15_snr: taps in noise units
+    guide: Guide = "none"  # centre: the MLP also reads up(O_{k+1}) at the pixel (design §16)
     noise_luminance: NoiseLuminance = "x"  # sigma channel from X (vkdt) or the low-pass M_i
     width: int = 64  # hidden width W; vkdt builds 32 or 64, its kpn module reads 32
     n_hidden: int = 6  # hidden layers, as tiny-cuda-nn's fully fused MLP in vkdt
@@ -87,7 +91,7 @@ class ModelConfig:
     @property
     def in_features(self) -> int:
         """Channels of the per-pixel network input."""
-        return FEATURE_CHANNELS[self.features]
+        return FEATURE_CHANNELS[self.features] + GUIDE_CHANNELS[self.guide]
 
     def validate(self, where: str) -> None:
         if not 1 <= self.levels <= 16:
@@ -101,9 +105,10 @@ class ModelConfig:
             raise KpnError(f"{where}: model.n_hidden = {self.n_hidden} is outside 1..32")
         if self.width < self.in_features:
             # vkdt feeds the input as one W-wide row: the .lut layout has no room otherwise
+            guided = "" if self.guide == "none" else f" with model.guide = '{self.guide}'"
             raise KpnError(
-                f"{where}: model.features = '{self.features}' has {self.in_features} input "
-                f"channels and needs model.width >= {self.in_features}, not {self.width}"
+                f"{where}: model.features = '{self.features}'{guided} has {self.in_features} "
+                f"input channels and needs model.width >= {self.in_features}, not {self.width}"
             )
         if self.denoise_levels < 0:
             raise KpnError(f"{where}: model.denoise_levels = {self.denoise_levels} must be >= 0")
@@ -121,6 +126,13 @@ class ModelConfig:
                 f"{where}: model.vkdt_head_layout is for model.width > "
                 f"{VKDT_INFERENCE_IN_WIDTH}: vkdt's kpn module reads W = {self.width} files "
                 "as kpn-t writes them"
+            )
+        if self.guide != "none" and (self.features, self.mlp_input) != ("star15_snr", "mip"):
+            # the guide is the coarser output against the pixel, in noise units: both
+            # must be images of the same thing, and the sigma star15_snr divides by
+            raise KpnError(
+                f"{where}: model.guide = '{self.guide}' needs model.features = 'star15_snr' "
+                f"and model.mlp_input = 'mip', not '{self.features}' and '{self.mlp_input}'"
             )
         wanted_input = "detail" if self.blend == "add" else "mip"
         if self.mlp_input != wanted_input:
@@ -272,6 +284,7 @@ class TrainConfig:
 
 
 InferPrecision = Literal["auto", "model", "fp32", "bf16", "vkdt-f16"]
+SureDivergence = Literal["one_pass", "two_pass"]  # kpn.infer.sure
 MIN_TILE = 8  # smaller tiles are nearly all halo
 MAX_SURE_WINDOW = 4095
 
@@ -287,9 +300,13 @@ class InferConfig:
     precision: InferPrecision = "auto"
     nprof_scale: NprofScale = "refuse"  # scale of .nprof files without a scale line (vkdt's)
     # blend the output towards the input where SURE estimates that the network does harm
-    # (kpn.infer.sure): a second pass of the network; vkdt has no such stage
+    # (kpn.infer.sure); vkdt has no such stage
     sure: bool = True
     sure_window: int = 33  # odd side of the window of each pixel's blend weight; 0: one weight
+    # SURE's divergence: one_pass, the probe carried through the network's own pass (a
+    # model with vkdt's block transpose, or run in vkdt-f16, takes two_pass); two_pass, a
+    # second pass of the network on a perturbed input (design §13)
+    sure_divergence: SureDivergence = "one_pass"
 
     def validate(self, where: str) -> None:
         if (

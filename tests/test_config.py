@@ -225,6 +225,19 @@ BAD_FILES = {
         "[model]\nvkdt_head_layout = true\nwidth = 32\n",
         ["model.vkdt_head_layout", "model.width > 32", "W = 32"],
     ),
+    "guide-choice": ('[model]\nguide = "star"\n', ["model.guide", "'star'", "'centre'"]),
+    "guide-star15": (
+        '[model]\nguide = "centre"\nfeatures = "star15"\n',
+        ["model.guide", "'star15_snr'", "'star15'"],
+    ),
+    "guide-detail": (
+        '[model]\nguide = "centre"\nblend = "add"\nmlp_input = "detail"\n',
+        ["model.guide", "model.mlp_input = 'mip'", "'detail'"],
+    ),
+    "guide-w32": (  # 32 star15_snr channels and 2 of the guide
+        '[model]\nguide = "centre"\nwidth = 32\n',
+        ["star15_snr' with model.guide = 'centre' has 34", "model.width >= 34", "32"],
+    ),
     "tile-zero": ("[data]\ntile = 0\n", ["data.tile", "0"]),
     "infer-levels": ("[infer]\nlevels = 17\n", ["infer.levels", "17"]),
     "invalid-toml": ("[model\nwidth = 32\n", ["invalid TOML"]),

@@ -1,9 +1,11 @@
 """The network switched for inference: :class:`Denoiser`, ``denoiser(image, a, b)``,
-untiled or in tiles, with the SURE blend; the precision it runs in."""
+untiled or in tiles, with the SURE blend (its divergence from the network's own pass, or
+from a second); the precision it runs in."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -13,7 +15,8 @@ from torch import Tensor
 
 from kpn.config import MIN_TILE, InferConfig, ModelConfig
 from kpn.errors import KpnError, ParameterError, mention
-from kpn.infer.sure import ROWS, probe_step, sure_blend
+from kpn.infer.sure import ROWS, probe_step, sure_blend, sure_blend_one_pass
+from kpn.model.linearised import probe_applies
 from kpn.model.network import KPN, kpn_forward
 from kpn.model.precision import VKDT_MATMULS
 from kpn.model.tiling import plan_tiles, tiled_forward
@@ -29,8 +32,10 @@ class Denoiser:
     ``fp32``, ``bf16`` (the hidden layers' products in bfloat16) or ``vkdt-f16``. ``tile``
     0 runs :func:`kpn.model.network.kpn_forward` on the whole image; otherwise
     :func:`kpn.model.tiling.tiled_forward` (the same result, in bounded memory). ``sure``: the
-    output blended towards the input by :func:`kpn.infer.sure.sure_blend` (the network runs
-    twice), in windows of side ``sure_window``.
+    output blended towards the input by SURE, in windows of side ``sure_window``, its
+    divergence by ``sure_divergence``: ``one_pass`` (:func:`kpn.infer.sure.sure_blend_one_pass`,
+    where the model allows it: :func:`kpn.model.linearised.probe_applies`) or ``two_pass``
+    (:func:`kpn.infer.sure.sure_blend`, the network runs twice).
     """
 
     weights: tuple[Tensor, ...]
@@ -40,6 +45,7 @@ class Denoiser:
     device: torch.device
     sure: bool = True
     sure_window: int = 33
+    sure_divergence: str = "one_pass"
 
     @classmethod
     def build(
@@ -88,14 +94,26 @@ class Denoiser:
         levels = infer.levels or model.config.levels
         weights = tuple(w.detach().to(torch_device) for w in model.mlp.weights)
         sure = infer.sure if sure is None else sure
-        return cls(weights, config, levels, tile, torch_device, sure, infer.sure_window)
+        # float16's stores overflow the kernels' sampled response, divided by a step that a
+        # faint noise profile makes tiny: the finite difference of two float16 passes does not
+        one_pass = probe_applies(config) and model_precision != "vkdt-f16"
+        divergence = infer.sure_divergence if one_pass else "two_pass"
+        return cls(weights, config, levels, tile, torch_device, sure, infer.sure_window, divergence)
 
     def tiles(self, height: int, width: int) -> int:
         """Tiles an image of this size takes, each pass of the network (1: untiled)."""
-        passes = 2 if self.sure else 1
+        one_pass = self.sure and self.sure_divergence == "one_pass"
+        passes = 1 if one_pass or not self.sure else 2
         if self.tile == 0:
             return passes
-        return passes * plan_tiles(height, width, self.config, self.levels, self.tile).tiles
+        tile = self.probe_tile if one_pass else self.tile
+        return passes * plan_tiles(height, width, self.config, self.levels, tile).tiles
+
+    @property
+    def probe_tile(self) -> int:
+        """The tile side of the pass that carries SURE's probe: its images have twice the
+        channels, so its tiles half the area, and its working set a plain pass's."""
+        return max(MIN_TILE, round(self.tile / math.sqrt(2))) if self.tile else 0
 
     def __call__(
         self,
@@ -113,6 +131,14 @@ class Denoiser:
         self._check_range(image, a, b)
         if not self.sure:
             out = self.network(image, a, b, progress)
+        elif self.sure_divergence == "one_pass":
+            out = sure_blend_one_pass(
+                lambda noisy, signs, step: self.network_along(noisy, signs, step, a, b, progress),
+                image,
+                a,
+                b,
+                self.sure_window,
+            )
         else:
             out = sure_blend(
                 lambda noisy: self.network(noisy, a, b, progress), image, a, b, self.sure_window
@@ -174,6 +200,48 @@ class Denoiser:
         if result is not target:
             out[...] = result[0].permute(1, 2, 0).float().cpu().numpy()
         return out
+
+    def network_along(
+        self,
+        image: np.ndarray,
+        signs: np.ndarray,
+        step: float,
+        a: float,
+        b: float,
+        progress: Callable[[int], None] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The network on a linear ``[H,W,3]`` float32 image and its derivative along the
+        probe ``signs`` (int8 ``[H,W,3]``), the kernels' response sampled at ``step``, in
+        one pass (:mod:`kpn.model.linearised`): two new float32 arrays."""
+        noisy, probe = (_planar(array).to(self.device) for array in (image, signs))
+        noise_ab = torch.tensor([[a, b]], dtype=torch.float32, device=self.device)
+        outs = np.empty_like(image, dtype=np.float32), np.empty_like(image, dtype=np.float32)
+        with torch.no_grad():
+            if self.tile == 0:
+                result = kpn_forward(
+                    noisy.contiguous(), noise_ab, self.weights, self.config, self.levels,
+                    keep_kernels=False, probe=probe, probe_step=step,
+                ).output  # fmt: skip
+                results = result[:, :3], result[:, 3:]
+                if progress is not None:
+                    progress(1)
+            else:  # on the CPU straight into the arrays
+                on_cpu = self.device.type == "cpu"
+                results = tuple(_planar(out) if on_cpu else torch.empty_like(noisy) for out in outs)
+                tiled_forward(
+                    noisy, noise_ab, self.weights, self.config, self.levels, self.probe_tile,
+                    out=results[0], progress=progress, probe=probe, probe_out=results[1],
+                    probe_step=step,
+                )  # fmt: skip
+        if self.tile == 0 or self.device.type != "cpu":  # else written in place
+            for out, result in zip(outs, results, strict=True):
+                out[...] = result[0].permute(1, 2, 0).float().cpu().numpy()
+        return outs
+
+
+def _planar(array: np.ndarray) -> Tensor:
+    """``[H,W,C] -> [1,C,H,W]``, a view."""
+    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0)
 
 
 def _all_finite(array: np.ndarray) -> bool:

@@ -1,124 +1,108 @@
-"""A noise profile (a, b) estimated from one noisy image, in the style of Foi et al. 2008.
+"""A noise profile (a, b) estimated from one noisy image, from its flattest patches
+(docs/design.md §15).
 
-A. Foi, M. Trimeche, V. Katkovnik, K. Egiazarian, "Practical Poissonian-Gaussian noise
-modeling and fitting for single-image raw-data", IEEE TIP 17(10), 2008: the noise of a
-pixel of clean value y has variance ``sigma^2(y) = alpha + beta * y``; separate signal from
-noise with a high-pass (their wavelet detail) and a low-pass (their approximation), keep
-smooth regions, group their pixels into level sets of equal low-pass value, estimate one
-mean and one variance per set, and fit the straight line through the (mean, variance)
-pairs by (iteratively re-weighted) least squares. Here:
+The noise of a pixel of clean value y has variance ``sigma^2(y) = alpha + beta * y``
+(Foi et al. 2008's Poissonian-Gaussian model). The image's 7x7 patches, about
+``TARGET_PATCHES`` of them on an even grid over every channel, are sorted by their mean
+into level sets. Only patches whose residual after their best plane has the energy of
+noise alone are read (weak texture, as in Liu, Tanaka and Okutomi 2013: below the 99%
+point of chi-squared at the noise the fit predicts); each set's variance is the robust
+variance of Immerkaer's high-pass of those (:mod:`kpn.infer.noise_patches`); a straight
+line is fitted through the sets by re-weighted least squares (:func:`fit_line`), and the
+selection and fit are repeated until the fit settles.
 
-- high-pass: Immerkaer's 3x3 kernel ``[[1,-2,1],[-2,4,-2],[1,-2,1]] / 6`` (J. Immerkaer,
-  "Fast noise variance estimation", CVIU 64(2), 1996). It is blind to locally linear
-  signal, and its squared weights sum to 1, so its output has the noise's variance.
-- low-pass: the 7x7 mean, which sums to zero against the high-pass (the two are
-  uncorrelated: the sets do not select on the noise they measure).
-- smooth regions: pixels whose high-pass energy (5x5 mean of its square) stays below
-  ``SMOOTH_LIMIT`` times the variance the current fit predicts; edges and texture fail.
-- per level set: the variance from the median absolute high-pass (robust to what the
-  smoothness test lets through), ``(median |d| / 0.6745)^2``.
-- fit: weighted least squares with weights n / sigma^4 (the variance of a variance
-  estimate), re-weighted with the fitted line; alpha and beta are kept >= 0.
+An image is refused, with a one-line :class:`~kpn.errors.KpnError` that says what to give
+instead, when it is too small, too clipped, too flat (no noise to measure), too textured
+(too few patches look like noise alone) or when its noise is correlated between
+neighbouring pixels (demosaiced, resized or compressed: the per-pixel variance would be
+measured low).
 
-Our scale: images are linear with white 1, and (a, b) live on docs/design.md §8's 0..65535 scale,
-``sigma^2(x) = (a + 65535 * x * b) / 65535^2``: ``a = alpha * 65535^2``,
+Our scale: images are linear with white 1, and (a, b) live on docs/design.md §8's
+0..65535 scale, ``sigma^2(x) = (a + 65535 * x * b) / 65535^2``: ``a = alpha * 65535^2``,
 ``b = beta * 65535``.
-
-Limits: noise that is not independent from pixel to pixel (a demosaiced raw, a
-denoised or compressed JPEG) is measured low by the high-pass; values clipped at 0 or 1
-(8-bit files of dark or bright scenes) lower the variance of the sets at the ends.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from kpn.errors import KpnError
+from kpn.errors import KpnError, mention
+from kpn.infer.noise_patches import (
+    PATCH,
+    PLANE,
+    ROBUST_HIGH_PASS,
+    SetReader,
+    chi2_quantile,
+    detail_variance,
+    fine_and_coarse,
+    patch_details,
+    plane_residual,
+    sample_patches,
+)
 from kpn.model.features import NOISE_SCALE
 
-HIGH_PASS = ((1.0, -2.0, 1.0), (-2.0, 4.0, -2.0), (1.0, -2.0, 1.0))  # / 6: unit norm
-LOW_PASS = 7  # side of the mean that estimates the clean value
-ENERGY = 5  # side of the window of the smoothness test
-BORDER = max(LOW_PASS // 2, 1 + ENERGY // 2)  # centres closer to the edge are not used
-SMOOTH_LIMIT = 3.0  # a smooth pixel's high-pass energy stays under 3x the noise variance
-LEVEL_SETS = 32  # level sets of equal size (in pixels) along the low-pass value
-MIN_SET = 256  # fewest pixels per level set
-MIN_SAMPLES = 2048  # fewest smooth pixels for any estimate
-MAX_PIXELS = 1 << 20  # pixels per channel sampled from a large image (rows spread evenly)
-ROUNDS = 3  # fit, mask, refit
-MAD_TO_SIGMA = 1.0 / 0.6744897501960817  # Gaussian: sigma = median |d| / Phi^-1(3/4)
+TARGET_PATCHES = 1 << 13  # patches sampled, over all channels (time: design §15)
+LEVEL_SETS = 16  # most level sets of equal size (in patches) along the patch mean
+MIN_SET = 64  # fewest patches for a level set's variance
+FIRST_FRACTION = 0.25  # the first fit: each set's flattest quarter
+FLAT_PROBABILITY = 0.99  # a patch of noise alone passes the flatness test with this
+ROUNDS = 6  # most rounds of select, estimate, fit after the first
+SETTLED = 0.02  # the fit has settled when its variance changes less than this (relative)
+MIN_PATCHES = 4096  # fewest unclipped patches for any estimate (about 45 x 45 RGB)
+CLIPPED_LIMIT = 0.5  # refused when more of the patches touch black or white clipping
+FLAT_LIMIT = 0.02  # too textured where fewer of the unclipped patches look like noise alone
+# too textured where the flat patches' coarse noise power is not within this factor of the fine
+TEXTURE_LIMIT = 1.5
+SHAPE_LIMIT = 0.8  # too textured where their mean square is under this times their robust variance
+CORRELATED_LIMIT = 4.0  # correlated noise where the coarse power is more than this times the fine
+NOISE_FLOOR = 1.0 / NOISE_SCALE  # sigma below one code of 16 bits: nothing to measure
+GREYS = (0.1, 0.5, 0.9)  # where sigma is reported
 
 
 @dataclass(frozen=True)
 class NoiseEstimate:
-    """(a, b) on the 0..65535 scale, and what the fit saw."""
+    """(a, b) on the 0..65535 scale, their covariance, and what the fit saw."""
 
     a: float
     b: float
-    samples: int  # smooth pixels (over all channels) in the last fit
-    level_sets: int  # (mean, variance) pairs fitted
+    covariance: tuple[tuple[float, float], tuple[float, float]]  # of (a, b)
+    samples: int  # flat patches (over all channels) in the last fit
+    patches: int  # unclipped patches sampled
+    level_sets: int  # (mean, variance) pairs in the last fit
+    correlation: float  # coarse over fine noise power: 1 for white noise
+    shape: float  # mean square over robust variance of the flat high-pass: 1 for Gaussian noise
 
     def variance(self, x: np.ndarray | float) -> np.ndarray | float:
         """The fitted noise variance at linear value ``x`` (white 1)."""
         return (self.a + NOISE_SCALE * np.maximum(x, 0.0) * self.b) / NOISE_SCALE**2
 
+    def sigma(self, x: float) -> float:
+        """The fitted noise standard deviation at linear value ``x`` (white 1)."""
+        return math.sqrt(max(float(self.variance(x)), 0.0))
 
-def _row_bands(height: int, width: int) -> list[tuple[int, int]]:
-    """Row ranges to sample: the whole image, or evenly spread bands of about
-    ``MAX_PIXELS`` pixels in all, each with ``BORDER`` rows of context."""
-    if height * width <= MAX_PIXELS:
-        return [(0, height)]
-    rows = 64 + 2 * BORDER
-    count = max(1, MAX_PIXELS // (rows * width))
-    starts = np.linspace(0, height - rows, count).round().astype(int)
-    return [(int(start), int(start) + rows) for start in starts]
+    def sigma_error(self, x: float) -> float:
+        """The standard error of :meth:`sigma` at ``x``, relative (0.05: 5%), from the
+        fit's covariance: half the relative error of the variance."""
+        gradient = np.array((1.0, NOISE_SCALE * max(x, 0.0)))
+        spread = float(gradient @ np.array(self.covariance) @ gradient)
+        variance = self.a + NOISE_SCALE * max(x, 0.0) * self.b
+        return 0.5 * math.sqrt(max(spread, 0.0)) / variance if variance > 0 else math.inf
 
-
-def _centres(maps: torch.Tensor, radius: int) -> torch.Tensor:
-    """The values at the centres ``BORDER`` away from the band's edges, flattened, of a
-    map whose first value belongs to centre ``radius`` (a valid filter of that radius)."""
-    skip = BORDER - radius
-    height = maps.shape[-2] - 2 * skip
-    width = maps.shape[-1] - 2 * skip
-    return maps[..., skip : skip + height, skip : skip + width].reshape(-1)
-
-
-def _samples(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(low-pass y, high-pass d, high-pass energy e) of every usable pixel and channel."""
-    height, width = image.shape[:2]
-    kernel = torch.tensor(HIGH_PASS, dtype=torch.float64).div(6.0).view(1, 1, 3, 3)
-    means, details, energies = [], [], []
-    for top, bottom in _row_bands(height, width):
-        if bottom - top <= 2 * BORDER or width <= 2 * BORDER:
-            continue
-        band = torch.from_numpy(np.ascontiguousarray(image[top:bottom], dtype=np.float64))
-        planes = band.permute(2, 0, 1).unsqueeze(1)  # [C,1,h,w]: channels as a batch
-        detail = F.conv2d(planes, kernel)  # radius 1
-        energy = F.avg_pool2d(detail * detail, ENERGY, stride=1)  # radius 1 + ENERGY // 2
-        mean = F.avg_pool2d(planes, LOW_PASS, stride=1)  # radius LOW_PASS // 2
-        means.append(_centres(mean, LOW_PASS // 2))
-        details.append(_centres(detail, 1))
-        energies.append(_centres(energy, 1 + ENERGY // 2))
-    if not means:
-        return np.empty(0), np.empty(0), np.empty(0)
-    return torch.cat(means).numpy(), torch.cat(details).numpy(), torch.cat(energies).numpy()
-
-
-def _level_sets(y: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(mean, robust variance, pixel count) of each level set of equal size along y."""
-    count = min(LEVEL_SETS, len(y) // MIN_SET)
-    order = np.argsort(y, kind="stable")
-    means, variances, sizes = [], [], []
-    for part in np.array_split(order, count):
-        means.append(y[part].mean())
-        variances.append((np.median(np.abs(d[part])) * MAD_TO_SIGMA) ** 2)
-        sizes.append(len(part))
-    return np.array(means), np.array(variances), np.array(sizes, dtype=np.float64)
+    def describe(self) -> str:
+        """One line for a user: (a, b) and sigma at 10/50/90% grey, each with its standard
+        error, and the evidence."""
+        da, db = (math.sqrt(max(self.covariance[i][i], 0.0)) for i in (0, 1))
+        sigmas = "/".join(f"{self.sigma(x):.3g}" for x in GREYS)
+        errors = "/".join(f"{100 * self.sigma_error(x):.0f}%" for x in GREYS)
+        return (
+            f"a {self.a:.4g} +- {da:.2g}, b {self.b:.4g} +- {db:.2g}; sigma {sigmas} at "
+            f"10/50/90% grey +- {errors}; {self.samples} of {self.patches} patches flat, "
+            f"{self.level_sets} level sets"
+        )
 
 
 def fit_line(means: np.ndarray, variances: np.ndarray, sizes: np.ndarray) -> tuple[float, float]:
@@ -131,9 +115,13 @@ def fit_line(means: np.ndarray, variances: np.ndarray, sizes: np.ndarray) -> tup
     alpha = beta = 0.0
     for _ in range(6):
         alpha, beta = _weighted_line(means, variances, weights)
-        model = np.maximum(alpha + beta * means, 1e-12 + 1e-6 * variances.max(initial=0.0))
-        weights = sizes / model**2
+        weights = sizes / _model(alpha, beta, means, variances) ** 2
     return alpha, beta
+
+
+def _model(alpha: float, beta: float, means: np.ndarray, variances: np.ndarray) -> np.ndarray:
+    """The line's variances at ``means``, kept above a tiny floor (weights divide by them)."""
+    return np.maximum(alpha + beta * means, 1e-12 + 1e-6 * variances.max(initial=0.0))
 
 
 def _weighted_line(x: np.ndarray, v: np.ndarray, w: np.ndarray) -> tuple[float, float]:
@@ -154,19 +142,255 @@ def _weighted_line(x: np.ndarray, v: np.ndarray, w: np.ndarray) -> tuple[float, 
     return (0.0, float(beta0)) if through_zero < constant else (float(alpha0), 0.0)
 
 
-def estimate_noise(image: np.ndarray, where: str = "image") -> NoiseEstimate:
+def line_covariance(
+    means: np.ndarray,
+    variances: np.ndarray,
+    sizes: np.ndarray,
+    alpha: float,
+    beta: float,
+    sampling_scale: float = ROBUST_HIGH_PASS.sampling_scale,
+) -> np.ndarray:
+    """``[2,2]`` covariance of (alpha, beta) from the weighted fit: the inverse normal
+    matrix times the residuals' scale, at least ``sampling_scale`` (a set's variance's
+    :attr:`~kpn.infer.noise_patches.SetReader.sampling_scale`), so that two sets on a line
+    are not exact."""
+    model = _model(alpha, beta, means, variances)
+    weights = sizes / model**2
+    design = np.stack((np.ones_like(means), means), axis=1)
+    normal = design.T @ (weights[:, None] * design)
+    residual = (weights * (variances - model) ** 2).sum() / max(len(means) - 2, 1)
+    return np.linalg.pinv(normal) * max(residual, sampling_scale)
+
+
+@dataclass(frozen=True)
+class _Patches:
+    """The unclipped patches sorted by mean: ``pixels [N, 49]``, their mean ``y [N]``,
+    plane ``residuals [N, 49]`` and its ``energy [N]``, and what a set's variance reads,
+    ``details [N, m]``."""
+
+    pixels: np.ndarray
+    y: np.ndarray
+    residuals: np.ndarray
+    energy: np.ndarray
+    details: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Fit:
+    alpha: float
+    beta: float
+    means: np.ndarray
+    variances: np.ndarray
+    sizes: np.ndarray
+    keep: np.ndarray  # [N] bool: the patches of the last fit
+
+
+def _fit_sets(
+    parts: list[slice],
+    patches: _Patches,
+    keep: np.ndarray,
+    reader: SetReader,
+    predicted: np.ndarray | None = None,
+) -> _Fit | None:
+    """One fit through the level sets (``parts``: slices of the sorted patches) of the
+    kept patches; sets with fewer than ``MIN_SET`` kept are left out. ``predicted [N]``:
+    each patch's variance by the previous fit, which a set's values are divided by (the
+    noise of a set's darkest and brightest patches differs: a robust variance of the
+    mixture would fall short of its mean) and its variance multiplied by. None where fewer
+    than two sets remain."""
+    means, variances, sizes = [], [], []
+    used = np.zeros_like(keep)
+    for part in parts:
+        chosen = keep[part]
+        count = int(chosen.sum())
+        if count < MIN_SET:
+            continue
+        values, scale = patches.details[part], 1.0
+        if predicted is not None:
+            expected = np.maximum(predicted[part], 1e-30)
+            values = values / np.sqrt(expected)[:, None]
+            scale = float(expected[chosen].mean())
+        means.append(float(patches.y[part][chosen].mean()))
+        variances.append(scale * reader.variance(values, chosen))
+        sizes.append(float(count))
+        used[part] = chosen
+    if len(means) < 2:
+        return None
+    arrays = np.array(means), np.array(variances), np.array(sizes)
+    alpha, beta = fit_line(*arrays)
+    return _Fit(alpha, beta, *arrays, used)
+
+
+def _flattest(parts: list[slice], energy: np.ndarray) -> np.ndarray:
+    """[N] bool: each level set's ``FIRST_FRACTION`` of lowest residual energy."""
+    keep = np.zeros(len(energy), dtype=bool)
+    for part in parts:
+        count = max(MIN_SET, int(FIRST_FRACTION * (part.stop - part.start)))
+        keep[part.start + np.argsort(energy[part], kind="stable")[:count]] = True
+    return keep
+
+
+def _refine(patches: _Patches, variance: SetReader) -> tuple[_Fit | None, bool]:
+    """The fit of design §15 and whether it settled: first the flattest quarter of each
+    set, then the patches whose residual energy noise alone explains, until the fitted
+    variance changes by less than ``SETTLED``. (None, False) where not even the first fit
+    had two sets."""
+    count = min(LEVEL_SETS, len(patches.y) // (4 * MIN_SET))
+    edges = np.linspace(0, len(patches.y), count + 1).round().astype(int)
+    parts = [slice(int(start), int(stop)) for start, stop in itertools.pairwise(edges)]
+    fit = _fit_sets(parts, patches, _flattest(parts, patches.energy), variance)
+    threshold = chi2_quantile(PATCH * PATCH - PLANE, FLAT_PROBABILITY)
+    settled = False
+    for _ in range(ROUNDS):
+        if fit is None:
+            break
+        predicted = fit.alpha + fit.beta * np.maximum(patches.y, 0.0)
+        keep = patches.energy <= threshold * predicted
+        refined = _fit_sets(parts, patches, keep, variance, predicted)
+        if refined is None:  # too few patches of any set look like noise alone
+            return fit, False
+        settled = _change(fit, refined, patches.y) <= SETTLED
+        fit = refined
+        if settled:
+            break
+    return fit, settled
+
+
+def _change(old: _Fit, new: _Fit, y: np.ndarray) -> float:
+    """The largest relative change of the fitted variance at the 10th, 50th and 90th
+    percentile of the patch means."""
+    levels = np.maximum(np.quantile(y, (0.1, 0.5, 0.9)), 0.0)
+    before = np.maximum(old.alpha + old.beta * levels, 1e-30)
+    return float(np.max(np.abs((new.alpha + new.beta * levels) / before - 1)))
+
+
+def _sorted_patches(patches: np.ndarray, reader: SetReader) -> _Patches:
+    """The bundle of :class:`_Patches` of ``patches [N, 49]``, sorted by their mean."""
+    y = patches.mean(axis=1)
+    order = np.argsort(y, kind="stable")  # level sets are slices of the sorted patches
+    patches, y = patches[order], y[order]
+    residuals = patches @ plane_residual()
+    details = reader.values(patches)
+    energy = np.einsum("ij,ij->i", residuals, residuals)
+    return _Patches(patches, y, residuals, energy, details)
+
+
+def estimate_noise(
+    image: np.ndarray,
+    where: str = "image",
+    instead: str = "",
+    *,
+    reader: SetReader = ROBUST_HIGH_PASS,
+) -> NoiseEstimate:
     """Estimate the Poissonian-Gaussian noise profile of a noisy linear image.
 
     Args:
         image: ``[H,W,3]`` or ``[H,W]`` linear values, white 1, finite.
         where: names the image in error messages.
+        instead: what a refusal tells the user to give instead (default: the profile as
+            ``--noise-a``/``--noise-b`` or ``--nprof``, worded for the caller).
+        reader: how a level set's variance is read from its patches (design §15: the
+            robust variance of their high-pass; ``benchmarks/noise_estimation.py`` swaps
+            in others).
 
     Returns:
         :class:`NoiseEstimate` with (a, b) on the 0..65535 scale.
 
     Raises:
-        KpnError: the image is too small, or too little of it is smooth, to fit.
+        KpnError: one line naming ``where``: the image is too small, too clipped, too
+            flat or too textured, or its noise is correlated between pixels.
     """
+    instead = instead or (
+        f"give the profile ({mention('noise_a')} and {mention('noise_b')}, or {mention('nprof')})"
+    )
+    sorted_patches = _sorted_patches(_unclipped(_checked(image, where), where, instead), reader)
+    fit, settled = _refine(sorted_patches, reader)
+    correlation, shape = _judge(sorted_patches, fit, settled, where, instead)
+    assert fit is not None  # _judge refuses a missing fit
+    kept = int(fit.keep.sum())
+    scale = np.diag((NOISE_SCALE**2, NOISE_SCALE))
+    spread = line_covariance(
+        fit.means, fit.variances, fit.sizes, fit.alpha, fit.beta, reader.sampling_scale
+    )
+    return NoiseEstimate(
+        a=float(fit.alpha * NOISE_SCALE**2),
+        b=float(fit.beta * NOISE_SCALE),
+        covariance=tuple(map(tuple, (scale @ spread @ scale).tolist())),  # type: ignore[arg-type]
+        samples=kept,
+        patches=len(sorted_patches.y),
+        level_sets=len(fit.means),
+        correlation=float(correlation),
+        shape=shape,
+    )
+
+
+def _unclipped(array: np.ndarray, where: str, instead: str) -> np.ndarray:
+    """The sampled patches of ``array`` that touch no clip; refused (KpnError) where more
+    than ``CLIPPED_LIMIT`` of them do or fewer than ``MIN_PATCHES`` remain."""
+    patches, clipped = sample_patches(array, TARGET_PATCHES, 3 * MIN_PATCHES // 2)
+    if clipped.sum() > CLIPPED_LIMIT * len(patches) and len(patches) >= MIN_PATCHES:
+        share = 100 * clipped.sum() / len(patches)
+        raise KpnError(
+            f"{where}: too clipped to estimate its noise ({share:.0f}% of its patches touch "
+            f"black or white): {instead}"
+        )
+    if len(patches) - clipped.sum() < MIN_PATCHES:
+        raise KpnError(
+            f"{where}: {array.shape[1]} x {array.shape[0]} is too small to estimate its noise "
+            f"(needs {MIN_PATCHES} patches of {PATCH} x {PATCH}, about 45 x 45 RGB pixels): "
+            f"{instead}"
+        )
+    return patches[~clipped]
+
+
+def _judge(
+    patches: _Patches, fit: _Fit | None, settled: bool, where: str, instead: str
+) -> tuple[float, float]:
+    """(coarse to fine noise power, shape) of the fit's flat patches, or KpnError where
+    they show no noise (too flat), correlated noise or texture (design §15)."""
+    flat = patches.pixels if fit is None else patches.pixels[fit.keep]
+    fine, coarse = fine_and_coarse(flat)
+    if fine < NOISE_FLOOR**2:
+        raise KpnError(
+            f"{where}: too flat to estimate its noise (none measurable: a clean or "
+            f"synthetic image needs no denoising): {instead}"
+        )
+    correlation = coarse / fine
+    if correlation > CORRELATED_LIMIT:
+        raise KpnError(
+            f"{where}: its noise is correlated between neighbouring pixels (coarse to fine "
+            f"noise power {correlation:.1f}: demosaiced, resized or compressed?), so its "
+            f"estimate would be too low: {instead}"
+        )
+    kept, count = (0 if fit is None else int(fit.keep.sum())), len(patches.y)
+    shape = math.nan if fit is None else _shape(patches, fit)
+    textured = (
+        not settled
+        or kept < FLAT_LIMIT * count
+        or not 1 / TEXTURE_LIMIT < correlation < TEXTURE_LIMIT
+        or not shape >= SHAPE_LIMIT
+    )
+    if textured:
+        raise KpnError(
+            f"{where}: too textured to estimate its noise ({kept} of {count} patches look "
+            f"like noise alone, coarse to fine power {correlation:.2f}, shape {shape:.2f}): "
+            f"{instead}"
+        )
+    return correlation, shape
+
+
+def _shape(patches: _Patches, fit: _Fit) -> float:
+    """The mean square of the flat patches' high-pass over its robust variance, each value
+    in units of the fitted variance: 1 for Gaussian noise, 0.45 for a sine (a regular
+    texture the robust variance would read as noise)."""
+    predicted = fit.alpha + fit.beta * np.maximum(patches.y[fit.keep], 0.0)
+    details = patch_details(patches.pixels[fit.keep])
+    scaled = details / np.sqrt(np.maximum(predicted, 1e-30))[:, None]
+    return float(np.mean(scaled**2) / detail_variance(scaled, np.ones(len(scaled), bool)))
+
+
+def _checked(image: np.ndarray, where: str) -> np.ndarray:
+    """``image`` as float32 ``[H,W,C]``; KpnError for another shape or non-finite values."""
     array = np.asarray(image)
     if array.ndim == 2:
         array = array[:, :, None]
@@ -174,29 +398,4 @@ def estimate_noise(image: np.ndarray, where: str = "image") -> NoiseEstimate:
         raise KpnError(f"{where}: cannot estimate noise of an array of shape {list(array.shape)}")
     if not np.isfinite(array).all():
         raise KpnError(f"{where}: cannot estimate noise: the image holds NaN or Inf")
-    y, d, e = _samples(array)
-    too_small = (
-        f"{where}: {array.shape[1]} x {array.shape[0]} is too small to estimate its noise "
-        f"(needs {MIN_SAMPLES} pixels {BORDER} from the edge): give the profile"
-    )
-    if len(y) < MIN_SAMPLES:
-        raise KpnError(too_small)
-    keep = np.ones(len(y), dtype=bool)
-    alpha = beta = 0.0
-    sets = 0
-    for round_ in range(ROUNDS):
-        if round_ > 0:
-            predicted = np.maximum(alpha + beta * np.maximum(y, 0.0), 1e-20)
-            keep = e <= SMOOTH_LIMIT * predicted
-            if keep.sum() < MIN_SAMPLES:
-                raise KpnError(
-                    f"{where}: too little of the image is smooth ({int(keep.sum())} pixels) "
-                    "to estimate its noise: give the profile"
-                )
-        means, variances, sizes = _level_sets(y[keep], d[keep])
-        sets = len(means)
-        alpha, beta = fit_line(means, variances, sizes)
-    a, b = alpha * NOISE_SCALE**2, beta * NOISE_SCALE
-    if not (math.isfinite(a) and math.isfinite(b)):  # pragma: no cover - finite input
-        raise KpnError(f"{where}: the noise fit did not converge: give the profile")
-    return NoiseEstimate(float(a), float(b), int(keep.sum()), sets)
+    return array.astype(np.float32, copy=False)

@@ -103,10 +103,7 @@ def resolve_profile(
         estimate = estimate_noise(image, str(path))
         note = f"; {skipped}" if skipped else ""
         return Profile(
-            estimate.a,
-            estimate.b,
-            f"estimated from the image ({estimate.samples} smooth samples, "
-            f"{estimate.level_sets} level sets{note})",
+            estimate.a, estimate.b, f"an estimate from the image ({estimate.describe()}{note})"
         )
     reason = f" ({skipped})" if skipped else ""
     raise KpnError(

@@ -16,8 +16,9 @@ they copy. :func:`band_forward` does the band as one
 - the output layer and the hidden layers as pixel-row products over the whole band, each
   activation's backward read from its saved result.
 
-It saves the hidden activations (bfloat16 under ``bf16``), the tap weights and I; the
-features and X are not differentiated (the network's input needs no gradient). The
+It saves the hidden activations (bfloat16 under ``bf16``), the tap weights and I; X is
+not differentiated, and the features only where they want it: a guide's channels depend
+on the coarser levels' weights (design §16), one more product of the first layer. The
 forward values are the plain path's (:func:`kpn.model.mlp.mlp_forward_planar`,
 :func:`kpn.model.apply.kernel_weights`, :func:`kpn.model.apply.apply_kernel_padded`) to
 rounding, not bit for bit: a batch's pixels go through each product together as
@@ -59,10 +60,10 @@ def band_forward(
     inputs: Tensor, padded: Tensor, weights: Sequence[Tensor], activation: str, precision: str
 ) -> tuple[Tensor, Tensor]:
     """One band's network output, filtered: the plain path's result, with a hand-written
-    backward pass to ``weights``.
+    backward pass to ``weights`` (and to ``inputs`` where they want it: a guide's).
 
     Args:
-        inputs: ``[B,in,h*w]`` the band's features, not differentiated.
+        inputs: ``[B,in,h*w]`` the band's features.
         padded: ``[B,3,h+4,w+4]`` the band's X padded by ``STAR15_PADDING``, not
             differentiated.
         weights: the MLP's matrices, ``[W,in]``, ``[W,W]``..., ``[16,W]``.
@@ -139,6 +140,7 @@ class _Band(torch.autograd.Function):
         ctx.activation = activation
         ctx.hidden_dtype = hidden_dtype
         ctx.layer_count = len(layers)
+        ctx.input_shape, ctx.input_dtype = inputs.shape, inputs.dtype
         return filtered, outputs[:, OUTPUTS - 1 :]
 
     @staticmethod
@@ -155,9 +157,15 @@ class _Band(torch.autograd.Function):
         grad_rows = grad_outputs.flatten(2).transpose(1, 2).reshape(-1, OUTPUTS)
         grads = [grad_rows.T @ last.view(grad_rows.shape[0], -1)]
         grad = (grad_rows @ weights[-1]).to(ctx.hidden_dtype)
+        grad_inputs = None
         for index in reversed(range(len(weights) - 1)):
             grad = _activation_backward(grad, layers[index + 1], ctx.activation)
             grads.append((grad.T @ layers[index]).to(weights[index].dtype))
             if index:
                 grad = grad @ weights[index].to(ctx.hidden_dtype)
-        return None, None, None, None, *reversed(grads)
+            elif ctx.needs_input_grad[0]:  # a guide's channels: the coarser levels learn
+                batch, features, pixels = ctx.input_shape
+                rows = grad @ weights[0].to(ctx.hidden_dtype)  # [B*P, in]
+                grad_inputs = rows.view(batch, pixels, features).transpose(1, 2)
+                grad_inputs = grad_inputs.to(ctx.input_dtype)
+        return grad_inputs, None, None, None, *reversed(grads)

@@ -162,6 +162,36 @@ def star15_snr_features_padded(
     return torch.cat((features, level_channel[:, None], torch.ones_like(level_channel)[:, None]), 1)
 
 
+def guide_features(
+    guide: Tensor, x: Tensor, noise_ab: Tensor, level: int, noise_lum: Tensor
+) -> Tensor:
+    """The ``centre`` guide's two channels (design §16): the expanded coarser output
+    up(O_{k+1}) against the pixel, in noise units as star15_snr's taps,
+    s((lum_g - lum_c) / sigma), s((sat_g - sat_c) / sigma).
+
+    A 5x5 star cannot tell a flat region's low-frequency noise from signal; the coarser
+    level, which has filtered that noise, can. Differentiable in ``guide``: training
+    teaches the coarser levels to guide (design §16).
+
+    Args:
+        guide: ``[B,3,h,w]`` up(O_{k+1}) at the level's (or band's) pixels.
+        x: ``[B,3,h,w]`` the level's X at the same pixels.
+        noise_ab: ``[B,2]``.
+        level: pyramid level (scales the sigma).
+        noise_lum: ``[B,h,w]`` luminance the sigma is computed from.
+
+    Returns:
+        ``[B,2,h,w]``.
+    """
+    sigma = noise_sigma(noise_lum, noise_ab, level).clamp(min=SIGMA_FLOOR, max=SIGMA_CEIL)
+    inverse = sigma.reciprocal()
+    channels = (
+        (luminance(guide) - luminance(x)) * inverse,
+        (saturation(guide) - saturation(x)) * inverse,
+    )
+    return signed_log1p(torch.stack(channels, dim=1))
+
+
 def patch8x8_features_padded(padded: Tensor) -> Tensor:
     """The 64-channel ``patch8x8`` input of an X already padded by ``PATCH8X8_PADDING``:
     luminance of |rgb| on an 8x8 patch (dx,dy in -4..3); the whole level:

@@ -42,6 +42,7 @@ from kpn.model.features import (
     PATCH8X8_PADDING,
     STAR15_PADDING,
     STAR15_RADIUS,
+    guide_features,
     patch8x8_features_padded,
     patch8x8_features_past_end,
     star15_features_padded,
@@ -239,14 +240,19 @@ def band_features(
     level: int,
     noise_lum: Tensor,
     config: ModelConfig,
+    guide: Tensor | None = None,
 ) -> Tensor:
     """The network input of one band of a level, pixels flattened.
 
     ``padded``: the band's rows of X padded by ``FEATURE_PADDING`` ``[B,3,h+a,w+b]``;
-    ``x``: the whole level ``[B,3,H,W]``; ``noise_lum``: the band's ``[B,h,w]``.
+    ``x``: the whole level ``[B,3,H,W]``; ``noise_lum``: the band's ``[B,h,w]``;
+    ``guide``: the band's up(O_{k+1}) ``[B,3,h,w]`` where ``config.guide`` reads it.
     Returns ``[B,in,h*w]``, and under vkdt's block transpose the inputs of the pixels
     past the level's last one up to a whole block, as vkdt's padded batch reads them.
+    Channels past the first 3 (a probe, :mod:`kpn.model.linearised`) are not read.
     """
+    padded, x = padded[:, :3], x[:, :3]
+    guide = None if guide is None else guide[:, :3]
     if config.features == "patch8x8":
         inputs = patch8x8_features_padded(padded).flatten(2)
     else:
@@ -256,6 +262,12 @@ def band_features(
             else star15_features_padded
         )
         inputs = star15(padded, noise_ab, level, noise_lum).flatten(2)
+    if config.guide != "none":
+        assert guide is not None, "a guided level needs its coarser output"
+        r = STAR15_RADIUS
+        centre = padded[..., r : padded.shape[-2] - r, r : padded.shape[-1] - r]
+        guided = guide_features(guide, centre, noise_ab, level, noise_lum).flatten(2)
+        inputs = torch.cat((inputs, guided), dim=1)
     padding = -inputs.shape[2] % BLOCK if config.block_transpose else 0
     if not padding:
         return inputs
@@ -276,6 +288,7 @@ def filter_level(
     weights: Sequence[Tensor],
     config: ModelConfig,
     band: BandFilter,
+    guide: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """Predict every pixel's kernel and alpha on one level, and filter the level with them,
     band by band.
@@ -288,6 +301,7 @@ def filter_level(
         weights: the MLP's matrices.
         config: the model's switches.
         band: the pass's band implementation (:func:`band_filter_for`).
+        guide: ``[B,3,h,w]`` up(O_{k+1}), read where ``config.guide`` is not ``"none"``.
 
     Returns:
         filtered I ``[B,3,h,w]``, alpha ``[B,1,h,w]``, and the network output as apply
@@ -305,7 +319,10 @@ def filter_level(
         bottom = min(top + rows, height)
         with record_function("features"):
             slab = feature_input[:, :, top : bottom + feature_rows]
-            inputs = band_features(slab, x, noise_ab, level, noise_lum[:, top:bottom], config)
+            guide_rows = None if guide is None else guide[:, :, top:bottom]
+            inputs = band_features(
+                slab, x, noise_ab, level, noise_lum[:, top:bottom], config, guide_rows
+            )
         slab = apply_input[:, :, top : bottom + 2 * STAR15_RADIUS]
         results.append(band(inputs, slab, weights))
     filtered, alphas, kernels = zip(*results, strict=True)

@@ -23,6 +23,7 @@ from kpn.model.apply import F16_PRECISION
 from kpn.model.blend import blend_level
 from kpn.model.features import luminance
 from kpn.model.level_filter import BandFilter, PassMode, band_filter_for, filter_level
+from kpn.model.linearised import IMAGE_CHANNELS, check_probe, kernel_response, with_probe
 from kpn.model.mlp import MLP
 from kpn.model.precision import round_f16
 from kpn.model.pyramid import mip_pyramid, upsample
@@ -84,6 +85,7 @@ def level_forward(
     levels: int,
     *,
     band: BandFilter,
+    probe_step: float = 0.0,
 ) -> LevelOutput:
     """One level of the network, on a whole level or a tile's crop of it: X_k, the
     kernels and alpha, I_k, and O_k = blend(up(O_{k+1}), I_k, a_k).
@@ -104,6 +106,9 @@ def level_forward(
         levels: network levels N.
         band: the pass's band implementation (:func:`begin_pass`); it decides whether
             the result keeps the network's output.
+        probe_step: > 0 where the images carry a probe in channels 3..5
+            (:mod:`kpn.model.linearised`): at level 0, the network's response to it (its
+            kernels' and alpha's), sampled at this step, is added to the probe's I and O.
 
     Returns:
         :class:`LevelOutput` of the level (or crop).
@@ -115,18 +120,31 @@ def level_forward(
             x = store(mip - up(mip_next))
     else:
         x = mip
+    with record_function("blend"):
+        coarse_up = None if coarse is None else up(coarse)
+    response = None
     if level < (config.denoise_levels or levels):
         lowpass = mip if config.noise_luminance == "lowpass" else x
+        # the coarsest level has no coarser output: its guide is its own X (zero channels)
+        guide = None if config.guide == "none" else x if coarse_up is None else coarse_up
+        noise_lum = luminance(lowpass[:, :IMAGE_CHANNELS])  # a probe's channels: not read
         image, alpha, kernel = filter_level(
-            x, noise_ab, level, luminance(lowpass), weights, config, band
+            x, noise_ab, level, noise_lum, weights, config, band, guide
         )
+        if probe_step and level == 0:  # SURE's probe (design §13): the network's response
+            response = kernel_response(
+                x, lowpass, guide, noise_ab, level, weights, config, probe_step
+            )
+            image = response.add_to_filtered(image)
         image, alpha = store(image), store(alpha)
     else:  # vkdt: passed through unchanged, alpha 1
         image, alpha, kernel = x, torch.ones_like(x[:, :1]), None
     if coarse is None:
         return LevelOutput(mip, x, kernel, alpha, image, image)
     with record_function("blend"):
-        blended = blend_level(up(coarse), image, alpha, config.blend)
+        blended = blend_level(coarse_up, image, alpha, config.blend)
+    if response is not None:
+        blended = response.add_to_output(blended, coarse_up, image, alpha, config.blend)
     output = blended if level == 0 else store(blended)  # O_0: float32, vkdt's output
     return LevelOutput(mip, x, kernel, alpha, image, output)
 
@@ -172,6 +190,8 @@ def kpn_forward(
     levels: int | None = None,
     *,
     keep_kernels: bool = True,
+    probe: Tensor | None = None,
+    probe_step: float = 0.0,
 ) -> KPNOutput:
     """Denoise a batch of images.
 
@@ -184,9 +204,15 @@ def kpn_forward(
             trained with 4).
         keep_kernels: keep every level's network output (:attr:`LevelOutput.kernel`);
             False saves 64 bytes a pixel where only the images are read.
+        probe: ``[B,3,H,W]``, carried through the pass with the image's kernels and
+            alphas (:mod:`kpn.model.linearised`): every image then has 6 channels, O_0's
+            last three the network's derivative along the probe.
+        probe_step: with a probe, the step of the kernels' sampled response to it; 0:
+            none (the derivative with the kernels held fixed).
 
     Returns:
-        :class:`KPNOutput` with O_0 ``[B,3,H,W]`` and the per-level results.
+        :class:`KPNOutput` with O_0 ``[B,3,H,W]`` (with a probe ``[B,6,H,W]``) and the
+        per-level results.
 
     Under ``precision = "vkdt-f16"`` every image is rounded as vkdt's inference graph
     stores it (:func:`stored_image`): the input M_0 and the output O_0 stay float32 (the
@@ -198,6 +224,10 @@ def kpn_forward(
         noisy, noise_ab, weights, config, levels, keep_kernels=keep_kernels
     )
     store = stored_image(config)
+    if probe is not None:
+        check_probe(noisy, probe, probe_step, config)
+        noisy = with_probe(noisy, probe)
+    probe_step = 0.0 if probe is None else probe_step
 
     with_residual = config.blend == "add"
     with record_function("pyramid"):
@@ -222,6 +252,7 @@ def kpn_forward(
             level,
             count,
             band=band,
+            probe_step=probe_step,
         )
         per_level.insert(0, result)
         coarse = result.output

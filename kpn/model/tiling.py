@@ -65,6 +65,7 @@ from kpn.errors import KpnError
 from kpn.model.apply import F16_PRECISION
 from kpn.model.features import STAR15_RADIUS
 from kpn.model.level_filter import BLOCK, BandFilter
+from kpn.model.linearised import IMAGE_CHANNELS, check_probe, with_probe
 from kpn.model.network import begin_pass, level_forward, stored_image
 from kpn.model.pyramid import bilinear_coords, level_sizes, mip_pyramid, up_bspline
 from kpn.model.sampling import sample_linear_axis
@@ -100,6 +101,8 @@ def level_depths(config: ModelConfig, x: int, level: int, levels: int) -> tuple[
     if level >= (config.denoise_levels or levels):  # passed through: I = X, alpha 1
         return 0, x
     kernel = x + FEATURE_REACH[config.features]
+    if config.guide != "none" and level < levels - 1:  # up(O_{k+1}) at the pixel itself
+        kernel = max(kernel, up_depth(0, config.up))
     return kernel, max(kernel, x + APPLY_REACH)
 
 
@@ -271,19 +274,23 @@ def plan_tiles(
 
 
 # --- computing ---------------------------------------------------------------------------
-def global_mips(noisy: Tensor, config: ModelConfig, plan: TilePlan) -> list[Tensor]:
+def global_mips(
+    noisy: Tensor, config: ModelConfig, plan: TilePlan, probe: Tensor | None = None
+) -> list[Tensor]:
     """M_0, M_1, ... of the whole image as :func:`kpn.model.network.kpn_forward` stores them,
     computed in bands of full rows (exact: see :func:`mip_band_halo`).
 
     M_0 is ``noisy`` itself (float32 under vkdt-f16 too, as vkdt's input); the others are
     new tensors, each reduced from the stored one before it.
-    ``[B,3,H,W] -> [[B,3,H,W], [B,3,H1,W1], ...]``
+    ``[B,3,H,W] -> [[B,3,H,W], [B,3,H1,W1], ...]``; with a ``probe`` ``[B,3,H,W]`` (any
+    dtype) the levels from 1 on are 6 channels, the probe's mips after the image's.
     """
     store = stored_image(config)
     vkdt_order = config.precision == F16_PRECISION
     height = noisy.shape[-2]
     count = len(plan.sizes)
-    mips = [noisy] + [noisy.new_empty(*noisy.shape[:2], h, w) for h, w in plan.sizes[1:]]
+    channels = noisy.shape[1] * (1 if probe is None else 2)
+    mips = [noisy] + [noisy.new_empty(noisy.shape[0], channels, h, w) for h, w in plan.sizes[1:]]
     for top in range(0, height, plan.band_rows):
         bottom = min(height, top + plan.band_rows)
         # near the end the mirrored rows of odd-sized levels (whose last 2x2, or box2_vkdt
@@ -291,6 +298,8 @@ def global_mips(noisy: Tensor, config: ModelConfig, plan: TilePlan) -> list[Tens
         crop_top = max(0, min(top, _floor_to(height, plan.band_align) - plan.band_align))
         crop_top = max(0, crop_top - plan.band_halo)
         band = noisy[..., crop_top : min(height, bottom + plan.band_halo), :].contiguous()
+        if probe is not None:
+            band = with_probe(band, probe[..., crop_top : min(height, bottom + plan.band_halo), :])
         band_mips = mip_pyramid(band, count, config.down, store, vkdt_order)
         for level, mip in enumerate(band_mips[1:], start=1):
             scale = 2**level
@@ -311,6 +320,7 @@ def level_tile(
     level: int,
     levels: int,
     band: BandFilter,
+    probe_step: float = 0.0,
 ) -> Tensor:
     """O_k of one tile of level k, as :func:`kpn.model.network.kpn_forward` computes it.
 
@@ -328,6 +338,7 @@ def level_tile(
         level: k.
         levels: network levels N.
         band: the pass's band implementation (:func:`kpn.model.network.begin_pass`).
+        probe_step: the step of the kernels' response to a probe the images carry.
 
     Returns:
         ``[B,3,h,w]`` O_k on the crop (float32 for k = 0, as vkdt's output).
@@ -341,7 +352,17 @@ def level_tile(
         return sample_linear_axis(sample_linear_axis(image, cols, -1), rows, -2)
 
     return level_forward(
-        mip, mip_next, coarse, noise_ab, up, weights, config, level, levels, band=band
+        mip,
+        mip_next,
+        coarse,
+        noise_ab,
+        up,
+        weights,
+        config,
+        level,
+        levels,
+        band=band,
+        probe_step=probe_step,
     ).output
 
 
@@ -366,6 +387,9 @@ def tiled_forward(
     *,
     out: Tensor | None = None,
     progress: Callable[[int], None] | None = None,
+    probe: Tensor | None = None,
+    probe_out: Tensor | None = None,
+    probe_step: float = 0.0,
 ) -> Tensor:
     """Denoise ``noisy`` level by level in tiles; equal to :func:`kpn.model.network.kpn_forward`.
 
@@ -382,6 +406,11 @@ def tiled_forward(
         tile: a tile's core side in pixels of each level (see :func:`plan_level`).
         out: ``[B,3,H,W]`` to write O_0 into (any strides); default a new tensor.
         progress: called with 1 after every tile.
+        probe: ``[B,3,H,W]`` (any dtype and strides), carried through the pass with the
+            image's kernels and alphas (:mod:`kpn.model.linearised`); its output, the
+            network's derivative along it, is written into ``probe_out`` ``[B,3,H,W]``.
+            Memory: the probe's mips and coarser outputs beside the image's.
+        probe_step: the step of the kernels' sampled response to the probe; 0: none.
 
     Returns:
         ``out``, holding the denoised image.
@@ -390,14 +419,22 @@ def tiled_forward(
     plan = plan_tiles(noisy.shape[-2], noisy.shape[-1], config, count, tile)
     if out is None:
         out = torch.empty_like(noisy, memory_format=torch.contiguous_format)
-    mips = global_mips(noisy, config, plan)
+    if probe is not None:
+        check_probe(noisy, probe, probe_step, config)
+        if probe_out is None or probe_out.shape != noisy.shape:
+            raise KpnError("a probe's output needs probe_out of the image's shape")
+    mips = global_mips(noisy, config, plan, probe)
+    channels = mips[-1].shape[1]  # with a probe, the coarser levels carry its channels
     coarse_level = mips[count] if config.blend == "add" else None
     for level in reversed(range(count)):
         size = plan.sizes[level]
-        level_out = out if level == 0 else noisy.new_empty(*noisy.shape[:2], *size)
+        level_out = out if level == 0 else noisy.new_empty(noisy.shape[0], channels, *size)
         for window in plan.windows[level]:
-            mip = mips[level][..., window.top : window.bottom, window.left : window.right]
+            crop = (..., slice(window.top, window.bottom), slice(window.left, window.right))
+            mip = mips[level][crop]
             mip = mip.contiguous() if level == 0 else mip  # M_0: the caller's layout
+            if level == 0 and probe is not None:
+                mip = with_probe(mip, probe[crop])
             below = window.coarse
             mip_next = mips[level + 1][..., below[0], below[1]] if level + 1 < len(mips) else None
             coarse = None if coarse_level is None else coarse_level[..., below[0], below[1]]
@@ -405,14 +442,19 @@ def tiled_forward(
             if config.up == "bilinear" and level + 1 < len(plan.sizes):
                 coords = bilinear_window_coords(window, size, plan.sizes[level + 1], noisy.device)
             result = level_tile(
-                mip, mip_next, coarse, noise_ab, coords, weights, config, level, count, band
-            )
+                mip, mip_next, coarse, noise_ab, coords, weights, config, level, count, band,
+                probe_step if probe is not None else 0.0,
+            )  # fmt: skip
             core_rows, core_cols = window.core
-            level_out[
+            core = (
                 ...,
-                window.core_top : window.core_bottom,
-                window.core_left : window.core_right,
-            ] = result[..., core_rows, core_cols]
+                slice(window.core_top, window.core_bottom),
+                slice(window.core_left, window.core_right),
+            )
+            if level == 0 and probe is not None:
+                probe_out[core] = result[:, IMAGE_CHANNELS:, core_rows, core_cols]
+                result = result[:, :IMAGE_CHANNELS]
+            level_out[core] = result[..., core_rows, core_cols]
             if progress is not None:
                 progress(1)
         coarse_level = level_out

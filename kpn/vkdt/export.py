@@ -73,9 +73,10 @@ def inference_layout_warning(model: ModelConfig, layout: str = "kpn-t") -> str |
     """Why vkdt's ``kpn`` module cannot run this model's file in ``layout`` (one line), or
     None.
 
-    Two reasons: features vkdt's ``input.glsl`` does not compute, and a width whose file
-    layout its inference module misreads (any W > 32 in kpn-t's layout; the ``"head"``
-    layout is written only for networks it holds). kpn reads such a file back all the same.
+    Three reasons: features vkdt's ``input.glsl`` does not compute, a guide (design §16),
+    and a width whose file layout its inference module misreads (any W > 32 in kpn-t's
+    layout; the ``"head"`` layout is written only for networks it holds). kpn reads such
+    a file back all the same.
     """
     reasons = []
     if model.features not in VKDT_FEATURES:
@@ -83,6 +84,11 @@ def inference_layout_warning(model: ModelConfig, layout: str = "kpn-t") -> str |
             f"model.features = {model.features!r} is kpn's own input: vkdt's input.glsl "
             f"computes only {' and '.join(VKDT_FEATURES)}, so vkdt cannot run this network "
             "(kpn reads the file back)"
+        )
+    if model.guide != "none":
+        reasons.append(
+            f"model.guide = {model.guide!r}: vkdt's kpn module does not feed a level's "
+            "network the coarser output (docs/design.md §16)"
         )
     if model.width != VKDT_INFERENCE_IN_WIDTH and layout != "head":
         reasons.append(

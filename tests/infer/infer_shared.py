@@ -21,8 +21,9 @@ import torch
 from kpn.config import Config, InferConfig, config_to_toml, load_config
 from kpn.infer.cli import main
 from kpn.infer.denoiser import inference_precision
-from kpn.infer.sure import sure_blend
+from kpn.infer.sure import sure_blend, sure_blend_one_pass
 from kpn.io.checkpoint import TrainingState, save_checkpoint
+from kpn.model.linearised import probe_applies
 from kpn.model.network import KPN, kpn_forward
 from kpn.train.optim import make_optimizer
 from kpn.vkdt.export import export_lut
@@ -98,7 +99,8 @@ def expected(
     sure: bool = True,
 ) -> np.ndarray:
     """What infer computes untiled: the network at ``precision`` (auto: bf16 where native),
-    blended by SURE (infer.sure's default), [H,W,3]."""
+    blended by SURE (infer.sure's default) with infer.sure_divergence's divergence,
+    [H,W,3]."""
     precision = inference_precision(precision, model.config.precision, torch.device("cpu"))
     config = dataclasses.replace(model.config, precision=precision)
 
@@ -108,7 +110,21 @@ def expected(
             out = kpn_forward(noisy, torch.tensor([[a, b]]), model.mlp.weights, config, levels)
         return out.output[0].permute(1, 2, 0).float().numpy()
 
-    return sure_blend(network, image, a, b, InferConfig().sure_window) if sure else network(image)
+    def network_along(image: np.ndarray, signs: np.ndarray, step: float) -> tuple[np.ndarray, ...]:
+        noisy, probe = (torch.from_numpy(x).permute(2, 0, 1)[None] for x in (image, signs))
+        with torch.no_grad():
+            out = kpn_forward(
+                noisy.contiguous(), torch.tensor([[a, b]]), model.mlp.weights, config, levels,
+                probe=probe, probe_step=step,
+            ).output[0].permute(1, 2, 0).float().numpy()  # fmt: skip
+        return np.ascontiguousarray(out[..., :3]), np.ascontiguousarray(out[..., 3:])
+
+    infer = InferConfig()
+    if not sure:
+        return network(image)
+    if infer.sure_divergence == "one_pass" and probe_applies(config):
+        return sure_blend_one_pass(network_along, image, a, b, infer.sure_window)
+    return sure_blend(network, image, a, b, infer.sure_window)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:

@@ -114,13 +114,21 @@ def test_vkdt_f16_refuses_values_beyond_float16(models: dict[tuple[str, bool], k
         models["vkdt-f16", True](image, (0, 1e38))
 
 
+def break_network(monkeypatch: pytest.MonkeyPatch, value: float) -> None:
+    """The network, with SURE's one pass or without, gives ``value`` at every pixel."""
+    monkeypatch.setattr(Denoiser, "network", lambda self, image, a, b, progress=None: image * value)
+    monkeypatch.setattr(
+        Denoiser,
+        "network_along",
+        lambda self, image, signs, step, a, b, progress=None: (image * value, image * 0),
+    )
+
+
 def test_non_finite_output_is_an_error_not_a_result(
     monkeypatch: pytest.MonkeyPatch, models: dict[tuple[str, bool], kpn.Model]
 ) -> None:
     """The last line of defence: a network that returns NaN (a bug) is a KpnError."""
-    monkeypatch.setattr(
-        Denoiser, "network", lambda self, image, a, b, progress=None: image * np.nan
-    )
+    break_network(monkeypatch, np.nan)
     for sure in (True, False):
         with pytest.raises(KpnError) as caught:
             models["fp32", sure](noisy_image(24, 24), (100, 1))
@@ -161,9 +169,7 @@ def test_infer_refuses_what_the_precision_cannot_hold_and_writes_nothing(
 def test_infer_writes_nothing_when_the_output_is_not_finite(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(
-        Denoiser, "network", lambda self, image, a, b, progress=None: image * np.inf
-    )
+    break_network(monkeypatch, np.inf)
     write_pfm(tmp_path / "in.pfm", noisy_image(24, 24))
     out = tmp_path / "out.pfm"
     code, _, err = run(capsys, tmp_path / "in.pfm", "-o", out, "--noise-a", "1", "--noise-b", "1")

@@ -99,7 +99,7 @@ def test_profile_fallbacks(
     )
     assert (code, err) == (0, "")
     line = profile_line(out, tmp_path / "x.pfm")
-    assert "estimated from the image" in line and "not a camera raw file" in line
+    assert "an estimate from the image (a " in line and "not a camera raw file" in line
     a = float(line.split("(a, b) = (")[1].split(",")[0])
     assert a == pytest.approx(0.02**2 * 65535**2, rel=0.2)  # sigma 0.02, no signal term
     # ... and without it fails, naming the file

@@ -1,8 +1,13 @@
 """kpn.infer.sure: the SURE blend towards the input, against its closed form, against the blend
 weight that knows the clean image, and at its limits (no noise, a network that does
-nothing)."""
+nothing); at one pass (infer.sure_divergence), the blend of a derivative is the two-pass
+blend where the finite difference is exact, and within 0.02 dB of it for the shipped
+design network, chosen by the Denoiser unless a model's block transpose rules it out."""
 
 from __future__ import annotations
+
+import dataclasses
+import functools
 
 import numpy as np
 import pytest
@@ -10,18 +15,29 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from kpn.config import InferConfig
+from kpn.config import InferConfig, config_from_dict, load_config
 from kpn.errors import KpnError
+from kpn.infer.denoiser import Denoiser
 from kpn.infer.sure import (
     PROBE_STEP,
     U16,
     _window_mean,
     noise_variance,
     probe,
+    probe_step,
     risk_sums,
     sure_blend,
+    sure_blend_one_pass,
     weight_of_sums,
 )
+from kpn.infer.weights import SHIPPED_DIR, load_weights
+from kpn.metrics import psnr
+from kpn.model.network import KPN
+from kpn.model.tiling import plan_tiles
+
+from infer_shared import ROOT
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # small images
 
 
 def box3(image: np.ndarray) -> np.ndarray:
@@ -181,3 +197,90 @@ def test_blend_weight_matches_a_convolution_of_the_sums():
 def test_a_sure_window_that_is_not_odd_or_zero_is_refused(window):
     with pytest.raises(KpnError, match=r"infer\.sure_window"):
         InferConfig(sure_window=window).validate("x.toml")
+
+
+# --- one pass (infer.sure_divergence = one_pass) -------------------------------------
+def box3_along(image: np.ndarray, signs: np.ndarray, step: float) -> tuple[np.ndarray, ...]:
+    """box3 and its derivative along ``signs``, itself applied to them (it is linear)."""
+    return box3(image).astype(np.float32), box3(signs.astype(np.float32)).astype(np.float32)
+
+
+@pytest.mark.parametrize("window", [0, 9])
+def test_a_linear_denoisers_one_pass_blend_is_its_two_pass_blend(window: int) -> None:
+    a, b = 1e4, 5.0
+    noisy = noisy_of(np.ascontiguousarray(scene(64)[:, :32]), a, b)  # the smooth half
+    two = sure_blend(lambda image: box3(image).astype(np.float32), noisy, a, b, window)
+    one = sure_blend_one_pass(box3_along, noisy, a, b, window)
+    np.testing.assert_allclose(one, two, atol=2e-5)  # float32 finite differences
+    assert np.abs(one - noisy).max() > 0.01  # the blend moved towards the network
+
+
+def test_without_noise_one_pass_gives_the_input_and_the_network_never_runs() -> None:
+    image = scene(16)
+
+    def network(*_: object) -> tuple[np.ndarray, np.ndarray]:
+        raise AssertionError("the network ran on a noiseless image")
+
+    out = sure_blend_one_pass(network, image, 0.0, 0.0, 33)
+    np.testing.assert_array_equal(out, image)
+    assert out is not image
+
+
+@pytest.fixture(scope="module")
+def design() -> Denoiser:
+    loaded = load_weights(SHIPPED_DIR / "design")
+    return Denoiser.build(loaded.model, loaded.config.infer, precision="fp32", tile=64)
+
+
+def camera_photo(size: int = 96) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """(clean, noisy, a, b): stripes, a gradient and a disc under ISO 12800 +3 EV noise."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    disc = ((x - 0.6) ** 2 + (y - 0.4) ** 2 < 0.05).astype(np.float64)
+    plane = 0.1 + 0.4 * x + 0.2 * np.sin(40 * x * y) + 0.2 * disc
+    clean = np.stack((plane, 0.8 * plane + 0.1 * y, 0.6 - 0.4 * plane), -1).astype(np.float32)
+    a, b = 1434.2 * 64, 7.3766 * 8
+    return clean, noisy_of(clean, a, b), a, b
+
+
+def test_the_denoiser_blends_at_one_pass_within_002_db_of_two(design: Denoiser) -> None:
+    clean, noisy, a, b = camera_photo()
+    two_pass = dataclasses.replace(design, sure_divergence="two_pass")
+    assert design.sure_divergence == "one_pass"
+    plan = functools.partial(plan_tiles, 96, 96, design.config, design.levels)
+    assert design.tiles(96, 96) == plan(design.probe_tile).tiles  # half the area: more
+    assert two_pass.tiles(96, 96) == 2 * plan(design.tile).tiles
+    one, two = design(noisy, a, b), two_pass(noisy, a, b)
+    alone = dataclasses.replace(design, sure=False)(noisy, a, b)
+    assert abs(psnr(one, clean) - psnr(two, clean)) < 0.02
+    assert not np.array_equal(one, alone)  # SURE did blend
+
+
+def test_one_pass_in_tiles_is_one_pass_whole(design: Denoiser) -> None:
+    _, noisy, a, b = camera_photo(80)
+    signs = np.sign(np.random.default_rng(1).standard_normal(noisy.shape)).astype(np.int8)
+    step = probe_step(noisy, a, b)
+    tiled = design.network_along(noisy, signs, step, a, b)
+    whole = dataclasses.replace(design, tile=0).network_along(noisy, signs, step, a, b)
+    np.testing.assert_array_equal(tiled[0], whole[0])
+    np.testing.assert_array_equal(tiled[0], design.network(noisy, a, b))
+    np.testing.assert_allclose(tiled[1], whole[1], atol=1e-3)
+
+
+def test_a_block_transposed_model_takes_two_passes() -> None:
+    head = load_config(ROOT / "configs" / "vkdt-head-w32.toml")
+    torch.manual_seed(0)
+    denoiser = Denoiser.build(KPN(head.model), InferConfig(sure_divergence="one_pass"))
+    assert denoiser.sure_divergence == "two_pass"
+
+
+@pytest.mark.parametrize("divergence", ["one_pass", "two_pass"])
+def test_a_nan_pixel_is_refused_as_with_two_passes(design: Denoiser, divergence: str) -> None:
+    _, noisy, a, b = camera_photo(32)
+    noisy[3, 4, 1] = np.nan
+    with pytest.raises(KpnError, match="NaN or Inf"):
+        dataclasses.replace(design, sure_divergence=divergence)(noisy, a, b)
+
+
+def test_an_unknown_divergence_is_refused() -> None:
+    with pytest.raises(KpnError, match="sure_divergence"):
+        config_from_dict({"infer": {"sure_divergence": "three_pass"}}, "x.toml")

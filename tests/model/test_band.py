@@ -168,11 +168,14 @@ MODEL_VARIANTS = {
     "relu": {"activation": "relu"},
     "alpha-const": {"alpha_activation": "const"},
     "denoise_levels-1": {"denoise_levels": 1},
+    "guide": {"guide": "centre", "width": 48},  # read as data: no gradient through it
 }
 
 
 def model_case(changes: dict[str, object], dtype: torch.dtype):
-    config = dataclasses.replace(ModelConfig(), levels=3, width=32, n_hidden=2, **changes)
+    config = dataclasses.replace(
+        ModelConfig(), **({"levels": 3, "width": 32, "n_hidden": 2} | changes)
+    )
     torch.manual_seed(0)
     weights = [w.to(dtype).requires_grad_() for w in kpn.model.network.KPN(config).mlp.weights]
     generator = torch.Generator().manual_seed(2)

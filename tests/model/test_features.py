@@ -19,6 +19,7 @@ from kpn.model.features import (
     STAR15_CENTRE,
     STAR15_PADDING,
     STAR15_TAPS,
+    guide_features,
     luminance,
     noise_sigma,
     saturation,
@@ -329,3 +330,40 @@ def test_star15_snr_gradcheck() -> None:
         return star15_snr_features_padded(padded, noise_ab, 0, luminance(image))
 
     assert torch.autograd.gradcheck(features, (x,))
+
+
+def test_guide_features_by_hand() -> None:
+    """Two pixels, one with the guide a sigma above in luminance and two below in
+    saturation, one where the guide agrees: s(+1) = log 2, s(-2) = -log 3, s(0) = 0."""
+    noise_ab = torch.tensor([[1.0e4, 20.0]], dtype=torch.float64)
+    x = torch.tensor([[0.2, 0.5], [0.3, 0.5], [0.1, 0.5]], dtype=torch.float64)  # [3,2]
+    x = x.view(1, 3, 1, 2)
+    lum = luminance(x)
+    sigma = noise_sigma(lum, noise_ab, level=2)
+    # pixel 0: + sigma in every channel (lum up by sigma, saturation unchanged), then the
+    # largest channel (green) up by 2 sigma more and the smallest down by nothing:
+    # saturation up by 2 sigma, luminance by sigma + 2 sigma * LUMA_REC2020[1]
+    guide = x.clone()
+    guide[0, :, 0, 0] += sigma[0, 0, 0]
+    guide[0, 1, 0, 0] += 2 * sigma[0, 0, 0]
+    got = guide_features(guide, x, noise_ab, 2, lum)
+    assert got.shape == (1, 2, 1, 2)
+    assert got[0, 0, 0, 0].item() == pytest.approx(math.log1p(1 + 2 * LUMA_REC2020[1]))
+    assert got[0, 1, 0, 0].item() == pytest.approx(math.log1p(2))
+    assert got[0, :, 0, 1].eq(0).all()  # the guide agrees with the pixel
+    darker = guide_features(x - 2 * sigma[:, None], x, noise_ab, 2, lum)
+    assert darker[0, 0, 0, 0].item() == pytest.approx(-math.log1p(2))
+    assert darker[0, 1, 0, 0].item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_guide_features_gradcheck() -> None:
+    generator = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 3, 3, 4, generator=generator, dtype=torch.float64)
+    guide = x + 0.01 * torch.randn(2, 3, 3, 4, generator=generator, dtype=torch.float64)
+    noise_ab = torch.tensor([[1.0e4, 20.0], [3.0e5, 2.0]], dtype=torch.float64)
+    lum = luminance(x)
+
+    def channels(image: Tensor) -> Tensor:
+        return guide_features(image, x, noise_ab, 1, lum)
+
+    assert torch.autograd.gradcheck(channels, (guide.requires_grad_(),))

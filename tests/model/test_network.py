@@ -18,8 +18,12 @@ from torch import Tensor
 
 from kpn.config import ModelConfig
 from kpn.errors import KpnError
-from kpn.model.mlp import load_weights
+from kpn.model.features import STAR15_PADDING, guide_features, luminance
+from kpn.model.features import star15_snr_features_padded as star15_snr
+from kpn.model.mlp import load_weights, mlp_forward_planar
 from kpn.model.network import KPN, KPNOutput, kpn_forward
+from kpn.model.pyramid import upsample
+from kpn.model.sampling import pad_symmetric
 
 from conftest import assert_one_line_error
 from model_shared import (
@@ -209,6 +213,7 @@ GRADCHECK_VARIANTS = {
     "denoise_levels-1": {"denoise_levels": 1},
     "relu": {"activation": "relu"},
     "no-activation": {"activation": "none"},
+    "guide": {"features": "star15_snr", "guide": "centre", "width": 48},
     "lowpass-noise-add": {"blend": "add", "noise_luminance": "lowpass"},
     "vkdt-head-w32-in-fp32": {
         "blend": "add",
@@ -421,3 +426,43 @@ def test_torch_compile_matches_eager() -> None:
     compiled = torch.compile(model, backend="aot_eager")
     with torch.no_grad():
         torch.testing.assert_close(compiled(noisy, noise_ab), model(noisy, noise_ab))
+
+
+# ---------------------------------------------------------------------------- the guide
+
+
+def test_guide_reads_the_expanded_coarser_output() -> None:
+    """Each level's network reads star15_snr of its mip and the guide channels of
+    up(O_{k+1}) against it (design §16); the coarsest, without a coarser output, reads
+    its own mip as guide: zero channels."""
+    config = model_config(features="star15_snr", guide="centre", width=48, n_hidden=2)
+    weights = smooth_weights(config, 5)
+    noisy, noise_ab = random_image(2, 13, 11, seed=4), noise_profiles(2)
+    out = kpn_forward(noisy, noise_ab, weights, config)
+    for level, result in enumerate(out.levels):
+        lum = luminance(result.mip)
+        star = star15_snr(pad_symmetric(result.mip, *STAR15_PADDING), noise_ab, level, lum)
+        if level + 1 < len(out.levels):
+            height, width = result.mip.shape[-2:]
+            guide = upsample(out.levels[level + 1].output, height, width, config.up)
+            guided = guide_features(guide, result.mip, noise_ab, level, lum)
+            assert guided.abs().amax() > 0.1  # the test reads something
+        else:
+            guided = star.new_zeros(2, 2, *star.shape[-2:])
+        inputs = torch.cat((star, guided), dim=1).flatten(2)
+        expected = mlp_forward_planar(inputs, weights, config.activation)
+        assert result.kernel is not None
+        torch.testing.assert_close(result.kernel.flatten(2), expected, **TIGHT)
+
+
+def test_guide_changes_the_output() -> None:
+    """The same weights with the guide channels' columns zeroed are the unguided network."""
+    config = model_config(features="star15_snr", guide="centre", width=48, n_hidden=2)
+    weights = smooth_weights(config, 5)
+    noisy, noise_ab = random_image(1, 16, 16, seed=4), noise_profiles(1)
+    blind = [weights[0].clone(), *weights[1:]]
+    blind[0][:, 32:] = 0
+    unguided = model_config(features="star15_snr", width=48, n_hidden=2)
+    plain = kpn_forward(noisy, noise_ab, [blind[0][:, :32], *blind[1:]], unguided).output
+    torch.testing.assert_close(kpn_forward(noisy, noise_ab, blind, config).output, plain, **TIGHT)
+    assert (kpn_forward(noisy, noise_ab, weights, config).output - plain).abs().amax() > 1e-6

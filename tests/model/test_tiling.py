@@ -53,6 +53,10 @@ CASES = {
     "vkdt_2024_f16": VKDT_2024,  # binomial5/bilinear/add, denoise 2 levels, float16
     "vkdt_head_w32": HEAD_W32,  # ... plus the block transpose
     "vkdt_head": dataclasses.replace(HEAD, n_hidden=2),  # patch8x8, W 64, block transpose
+    "guide": dataclasses.replace(DESIGN, guide="centre"),  # the MLP reads up(O_{k+1})
+    "guide_bilinear_post_diff": dataclasses.replace(
+        DESIGN, guide="centre", up="bilinear", blend="post_diff"
+    ),
 }
 
 
@@ -104,6 +108,16 @@ def test_level_halo_post_diff_by_hand() -> None:
     # I reaches 2; up(down(I)): a 2x2 mean (1) then bspline 2*1 + 2 = 4
     config = dataclasses.replace(DESIGN, blend="post_diff")
     assert [level_halo(config, level, 4, 100) for level in range(4)] == [4, 4, 4, 2]
+
+
+def test_level_halo_guide_by_hand() -> None:
+    # bspline: up(O_{k+1}) at the pixel reaches 2, as the features do: the design's halo
+    guided = dataclasses.replace(DESIGN, guide="centre")
+    assert [level_halo(guided, level, 4, 100) for level in range(4)] == [2, 2, 2, 2]
+    # bilinear reaches 3: the kernels, and so I and O, are 3 deep; the coarsest has no guide
+    # but its own X, so only its features and apply (2)
+    bilinear = dataclasses.replace(guided, up="bilinear")
+    assert [level_halo(bilinear, level, 4, 100) for level in range(4)] == [3, 3, 3, 2]
 
 
 def test_receptive_radius_design_by_hand() -> None:

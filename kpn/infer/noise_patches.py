@@ -1,0 +1,139 @@
+"""The patch statistics of the noise estimate (docs/design.md §15): patches sampled from an
+image, their residual after the best plane (whose energy tells noise alone from texture),
+the noise variance of a set of patches from their high-pass (Immerkaer 1996, robustly as
+Foi et al. 2008 do per level set), and the test for noise correlated between neighbouring
+pixels.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+PATCH = 7  # side of a patch
+PLANE = 3  # dimensions of a plane (1, x, y): the residual has PATCH^2 - 3
+IMMERKAER = np.array(((1, -2, 1), (-2, 4, -2), (1, -2, 1)), dtype=np.float32) / 6  # unit norm
+MAD_TO_SIGMA = 1.0 / 0.6744897501960817  # Gaussian: sigma = median |d| / Phi^-1(3/4)
+# the robust variance of noise-alone patches chosen below chi-squared's 99% point, over the
+# variance (simulated, 200000 unit Gaussian patches): the choice drops the loudest 1%
+CHOSEN_BIAS = 0.993
+# n times the variance of that estimate over its square, on n patches of noise (simulated)
+SAMPLING_SCALE = 0.6
+# the high-pass values read: every other one along each axis, 9 of a 7x7 patch's 25 (they
+# overlap less, and the median over them, the fit's main cost, is three times as fast)
+DETAIL_STEP = 2
+
+
+def sample_patches(image: np.ndarray, target: int, least: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """About ``target`` patches of every channel on an even grid, and which touch a clip.
+
+    ``[H,W,C] -> ([N, PATCH^2] float32, [N] bool)``. The grid's steps (down, across) are
+    the smallest whose product is at least the number of patches over ``target`` (the
+    count is ``target`` or a few percent more, for whole rows), or 1 where that would leave
+    fewer than ``least`` of an image that has them. A patch touches a clip where it
+    holds its channel's lowest or highest value and that value is held by more than one
+    pixel of the channel (an image clipped at black or white holds it in many; a noisy
+    unclipped one has one lowest and one highest pixel).
+    """
+    height, width, channels = image.shape
+    if height < PATCH or width < PATCH:
+        return np.empty((0, PATCH * PATCH), dtype=np.float32), np.empty(0, dtype=bool)
+    rows, columns = height - PATCH + 1, width - PATCH + 1
+    down, across = _steps(channels * rows * columns / target)
+    if channels * math.ceil(rows / down) * math.ceil(columns / across) < least:
+        down = across = 1
+    patches, clipped = [], []
+    for channel in range(channels):
+        plane = image[:, :, channel]
+        grid = sliding_window_view(plane, (PATCH, PATCH))[::down, ::across]
+        flat = grid.reshape(-1, PATCH * PATCH).astype(np.float32)
+        touches = np.zeros(len(flat), dtype=bool)
+        for extreme in (plane.min(), plane.max()):
+            if np.count_nonzero(plane == extreme) > 1:
+                touches |= (flat == extreme).any(axis=1)
+        patches.append(flat)
+        clipped.append(touches)
+    return np.concatenate(patches), np.concatenate(clipped)
+
+
+def _steps(ratio: float) -> tuple[int, int]:
+    """(down, across) grid steps whose product is at least ``ratio``, about equal."""
+    if ratio <= 1:
+        return 1, 1
+    down = math.ceil(math.sqrt(ratio))
+    return down, math.ceil(ratio / down)
+
+
+@functools.cache
+def plane_residual() -> np.ndarray:
+    """``[PATCH^2, PATCH^2]``: the projection of a flattened patch onto the complement of
+    the planes ``c0 + c1 x + c2 y`` (symmetric, idempotent, rank PATCH^2 - 3)."""
+    y, x = np.mgrid[0:PATCH, 0:PATCH] - (PATCH - 1) / 2
+    basis = np.stack((np.ones(PATCH * PATCH), x.ravel(), y.ravel()), axis=1)
+    q, _ = np.linalg.qr(basis)
+    return (np.eye(PATCH * PATCH) - q @ q.T).astype(np.float32)
+
+
+def chi2_quantile(dof: int, probability: float) -> float:
+    """The ``probability`` quantile of chi-squared with ``dof`` degrees of freedom, by
+    Wilson and Hilferty's cube-root approximation (within 0.5% for dof >= 20)."""
+    z = NormalDist().inv_cdf(probability)
+    return dof * (1 - 2 / (9 * dof) + z * math.sqrt(2 / (9 * dof))) ** 3
+
+
+def high_pass(squares: np.ndarray, step: int = 1) -> np.ndarray:
+    """Immerkaer's 3x3 high-pass of each of ``[n, s, s]``, valid part, every ``step``-th
+    value along each axis: ``[n, ceil((s-2)/step), ...]``. Blind to planes; white noise
+    keeps its variance through it."""
+    side = squares.shape[-1] - 2
+    return sum(
+        IMMERKAER[i, j] * squares[:, i : i + side : step, j : j + side : step]
+        for i in range(3)
+        for j in range(3)
+    )
+
+
+def patch_details(pixels: np.ndarray) -> np.ndarray:
+    """``[N, PATCH^2] -> [N, 9]``: the high-pass values a set's variance reads, every
+    ``DETAIL_STEP``-th of each patch's."""
+    return high_pass(pixels.reshape(-1, PATCH, PATCH), DETAIL_STEP).reshape(len(pixels), -1)
+
+
+def detail_variance(details: np.ndarray, chosen: np.ndarray) -> float:
+    """The noise variance of the ``chosen [n] bool`` of patches whose high-pass values are
+    ``details [n, m]``: ``(median |d| / 0.6745)^2`` over all their values (robust to the
+    texture the choice lets through), divided by :data:`CHOSEN_BIAS`."""
+    return float((np.median(np.abs(details[chosen])) * MAD_TO_SIGMA) ** 2 / CHOSEN_BIAS)
+
+
+@dataclass(frozen=True)
+class SetReader:
+    """How a level set's noise variance is read from its patches: ``values(pixels [N,
+    PATCH^2]) -> [N, m]`` once for all patches, ``variance(values [n, m], chosen [n]
+    bool) -> float`` per set, and ``sampling_scale``, n times the relative variance of
+    that estimate on n patches of noise (the floor of the fit's uncertainty)."""
+
+    values: Callable[[np.ndarray], np.ndarray]
+    variance: Callable[[np.ndarray, np.ndarray], float]
+    sampling_scale: float
+
+
+ROBUST_HIGH_PASS = SetReader(patch_details, detail_variance, SAMPLING_SCALE)
+
+
+def fine_and_coarse(patches: np.ndarray) -> tuple[float, float]:
+    """(fine, coarse) noise power of patches ``[n, PATCH^2]``: the mean square of
+    Immerkaer's high-pass of their pixels, and of their 2x2 means times 4. White noise
+    gives the same power at both; noise smoothed between neighbours (demosaicing,
+    resizing, compression) less at the fine scale, and texture more at the coarse one."""
+    squares = patches.reshape(-1, PATCH, PATCH)
+    half = PATCH // 2 * 2
+    binned = sum(squares[:, i:half:2, j:half:2] for i in (0, 1) for j in (0, 1)) / 4
+    fine = np.mean(high_pass(squares, DETAIL_STEP) ** 2, dtype=np.float64)
+    return float(fine), float(4 * np.mean(high_pass(binned) ** 2, dtype=np.float64))
