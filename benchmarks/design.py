@@ -1,7 +1,7 @@
 """The shipped design chosen by measurement: validation PSNR against training time.
 
     python benchmarks/design.py [--steps 3000] [--seeds 0,1] [--candidates a,b,...]
-        [--jobs 2] [--runs runs/design] [--out benchmarks/results]
+        [--jobs 2] [--runs runs/design] [--out benchmarks/results] [--report design]
 
 Each candidate is ``configs/photos.toml`` (photos mixed with dead leaves, noise from base
 ISO to pushed high ISO) with ``SCREENING_BASE`` and one or two changes, trained
@@ -20,7 +20,9 @@ with the quality benchmark's camera noises (a real camera from ISO 800 to ISO 25
 EV), mean PSNR over photos and noises, beside the noisy input's.
 
 Writes ``design.md`` (final PSNR per seed, mean, seconds per step, PSNR at the time the
-cheapest candidate took, held-out photos) and ``design.png`` (the curves against time).
+cheapest candidate took, held-out photos) and ``design.png`` (the curves against time), or
+``--report``'s name: candidates whose validation noise differs (``SRGB_RANGE``) go in a
+report of their own.
 """
 
 from __future__ import annotations
@@ -57,13 +59,13 @@ POST_DIFF: dict[str, object] = {"model.blend": "post_diff"}
 # a, read noise, up to sRGB sigma 50's (50/255 * 65535)^2 = 1.65e8 (the quality benchmark's
 # sRGB noise), not only real cameras' up to 4e6
 SRGB_RANGE: dict[str, object] = {"data.noise_a_max": 2e8}
-# configs/photos-tune.toml's second stage, from the shipped design's weights, as shipped
+# configs/photos-tune.toml's second stage, from its weights (configs/photos-post-diff.toml)
 # (bfloat16 products), with sRGB-range noise
 FINE_TUNE: dict[str, object] = (
     DESIGN
     | SRGB_RANGE
     | {
-        "train.init": "weights/design/weights.lut",
+        "train.init": "runs/photos-tune/weights.lut",  # stage two (weights/design at 11ad411)
         "train.lr": 0.001,
         "train.warmup_steps": 100,
         "data.deadleaves_fraction": 0.25,
@@ -107,7 +109,7 @@ CANDIDATES: dict[str, tuple[str, dict[str, object]]] = {
     "guide-128": ("the design, guided, tiles 128x128", DESIGN | GUIDE | TILE_128),
     "design-post-diff": ("the design, post_diff blend", DESIGN | POST_DIFF),
     "guide-post-diff": ("the design, guided, post_diff blend", DESIGN | GUIDE | POST_DIFF),
-    # from the shipped design's weights (weights/design at 11ad411): the guide's columns
+    # from the second stage's weights (weights/design at 11ad411): the guide's columns
     # read as zeros, so each starts as that network; noise up to sRGB sigma 50's a
     "tune-mix": ("the design, fine-tuned, sRGB-range noise", FINE_TUNE),
     "tune-post-diff": ("the design, fine-tuned post_diff, sRGB-range noise", FINE_TUNE | POST_DIFF),
@@ -308,6 +310,7 @@ def report(
     seeds: list[int],
     cost: dict[str, float],
     held_out: dict[str, HeldOut],
+    name: str = "design",
 ) -> str:
     done = [c for c in curves.values() if c is not None]
     budget = min(c.steps[-1] * cost[c.name] for c in done)  # the cheapest full run
@@ -353,7 +356,7 @@ def report(
             f"{held_out_noisy(held_out)})"
             if held_out
             else "- held-out photos: not measured",
-            "- curves in design.png",
+            f"- curves in {name}.png",
             "",
             markdown_table(header, rows),
             "",
@@ -407,6 +410,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", default="runs/design", help="where the runs go")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument(
+        "--report", default="design", help="the report's name: REPORT.md and REPORT.png"
+    )
+    parser.add_argument(
         "--no-train", action="store_true", help="report the finished runs, train none"
     )
     args = parser.parse_args(argv)
@@ -432,9 +438,9 @@ def main(argv: list[str] | None = None) -> int:
         if curve is not None and seed == seeds[0] and HELD_OUT.is_dir()
     }
     out = Path(args.out)
-    write_text(out / "design.md", report(curves, names, seeds, cost, held_out))
-    plot(out / "design.png", curves, cost)
-    print(f"wrote design.md and design.png into {out}")
+    write_text(out / f"{args.report}.md", report(curves, names, seeds, cost, held_out, args.report))
+    plot(out / f"{args.report}.png", curves, cost)
+    print(f"wrote {args.report}.md and {args.report}.png into {out}")
     return 0
 
 

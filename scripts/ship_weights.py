@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import shutil
 import statistics
 import subprocess
@@ -24,6 +25,7 @@ from kpn.io.run_folder import RunFolder
 from kpn.model.summary import parameter_count
 
 ROOT = Path(__file__).resolve().parent.parent
+CAMERA_A_MAX = 4e6  # configs/photos.toml's: the highest ISO pushed +4 EV
 
 
 def events_summary(run_dir: Path) -> tuple[float, float, float]:
@@ -58,6 +60,15 @@ def benchmark_rows(path: Path, name: str) -> list[str]:
         if any(c != "-" for c in cells):
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return lines
+
+
+def noise_range(a_max: float) -> str:
+    """What the noise range covers, said in cameras and, past them, in sRGB sigmas."""
+    cameras = "darktable's profiles from base ISO to the highest ISO pushed +4 EV"
+    if a_max <= CAMERA_A_MAX:
+        return cameras
+    sigma = math.sqrt(a_max) / 65535 * 255  # read noise as Gaussian noise on 8-bit values
+    return f"{cameras}, and read noise up to sRGB sigma {sigma:.0f}'s"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- data: {sources}; tiles {data.tile}x{data.tile}, batch {data.batch}",
         f"- noise: {data.noise} a in [{data.noise_a_min:g}, {data.noise_a_max:g}], "
         f"b in [{data.noise_b_min:g}, {data.noise_b_max:g}] on the 0..65535 scale "
-        "(darktable's profiles from base ISO to the highest ISO pushed +4 EV)",
+        f"({noise_range(data.noise_a_max)})",
         f"- training: {state.step} steps, {train.loss} loss, Adam lr {train.lr:g} "
         f"({train.lr_schedule}, warm-up {train.warmup_steps}), clip {train.grad_clip:g}"
         f"{', hidden products in bfloat16' if train.precision == 'bf16' else ''}; "
