@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout
 
     commit = git("rev-parse", "--short", "HEAD").strip()
-    if git("status", "--porcelain", "--untracked-files=no", "--", "kpn", "configs").strip():
+    code = ("kpn", ":(exclude)kpn/weights")  # the weights just copied are not code
+    if git("status", "--porcelain", "--untracked-files=no", "--", *code).strip():
         commit += "+changes"  # the code differs from the commit: the card says so
     sources = (
         f"real photographs (`python -m kpn photos data/photos`: Debian's wallpaper packages, "
