@@ -310,7 +310,7 @@ def report(
     seeds: list[int],
     cost: dict[str, float],
     held_out: dict[str, HeldOut],
-    name: str = "design",
+    report_name: str = "design",
 ) -> str:
     done = [c for c in curves.values() if c is not None]
     budget = min(c.steps[-1] * cost[c.name] for c in done)  # the cheapest full run
@@ -356,7 +356,7 @@ def report(
             f"{held_out_noisy(held_out)})"
             if held_out
             else "- held-out photos: not measured",
-            f"- curves in {name}.png",
+            f"- curves in {report_name}.png",
             "",
             markdown_table(header, rows),
             "",

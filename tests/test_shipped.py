@@ -21,7 +21,7 @@ from conftest import assert_error_line
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
-RECIPES = {"design": "photos-tune.toml", "vkdt-w32": "photos-vkdt-w32.toml"}
+RECIPES = {"design": "photos-post-diff.toml", "vkdt-w32": "photos-vkdt-w32.toml"}
 
 
 def crop(name: str, rows: slice, columns: slice) -> np.ndarray:
