@@ -87,6 +87,10 @@ class ModelConfig:
     precision: Precision = "fp32"  # bf16: hidden products in bfloat16; vkdt-f16: vkdt f16
     vkdt_matmul: VkdtMatmul = "coopmat"  # vkdt-f16 only: GPUs with cooperative matrices
     vkdt_head_layout: bool = False  # W > 32: first layer units 32.. unused, for vkdt HEAD
+    # post_diff: up(down(I)) as vkdt's up.comp computes it, whose odd-sized levels take the
+    # coarse texels past the edge from the fine image mirrored (design §5); false: the
+    # pyramid's own, which reconstructs the mip exactly on any size
+    vkdt_post_diff_border: bool = False
 
     @property
     def in_features(self) -> int:
@@ -139,6 +143,11 @@ class ModelConfig:
             raise KpnError(
                 f"{where}: model.blend = '{self.blend}' needs model.mlp_input = "
                 f"'{wanted_input}', not '{self.mlp_input}' (docs/design.md §5)"
+            )
+        if self.vkdt_post_diff_border and self.blend != "post_diff":
+            raise KpnError(
+                f"{where}: model.vkdt_post_diff_border is post_diff's, not "
+                f"model.blend = '{self.blend}''s (docs/design.md §5)"
             )
 
 

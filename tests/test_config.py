@@ -226,6 +226,10 @@ BAD_FILES = {
         ["model.vkdt_head_layout", "model.width > 32", "W = 32"],
     ),
     "guide-choice": ('[model]\nguide = "star"\n', ["model.guide", "'star'", "'centre'"]),
+    "post-diff-border-of-mix": (
+        "[model]\nvkdt_post_diff_border = true\n",
+        ["model.vkdt_post_diff_border", "'mix'"],
+    ),
     "guide-star15": (
         '[model]\nguide = "centre"\nfeatures = "star15"\n',
         ["model.guide", "'star15_snr'", "'star15'"],

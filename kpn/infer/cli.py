@@ -28,8 +28,8 @@ otherwise). Writes are atomic, and an output that would replace an input is refu
 
 The output is blended towards the input, pixel by pixel, as far as Stein's unbiased risk
 estimate says the network does harm there (:mod:`kpn.infer.sure`; ``infer.sure``, ``--sure``):
-1.3 to 1.5 times the network's time (``infer.sure_divergence``). vkdt's presets turn it
-off, as vkdt has no such stage.
+1.7 times the network alone's time on a 24 Mpx photo (``infer.sure_divergence``). vkdt's
+presets turn it off, as vkdt has no such stage.
 
 Noise profile, first that applies: ``--noise-a``/``--noise-b`` (0..65535 scale);
 ``--nprof FILE``; the profile of a camera raw file's maker, model and ISO in
@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--sure",
         choices=("on", "off"),
         help="blend the output towards the input where Stein's unbiased risk estimate says "
-        "the network does harm (1.3-1.5 times its time); default: the config's infer.sure, "
+        "the network does harm (1.7 times its time); default: the config's infer.sure, "
         "on but in vkdt's presets",
     )
     parser.add_argument("--reference", help="clean image (one input) or folder of them: print PSNR")

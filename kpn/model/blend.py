@@ -5,17 +5,25 @@ filtered image I_i and its alpha a_i:
 
 - ``mix``: O_i = (1 - a_i) * up(O_{i+1}) + a_i * I_i  (the original design, X = mip)
 - ``add``: O_i = up(O_{i+1}) + a_i * I_i  (``PRE_MLP_DIFF``, X = detail)
-- ``post_diff``: O_i = up(O_{i+1}) + a_i * (I_i - up(down(I_i)))  (``POST_MLP_DIFF``)
+- ``post_diff``: O_i = up(O_{i+1}) + a_i * (I_i - up(down(I_i)))  (``POST_MLP_DIFF``),
+  up(down(.)) the pyramid's 2x2 mean and B-spline (``vkdt_border``: vkdt's, which on odd
+  sizes takes the coarse texels past the edge from the fine image mirrored)
 """
 
 from __future__ import annotations
 
 from torch import Tensor
 
-from kpn.model.pyramid import smooth_post_diff
+from kpn.model.pyramid import smooth_box2_bspline, smooth_post_diff
 
 
-def blend_level(coarse_up: Tensor, filtered: Tensor, alpha: Tensor, blend: str) -> Tensor:
+def blend_level(
+    coarse_up: Tensor,
+    filtered: Tensor,
+    alpha: Tensor | float,
+    blend: str,
+    vkdt_border: bool = False,
+) -> Tensor:
     """One level's output from the expanded coarser output.
 
     Args:
@@ -23,6 +31,8 @@ def blend_level(coarse_up: Tensor, filtered: Tensor, alpha: Tensor, blend: str) 
         filtered: ``[B,3,H,W]``, I_i.
         alpha: ``[B,1,H,W]``, a_i.
         blend: ``"mix"`` | ``"add"`` | ``"post_diff"``.
+        vkdt_border: post_diff's smoothing as vkdt's ``up.comp`` computes it
+            (``model.vkdt_post_diff_border``).
 
     Returns:
         ``[B,3,H,W]``, O_i.
@@ -32,5 +42,6 @@ def blend_level(coarse_up: Tensor, filtered: Tensor, alpha: Tensor, blend: str) 
     if blend == "add":
         return coarse_up + alpha * filtered
     if blend == "post_diff":
-        return coarse_up + alpha * (filtered - smooth_post_diff(filtered))
+        smooth = smooth_post_diff if vkdt_border else smooth_box2_bspline
+        return coarse_up + alpha * (filtered - smooth(filtered))
     raise ValueError(f"unknown blend {blend!r}")

@@ -87,7 +87,12 @@ class Response:
         return filtered
 
     def add_to_output(
-        self, output: Tensor, coarse_up: Tensor, filtered: Tensor, alpha: Tensor, blend: str
+        self,
+        output: Tensor,
+        coarse_up: Tensor,
+        filtered: Tensor,
+        alpha: Tensor,
+        config: ModelConfig,
     ) -> Tensor:
         """``[B,6,h,w]`` O of X and of the probe: the probe's, at the sampled pixels, plus
         ``SAMPLE_STRIDE**2 (alpha' - alpha) / step`` times dO/dalpha (in place; blended
@@ -98,21 +103,22 @@ class Response:
         if not bool(change.any()):  # a constant alpha
             return output
         image = slice(0, IMAGE_CHANNELS)
-        if blend == "post_diff":  # its smoothing reads I about the pixel: the whole level
-            slope = _alpha_slope(coarse_up[:, image], filtered[:, image], blend)[sampled]
+        if config.blend == "post_diff":  # its smoothing reads I about the pixel: whole level
+            slope = _alpha_slope(coarse_up[:, image], filtered[:, image], config)[sampled]
         else:  # mix and add blend pixel by pixel
-            slope = _alpha_slope(coarse_up[:, image][sampled], filtered[:, image][sampled], blend)
+            slope = _alpha_slope(coarse_up[:, image][sampled], filtered[:, image][sampled], config)
         output[:, IMAGE_CHANNELS:][sampled].addcmul_(
             change, slope, value=SAMPLE_STRIDE**2 / self.step
         )
         return output
 
 
-def _alpha_slope(coarse_up: Tensor, filtered: Tensor, blend: str) -> Tensor:
+def _alpha_slope(coarse_up: Tensor, filtered: Tensor, config: ModelConfig) -> Tensor:
     """dO/dalpha of :func:`kpn.model.blend.blend_level`, which is affine in alpha:
     ``[B,3,h,w] x 2 -> [B,3,h,w]``."""
-    return blend_level(coarse_up, filtered, 1.0, blend) - blend_level(
-        coarse_up, filtered, 0.0, blend
+    blend, border = config.blend, config.vkdt_post_diff_border
+    return blend_level(coarse_up, filtered, 1.0, blend, border) - blend_level(
+        coarse_up, filtered, 0.0, blend, border
     )
 
 

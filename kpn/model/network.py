@@ -142,9 +142,9 @@ def level_forward(
     if coarse is None:
         return LevelOutput(mip, x, kernel, alpha, image, image)
     with record_function("blend"):
-        blended = blend_level(coarse_up, image, alpha, config.blend)
+        blended = blend_level(coarse_up, image, alpha, config.blend, config.vkdt_post_diff_border)
     if response is not None:
-        blended = response.add_to_output(blended, coarse_up, image, alpha, config.blend)
+        blended = response.add_to_output(blended, coarse_up, image, alpha, config)
     output = blended if level == 0 else store(blended)  # O_0: float32, vkdt's output
     return LevelOutput(mip, x, kernel, alpha, image, output)
 

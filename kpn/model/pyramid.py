@@ -231,6 +231,18 @@ def details(mips: list[Tensor], up: str) -> list[Tensor]:
     ]
 
 
+def smooth_box2_bspline(image: Tensor) -> Tensor:
+    """up(down(I)) as the box2 / bspline pyramid makes it: :func:`down_box2`, then
+    :func:`up_bspline`, the coarse image mirrored at its edge. With it a post_diff level
+    whose kernels are the identity and whose alpha is 1 gives back its mip on any size;
+    in the interior it equals :func:`smooth_post_diff`.
+
+    ``[B,C,H,W] -> [B,C,H,W]``
+    """
+    height, width = image.shape[-2:]
+    return up_bspline(down_box2(image), height, width)
+
+
 def smooth_post_diff(image: Tensor) -> Tensor:
     """up(down(I)) of vkdt's POST_MLP_DIFF: 2x2 mean, then the B-spline expansion.
 

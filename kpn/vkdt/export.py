@@ -73,10 +73,11 @@ def inference_layout_warning(model: ModelConfig, layout: str = "kpn-t") -> str |
     """Why vkdt's ``kpn`` module cannot run this model's file in ``layout`` (one line), or
     None.
 
-    Three reasons: features vkdt's ``input.glsl`` does not compute, a guide (design §16),
-    and a width whose file layout its inference module misreads (any W > 32 in kpn-t's
-    layout; the ``"head"`` layout is written only for networks it holds). kpn reads such
-    a file back all the same.
+    Four reasons: features vkdt's ``input.glsl`` does not compute, a guide (design §16),
+    post_diff's smoothing at the edges of odd sizes (design §5), and a width whose file
+    layout its inference module misreads (any W > 32 in kpn-t's layout; the ``"head"``
+    layout is written only for networks it holds). kpn reads such a file back all the
+    same.
     """
     reasons = []
     if model.features not in VKDT_FEATURES:
@@ -89,6 +90,12 @@ def inference_layout_warning(model: ModelConfig, layout: str = "kpn-t") -> str |
         reasons.append(
             f"model.guide = {model.guide!r}: vkdt's kpn module does not feed a level's "
             "network the coarser output (docs/design.md §16)"
+        )
+    if model.blend == "post_diff" and not model.vkdt_post_diff_border:
+        reasons.append(
+            "model.blend = 'post_diff' smooths with the pyramid's own up(down(I)): vkdt's "
+            "up.comp differs next to the last row and column of odd-sized levels "
+            "(docs/design.md §5; model.vkdt_post_diff_border = true is vkdt's)"
         )
     if model.width != VKDT_INFERENCE_IN_WIDTH and layout != "head":
         reasons.append(

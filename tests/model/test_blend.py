@@ -15,7 +15,7 @@ from torch.testing import assert_close
 from kpn.model.blend import blend_level
 from kpn.model.mlp import load_weights
 from kpn.model.network import KPN, kpn_forward
-from kpn.model.pyramid import smooth_post_diff, upsample
+from kpn.model.pyramid import smooth_box2_bspline, smooth_post_diff, upsample
 
 from conftest import SPEC_STAR15_CENTRE
 from model_shared import (
@@ -81,7 +81,8 @@ def test_alpha_is_per_pixel_and_shared_by_channels() -> None:
     assert_close(out[0, 0, 0], torch.tensor([0.0, 0.25, 0.5, 0.75]))
 
 
-def test_post_diff_golden() -> None:
+@pytest.mark.parametrize("vkdt_border", [False, True])  # the same on even sizes
+def test_post_diff_golden(vkdt_border: bool) -> None:
     # I(x, y) = x on 4x4. down = 2x2 mean: coarse texels -1..2 (fine -2..5 mirrored to
     # 1 0 | 0 1 2 3 | 3 2) are [0.5, 0.5, 2.5, 2.5]. B-spline up: even x uses [5,10,1]/16 on
     # coarse x//2-1..x//2+1, odd x [1,10,5]/16:
@@ -90,15 +91,20 @@ def test_post_diff_golden() -> None:
     # I - smooth = [-0.625, -0.125, 0.125, 0.625]; with up = 1 and a = 0.5:
     # O = 1 + 0.5*(I - smooth) = [0.6875, 0.9375, 1.0625, 1.3125] on every row and channel
     filtered = torch.arange(4.0).expand(1, 3, 4, 4)
-    out = blend_level(constant(1.0), filtered, constant(0.5, 1), "post_diff")
+    out = blend_level(constant(1.0), filtered, constant(0.5, 1), "post_diff", vkdt_border)
     expected = torch.tensor([0.6875, 0.9375, 1.0625, 1.3125]).expand(1, 3, 4, 4)
     assert_close(out, expected)
 
 
-def test_post_diff_matches_formula(level) -> None:
-    coarse_up, filtered, alpha = level
-    expected = coarse_up + alpha * (filtered - smooth_post_diff(filtered))
-    assert_close(blend_level(coarse_up, filtered, alpha, "post_diff"), expected)
+@pytest.mark.parametrize(
+    ("vkdt_border", "smooth"), [(False, smooth_box2_bspline), (True, smooth_post_diff)]
+)
+def test_post_diff_matches_formula(level, vkdt_border: bool, smooth) -> None:
+    coarse_up, filtered, alpha = level  # 5x6: odd height, where the two smoothings differ
+    expected = coarse_up + alpha * (filtered - smooth(filtered))
+    assert_close(blend_level(coarse_up, filtered, alpha, "post_diff", vkdt_border), expected)
+    other = blend_level(coarse_up, filtered, alpha, "post_diff", not vkdt_border)
+    assert (other - expected).abs().max() > 1e-3
 
 
 def test_post_diff_ignores_a_constant_filtered_image() -> None:
@@ -227,6 +233,40 @@ class TestAddReconstruction:
         assert (out.output - noisy).abs().max() > 0.05
 
 
+class TestPostDiffReconstruction:
+    """Design §5: with an identity kernel and a = 1, ``post_diff`` on the box2 / bspline
+    pyramid gives back its input, O_i = up(M_{i+1}) + M_i - up(down(M_i)) = M_i, on any
+    size; vkdt's smoothing (``vkdt_post_diff_border``) only where every level is even."""
+
+    def config(self, levels: int, vkdt_border: bool):
+        return model_config(
+            levels=levels,
+            blend="post_diff",
+            kernel_activation="plain",
+            alpha_activation="const",
+            vkdt_post_diff_border=vkdt_border,
+        )
+
+    @pytest.mark.parametrize("levels", [2, 4])
+    @pytest.mark.parametrize("size", [(1, 1), (2, 3), (23, 37), (64, 64)], ids=str)
+    def test_identity_kernel_reconstructs(self, size: tuple[int, int], levels: int) -> None:
+        config = self.config(levels, vkdt_border=False)
+        noisy = random_image(2, *size, seed=levels)
+        out = kpn_forward(noisy, noise_profiles(2), routed_weights(config), config)
+        torch.testing.assert_close(out.output, noisy, **TIGHT)
+
+    def test_vkdts_smoothing_does_not_on_odd_sizes(self) -> None:
+        """... but does where all levels are even (16, 8, 4, 2): the invariant holds."""
+        config = self.config(4, vkdt_border=True)
+        for size, exact in (((16, 16), True), ((23, 37), False)):
+            noisy = random_image(1, *size)
+            out = kpn_forward(noisy, noise_profiles(1), routed_weights(config), config)
+            error = (out.output - noisy).abs()
+            assert bool(error.max() < 1e-12) == exact, size
+            if not exact:  # only next to the last row and column: the odd levels' edges
+                assert error[..., :-8, :-8].max() < 1e-12
+
+
 # --------------------------------------------------------------------- mix blend
 
 
@@ -317,6 +357,6 @@ class TestMix:
                 elif blend == "add":
                     expected = up + a * filtered
                 else:
-                    expected = up + a * (filtered - smooth_post_diff(filtered))
+                    expected = up + a * (filtered - smooth_box2_bspline(filtered))
                 torch.testing.assert_close(level.output, expected, **TIGHT)
             coarse = level.output

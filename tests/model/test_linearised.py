@@ -19,11 +19,11 @@ from kpn.config import ModelConfig, load_config
 from kpn.errors import KpnError
 from kpn.model.linearised import SAMPLE_STRIDE, Response, _mirror_padded
 from kpn.model.network import KPNOutput, kpn_forward
-from kpn.model.pyramid import smooth_post_diff
+from kpn.model.pyramid import smooth_box2_bspline, smooth_post_diff
 from kpn.model.sampling import pad_symmetric
 from kpn.model.tiling import tiled_forward
 
-from model_shared import F64, vkdt_init_weights
+from model_shared import F64, model_config, vkdt_init_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # small images
 
@@ -170,8 +170,13 @@ def test_level_zeros_response_is_added_on_every_second_row_and_column(
     assert response[sampled].abs().max() > 0.01  # the kernels do respond to the probe
 
 
-@pytest.mark.parametrize("blend", ["mix", "add", "post_diff"])
-def test_alphas_response_is_its_change_times_the_blends_slope(blend: str) -> None:
+@pytest.mark.parametrize(
+    ("blend", "vkdt_border"),
+    [("mix", False), ("add", False), ("post_diff", False), ("post_diff", True)],
+)
+def test_alphas_response_is_its_change_times_the_blends_slope(
+    blend: str, vkdt_border: bool
+) -> None:
     generator = torch.Generator().manual_seed(2)
     coarse_up, filtered, output = (
         torch.rand(1, 6, 6, 7, generator=generator, dtype=F64) for _ in range(3)
@@ -179,11 +184,17 @@ def test_alphas_response_is_its_change_times_the_blends_slope(blend: str) -> Non
     alpha = torch.rand(1, 1, 6, 7, generator=generator, dtype=F64)
     moved = alpha[..., ::2, ::2] + 1e-3
     response = Response(step=1e-3, filtered=filtered[:, :3, ::2, ::2], alpha=moved)
-    got = response.add_to_output(output.clone(), coarse_up, filtered, alpha, blend)
+    config = model_config(
+        blend=blend,
+        mlp_input="detail" if blend == "add" else "mip",
+        vkdt_post_diff_border=vkdt_border,
+    )
+    got = response.add_to_output(output.clone(), coarse_up, filtered, alpha, config)
+    smooth = smooth_post_diff if vkdt_border else smooth_box2_bspline
     slope = {  # dO/dalpha, written out (design §5)
         "mix": filtered[:, :3] - coarse_up[:, :3],
         "add": filtered[:, :3],
-        "post_diff": filtered[:, :3] - smooth_post_diff(filtered[:, :3]),
+        "post_diff": filtered[:, :3] - smooth(filtered[:, :3]),
     }[blend]
     want = output.clone()
     want[:, 3:, ::2, ::2] += SAMPLE_STRIDE**2 * slope[..., ::2, ::2]

@@ -150,7 +150,12 @@ def is_f16(tensor: Tensor) -> bool:
     [
         {},
         {"blend": "add", "kernel_activation": "plain", "alpha_activation": "const"},
-        {"blend": "post_diff", "alpha_activation": "plain", "denoise_levels": 2},
+        {
+            "blend": "post_diff",
+            "alpha_activation": "plain",
+            "denoise_levels": 2,
+            "vkdt_post_diff_border": True,  # up.comp's, as vkdt's graph runs it
+        },
         {"features": "patch8x8", "width": 64, "n_hidden": 1, "blend": "add"},
         {"blend": "add", "down": "box2_vkdt", "up": "bspline"},
     ],
