@@ -117,6 +117,10 @@ CANDIDATES: dict[str, tuple[str, dict[str, object]]] = {
         "the design, fine-tuned guided post_diff, sRGB-range noise",
         FINE_TUNE | GUIDE | POST_DIFF,
     ),
+    "tune-post-diff-jitter": (
+        "the design, fine-tuned post_diff, sRGB-range noise, told sigma x0.8..1.25",
+        FINE_TUNE | POST_DIFF | {"data.noise_told_jitter": 1.25},
+    ),
     "detail-add-128": (
         "loss-psnr, detail + add, tiles 128x128",
         PSNR_BASE | TILE_128 | {"model.mlp_input": "detail", "model.blend": "add"},

@@ -157,6 +157,7 @@ TileOffset = Literal["anywhere", "inside"]
 NoiseLaw = Literal["uniform", "loguniform", "cameras"]
 NprofScale = Literal["refuse", "u16", "dng", "raw"]
 EV_LIMIT = 16.0  # 2**16 is float16's range, vkdt's tile format
+MAX_TOLD_JITTER = 4.0  # data.noise_told_jitter: sigma told at most 4x off
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,10 @@ class DataConfig:
     nprof_scale: NprofScale = "refuse"  # scale of .nprof files without a scale line (vkdt's)
     noise_a: float = 0.0  # pairs: profile of noisy files without a .nprof; 0, 0: refuse them
     noise_b: float = 0.0  # see noise_a
+    # training tiles tell the network their profile times f^2 (sigma times f), f
+    # log-uniform in [1/jitter, jitter]: a network that degrades gracefully when told an
+    # estimate (--noise auto); 1: told exactly. The validation set is always told exactly.
+    noise_told_jitter: float = 1.0
     workers: int = 2  # loader processes making tiles while the model trains
     validation_count: int = 32  # tiles in the fixed validation set
     validation_tile: int = 128  # larger than a training tile: every level sees structure
@@ -223,6 +228,8 @@ class DataConfig:
                 raise fail(low, f"is above data.{high} = {getattr(self, high)!r}")
             if self.noise == "loguniform" and getattr(self, low) <= 0:
                 raise fail(low, "must be > 0 for data.noise = 'loguniform'")
+        if not 1 <= self.noise_told_jitter <= MAX_TOLD_JITTER:
+            raise fail("noise_told_jitter", f"is outside 1..{MAX_TOLD_JITTER:g}")
         if not 0 <= self.deadleaves_fraction <= 1:
             raise fail("deadleaves_fraction", "is outside 0..1")
         if self.deadleaves_fraction and self.source == "deadleaves":

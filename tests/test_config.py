@@ -226,6 +226,8 @@ BAD_FILES = {
         ["model.vkdt_head_layout", "model.width > 32", "W = 32"],
     ),
     "guide-choice": ('[model]\nguide = "star"\n', ["model.guide", "'star'", "'centre'"]),
+    "told-jitter-below-1": ("[data]\nnoise_told_jitter = 0.5\n", ["data.noise_told_jitter", "0.5"]),
+    "told-jitter-above-4": ("[data]\nnoise_told_jitter = 8\n", ["data.noise_told_jitter", "1..4"]),
     "post-diff-border-of-mix": (
         "[model]\nvkdt_post_diff_border = true\n",
         ["model.vkdt_post_diff_border", "'mix'"],

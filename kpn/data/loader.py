@@ -13,6 +13,7 @@ starting the stream at the number of samples already seen.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from kpn.config import DataConfig
 from kpn.data.folders import camera_profiles, load_clean, load_pairs
 from kpn.data.sources import DeadLeavesSource, FileSource, MixedSource, TileSource
-from kpn.data.synthesis import Sample, synthesize
+from kpn.data.synthesis import Sample, synthesize, told_profile
 from kpn.errors import require_folder
 
 TRAINING, VALIDATION = 0, 1  # stream numbers: the two never share a tile
@@ -100,7 +101,7 @@ class TileDataset(Dataset[Sample]):
     def __getitems__(self, indices: Sequence[int]) -> list[Sample]:
         generators = [sample_generator(self.seed, self.stream, i) for i in indices]
         pairs = self.source.images(generators, self.tile)
-        return [
+        samples = [
             synthesize(
                 pair.reference,
                 pair.noisy,
@@ -112,6 +113,13 @@ class TileDataset(Dataset[Sample]):
                 generator,
             )
             for pair, generator in zip(pairs, generators, strict=True)
+        ]
+        if self.stream != TRAINING:  # validation is told the true profile
+            return samples
+        jitter = self.config.noise_told_jitter
+        return [
+            dataclasses.replace(sample, noise_ab=told_profile(sample.noise_ab, jitter, generator))
+            for sample, generator in zip(samples, generators, strict=True)
         ]
 
 

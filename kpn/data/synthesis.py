@@ -148,6 +148,17 @@ def draw_noise_profile(config: DataConfig, cameras: Tensor | None, u: Sequence[f
     return torch.tensor(values, dtype=torch.float32)
 
 
+def told_profile(noise_ab: Tensor, jitter: float, generator: torch.Generator) -> Tensor:
+    """The profile a training tile tells the network: ``noise_ab [2]`` times f^2 (its
+    sigma times f), f log-uniform in [1/jitter, jitter] from ``generator``; ``jitter`` 1:
+    ``noise_ab`` itself, the generator untouched."""
+    if jitter == 1.0:
+        return noise_ab
+    u = float(torch.rand((), generator=generator, dtype=torch.float64))
+    factor = jitter ** (2.0 * u - 1.0)
+    return noise_ab * factor**2
+
+
 def add_noise(image: Tensor, noise_ab: Tensor, generator: torch.Generator) -> Tensor:
     """Gaussian-Poissonian noise, per pixel and channel: x + z sqrt(a + 65535 max(x,0) b)/65535.
 

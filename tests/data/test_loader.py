@@ -95,6 +95,27 @@ def test_sample_is_a_pure_function_of_seed_and_index():
     assert not torch.equal(alone.reference, other_stream.reference)
 
 
+def test_told_jitter_scales_the_told_profile_only_in_training():
+    """data.noise_told_jitter: the tiles are the exact ones, their profile a and b both
+    times f^2 with f within [1/2, 2] and spread over it; validation is told exactly."""
+    exact = make_dataset(small(), seed=3).__getitems__(range(64))
+    jittered = make_dataset(small(noise_told_jitter=2.0), seed=3).__getitems__(range(64))
+    factors = []
+    for plain, moved in zip(exact, jittered, strict=True):
+        assert torch.equal(plain.noisy, moved.noisy) and torch.equal(
+            plain.reference, moved.reference
+        )
+        squared = moved.noise_ab / plain.noise_ab
+        assert_close(squared[0], squared[1])
+        factors.append(float(squared[0]) ** 0.5)
+    assert 0.5 <= min(factors) < 0.6 and 1.7 < max(factors) <= 2.0
+    assert min(abs(np.log2(factors))) < 0.1  # near 1 too: log-uniform
+    validation = make_dataset(small(noise_told_jitter=2.0), seed=3, stream=VALIDATION)[5]
+    assert torch.equal(
+        validation.noise_ab, make_dataset(small(), seed=3, stream=VALIDATION)[5].noise_ab
+    )
+
+
 def test_stream_batches_indices():
     assert list(itertools.islice(StreamBatches(10, 3), 2)) == [[10, 11, 12], [13, 14, 15]]
     rank1 = StreamBatches(10, 3, rank=1, world=2)
