@@ -104,6 +104,10 @@ CANDIDATES: dict[str, tuple[str, dict[str, object]]] = {
         "loss-psnr, post_diff blend, tiles 128x128",
         PSNR_BASE | TILE_128 | POST_DIFF,
     ),
+    "post-diff-2pass": (
+        "loss-psnr, post_diff blend, level 0 filtered twice with its kernels",
+        PSNR_BASE | POST_DIFF | {"model.fine_passes": 2},
+    ),
     "design-128": ("the design, tiles 128x128, 4 a step", DESIGN | TILE_128),
     "guide": ("the design, guided by the coarser output (model.guide)", DESIGN | GUIDE),
     "guide-128": ("the design, guided, tiles 128x128", DESIGN | GUIDE | TILE_128),

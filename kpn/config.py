@@ -87,6 +87,9 @@ class ModelConfig:
     precision: Precision = "fp32"  # bf16: hidden products in bfloat16; vkdt-f16: vkdt f16
     vkdt_matmul: VkdtMatmul = "coopmat"  # vkdt-f16 only: GPUs with cooperative matrices
     vkdt_head_layout: bool = False  # W > 32: first layer units 32.. unused, for vkdt HEAD
+    # times level 0 is filtered with its kernels: 2 filters the filtered image again with the
+    # same kernels, a reach of 4 pixels for one more apply pass (kpn only, design §17)
+    fine_passes: int = 1
     # post_diff: up(down(I)) as vkdt's up.comp computes it, whose odd-sized levels take the
     # coarse texels past the edge from the fine image mirrored (design §5); false: the
     # pyramid's own, which reconstructs the mip exactly on any size
@@ -144,6 +147,8 @@ class ModelConfig:
                 f"{where}: model.blend = '{self.blend}' needs model.mlp_input = "
                 f"'{wanted_input}', not '{self.mlp_input}' (docs/design.md §5)"
             )
+        if self.fine_passes not in (1, 2):
+            raise KpnError(f"{where}: model.fine_passes = {self.fine_passes!r} must be 1 or 2")
         if self.vkdt_post_diff_border and self.blend != "post_diff":
             raise KpnError(
                 f"{where}: model.vkdt_post_diff_border is post_diff's, not "

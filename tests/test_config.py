@@ -228,6 +228,7 @@ BAD_FILES = {
     "guide-choice": ('[model]\nguide = "star"\n', ["model.guide", "'star'", "'centre'"]),
     "told-jitter-below-1": ("[data]\nnoise_told_jitter = 0.5\n", ["data.noise_told_jitter", "0.5"]),
     "told-jitter-above-4": ("[data]\nnoise_told_jitter = 8\n", ["data.noise_told_jitter", "1..4"]),
+    "fine-passes-3": ("[model]\nfine_passes = 3\n", ["model.fine_passes", "3", "1 or 2"]),
     "post-diff-border-of-mix": (
         "[model]\nvkdt_post_diff_border = true\n",
         ["model.vkdt_post_diff_border", "'mix'"],

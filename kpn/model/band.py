@@ -53,6 +53,7 @@ def band_applies(config: ModelConfig) -> bool:
         config.precision in BAND_PRECISIONS
         and config.kernel_activation == "softmax"
         and not config.block_transpose
+        and config.fine_passes == 1  # a second pass needs the level's kernels kept
     )
 
 

@@ -144,7 +144,7 @@ def band_filter_for(config: ModelConfig, mode: PassMode) -> BandFilter:
         config,
         kernel_store_for(config),
         kernel_filter_for(config, native_loops),
-        mode.keep_kernels,
+        mode.keep_kernels or config.fine_passes > 1,  # a second pass filters with them
     )
 
 
@@ -328,4 +328,14 @@ def filter_level(
     filtered, alphas, kernels = zip(*results, strict=True)
     with record_function("copies"):
         kernel = None if kernels[0] is None else torch.cat(kernels, dim=2)
-        return torch.cat(filtered, dim=2), torch.cat(alphas, dim=2), kernel
+        image = torch.cat(filtered, dim=2)
+    if level == 0 and config.fine_passes == 2:
+        assert kernel is not None, "a second filter pass needs the level's kernels"
+        native_loops = (
+            image.device.type == "cpu"
+            and image.dtype == torch.float32
+            and not torch.is_grad_enabled()
+        )
+        second = kernel_filter_for(config, native_loops)
+        image = second(pad_symmetric(image, *STAR15_PADDING), kernel[:, : OUTPUTS - 1])
+    return image, torch.cat(alphas, dim=2), kernel

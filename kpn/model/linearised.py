@@ -47,8 +47,10 @@ SAMPLE_PIXELS = 16384  # sampled pixels per chunk of rows: bounded temporaries
 def probe_applies(config: ModelConfig) -> bool:
     """Whether a pass can carry a probe for ``config``'s model: not under vkdt's block
     transpose (a pixel's kernel comes from another pixel's network, which a sample of
-    pixels does not reproduce)."""
-    return not (config.block_transpose or config.vkdt_kernel_grad_untransposed)
+    pixels does not reproduce), nor with a second filter pass (the sampled response is
+    the first pass's)."""
+    transposed = config.block_transpose or config.vkdt_kernel_grad_untransposed
+    return not transposed and config.fine_passes == 1
 
 
 def check_probe(noisy: Tensor, probe: Tensor, step: float, config: ModelConfig) -> None:

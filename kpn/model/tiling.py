@@ -103,7 +103,10 @@ def level_depths(config: ModelConfig, x: int, level: int, levels: int) -> tuple[
     kernel = x + FEATURE_REACH[config.features]
     if config.guide != "none" and level < levels - 1:  # up(O_{k+1}) at the pixel itself
         kernel = max(kernel, up_depth(0, config.up))
-    return kernel, max(kernel, x + APPLY_REACH)
+    image = max(kernel, x + APPLY_REACH)
+    if level == 0 and config.fine_passes == 2:  # I filtered again with the same kernels
+        image = max(kernel, image + APPLY_REACH)
+    return kernel, image
 
 
 def output_depth(config: ModelConfig, coarse: int, kernel: int, image: int) -> int:

@@ -73,11 +73,11 @@ def inference_layout_warning(model: ModelConfig, layout: str = "kpn-t") -> str |
     """Why vkdt's ``kpn`` module cannot run this model's file in ``layout`` (one line), or
     None.
 
-    Four reasons: features vkdt's ``input.glsl`` does not compute, a guide (design §16),
-    post_diff's smoothing at the edges of odd sizes (design §5), and a width whose file
-    layout its inference module misreads (any W > 32 in kpn-t's layout; the ``"head"``
-    layout is written only for networks it holds). kpn reads such a file back all the
-    same.
+    Five reasons: features vkdt's ``input.glsl`` does not compute, a guide (design §16),
+    a second filter pass (design §17), post_diff's smoothing at the edges of odd sizes
+    (design §5), and a width whose file layout its inference module misreads (any W > 32
+    in kpn-t's layout; the ``"head"`` layout is written only for networks it holds). kpn
+    reads such a file back all the same.
     """
     reasons = []
     if model.features not in VKDT_FEATURES:
@@ -90,6 +90,11 @@ def inference_layout_warning(model: ModelConfig, layout: str = "kpn-t") -> str |
         reasons.append(
             f"model.guide = {model.guide!r}: vkdt's kpn module does not feed a level's "
             "network the coarser output (docs/design.md §16)"
+        )
+    if model.fine_passes != 1:
+        reasons.append(
+            f"model.fine_passes = {model.fine_passes}: vkdt's kpn module filters each level "
+            "with its kernels once (docs/design.md §17)"
         )
     if model.blend == "post_diff" and not model.vkdt_post_diff_border:
         reasons.append(

@@ -197,6 +197,7 @@ GRADCHECK_VARIANTS = {
     "up-bilinear": {"up": "bilinear"},
     "add-detail": {"blend": "add"},
     "post_diff-mip": {"blend": "post_diff"},
+    "fine_passes-2": {"blend": "post_diff", "fine_passes": 2},
     "patch8x8": {"features": "patch8x8", "width": 64, "n_hidden": 1},
     "patch8x8-add-transpose": {
         "features": "patch8x8",
