@@ -104,6 +104,10 @@ CANDIDATES: dict[str, tuple[str, dict[str, object]]] = {
         "loss-psnr, post_diff blend, tiles 128x128",
         PSNR_BASE | TILE_128 | POST_DIFF,
     ),
+    "post-diff-5": (
+        "loss-psnr, post_diff blend, 5 levels",
+        PSNR_BASE | POST_DIFF | {"model.levels": 5},
+    ),
     "post-diff-2pass": (
         "loss-psnr, post_diff blend, level 0 filtered twice with its kernels",
         PSNR_BASE | POST_DIFF | {"model.fine_passes": 2},
