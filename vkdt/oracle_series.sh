@@ -20,14 +20,26 @@
 #   01-lavapipe-host      qvk.c: no VK_EXT_descriptor_indexing, no yuv sampler, no memory budget
 #   02-coopmat-fallback   coopmat.glsl's fallback assumes 32-lane subgroups (lavapipe has 8):
 #                         the "warp" becomes the workgroup row; loops kept rolled
-#   05-rne-store-variant  (tree w32rne only) rounds every f16 image store to nearest even,
-#                         because lavapipe truncates toward zero
+#   05-rne-store-variant  (trees w32rne, designrne) rounds every f16 image store to nearest
+#                         even, because lavapipe truncates toward zero
+# and two of its own for the design trees (issue 24):
+#   03-mip-plain          (design, designrne) mip.comp without subgroup operations: its
+#                         reductions assume 32-lane subgroups (lavapipe has 8, and gave
+#                         means 15 times too large); the same pairwise means in the same order
+#   06-rne-store-design   (designrne) as 05 for the stores 05 does not reach: mip.comp's, and
+#                         up.comp's B-spline branch (not NO_ALIAS)
 # These are test-harness patches for lavapipe, not part of the series. The series goes in
 # first, with vkdt/apply_series.sh, on a fresh `git archive` of BASE: a patch of the series
 # that does not apply stops everything with that patch's name.
 #
 # Trees (TREES, default "w32 w32rne"): w32 = BASE + series + 01 + 02 + config.h as the graph's header
-# says (WIDTH 32, APPLY_SOFTMAX, ...); w32rne = w32 + 05.
+# says (WIDTH 32, APPLY_SOFTMAX, ...); w32rne = w32 + 05. The design trees run kpn's
+# weights/design (the default WEIGHTS when TREES names only design trees):
+#   TREES="design designrne" OUT=.../series-out-design bash vkdt/oracle_series.sh
+# design = BASE + series + 01 + 02 + 03 + config.h as the graph's header says plus
+# DESIGN_DEFINES (the series' switches 0005..0008, which `kpn export` does not write yet:
+# INPUT_STAR15_SNR, KPN_LEVELS 4, DENOISE_LEVELS 0, POST_MLP_DIFF_MIRROR_COARSE);
+# designrne = design + 05 + 06.
 # Crops (CROPS, NAME:Y0:Y1:X0:X1 rows from the top of the 512x384 photo; default a 128x96 crop,
 # then the whole 512x384 image). The photo: PHOTO=name:row:column of a scikit-image photo
 # (default coffee:8:44, the image of benchmarks/results/vkdt-oracle.md); noise NOISE_A, NOISE_B
@@ -52,8 +64,15 @@ CACHE=${CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kpn-vkdt-oracle}
 SRC=${SRC:-$CACHE/series-src}
 OUT=${OUT:-$CACHE/series-out}
 PY=${PY:-$KPN/.venv/bin/python}
-WEIGHTS=${WEIGHTS:-$KPN/weights/vkdt-w32}
 TREES=${TREES:-w32 w32rne}
+case " $TREES " in
+  *" w32"*) WEIGHTS=${WEIGHTS:-$KPN/weights/vkdt-w32} ;;
+  *) WEIGHTS=${WEIGHTS:-$KPN/weights/design} ;; # design trees only
+esac
+LUT=$OUT/$(basename "$WEIGHTS" | sed 's/^vkdt-//').lut # w32.lut, design.lut
+# the design trees' config.h lines that `kpn export` does not write (yet) into the graph's
+# header: the series' switches 0005 to 0008 as weights/design needs them
+DESIGN_DEFINES=${DESIGN_DEFINES:-INPUT_STAR15_SNR;KPN_LEVELS 4;DENOISE_LEVELS 0;POST_MLP_DIFF_MIRROR_COARSE}
 CROPS=${CROPS:-c128:144:240:192:320 full:0:384:0:512}
 PHOTO=${PHOTO:-coffee:8:44}  # scikit-image photo:row:column of the 512x384 test image
 NOISE_A=${NOISE_A:-20000}
@@ -76,11 +95,29 @@ deps() {
 export_weights() { # the shipped weights as vkdt reads them, and the graphs
   mkdir -p "$OUT"
   cd "$KPN"
-  nice -n 19 "$PY" -m kpn export "$WEIGHTS" -o "$OUT/w32.lut" --vkdt-cfg "$OUT/cfg" --noise "$NOISE_A" "$NOISE_B"
-  # the .lut's weights (header + 32 x 224 f16) must be those of the shipped weights.lut
+  nice -n 19 "$PY" -m kpn export "$WEIGHTS" -o "$LUT" --vkdt-cfg "$OUT/cfg" --noise "$NOISE_A" "$NOISE_B"
+  # the .lut's weights (header + its f16 values) must be those of the shipped weights.lut
   # (the two differ only in the text trailer that follows)
-  local n=$((16 + 2 * $(od -An -tu4 -j8 -N4 "$OUT/w32.lut") * $(od -An -tu4 -j12 -N4 "$OUT/w32.lut")))
-  cmp -n "$n" "$OUT/w32.lut" "$WEIGHTS/weights.lut" && log "w32.lut: the first $n bytes equal $WEIGHTS/weights.lut's"
+  local n=$((16 + 2 * $(od -An -tu4 -j8 -N4 "$LUT") * $(od -An -tu4 -j12 -N4 "$LUT")))
+  cmp -n "$n" "$LUT" "$WEIGHTS/weights.lut" && log "$(basename "$LUT"): the first $n bytes equal $WEIGHTS/weights.lut's"
+  case " $TREES " in *" design"*) design_header ;; esac
+}
+
+design_header() { # add DESIGN_DEFINES to the graph header's config.h lines (by hand, for now)
+  "$PY" - "$GRAPH" "$DESIGN_DEFINES" <<'PYEOF'
+import sys
+graph, defines = sys.argv[1], [d.strip() for d in sys.argv[2].split(";") if d.strip()]
+lines = open(graph).read().split("\n")
+start = next(i for i, l in enumerate(lines) if "must be built with these lines in" in l)
+end = start + 1
+while lines[end].startswith("#   "):
+    end += 1
+have = {l.split()[2] for l in lines[start + 1:end] if l.startswith("#   #define ")}
+add = [f"#   #define {d}" for d in defines if d.split()[0] not in have]
+lines[end:end] = add
+open(graph, "w").write("\n".join(lines))
+print("graph header: + " + "; ".join(a[4:] for a in add) if add else "graph header: nothing to add")
+PYEOF
 }
 
 config_h() { # $1 = config.h: set the lines the graph's header asks for
@@ -153,7 +190,13 @@ src() {
       exit 1
     fi
     local harness="01-lavapipe-host 02-coopmat-fallback"
-    [ "$t" = w32rne ] && harness="$harness 05-rne-store-variant"
+    case $t in
+      w32) ;;
+      w32rne) harness="$harness 05-rne-store-variant" ;;
+      design) harness="$harness 03-mip-plain" ;;
+      designrne) harness="$harness 03-mip-plain 05-rne-store-variant 06-rne-store-design" ;;
+      *) echo "unknown tree $t (w32 w32rne design designrne)" >&2; exit 2 ;;
+    esac
     for p in $harness; do
       ( cd "$SRC/$t" && patch -p1 --dry-run -s < "$OUT/patches/$p.patch" >/dev/null ) ||
         { echo "stopped: the oracle's lavapipe patch $p does not apply on top of the series" >&2; exit 1; }
@@ -220,6 +263,7 @@ run() {
 }
 
 # --- copied verbatim from /work/shared/vkdt-oracle/oracle.sh (sha256 30cc8296...): its patches 01, 02 and 05
+# (05's context refreshed for patch 0006's apply.comp lines, its changes the same)
 write_patches() { # $1 = dir
   local P=$1; mkdir -p "$P"
   cat > "$P/01-lavapipe-host.patch" <<'PATCH_EOF'
@@ -364,22 +408,51 @@ PATCH_EOF
      uint row = (32*i + lane) / 16, col = lane % 16;
 PATCH_EOF
   cat > "$P/05-rne-store-variant.patch" <<'PATCH_EOF'
---- a/src/pipe/modules/kpn-t/sub.comp
-+++ b/src/pipe/modules/kpn-t/sub.comp
-@@ -2,6 +2,7 @@
- #extension GL_GOOGLE_include_directive    : enable
- #extension GL_EXT_nonuniform_qualifier    : enable
+--- a/src/pipe/modules/kpn/main.c
++++ b/src/pipe/modules/kpn/main.c
+@@ -131,7 +131,7 @@
+     int id_up = -1;
+ #ifdef PRE_MLP_DIFF
+     id_up = dt_node_add( // upsample coarse and blend the result to fine with the fine alpha
+-        graph, module, "kpn-t", "up", roi_M[i].wd, roi_M[i].ht, 1, 0, 0, 3,
++        graph, module, "kpn-t", "up", roi_M[i].wd, roi_M[i].ht, 1, sizeof(pc_apply), pc_apply, 3, // ORACLE VARIANT: level
+         "I",  "read",  "rgba", "*",   dt_no_roi,   // the convolved image on this (fine) scale (with alpha channel)
+         "Oc", "read",  "rgba", "*",   dt_no_roi,   // output of coarse level: connect to id_apply->out on coarsest i+1==3, or else to id_up i+1
+         "O",  "write", "rgba", "f16", &roi_M[i]);
+--- a/src/pipe/modules/kpn-t/apply.comp
++++ b/src/pipe/modules/kpn-t/apply.comp
+@@ -8,6 +8,7 @@
  #include "shared.glsl"
+ #include "sigmoid.glsl"
+ #include "config.h"
 +#include "oracle_rne16.glsl"
  layout(local_size_x = DT_LOCAL_SIZE_X, local_size_y = DT_LOCAL_SIZE_Y, local_size_z = 1) in;
- 
- layout(set = 1, binding = 0) uniform sampler2D img_in;           // fine res input image
-@@ -20,5 +21,5 @@
-   vec4 rgb = vec4(0.0);
-   for(int j=-2;j<=2;j++) for(int i=-2;i<=2;i++)
-     rgb += w[j+2]*w[i+2] * texture(img_in, (ipos + vec2(i, j) + 0.5)/vec2(sz));
--  imageStore(img_out, opos, rgb);
-+  imageStore(img_out, opos, oracle_rne16(rgb));
+ // layout(std140, set = 0, binding = 1) uniform params_t { } params;
+ layout(push_constant, std140) uniform push_t
+@@ -33,7 +34,7 @@
+   if(DENOISE_LEVELS > 0 && push.level >= DENOISE_LEVELS)
+   { // XXX DEBUG train only one level! (the levels past DENOISE_LEVELS pass through)
+     vec3 rgb =  texture(img_M, (ipos + 0.5)/vec2(textureSize(img_M, 0))).rgb;
+-    imageStore(img_I, ipos, vec4(rgb, 1.0));
++    imageStore(img_I, ipos, oracle_rne16(vec4(rgb, 1.0)));
+     return;
+   }
+   vec3 rgb = vec3(0.0);
+@@ -56,7 +57,7 @@
+   if(DENOISE_LEVELS > 0 && push.level >= DENOISE_LEVELS)
+   { // XXX DEBUG train only one level! (the levels past DENOISE_LEVELS pass through)
+     vec3 rgb =  texture(img_M, (ipos + 0.5)/vec2(textureSize(img_M, 0))).rgb;
+-    imageStore(img_I, ipos, vec4(rgb, 1.0));
++    imageStore(img_I, ipos, oracle_rne16(vec4(rgb, 1.0)));
+     return;
+   }
+   float sumw = 0.0;
+@@ -95,5 +96,5 @@
+   const float alpha = clamp(float(ssbo_K.v[nonuniformEXT(idx)]), 0, 1); // clamp
+ #endif
+   // const float alpha = max(0.0, float(ssbo_K.v[nonuniformEXT(idx)])); // relu
+-  imageStore(img_I, ipos, vec4(clamp(rgb, vec3(-65000.0), vec3(65000.0)), alpha));
++  imageStore(img_I, ipos, oracle_rne16(vec4(clamp(rgb, vec3(-65000.0), vec3(65000.0)), alpha)));
  }
 --- a/src/pipe/modules/kpn-t/diff.comp
 +++ b/src/pipe/modules/kpn-t/diff.comp
@@ -398,40 +471,36 @@ PATCH_EOF
 -  imageStore(img_out, opos, vec4(diff, 1));
 +  imageStore(img_out, opos, oracle_rne16(vec4(diff, 1)));
  }
---- a/src/pipe/modules/kpn-t/apply.comp
-+++ b/src/pipe/modules/kpn-t/apply.comp
-@@ -8,6 +8,7 @@
+--- a/src/pipe/modules/kpn-t/oracle_rne16.glsl
++++ b/src/pipe/modules/kpn-t/oracle_rne16.glsl
+@@ -0,0 +1,11 @@
++// ORACLE VARIANT (not vkdt): lavapipe converts f32 -> f16 on image stores by truncation (gallivm
++// lp_build_float_to_half, mode 3); round to nearest even first, so that the store is exact.
++float oracle_rne16(float c)
++{
++  const uint a = floatBitsToUint(c) & 0x7fffffffu;
++  if(a >= 0x7f800000u || a == 0u) return c;
++  const int e = int(a >> 23) - 127;
++  const int n = max(e, -14) - 10; // log2 of the f16 ulp at c (subnormal below 2^-14)
++  return ldexp(roundEven(ldexp(c, -n)), n);
++}
++vec4 oracle_rne16(vec4 v) { return vec4(oracle_rne16(v.x), oracle_rne16(v.y), oracle_rne16(v.z), oracle_rne16(v.w)); }
+--- a/src/pipe/modules/kpn-t/sub.comp
++++ b/src/pipe/modules/kpn-t/sub.comp
+@@ -2,6 +2,7 @@
+ #extension GL_GOOGLE_include_directive    : enable
+ #extension GL_EXT_nonuniform_qualifier    : enable
  #include "shared.glsl"
- #include "sigmoid.glsl"
- #include "config.h"
 +#include "oracle_rne16.glsl"
  layout(local_size_x = DT_LOCAL_SIZE_X, local_size_y = DT_LOCAL_SIZE_Y, local_size_z = 1) in;
- // layout(std140, set = 0, binding = 1) uniform params_t { } params;
- layout(push_constant, std140) uniform push_t
-@@ -33,7 +34,7 @@
-   if(push.level > 1)
-   { // XXX DEBUG train only one level!
-     vec3 rgb =  texture(img_M, (ipos + 0.5)/vec2(textureSize(img_M, 0))).rgb;
--    imageStore(img_I, ipos, vec4(rgb, 1.0));
-+    imageStore(img_I, ipos, oracle_rne16(vec4(rgb, 1.0)));
-     return;
-   }
-   vec3 rgb = vec3(0.0);
-@@ -56,7 +57,7 @@
-   if(push.level > 1)
-   { // XXX DEBUG train only one level!
-     vec3 rgb =  texture(img_M, (ipos + 0.5)/vec2(textureSize(img_M, 0))).rgb;
--    imageStore(img_I, ipos, vec4(rgb, 1.0));
-+    imageStore(img_I, ipos, oracle_rne16(vec4(rgb, 1.0)));
-     return;
-   }
-   float sumw = 0.0;
-@@ -95,5 +96,5 @@
-   const float alpha = clamp(float(ssbo_K.v[nonuniformEXT(idx)]), 0, 1); // clamp
- #endif
-   // const float alpha = max(0.0, float(ssbo_K.v[nonuniformEXT(idx)])); // relu
--  imageStore(img_I, ipos, vec4(clamp(rgb, vec3(-65000.0), vec3(65000.0)), alpha));
-+  imageStore(img_I, ipos, oracle_rne16(vec4(clamp(rgb, vec3(-65000.0), vec3(65000.0)), alpha)));
+ 
+ layout(set = 1, binding = 0) uniform sampler2D img_in;           // fine res input image
+@@ -20,5 +21,5 @@
+   vec4 rgb = vec4(0.0);
+   for(int j=-2;j<=2;j++) for(int i=-2;i<=2;i++)
+     rgb += w[j+2]*w[i+2] * texture(img_in, (ipos + vec2(i, j) + 0.5)/vec2(sz));
+-  imageStore(img_out, opos, rgb);
++  imageStore(img_out, opos, oracle_rne16(rgb));
  }
 --- a/src/pipe/modules/kpn-t/up.comp
 +++ b/src/pipe/modules/kpn-t/up.comp
@@ -453,31 +522,149 @@ PATCH_EOF
  #else
    const float w0[3] = {5.0 / 16.0, 10.0 / 16.0, 1.0 / 16.0};
    const float w1[3] = {1.0 / 16.0, 10.0 / 16.0, 5.0 / 16.0};
+PATCH_EOF
+  # written for issue 24's design trees (not in oracle.sh): 03 replaces mip.comp, whose
+  # subgroup reductions assume 32 lanes (lavapipe has 8), by the same means in the same
+  # order without subgroups; 06 rounds the design build's remaining f16 stores (mip.comp,
+  # up.comp's bspline branch) to nearest even, as 05 does for the NO_ALIAS build
+  cat > "$P/03-mip-plain.patch" <<'PATCH_EOF'
+--- a/src/pipe/modules/kpn-t/mip.comp
++++ b/src/pipe/modules/kpn-t/mip.comp
+@@ -1,61 +1,42 @@
+ #version 460
+ #extension GL_GOOGLE_include_directive      : enable
+ #extension GL_EXT_nonuniform_qualifier      : enable
+-#extension GL_KHR_shader_subgroup_clustered : enable
+-#extension GL_KHR_shader_subgroup_shuffle   : enable
+ #include "shared.glsl"
+ 
++// ORACLE PATCH: mip.comp without subgroup operations, for lavapipe. Each workgroup writes
++// the same three levels of its 8x8 block as vkdt's mip.comp (with kpn's patch 0003): the
++// 2x2, 4x4 and 8x8 means of the input, each a tree of pairwise means (a+b)/2, rows first
++// (x pairs, then 4, 8), then the columns of those, in vkdt's order and in float32.
+ layout(local_size_x = 8, local_size_y = 8, local_size_z = 1) in;
+ layout(set = 1, binding = 0) uniform sampler2D img_in;
+ layout(set = 1, binding = 1) uniform writeonly image2D img_out2; // 2x2 downsized
+ layout(set = 1, binding = 2) uniform writeonly image2D img_out4; // 4x4 downsized
+ layout(set = 1, binding = 3) uniform writeonly image2D img_out8; // 8x8
+ 
+-shared vec3 sbuf[7*8];
++vec3 row_mean(ivec2 p, int n)
++{ // pairwise mean of n = 2, 4, 8 texels from p along x
++  vec3 v[8];
++  for(int i=0;i<n;i++) v[i] = texture(img_in, (p + ivec2(i, 0) + 0.5)/vec2(textureSize(img_in, 0))).rgb;
++  for(int m=n;m>1;m/=2) for(int i=0;i<m/2;i++) v[i] = (v[2*i] + v[2*i+1]) / 2.0;
++  return v[0];
++}
++
++vec3 block_mean(ivec2 p, int n)
++{ // pairwise mean over n rows of the row means
++  vec3 v[8];
++  for(int j=0;j<n;j++) v[j] = row_mean(p + ivec2(0, j), n);
++  for(int m=n;m>1;m/=2) for(int j=0;j<m/2;j++) v[j] = (v[2*j] + v[2*j+1]) / 2.0;
++  return v[0];
++}
+ 
+-// compute 3 simplistic 2x2 average mipmap levels at once.
+ void main()
+ {
+-  ivec2 ipos = ivec2(gl_GlobalInvocationID)/8;
+-  vec3 rgb = vec3(0.0);
+-  nonuniformEXT int sx = int(gl_SubgroupInvocationID % 8);
+-  nonuniformEXT int sy = int(gl_SubgroupInvocationID / 8 + 4*gl_SubgroupID);
+-  ivec2 tc = 8*ipos + ivec2(sx, sy);
+-  // if(all(lessThan(tc, textureSize(img_in, 0)))) rgb = texelFetch(img_in, tc, 0).rgb;
+-  rgb = texture(img_in, (tc + 0.5)/vec2(textureSize(img_in, 0))).rgb; // wrap around for non multiples of 8
+-
+-  // horizontal sums/reduction
+-  sx /= 2;
+-  rgb = subgroupClusteredAdd(rgb, 2)/2.0;
+-  if((gl_SubgroupInvocationID % 2) == 0) sbuf[sx + 7*sy] = rgb;
+-  barrier();
+-  rgb = (rgb + subgroupShuffleXor(rgb, 2)) / 2.0;
+-  sx /= 2;
+-  if((gl_SubgroupInvocationID % 4) == 0) sbuf[4+sx + 7*sy] = rgb;
+-  barrier();
+-  rgb = (rgb + subgroupShuffleXor(rgb, 4)) / 2.0;
+-  sx /= 2;
+-  if((gl_SubgroupInvocationID % 8) == 0) sbuf[6 + 7*sy] = rgb;
+-
+-  // vertical sums/reduction
+-  barrier(); // wait until shared memory is filled
+-  sy = int(gl_SubgroupInvocationID % 8);
+-  sx = int(gl_SubgroupInvocationID / 8 + 4*gl_SubgroupID);
+-  rgb = vec3(0.0);
+-  if(sx < 7) rgb = sbuf[sx + 7*sy];
+-  barrier();
+-  rgb = subgroupClusteredAdd(rgb, 2)/2.0;
+-  // TODO: go vertical first so we can write out coalesced? (images are special anyways?)
+-  if(sx < 4)
+-    if((sy % 2) == 0) imageStore(img_out2, 4*ipos + ivec2(sx, sy/2), vec4(rgb, 1)); // 4x4 block
+-  // barrier();
+-
+-  rgb = (rgb + subgroupShuffleXor(rgb, 2)) / 2.0;
+-  if(sx >= 4 && sx < 6)
+-    if((sy % 4) == 0) imageStore(img_out4, 2*ipos + ivec2((sx-4), sy/4), vec4(rgb, 1)); // 2x2 block
+-  // barrier();
+-
+-  rgb = (rgb + subgroupShuffleXor(rgb, 4)) / 2.0;
+-  if(sx == 6 && sy == 0)
+-    imageStore(img_out8, ipos, vec4(rgb, 1)); // 1x1 full average of 8x8 block
++  ivec2 ipos = ivec2(gl_WorkGroupID.xy);
++  int sx = int(gl_LocalInvocationID.x), sy = int(gl_LocalInvocationID.y);
++  if(sx < 4 && sy < 4)
++    imageStore(img_out2, 4*ipos + ivec2(sx, sy), vec4(block_mean(8*ipos + 2*ivec2(sx, sy), 2), 1)); // 4x4 block
++  else if(sx >= 4 && sx < 6 && sy < 2)
++    imageStore(img_out4, 2*ipos + ivec2(sx-4, sy), vec4(block_mean(8*ipos + 4*ivec2(sx-4, sy), 4), 1)); // 2x2 block
++  else if(sx == 6 && sy == 0)
++    imageStore(img_out8, ipos, vec4(block_mean(8*ipos, 8), 1)); // 1x1 full average of 8x8 block
+ }
+PATCH_EOF
+  cat > "$P/06-rne-store-design.patch" <<'PATCH_EOF'
 --- a/src/pipe/modules/kpn/main.c
 +++ b/src/pipe/modules/kpn/main.c
-@@ -131,7 +131,7 @@
-     int id_up = -1;
- #ifdef PRE_MLP_DIFF
-     id_up = dt_node_add( // upsample coarse and blend the result to fine with the fine alpha
--        graph, module, "kpn-t", "up", roi_M[i].wd, roi_M[i].ht, 1, 0, 0, 3,
-+        graph, module, "kpn-t", "up", roi_M[i].wd, roi_M[i].ht, 1, sizeof(pc_apply), pc_apply, 3, // ORACLE VARIANT: level
-         "I",  "read",  "rgba", "*",   dt_no_roi,   // the convolved image on this (fine) scale (with alpha channel)
-         "Oc", "read",  "rgba", "*",   dt_no_roi,   // output of coarse level: connect to id_apply->out on coarsest i+1==3, or else to id_up i+1
-         "O",  "write", "rgba", "f16", &roi_M[i]);
---- a/src/pipe/modules/kpn-t/oracle_rne16.glsl
-+++ b/src/pipe/modules/kpn-t/oracle_rne16.glsl
-@@ -0,0 +1,11 @@
-+// ORACLE VARIANT (not vkdt): lavapipe converts f32 -> f16 on image stores by truncation (gallivm
-+// lp_build_float_to_half, mode 3); round to nearest even first, so that the store is exact.
-+float oracle_rne16(float c)
-+{
-+  const uint a = floatBitsToUint(c) & 0x7fffffffu;
-+  if(a >= 0x7f800000u || a == 0u) return c;
-+  const int e = int(a >> 23) - 127;
-+  const int n = max(e, -14) - 10; // log2 of the f16 ulp at c (subnormal below 2^-14)
-+  return ldexp(roundEven(ldexp(c, -n)), n);
-+}
-+vec4 oracle_rne16(vec4 v) { return vec4(oracle_rne16(v.x), oracle_rne16(v.y), oracle_rne16(v.z), oracle_rne16(v.w)); }
+@@ -150,7 +150,7 @@
+     if(i < Mcnt-2)
+     {
+       id_up = dt_node_add( // upsample coarse and blend the result to fine with the fine alpha
+-          graph, module, "kpn-t", "up", roi_M[i].wd, roi_M[i].ht, 1, 0, 0, 3,
++          graph, module, "kpn-t", "up", roi_M[i].wd, roi_M[i].ht, 1, sizeof(pc_apply), pc_apply, 3, // ORACLE VARIANT: level
+           "I",  "read",  "rgba", "*",   dt_no_roi,   // the convolved image on this (fine) scale (with alpha channel)
+           "Oc", "read",  "rgba", "*",   dt_no_roi,   // output of coarse level: connect to id_apply->out on coarsest i+1==3, or else to id_up i+1
+           "O",  "write", "rgba", "f16", &roi_M[i]);
+--- a/src/pipe/modules/kpn-t/mip.comp
++++ b/src/pipe/modules/kpn-t/mip.comp
+@@ -2,6 +2,7 @@
+ #extension GL_GOOGLE_include_directive      : enable
+ #extension GL_EXT_nonuniform_qualifier      : enable
+ #include "shared.glsl"
++#include "oracle_rne16.glsl"
+ 
+ // ORACLE PATCH: mip.comp without subgroup operations, for lavapipe. Each workgroup writes
+ // the same three levels of its 8x8 block as vkdt's mip.comp (with kpn's patch 0003): the
+@@ -34,9 +35,9 @@
+   ivec2 ipos = ivec2(gl_WorkGroupID.xy);
+   int sx = int(gl_LocalInvocationID.x), sy = int(gl_LocalInvocationID.y);
+   if(sx < 4 && sy < 4)
+-    imageStore(img_out2, 4*ipos + ivec2(sx, sy), vec4(block_mean(8*ipos + 2*ivec2(sx, sy), 2), 1)); // 4x4 block
++    imageStore(img_out2, 4*ipos + ivec2(sx, sy), oracle_rne16(vec4(block_mean(8*ipos + 2*ivec2(sx, sy), 2), 1))); // 4x4 block
+   else if(sx >= 4 && sx < 6 && sy < 2)
+-    imageStore(img_out4, 2*ipos + ivec2(sx-4, sy), vec4(block_mean(8*ipos + 4*ivec2(sx-4, sy), 4), 1)); // 2x2 block
++    imageStore(img_out4, 2*ipos + ivec2(sx-4, sy), oracle_rne16(vec4(block_mean(8*ipos + 4*ivec2(sx-4, sy), 4), 1))); // 2x2 block
+   else if(sx == 6 && sy == 0)
+-    imageStore(img_out8, ipos, vec4(block_mean(8*ipos, 8), 1)); // 1x1 full average of 8x8 block
++    imageStore(img_out8, ipos, oracle_rne16(vec4(block_mean(8*ipos, 8), 1))); // 1x1 full average of 8x8 block
+ }
+--- a/src/pipe/modules/kpn-t/up.comp
++++ b/src/pipe/modules/kpn-t/up.comp
+@@ -75,6 +75,6 @@
+ #else
+   O = mix(O, I.rgb, I.a);
+ #endif
+-  imageStore(img_O, opos, vec4(O, 1));
++  imageStore(img_O, opos, push.level > 0 ? oracle_rne16(vec4(O, 1)) : vec4(O, 1));
+ #endif
+ }
 PATCH_EOF
 }
 

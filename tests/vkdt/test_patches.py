@@ -48,6 +48,16 @@ FILES_OF_PATCH = (
     {KPN_T + "mip.comp"},
     {"src/pipe/modules/kpn/main.c"},
 )
+# Patches 0005 on: what kpn's design (weights/design) needs, each a config.h switch whose
+# default keeps vkdt's behaviour, so vkdt's own weights run as before: (the config.h line
+# the patch adds, the file besides config.h it changes). 0006 is defect 4's fix.
+KPN_M = "src/pipe/modules/kpn/"
+SWITCH_OF_PATCH = (
+    ("// #define INPUT_STAR15_SNR", KPN_T + "input.glsl"),
+    ("#define DENOISE_LEVELS 2", KPN_T + "apply.comp"),
+    ("// #define POST_MLP_DIFF_MIRROR_COARSE", KPN_T + "up.comp"),
+    ("#define KPN_LEVELS 6", KPN_M + "main.c"),
+)
 FORMAT_PATCH_FROM = re.compile(r"^From ([0-9a-f]{40}) Mon Sep 17 00:00:00 2001$")
 SHA = re.compile(r"^[0-9a-f]{40}$")
 DIFF_BLOCK = re.compile(r"(?ms)^( *)```diff\n(.*?)^\1```$")  # (indent, body)
@@ -141,7 +151,8 @@ def doc_section(number: int) -> str:
 def test_series_lists_every_patch_in_order() -> None:
     names = series_names()
     assert names == sorted(path.name for path in PATCHES.glob("*.patch"))
-    assert [name[:5] for name in names] == ["0001-", "0002-", "0003-", "0004-"]
+    count = len(DEFECT_OF_PATCH) + len(SWITCH_OF_PATCH)
+    assert [name[:5] for name in names] == [f"{n:04}-" for n in range(1, count + 1)]
 
 
 def test_base_is_the_commit_the_docs_are_written_for(base: str) -> None:
@@ -171,12 +182,18 @@ def test_patches_are_format_patch_files(patches: list[Patch], base: str) -> None
 def test_messages_say_where_why_and_how_it_was_measured(patches: list[Patch]) -> None:
     """Written for vkdt's maintainer: the lines at BASE, the fix, and kpn's reproduction
     (docs/vkdt.md's defect entry)."""
-    for patch, defect in zip(patches, DEFECT_OF_PATCH, strict=True):
+    for patch, defect in zip(
+        patches, DEFECT_OF_PATCH + (None,) * len(SWITCH_OF_PATCH), strict=True
+    ):
         words = " ".join(patch.message.split())  # the lines are wrapped anywhere
         assert "Line numbers refer to vkdt ce12d6ed" in words, patch.name
-        assert "Fix:" in words, patch.name
-        assert f"docs/vkdt.md, defect {defect}" in words, patch.name
         assert "Measured" in words, patch.name
+        if defect is not None:
+            assert "Fix:" in words, patch.name
+            assert f"docs/vkdt.md, defect {defect}" in words, patch.name
+        else:  # a switch: its name, its default, and where kpn documents it
+            assert re.search(r"docs/(vkdt|design)\.md", words), patch.name
+            assert "default" in words, patch.name
 
 
 def test_docs_list_the_series(base: str) -> None:
@@ -192,7 +209,8 @@ def test_docs_list_the_series(base: str) -> None:
 
 # --- each patch is its defect's fix ------------------------------------------------------
 def test_each_patch_touches_exactly_its_defects_files(patches: list[Patch]) -> None:
-    for patch, defect, files in zip(patches, DEFECT_OF_PATCH, FILES_OF_PATCH, strict=True):
+    defects = patches[: len(DEFECT_OF_PATCH)]
+    for patch, defect, files in zip(defects, DEFECT_OF_PATCH, FILES_OF_PATCH, strict=True):
         assert patch.files() == files, patch.name
         section = doc_section(defect)
         for file in files:  # the docs name each file (by its name; paths where ambiguous)
@@ -260,6 +278,61 @@ def test_in_width_patch(patches: list[Patch]) -> None:
     assert removed[:2] == ("-", 99)
     assert "{ 32, batch_size, 16, i }" in removed[2]
     assert added[2] == removed[2].replace("{ 32,", "{ WIDTH,")
+
+
+# --- the design's switches (0005 on) ------------------------------------------------------
+@pytest.fixture(scope="module")
+def switches(patches: list[Patch]) -> list[Patch]:
+    return patches[len(DEFECT_OF_PATCH) :]
+
+
+def test_each_switch_patch_adds_its_config_line_and_one_file(switches: list[Patch]) -> None:
+    """Each adds its switch to config.h with vkdt's behaviour as the default (a commented
+    #define is off), changes config.h only by adding lines, and touches one other file."""
+    for patch, (line, file) in zip(switches, SWITCH_OF_PATCH, strict=True):
+        assert patch.files() == {KPN_T + "config.h", file}, patch.name
+        config = diff_by_file(patch.diff)[KPN_T + "config.h"]
+        assert not [row for row in config if row.startswith("-")], patch.name
+        added = [row[1:] for row in config if row.startswith("+")]
+        assert [row for row in added if row.startswith(line + " ") or row == line], patch.name
+        name = line.removeprefix("// ").split()[1]
+        assert name in patch.headers["Subject"], patch.name
+        assert any(name in row for row in diff_by_file(patch.diff)[file]), patch.name
+
+
+def test_star15_snr_patch(switches: list[Patch]) -> None:
+    """input.glsl's third input: before the WIDTH 64 branch, with kpn's channels (design
+    §11): the noise sigma clamped to [1e-7, 1e30], log2(65535 sigma) / 16, 1, 0 past 31."""
+    added = "\n".join(c[2] for c in switches[0].changes() if c[0] == "+")
+    assert "#if defined(INPUT_STAR15_SNR)" in added and "#elif WIDTH==64" in added
+    assert (
+        "clamp(pow(0.5, push.level) * sqrt(noise.x + scale*max(lum_c, 0)*noise.y)/scale"
+        ", 1e-7, 1e30)" in added
+    )
+    assert "if(chan == 30) return log2(sigma * scale) / 16.0;" in added
+    assert "if(chan == 31) return 1.0;" in added and "chan > 31) return 0.0;" in added
+    removed = [c for c in switches[0].changes() if c[0] == "-"]
+    assert [c[2] for c in removed] == ["#if WIDTH==64"]
+
+
+def test_denoise_levels_patch(switches: list[Patch]) -> None:
+    """Defect 4: apply.comp:33 and :56 test DENOISE_LEVELS instead of level > 1."""
+    assert "`src/pipe/modules/kpn-t/apply.comp:33-38`" in doc_section(4)
+    apply = [c for c in switches[1].changes() if c[0] == "-"]
+    assert [(line, text.strip()) for _, line, text in apply[::2]] == [
+        (33, "if(push.level > 1)"),
+        (56, "if(push.level > 1)"),
+    ]
+    added = [c[2].strip() for c in switches[1].changes() if c[0] == "+"]
+    assert added.count("if(DENOISE_LEVELS > 0 && push.level >= DENOISE_LEVELS)") == 2
+
+
+def test_kpn_levels_patch(switches: list[Patch]) -> None:
+    """kpn/main.c:15's Mcnt = 7 becomes KPN_LEVELS + 1."""
+    removed = [c for c in switches[3].changes() if c[0] == "-"]
+    assert removed[0][1] == 15 and "const int Mcnt = 7;" in removed[0][2]
+    added = [c[2] for c in switches[3].changes() if c[0] == "+"]
+    assert any("const int Mcnt = KPN_LEVELS + 1;" in line for line in added)
 
 
 # --- against vkdt itself, where its repository is here -------------------------------------
