@@ -44,7 +44,7 @@ from kpn.errors import KpnError
 from kpn.infer.noise_estimate import estimate_noise
 
 from quality_data import CONDITIONS, PHOTOS, U16, Condition, load_photo, make_noisy
-from report import markdown_table, provenance, write_text
+from report import markdown_table, missing_bench_extra, provenance, write_text
 
 GREYS = (0.1, 0.5, 0.9)
 TARGET = 0.10  # the issue's: sigma within 10% of the truth at 50% grey
@@ -210,11 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         help="train the learned estimator this long first (0: leave it out)",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    try:
-        import skimage  # noqa: F401
-    except ImportError as error:
-        print(f"error: {error.name} is missing: pip install -e '.[bench]'", file=sys.stderr)
-        return 2
+    if (missing := missing_bench_extra("skimage")) is not None:
+        return missing
     names = args.images.split(",")
     unknown = [n for n in names if n not in PHOTOS]
     if unknown:

@@ -76,7 +76,7 @@ from quality_data import (
     load_photo,
     make_noisy,
 )
-from report import markdown_table, provenance, write_csv, write_text
+from report import markdown_table, missing_bench_extra, provenance, write_csv, write_text
 
 CLASSICAL = ("non-local means", "wavelet", "CBM3D")
 NUMBERS = ("a", "b", "psnr_linear", "psnr_srgb", "ssim", "seconds", "mpx")
@@ -346,12 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         "(--noise auto; a refused image is scored as the noisy input)",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    try:
-        import matplotlib  # noqa: F401
-        import skimage  # noqa: F401
-    except ImportError as error:
-        print(f"error: {error.name} is missing: pip install -e '.[bench]'", file=sys.stderr)
-        return 2
+    if (missing := missing_bench_extra("matplotlib", "skimage")) is not None:
+        return missing
     try:
         models = parse_models(args.model or [f"{n}={SHIPPED_DIR / n}" for n in SHIPPED])
     except KpnError as error:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import importlib
 import io
 import os
 import platform
@@ -30,6 +31,18 @@ except ImportError:  # kpn before its subpackages (1a63088 and earlier)
 
 ROOT = Path(__file__).resolve().parent.parent
 MATMUL_SIZE = 2048  # the square matmul whose speed stands for the machine's FLOP limit
+
+
+def missing_bench_extra(*modules: str) -> int | None:
+    """2, with one line naming the first of ``modules`` (the ``bench`` extra's) that does
+    not import, or None when all do."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            print(f"error: {error.name} is missing: pip install -e '.[bench]'", file=sys.stderr)
+            return 2
+    return None
 
 
 def matmul_gflops(dtype: torch.dtype) -> float:

@@ -174,11 +174,11 @@ class Denoiser:
         progress: Callable[[int], None] | None = None,
     ) -> np.ndarray:
         """The network alone on a linear ``[H,W,3]`` float32 image: a new array."""
-        noisy = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0).to(self.device)
+        noisy = _planar(image).to(self.device)
         noise_ab = torch.tensor([[a, b]], dtype=torch.float32, device=self.device)
         out = np.empty_like(image, dtype=np.float32)
         on_cpu = self.device.type == "cpu"
-        target = torch.from_numpy(out).permute(2, 0, 1).unsqueeze(0) if on_cpu else None
+        target = _planar(out) if on_cpu else None
         with torch.no_grad():
             if self.tile == 0:
                 result = kpn_forward(

@@ -45,3 +45,19 @@ def blend_level(
         smooth = smooth_post_diff if vkdt_border else smooth_box2_bspline
         return coarse_up + alpha * (filtered - smooth(filtered))
     raise ValueError(f"unknown blend {blend!r}")
+
+
+def alpha_slope(coarse_up: Tensor, filtered: Tensor, blend: str, vkdt_border: bool) -> Tensor:
+    """dO_i/da_i of :func:`blend_level`, which is affine in a_i: ``I_i - up(O_{i+1})``
+    (mix), ``I_i`` (add), ``I_i - up(down(I_i))`` (post_diff).
+
+    ``[B,3,H,W] x 2 -> [B,3,H,W]``
+    """
+    if blend == "mix":
+        return filtered - coarse_up
+    if blend == "add":
+        return filtered
+    if blend == "post_diff":
+        smooth = smooth_post_diff if vkdt_border else smooth_box2_bspline
+        return filtered - smooth(filtered)
+    raise ValueError(f"unknown blend {blend!r}")

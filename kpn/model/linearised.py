@@ -32,7 +32,7 @@ from torch import Tensor
 from kpn.config import ModelConfig
 from kpn.errors import KpnError
 from kpn.model.apply import F16_PRECISION, alpha_weight, apply_limit, kernel_weights
-from kpn.model.blend import blend_level
+from kpn.model.blend import alpha_slope
 from kpn.model.features import STAR15_PADDING, STAR15_RADIUS, STAR15_TAPS, luminance
 from kpn.model.level_filter import FEATURE_PADDING, band_features
 from kpn.model.mlp import OUTPUTS, mlp_forward_planar
@@ -105,23 +105,16 @@ class Response:
         if not bool(change.any()):  # a constant alpha
             return output
         image = slice(0, IMAGE_CHANNELS)
-        if config.blend == "post_diff":  # its smoothing reads I about the pixel: whole level
-            slope = _alpha_slope(coarse_up[:, image], filtered[:, image], config)[sampled]
+        blend, border = config.blend, config.vkdt_post_diff_border
+        if blend == "post_diff":  # its smoothing reads I about the pixel: the whole level
+            slope = alpha_slope(coarse_up[:, image], filtered[:, image], blend, border)[sampled]
         else:  # mix and add blend pixel by pixel
-            slope = _alpha_slope(coarse_up[:, image][sampled], filtered[:, image][sampled], config)
+            up, own = coarse_up[:, image][sampled], filtered[:, image][sampled]
+            slope = alpha_slope(up, own, blend, border)
         output[:, IMAGE_CHANNELS:][sampled].addcmul_(
             change, slope, value=SAMPLE_STRIDE**2 / self.step
         )
         return output
-
-
-def _alpha_slope(coarse_up: Tensor, filtered: Tensor, config: ModelConfig) -> Tensor:
-    """dO/dalpha of :func:`kpn.model.blend.blend_level`, which is affine in alpha:
-    ``[B,3,h,w] x 2 -> [B,3,h,w]``."""
-    blend, border = config.blend, config.vkdt_post_diff_border
-    return blend_level(coarse_up, filtered, 1.0, blend, border) - blend_level(
-        coarse_up, filtered, 0.0, blend, border
-    )
 
 
 def kernel_response(

@@ -6,13 +6,14 @@ its input, a golden ``mix`` by hand, and every level's output from the recurrenc
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import pytest
 import torch
 from torch.autograd import gradcheck
 from torch.testing import assert_close
 
-from kpn.model.blend import blend_level
+from kpn.model.blend import alpha_slope, blend_level
 from kpn.model.mlp import load_weights
 from kpn.model.network import KPN, kpn_forward
 from kpn.model.pyramid import smooth_box2_bspline, smooth_post_diff, upsample
@@ -105,6 +106,16 @@ def test_post_diff_matches_formula(level, vkdt_border: bool, smooth) -> None:
     assert_close(blend_level(coarse_up, filtered, alpha, "post_diff", vkdt_border), expected)
     other = blend_level(coarse_up, filtered, alpha, "post_diff", not vkdt_border)
     assert (other - expected).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("vkdt_border", [False, True])
+@pytest.mark.parametrize("blend", BLENDS)
+def test_alpha_slope_is_the_blends_change_per_unit_alpha(level, blend: str, vkdt_border) -> None:
+    coarse_up, filtered, alpha = level
+    slope = alpha_slope(coarse_up, filtered, blend, vkdt_border)
+    at = functools.partial(blend_level, coarse_up, filtered, blend=blend, vkdt_border=vkdt_border)
+    assert_close(slope, at(alpha=1.0) - at(alpha=0.0))
+    assert_close(at(alpha=alpha), at(alpha=0.0) + alpha * slope)
 
 
 def test_post_diff_ignores_a_constant_filtered_image() -> None:
