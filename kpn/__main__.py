@@ -6,8 +6,9 @@
 - ``nprof import-darktable [noiseprofiles.json] -o DIR [--scale u16|dng]``: darktable's
   noise profiles (from its usual install paths when no file is given) as ``.nprof`` files.
 - ``export RUN|CKPT -o weights.lut [--dtype f16|f32] [--vkdt-cfg DIR] [--vkdt-layout
-  kpn-t|head]``: the trained weights as vkdt's ``.lut``, and with ``--vkdt-cfg`` vkdt
-  graphs to use and train them.
+  kpn-t|head] [--vkdt-target series|head]``: the trained weights as vkdt's ``.lut``, and
+  with ``--vkdt-cfg`` vkdt graphs to use and train them, for vkdt ce12d6ed with kpn's
+  patch series or as it is (a model that vkdt cannot run is refused).
 - ``import weights.lut [--config X | --preset NAME] [--vkdt-layout kpn-t|head] -o CKPT``:
   a ``.lut`` as a checkpoint to train on (a ``.lut`` without kpn's section needs
   ``--config`` or ``--preset``).

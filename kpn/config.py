@@ -41,8 +41,6 @@ LrSchedule = Literal["constant", "cosine"]
 FEATURE_CHANNELS = {"star15": 32, "star15_snr": 32, "patch8x8": 64}
 # ... and the channels a guide adds (design §16): the coarser output's lum and saturation
 GUIDE_CHANNELS = {"none": 0, "centre": 2}
-# Inputs that vkdt's input.glsl computes; others run in kpn only.
-VKDT_FEATURES = ("star15", "patch8x8")
 # vkdt's kpn inference module reads every .lut with in_width 32 (kpn/main.c).
 VKDT_INFERENCE_IN_WIDTH = 32
 
@@ -55,8 +53,9 @@ class ModelConfig:
 
     ``precision = "vkdt-f16"`` computes as vkdt's inference graph stores: the module's
     input M_0 and output O_0 in float32 (the i-pfm and o-pfm connectors), every other
-    image (mips, each reduced from the stored one before it; details; filtered images,
-    alphas; coarser outputs), the weights, activations and kernels in float16.
+    image (mips, each reduced from a stored one before it as mip.comp and sub.comp do;
+    details; filtered images, alphas; coarser outputs), the weights, activations and
+    kernels in float16.
     ``vkdt_matmul`` picks vkdt's matrix path for it (``kpn.model.precision``): ``"coopmat"``,
     the cooperative-matrix path of GPUs with ``VK_KHR_cooperative_matrix`` (a float16
     accumulator rounded after each 16-wide slice), or ``"fallback"``, the path of all

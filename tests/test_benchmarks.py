@@ -206,6 +206,24 @@ def test_every_ablation_question_compares_known_variants() -> None:
 
 
 @pytest.mark.slow
+def test_float16_cost_quick_end_to_end(tmp_path: Path, lut: Path) -> None:
+    """vkdt-f16 against fp32 of the same weights: PSNRs per photo and both matrix paths,
+    and a cost of float16 rounding only (the two outputs differ, but by little)."""
+    out = tmp_path / "results"
+    done = run_script("float16_cost.py", "--quick", "--weights", lut, "--out", out)
+    assert done.returncode == 0, done.stderr
+    rows = read_csv(out / "float16-cost.csv")
+    assert [r["photo"] for r in rows] == list(quality_data.PHOTOS[:2])
+    for row in rows:
+        for path in ("coopmat", "fallback"):
+            difference = float(row[f"max |d| vkdt-f16 {path}"])
+            assert 0 < difference < 0.05
+            cost = float(row[f"psnr vkdt-f16 {path}"]) - float(row["psnr fp32"])
+            assert abs(cost) < 0.5
+    report = (out / "float16-cost.md").read_text()
+    assert "| ISO 12800 +3 EV |" in report and "Worst photo and level:" in report
+
+
 def test_ablation_quick_end_to_end_and_resume(tmp_path: Path) -> None:
     out, work = tmp_path / "results", tmp_path / "work"
     done = run_script("ablation.py", "--quick", "--out", out, "--work", work)

@@ -108,7 +108,7 @@ def apply_kernel_vkdt(
     ``vkdt-f16`` precision: sum_k w_k X(p + tap_k) and sum_k w_k, each accumulated in tap
     order, then their quotient (kpn's float32 path normalises the weights first). Under
     float16 stores the order decides roundings that plain kernels amplify: measured
-    against vkdt-cli, 2.1e-2 apart the other way (benchmarks/results/vkdt-oracle.md).
+    against vkdt-cli, 2.1e-2 apart the other way (benchmarks/results/vkdt-oracle-head.md).
 
     ``[B,C,h+4,w+4], [B,15,h,w] (kernel_factors), floor -> [B,C,h,w]``
     """

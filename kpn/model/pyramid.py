@@ -117,17 +117,85 @@ def mips_box2_vkdt(image: Tensor, count: int, store: Store | None = None) -> lis
 
     ``[B,C,H,W] -> [[B,C,H,W], [B,C,H1,W1], ...]``
     """
+
+    def level(base: Tensor, step: int, size: tuple[int, int]) -> Tensor:
+        return _strided_pair_mean(base, 2**step, 2**step - 2, size)
+
+    return _three_at_a_time(image, count, store, level)
+
+
+def _three_at_a_time(
+    image: Tensor,
+    count: int,
+    store: Store | None,
+    level: Callable[[Tensor, int, tuple[int, int]], Tensor],
+) -> list[Tensor]:
+    """``mip.comp``'s order: from a base B, ``level(B, step, size)`` for the levels
+    ``step`` = 1, 2, 3 below it, each stored; the third, as stored, is the next base."""
     keep = store or _unchanged
     sizes = level_sizes(image.shape[-2], image.shape[-1], count)
     mips = [image]
     base = image
-    for level in range(1, count):
-        step = (level - 1) % 3 + 1  # 1, 2, 3 levels below the base
-        stride = 2**step
-        mips.append(keep(_strided_pair_mean(base, stride, stride - 2, sizes[level])))
+    for index in range(1, count):
+        step = (index - 1) % 3 + 1
+        mips.append(keep(level(base, step, sizes[index])))
         if step == 3:
             base = mips[-1]
     return mips
+
+
+def mirror_levels(index: Tensor, size: int, depth: int) -> Tensor:
+    """Where texel ``index`` of a 2^depth block reads a base of length ``size`` so that each
+    level is the 2x2 mean of the one before, mirrored at its own edge (``down_box2``): past
+    the edge of level k (k = depth-1 .. 1, of length ``(size + 2^k - 1) // 2^k``) whole
+    2^k-blocks are mirrored, then past the base's edge texels (patch 0010's mip.comp).
+
+    ``index``: integer tensor, values in ``0 .. 2^depth * ceil(size / 2^depth) - 1``.
+    """
+    lengths = [size]
+    for _ in range(depth - 1):
+        lengths.append((lengths[-1] + 1) // 2)
+    for k in range(depth - 1, 0, -1):
+        texel = index >> k
+        mirrored = ((2 * lengths[k] - 1 - texel) << k) | (index & ((1 << k) - 1))
+        index = torch.where(texel >= lengths[k], mirrored, index)
+    return torch.where(index >= size, 2 * size - 1 - index, index)
+
+
+def _block_mean(base: Tensor, depth: int, size: tuple[int, int]) -> Tensor:
+    """The 2^depth x 2^depth means of ``base``, each level mirrored at its own edge
+    (:func:`mirror_levels`), as a tree of pairwise means (a+b)/2: along x first (pairs,
+    then pairs of pairs), then along y.
+
+    ``[B,C,H,W] -> [B,C,out_h,out_w]`` for ``size = (out_h, out_w)``.
+    """
+    height, width = base.shape[-2:]
+    out_h, out_w = size
+    device = base.device
+    stride = 2**depth
+    columns = mirror_levels(torch.arange(stride * out_w, device=device), width, depth)
+    rows = mirror_levels(torch.arange(stride * out_h, device=device), height, depth)
+    block = base.index_select(-1, columns).index_select(-2, rows)
+    for dim in (-1, -2):
+        while block.shape[dim] > (out_w if dim == -1 else out_h):
+            even = block.narrow(dim, 0, block.shape[dim] // 2 * 2)
+            pairs = even.unflatten(dim, (-1, 2))
+            block = 0.5 * (pairs.select(dim, 0) + pairs.select(dim, 1))
+    return block
+
+
+def mips_box2_mipcomp(image: Tensor, count: int, store: Store | None = None) -> list[Tensor]:
+    """The 2x2 box pyramid as vkdt's ``mip.comp`` computes it with the series' patches 0003
+    and 0010 (design §10; kpn's ``box2`` under the ``vkdt-f16`` precision): three levels at
+    once from a base level B, the 2x2, 4x4 and 8x8 means of B in float32, each stored
+    (``store``); the third as stored is the base of the next three. At the edges each
+    level is mirrored as :func:`down_box2` mirrors it (:func:`mirror_levels`); what
+    differs from ``box2`` is only that the coarser levels are means of B in float32, not
+    of the stored level before.
+
+    ``[B,C,H,W] -> [[B,C,H,W], [B,C,H1,W1], ...]``
+    """
+    return _three_at_a_time(image, count, store, _block_mean)
 
 
 def mip_pyramid(
@@ -141,16 +209,20 @@ def mip_pyramid(
         down: ``"box2"`` | ``"binomial5"`` | ``"box2_vkdt"``.
         store: applied to every level from 1 on as it is made (vkdt's float16 image
             stores, :func:`kpn.model.network.stored_image`); each level is reduced from the
-            stored one before it (``box2_vkdt``: each three from their stored base), as
-            vkdt's ``sub.comp`` and ``mip.comp`` read the images the previous pass wrote.
-            M_0 is ``image`` itself. None: nothing.
-        vkdt_order: sum as vkdt's shaders do (:func:`down_binomial5_vkdt`), for vkdt-f16.
+            stored one before it (``box2_vkdt``, and ``box2`` with ``vkdt_order``: each
+            three from their stored base), as vkdt's ``sub.comp`` and ``mip.comp`` read the
+            images the previous pass wrote. M_0 is ``image`` itself. None: nothing.
+        vkdt_order: compute as vkdt's shaders do, for vkdt-f16: ``binomial5`` in
+            ``sub.comp``'s order (:func:`down_binomial5_vkdt`), ``box2`` as the patched
+            ``mip.comp`` (:func:`mips_box2_mipcomp`).
 
     Returns:
         list of ``count`` tensors ``[B,C,H_i,W_i]``.
     """
     if down == "box2_vkdt":
         return mips_box2_vkdt(image, count, store)
+    if vkdt_order and down == "box2":
+        return mips_box2_mipcomp(image, count, store)
     keep = store or _unchanged
     reduce = {"box2": down_box2, "binomial5": down_binomial5}[down]
     if vkdt_order and down == "binomial5":

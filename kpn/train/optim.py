@@ -102,7 +102,8 @@ class VkdtAdam(torch.optim.Optimizer):
         l2: coupled L2: ``2 * l2 * w`` is added to the gradient.
         bias_correction_cut: correct the moments only while vkdt's frame counter
             (frame 0 initialises, step s runs as frame s+1) is below 5000.
-        f16_state: store weights and moments as float16, clamped to +-65000, as vkdt does.
+        f16_state: store weights and moments as float16, clamped to +-65000, as vkdt does
+            (the step itself uses the moments before their store, as adam.comp does).
     """
 
     def __init__(
@@ -139,8 +140,11 @@ class VkdtAdam(torch.optim.Optimizer):
                 step = int(state["step"].item())
                 grad = p.grad + 2.0 * group["l2"] * p
                 m1, m2 = state["exp_avg"], state["exp_avg_sq"]
-                m1.copy_(self._store(m1.lerp_(grad, 1.0 - beta1)))
-                m2.copy_(self._store(m2.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)))
+                # adam.comp updates with the moments as computed (float32) and stores them
+                # (float16) only for the next step: a small gradient's m2 underflows in the
+                # store, never in the update
+                m1.lerp_(grad, 1.0 - beta1)
+                m2.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
                 if self.bias_correction_cut:
                     frame = step  # vkdt's frame 0 initialises; our first step is its frame 1
                     exponent = frame + 1
@@ -151,3 +155,5 @@ class VkdtAdam(torch.optim.Optimizer):
                 c2 = 1.0 / (1.0 - beta2**exponent) if corrected else 1.0
                 update = group["lr"] * (m1 * c1) / (torch.sqrt(m2 * c2) + group["eps"])
                 p.copy_(self._store(p - update))
+                m1.copy_(self._store(m1))
+                m2.copy_(self._store(m2))

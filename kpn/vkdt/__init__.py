@@ -1,2 +1,3 @@
-"""The bridge to vkdt: its ``.lut`` weights file, a model to and from it, and the graphs
-that run and train kpn's weights in vkdt."""
+"""The bridge to vkdt: its ``.lut`` weights file, a model to and from it, the graphs that
+run and train kpn's weights in vkdt, and which vkdt (ce12d6ed, or with kpn's patch series)
+runs a model."""

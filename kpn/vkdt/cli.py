@@ -17,9 +17,10 @@ from kpn.io.atomic import atomic_write_bytes
 from kpn.io.nprof import read_nprof
 from kpn.io.pfm import read_pfm, write_pfm
 from kpn.io.run_folder import load_training_state, model_from_state
-from kpn.vkdt.export import inference_layout_warning, lut_payload
+from kpn.vkdt.export import lut_payload
 from kpn.vkdt.graph import GraphFile, graph_files
 from kpn.vkdt.lut_layout import LAYOUTS
+from kpn.vkdt.target import TARGET_NAMES, TARGETS, cannot_run, needed_patches
 
 
 # --- export ------------------------------------------------------------------------------
@@ -48,15 +49,33 @@ def _noise_profile(args: argparse.Namespace) -> tuple[float, float] | None:
     return None
 
 
+def _target(args: argparse.Namespace) -> str:
+    """--vkdt-target, by default the series (the head layout is ce12d6ed's own)."""
+    if args.vkdt_target is not None:
+        return args.vkdt_target
+    return "head" if args.vkdt_layout == "head" else "series"
+
+
+def _refusal(config: Config, target: str, layout: str, reasons: list[str]) -> str:
+    """Why ``target`` cannot run the model, and the other target when that one can."""
+    other = next(t for t in TARGETS if t != target)
+    remedy = "" if cannot_run(config, other, layout) else f" (--vkdt-target {other} runs it)"
+    return f"{TARGET_NAMES[target]} cannot run this model{remedy}: {'; '.join(reasons)}"
+
+
 def _export_graphs(
-    args: argparse.Namespace, config: Config, noise: tuple[float, float] | None
+    args: argparse.Namespace, config: Config, noise: tuple[float, float] | None, target: str
 ) -> tuple[GraphFile, ...]:
-    """The graphs ``--vkdt-cfg`` asks for (none without it), with its folder made."""
+    """The graphs ``--vkdt-cfg`` asks for (none without it), with its folder made; a model
+    that ``target`` cannot run is refused in one line."""
     if args.vkdt_cfg is None:
         return ()
     graph_dir = Path(args.vkdt_cfg)
     if graph_dir.exists() and not graph_dir.is_dir():
         raise KpnError(f"--vkdt-cfg {graph_dir}: exists and is not a folder")
+    reasons = cannot_run(config, target, args.vkdt_layout)
+    if reasons:
+        raise KpnError(f"{args.source}: {_refusal(config, target, args.vkdt_layout, reasons)}")
     init = config.train.init
     graphs = graph_files(
         config,
@@ -66,6 +85,7 @@ def _export_graphs(
         noise_b=noise[1] if noise else 0.0,
         weights_out=f"{Path(args.output).stem}-vkdt",
         init_weights=_graph_path(init, graph_dir) if init.endswith(".lut") else None,
+        target=target,
     )
     make_folder(graph_dir)
     return graphs
@@ -80,9 +100,10 @@ def command_export(args: argparse.Namespace) -> None:
             "(connector w:read:ssbo:f16) and refuses an f32 file"
         )
     noise = _noise_profile(args)
+    target = _target(args)
     mlp = model_from_state(state, str(args.source)).mlp
     payload = lut_payload(mlp, config, args.dtype, args.vkdt_layout, where=args.output)
-    graphs = _export_graphs(args, config, noise)
+    graphs = _export_graphs(args, config, noise, target)
     atomic_write_bytes(args.output, payload)
     model = config.model
     later = model.width * (model.width if args.vkdt_layout == "kpn-t" else VKDT_INFERENCE_IN_WIDTH)
@@ -95,9 +116,15 @@ def command_export(args: argparse.Namespace) -> None:
         path = Path(args.vkdt_cfg) / graph.name
         atomic_write_bytes(path, graph.text.encode("utf-8"))
         print(f"wrote {path}")
-    warning = inference_layout_warning(model, args.vkdt_layout)
-    if warning is not None:
-        print(f"warning: {warning}", file=sys.stderr)
+    reasons = cannot_run(config, target, args.vkdt_layout)
+    if reasons:  # only without --vkdt-cfg: the .lut is kpn's to read back all the same
+        refusal = _refusal(config, target, args.vkdt_layout, reasons)
+        print(f"warning: {refusal} (kpn reads the file back)", file=sys.stderr)
+    else:
+        needs = needed_patches(config, target)
+        print(
+            f"runs in {TARGET_NAMES[target]}" + (f", needing {', '.join(needs)}" if needs else "")
+        )
     if graphs and noise is None:
         print(
             "note: no --noise or --nprof: the inference graphs set kpn's noise a and b to 0",
@@ -126,6 +153,13 @@ def add_export_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
         default="kpn-t",
         help="kpn-t: what kpn-t writes and reads (default); head: what vkdt HEAD's kpn module "
         "reads (W 64: for models trained with model.vkdt_head_layout; docs/vkdt.md)",
+    )
+    export.add_argument(
+        "--vkdt-target",
+        choices=TARGETS,
+        help="the vkdt that runs the weights: series, vkdt ce12d6ed with kpn's patches "
+        "(vkdt/patches; the default), or head, ce12d6ed as it is (the default with "
+        "--vkdt-layout head); --vkdt-cfg refuses a model the target cannot run",
     )
     noise = export.add_mutually_exclusive_group()
     noise.add_argument(

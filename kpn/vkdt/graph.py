@@ -9,6 +9,10 @@ Pure functions that return the text of three graphs, written by ``python -m kpn 
 - ``kpn-t-train.cfg``: two ``i-pfm`` -> ``cnngenin`` -> ``kpn-t`` -> ``o-lut`` (weights)
   and ``display`` (the denoised tile), with the config's Adam settings.
 
+Each graph's header says which vkdt it is for (``target``, :mod:`kpn.vkdt.target`: vkdt
+ce12d6ed with kpn's patch series, or as it is), the patches its network needs, and the
+``config.h`` lines of that build.
+
 ``display:main`` is the output: in the GUI it is the view, and ``vkdt cli --format o-pfm
 --filename F`` puts the output module in its place (vkdt's ``graph-export.c``). The run
 lines carry ``--colour-prim bt2020 --colour-trc linear``: vkdt-cli's defaults are rec709
@@ -41,33 +45,25 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from kpn.config import VKDT_INFERENCE_IN_WIDTH, Config, ModelConfig, TrainConfig
+from kpn.config import Config
+from kpn.vkdt.target import (
+    PATCHES,
+    TARGET_NAMES,
+    TRAIN_WITHOUT_COOPMAT,
+    cannot_run,
+    inference_differences,
+    needed_patches,
+    training_differences,
+    vkdt_build,
+)
 
 INFER_PFM = "kpn-infer-pfm.cfg"
 INFER_RAW = "kpn-infer-raw.cfg"
 TRAIN = "kpn-t-train.cfg"
 
-VKDT_TRAIN_LEVELS = 4  # kpn-t/main.c: the network runs on levels 0..3
-VKDT_INFER_LEVELS = 6  # kpn/main.c: Mcnt = 7 mip levels, the network on 0..5
-VKDT_TILE = 64  # cnngenin/main.c: tiles of 64 x 64
-VKDT_DENOISE_LEVELS = 2  # apply.comp filters levels 0 and 1 only
 NO_CLIP = 1e30  # kpn-t's gradclip has no "off"; its square overflows to inf in float32
 # vkdt-cli writes what kpn computes only with these (see the module docstring)
 COLOUR_FLAGS = "--colour-prim bt2020 --colour-trc linear"
-
-_APPLY = {"softmax": "APPLY_SOFTMAX", "plain": "APPLY_PLAIN"}
-_ALPHA = {
-    "const": "ALPHA_CONST",
-    "plain": "ALPHA_PLAIN",
-    "sigmoid": "ALPHA_SIGMOID",
-    "clamped": "ALPHA_CLAMPED",
-}
-_MLP_ACTIVATION = {
-    "relu": "MLP_ACTIVATION_RELU",
-    "leaky_relu": "MLP_ACTIVATION_LEAKY_RELU",
-    "none": "MLP_ACTIVATION_NONE",
-}
-_LOSS = {"l2": "LOSS_L2", "smape": "LOSS_SMAPE", "cosh": "LOSS_COSH"}
 
 
 @dataclass(frozen=True)
@@ -78,55 +74,6 @@ class GraphFile:
     text: str
 
 
-@dataclass(frozen=True)
-class VkdtBuild:
-    """How kpn-t/config.h must be set for a config, and what that build computes then.
-
-    ``defines``: the lines of ``config.h`` that differ between configs. ``down``, ``up``:
-    the pyramid filters that build uses (fixed by PRE_MLP_DIFF / NO_ALIAS).
-    """
-
-    defines: tuple[str, ...]
-    no_alias: bool
-    down: str
-    up: str
-
-
-def vkdt_build(model: ModelConfig, train: TrainConfig) -> VkdtBuild:
-    """The kpn-t/config.h build closest to ``model`` and ``train``.
-
-    vkdt has four pyramid builds: PRE_MLP_DIFF with NO_ALIAS (binomial5 down, bilinear up,
-    detail input, add), PRE_MLP_DIFF alone, POST_MLP_DIFF, and neither (mip input, mix);
-    the last three use ``mip.comp`` (box2_vkdt) and the B-spline up. ``add`` with a
-    ``binomial5`` down gets NO_ALIAS.
-    """
-    no_alias = model.blend == "add" and model.down == "binomial5"
-    defines = [
-        f"#define WIDTH {model.width}",
-        f"#define N_HIDDEN_LAYERS {model.n_hidden}",
-        f"#define GRAD_SCALE {_c_float(train.grad_scale)}",
-        f"#define APPLY_ACTIVATION {_APPLY[model.kernel_activation]}",
-        f"#define ALPHA_ACTIVATION {_ALPHA[model.alpha_activation]}",
-        _switch("POST_MLP_DIFF", model.blend == "post_diff"),
-        _switch("PRE_MLP_DIFF", model.blend == "add"),
-        _switch("NO_ALIAS", no_alias),
-        f"#define MLP_ACTIVATION {_MLP_ACTIVATION[model.activation]}",
-        # kpn's psnr loss has no counterpart in vkdt: its graph trains with vkdt's default
-        f"#define LOSS {_LOSS.get(train.loss, 'LOSS_SMAPE')}",
-    ]
-    down, up = ("binomial5", "bilinear") if no_alias else ("box2_vkdt", "bspline")
-    return VkdtBuild(tuple(defines), no_alias, down, up)
-
-
-def _switch(name: str, on: bool) -> str:
-    return f"#define {name}" if on else f"// #define {name}"
-
-
-def _c_float(value: float) -> str:
-    text = repr(float(value))
-    return text if any(c in text for c in ".e") else text + ".0"
-
-
 def vkdt_float(value: float) -> str:
     """A number as a graph parameter: Python's shortest exact repr, which strtof reads."""
     if not math.isfinite(value):
@@ -134,121 +81,32 @@ def vkdt_float(value: float) -> str:
     return repr(float(value))
 
 
-def training_differences(config: Config) -> list[str]:
-    """Where vkdt HEAD's kpn-t, built per :func:`vkdt_build`, trains otherwise than ``config``."""
-    model, train, data = config.model, config.train, config.data
-    build = vkdt_build(model, train)
-    out = _model_differences(model, build)
-    if model.levels != VKDT_TRAIN_LEVELS:
-        out.append(f"model.levels = {model.levels}: kpn-t trains {VKDT_TRAIN_LEVELS} levels")
-    if model.gradient_stop != build.no_alias:
-        out.append(
-            f"model.gradient_stop = {str(model.gradient_stop).lower()}: this build's dup.comp "
-            + ("zeroes" if build.no_alias else "propagates")
-            + " the gradient into coarser levels"
-        )
-    if model.vkdt_head_layout:
-        out.append(
-            "model.vkdt_head_layout = true: kpn-t trains every unit of the first hidden layer "
-            "(and writes kpn-t's layout)"
-        )
-    if not model.vkdt_kernel_grad_untransposed:
-        out.append(
-            "model.vkdt_kernel_grad_untransposed = false: kpn-t's backward pass reads the "
-            "kernel gradient untransposed (its gradients do not belong to its forward pass)"
-        )
-    if train.loss not in _LOSS:
-        out.append(
-            f"train.loss = '{train.loss}': kpn's own loss; vkdt's build trains with LOSS_SMAPE"
-        )
-    if train.loss_reduction != "sum":
-        out.append(f"train.loss_reduction = '{train.loss_reduction}': loss.comp sums over pixels")
-    if train.lr_schedule != "constant" or train.warmup_steps:
-        out.append("train.lr_schedule / warmup_steps: kpn-t's alpha is constant")
-    if train.grad_clip > 0 and not train.vkdt_grad_clip:
-        out.append(
-            "train.vkdt_grad_clip = false: kpn-t clips by GRAD_SCALE times the norm of only "
-            "the first ceil(N/32) gradient entries (norm.comp), not the whole gradient's norm"
-        )
-    if not train.vkdt_bias_correction:
-        out.append(
-            "train.vkdt_bias_correction = false: adam.comp corrects the moments only before "
-            "frame 5000"
-        )
-    if not train.vkdt_f16_state:
-        out.append("train.vkdt_f16_state = false: adam.comp stores weights and moments as float16")
-    if data.tile != VKDT_TILE or data.batch != 1:
-        out.append(
-            f"data.tile = {data.tile}, data.batch = {data.batch}: cnngenin cuts one "
-            f"{VKDT_TILE}x{VKDT_TILE} tile per step"
-        )
-    return out
-
-
-def inference_differences(config: Config, layout: str = "kpn-t") -> list[str]:
-    """Where vkdt HEAD's kpn module, built per :func:`vkdt_build`, runs otherwise, from a
-    ``.lut`` in ``layout`` (:data:`kpn.vkdt.lut_layout.LAYOUTS`)."""
-    model = config.model
-    out = _model_differences(model, vkdt_build(model, config.train))
-    levels = config.infer.levels or model.levels
-    # add with levels >= denoise_levels passed through: O_d = M_d whatever the level count
-    same_output = model.blend == "add" and 0 < model.denoise_levels <= min(
-        levels, VKDT_INFER_LEVELS
-    )
-    if levels != VKDT_INFER_LEVELS and not same_output:
-        out.append(f"infer.levels = {levels}: kpn infers with {VKDT_INFER_LEVELS} levels")
-    if model.width != VKDT_INFERENCE_IN_WIDTH and layout != "head":
-        out.append(
-            f"model.width = {model.width}: kpn reads the weights with in_width 32 (kpn/main.c), "
-            "kpn-t writes them with in_width WIDTH: this is not the trained network"
-        )
-    return out
-
-
-def _model_differences(model: ModelConfig, build: VkdtBuild) -> list[str]:
-    out = []
-    features = "patch8x8" if model.width == 64 else "star15"
-    if model.features != features:
-        out.append(
-            f"model.features = '{model.features}': input.glsl feeds {features} at WIDTH "
-            f"{model.width}"
-        )
-    if model.down != build.down:
-        out.append(f"model.down = '{model.down}': this build's pyramid goes down by {build.down}")
-    if model.up != build.up:
-        out.append(f"model.up = '{model.up}': this build's pyramid goes up by {build.up}")
-    if model.denoise_levels != VKDT_DENOISE_LEVELS:
-        out.append(
-            f"model.denoise_levels = {model.denoise_levels}: apply.comp filters only levels 0 and 1"
-        )
-    if not model.block_transpose:
-        out.append(
-            "model.block_transpose = false: fwd.h stores the kernels transposed in blocks of 16 "
-            "pixels (since 4c5e4782)"
-        )
-    if model.precision != "vkdt-f16":
-        out.append(f"model.precision = '{model.precision}': vkdt computes in float16")
-    if model.noise_luminance != "x":
-        out.append(
-            f"model.noise_luminance = '{model.noise_luminance}': input.glsl takes the "
-            "luminance of X"
-        )
-    return out
-
-
 # --- the graphs ----------------------------------------------------------------------------
 def _comment(lines: Sequence[str], indent: str = "") -> list[str]:
     return [f"# {indent}{line}".rstrip() for line in lines]
 
 
-def _patch_note(model: ModelConfig) -> list[str]:
-    """The comment that a build other than WIDTH 64 needs docs/vkdt.md's include patch."""
-    if model.width == 64:  # input.glsl's star15 branch is compiled for every other WIDTH
-        return []
-    return [
-        f"# vkdt ce12d6ed does not compile WIDTH {model.width} as it is (input.glsl uses "
-        "push.level and nonuniformEXT too early): apply docs/vkdt.md's include-order patch"
-    ]
+def _target_note(config: Config, target: str, training: bool = False) -> list[str]:
+    """The comment lines that say which vkdt runs the graph and which patches it needs."""
+    needs = needed_patches(config, target)
+    if target == "series":
+        lines = [
+            f"# for {TARGET_NAMES[target]} (vkdt/patches, applied by vkdt/apply_series.sh); "
+            f"this network needs {', '.join(needs)}"
+        ]
+        if training:
+            lines.append(
+                f"# kpn-t on a GPU without cooperative matrices also needs {TRAIN_WITHOUT_COOPMAT} "
+                f"({PATCHES[TRAIN_WITHOUT_COOPMAT]})"
+            )
+        return lines
+    if needs:  # 0001: input.glsl's star15 branch is compiled for every WIDTH but 64
+        return [
+            f"# for {TARGET_NAMES[target]}, which does not compile WIDTH {config.model.width} as "
+            "it is (input.glsl uses push.level and nonuniformEXT too early): apply "
+            f"vkdt/patches/{needs[0]}"
+        ]
+    return [f"# for {TARGET_NAMES[target]} as it is"]
 
 
 def _text(lines: Sequence[str]) -> str:
@@ -266,29 +124,31 @@ def inference_graph(
     noise_a: float,
     noise_b: float,
     layout: str = "kpn-t",
+    target: str = "series",
 ) -> str:
     """The text of an inference graph: ``source`` ("pfm" or "raw") -> kpn -> display.
 
     ``weights`` is the ``.lut`` path as the graph names it (relative paths are resolved
     from the graph's folder), in ``layout``. ``noise_a``, ``noise_b``: the camera's noise
     profile on the 0..65535 scale (docs/design.md §8) for ``kpn``'s parameters.
+    ``target``: the vkdt that runs it (:data:`kpn.vkdt.target.TARGETS`).
     """
     if source not in ("pfm", "raw"):
         raise ValueError(f"source {source!r}: expected 'pfm' or 'raw'")
-    build = vkdt_build(config.model, config.train)
+    build = vkdt_build(config, target)
     module = "i-pfm" if source == "pfm" else "i-raw"
     example = "noisy.pfm" if source == "pfm" else "noisy.raw"
     lines = [
         *_inference_usage(weights, source, example),
         "# kpn's noise a / noise b: the camera's noise profile on the 0..65535 scale",
         "# (a .nprof of vkdt since 4b910761 is on [0,1]: a*65535^2, b*65535; docs/vkdt.md)",
+        *_target_note(config, target),
         "# kpn must be built with these lines in src/pipe/modules/kpn-t/config.h:",
         *_comment(build.defines, "  "),
-        *_patch_note(config.model),
     ]
-    differences = inference_differences(config, layout)
+    differences = cannot_run(config, target, layout) + inference_differences(config, target)
     if differences:
-        lines += ["# vkdt HEAD (ce12d6ed) computes otherwise than this config:"]
+        lines += [f"# {TARGET_NAMES[target]} computes otherwise than this config:"]
         lines += _comment(differences, "  ")
     lines += [
         *_inference_modules(source),
@@ -363,15 +223,17 @@ def _inference_modules(source: str) -> list[str]:
     ]
 
 
-def training_graph(config: Config, *, weights_out: str, init_weights: str | None) -> str:
-    """The text of a kpn-t training graph for ``config``.
+def training_graph(
+    config: Config, *, weights_out: str, init_weights: str | None, target: str = "series"
+) -> str:
+    """The text of a kpn-t training graph for ``config`` on ``target``.
 
     ``weights_out``: the o-lut filename (vkdt appends ``.lut`` and writes it in the
     current folder). ``init_weights``: a ``.lut`` to start from through ``kpn-t``'s
     ``wcp`` input, or None for vkdt's random initialisation.
     """
     train = config.train
-    build = vkdt_build(config.model, train)
+    build = vkdt_build(config, target)
     steps = train.steps
     lines = [
         f"# vkdt graph: train kpn-t for {steps} steps, the weights go to {weights_out}.lut "
@@ -380,13 +242,13 @@ def training_graph(config: Config, *, weights_out: str, init_weights: str | None
         "# point both i-pfm filenames at a clean linear PFM (%04d and startid for a sequence):",
         "# cnngenin generate: 0 static tile, 1 random tiles, 2 noise added to the reference "
         "(main unused), 3 mosaic, 4 2+3",
+        *_target_note(config, target, training=True),
         "# build vkdt with these lines in src/pipe/modules/kpn-t/config.h:",
         *_comment(build.defines, "  "),
-        *_patch_note(config.model),
     ]
-    differences = training_differences(config)
+    differences = training_differences(config, target)
     if differences:
-        lines += ["# vkdt HEAD (ce12d6ed) trains otherwise than this config:"]
+        lines += [f"# {TARGET_NAMES[target]} trains otherwise than this config:"]
         lines += _comment(differences, "  ")
     if config.train.init.endswith(".pt"):
         lines += [
@@ -444,19 +306,18 @@ def graph_files(
     weights_out: str,
     init_weights: str | None,
     layout: str = "kpn-t",
+    target: str = "series",
 ) -> tuple[GraphFile, ...]:
-    """The three graphs ``--vkdt-cfg`` writes, for weights in ``layout`` that the graphs
-    name ``weights``."""
+    """The three graphs ``--vkdt-cfg`` writes for ``target``, for weights in ``layout``
+    that the graphs name ``weights``."""
     pfm, raw = (
         inference_graph(
-            weights, config, source=source, noise_a=noise_a, noise_b=noise_b, layout=layout
+            weights, config, source=source, noise_a=noise_a, noise_b=noise_b, layout=layout,
+            target=target,
         )
         for source in ("pfm", "raw")
+    )  # fmt: skip
+    training = training_graph(
+        config, weights_out=weights_out, init_weights=init_weights, target=target
     )
-    return (
-        GraphFile(INFER_PFM, pfm),
-        GraphFile(INFER_RAW, raw),
-        GraphFile(
-            TRAIN, training_graph(config, weights_out=weights_out, init_weights=init_weights)
-        ),
-    )
+    return (GraphFile(INFER_PFM, pfm), GraphFile(INFER_RAW, raw), GraphFile(TRAIN, training))

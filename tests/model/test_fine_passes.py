@@ -8,11 +8,11 @@ import dataclasses
 import pytest
 import torch
 
-from kpn.config import InferConfig
+from kpn.config import Config, InferConfig
 from kpn.infer.denoiser import Denoiser
 from kpn.model.features import STAR15_TAPS
 from kpn.model.network import KPN, kpn_forward
-from kpn.vkdt.export import inference_layout_warning
+from kpn.vkdt.target import cannot_run
 
 from model_shared import TIGHT, model_config, noise_profiles, random_image, routed_weights
 
@@ -66,8 +66,9 @@ def test_sure_takes_two_passes_and_vkdt_is_told_why() -> None:
     torch.manual_seed(0)
     denoiser = Denoiser.build(KPN(config), InferConfig(sure_divergence="one_pass"))
     assert denoiser.sure_divergence == "two_pass"
-    warning = inference_layout_warning(config)
-    assert warning is not None and "model.fine_passes = 2" in warning
-    assert "fine_passes" not in (
-        inference_layout_warning(dataclasses.replace(config, fine_passes=1)) or ""
+    whole = Config(model=config)
+    assert "model.fine_passes = 2: vkdt's kpn module filters each level with its kernels once " in (
+        "; ".join(cannot_run(whole)) + " "
     )
+    once = dataclasses.replace(whole, model=dataclasses.replace(config, fine_passes=1))
+    assert not any("fine_passes" in reason for reason in cannot_run(once))

@@ -12,7 +12,7 @@ import torch
 import kpn.model.tiling as tiling
 from kpn.config import ModelConfig, load_config
 from kpn.errors import KpnError
-from kpn.model.network import KPN, kpn_forward
+from kpn.model.network import KPN, kpn_forward, stored_image
 from kpn.model.pyramid import level_sizes, mip_pyramid
 from kpn.model.reference import receptive_radius
 from kpn.model.tiling import (
@@ -247,6 +247,22 @@ def test_global_mips_in_bands_equal_whole(
     assert bands[0] is image
     for mine, expected in zip(bands, whole, strict=True):
         torch.testing.assert_close(mine, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(("height", "count"), [(5, 3), (101, 6), (203, 7)])
+def test_mipcomp_mips_in_bands_equal_whole(
+    monkeypatch: pytest.MonkeyPatch, height: int, count: int
+) -> None:
+    """vkdt-f16's box2 is mip.comp's (three levels from a stored base, in float32): bands of
+    a few rows, odd heights included, give the whole image's mips bit for bit."""
+    monkeypatch.setattr(tiling, "BAND_PIXELS", 1)
+    config = dataclasses.replace(DESIGN, levels=count, precision="vkdt-f16")
+    image = noisy_image(height, 7).float()
+    plan = plan_tiles(height, 7, config, count, 8)
+    bands = global_mips(image, config, plan)
+    whole = mip_pyramid(image, count, "box2", stored_image(config), vkdt_order=True)
+    for mine, expected in zip(bands, whole, strict=True):
+        torch.testing.assert_close(mine, expected, rtol=0, atol=0)
 
 
 # --- tiled == untiled ------------------------------------------------------------------

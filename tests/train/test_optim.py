@@ -168,6 +168,26 @@ def test_vkdt_f16_state_rounds_and_clamps_weights_and_moments() -> None:
     assert weight[1].item() != 0.1 and weight[1].item() == weight[1].half().item()
 
 
+def test_vkdt_f16_state_steps_with_the_moments_before_their_store() -> None:
+    """adam.comp: m2 = mix(dw*dw, m2, beta2) in float32 is the step's, and only its float16
+    store underflows: a gradient of 1e-4 has m2 = 1e-11 (float16's smallest is 6e-8), so
+    the step is lr m1 c1 / (sqrt(m2 c2) + eps), not lr m1 c1 / eps (vkdt frame 1:
+    bias-correction exponent 2)."""
+    weight = torch.nn.Parameter(torch.tensor([0.25]))
+    adam = VkdtAdam(
+        [weight], lr=1e-3, betas=(0.9, 0.999), eps=1e-4, l2=0.0, bias_correction_cut=True,
+        f16_state=True,
+    )  # fmt: skip
+    weight.grad = torch.tensor([1e-4])
+    adam.step()
+    m1, m2 = 0.1 * 1e-4, 0.001 * 1e-8
+    c1, c2 = 1 / (1 - 0.9**2), 1 / (1 - 0.999**2)
+    expected = torch.tensor([0.25 - 1e-3 * m1 * c1 / (math.sqrt(m2 * c2) + 1e-4)]).half().float()
+    torch.testing.assert_close(weight.detach(), expected, rtol=0, atol=0)
+    assert adam.state[weight]["exp_avg_sq"].item() == 0.0  # the store underflowed
+    assert weight.item() != torch.tensor([0.25 - 1e-3 * m1 * c1 / 1e-4]).half().item()
+
+
 # ---------------------------------------------------------------- clipping
 
 

@@ -15,13 +15,11 @@ from kpn.vkdt.graph import (
     NO_CLIP,
     TRAIN,
     graph_files,
-    inference_differences,
     inference_graph,
-    training_differences,
     training_graph,
-    vkdt_build,
     vkdt_float,
 )
+from kpn.vkdt.target import cannot_run, inference_differences, training_differences, vkdt_build
 
 from vkdt_shared import preset
 
@@ -33,6 +31,7 @@ GOLDEN_PFM = """\
 #   python -m kpn pfm --to-vkdt photo.pfm noisy.pfm makes the input, python -m kpn pfm --from-vkdt denoised.pfm photo.denoised.pfm the output
 # kpn's noise a / noise b: the camera's noise profile on the 0..65535 scale
 # (a .nprof of vkdt since 4b910761 is on [0,1]: a*65535^2, b*65535; docs/vkdt.md)
+# for vkdt ce12d6ed, which does not compile WIDTH 32 as it is (input.glsl uses push.level and nonuniformEXT too early): apply vkdt/patches/0001 (input.glsl included after the push constants: WIDTH 32 compiles)
 # kpn must be built with these lines in src/pipe/modules/kpn-t/config.h:
 #   #define WIDTH 32
 #   #define N_HIDDEN_LAYERS 6
@@ -44,7 +43,6 @@ GOLDEN_PFM = """\
 #   #define NO_ALIAS
 #   #define MLP_ACTIVATION MLP_ACTIVATION_LEAKY_RELU
 #   #define LOSS LOSS_SMAPE
-# vkdt ce12d6ed does not compile WIDTH 32 as it is (input.glsl uses push.level and nonuniformEXT too early): apply docs/vkdt.md's include-order patch
 module:i-pfm:main
 module:i-lut:w
 module:kpn:01
@@ -65,6 +63,7 @@ GOLDEN_RAW = """\
 # o-pfm writes the top row first: python -m kpn pfm --from-vkdt denoised.pfm photo.denoised.pfm gives a standard PFM (infer.py's)
 # kpn's noise a / noise b: the camera's noise profile on the 0..65535 scale
 # (a .nprof of vkdt since 4b910761 is on [0,1]: a*65535^2, b*65535; docs/vkdt.md)
+# for vkdt ce12d6ed, which does not compile WIDTH 32 as it is (input.glsl uses push.level and nonuniformEXT too early): apply vkdt/patches/0001 (input.glsl included after the push constants: WIDTH 32 compiles)
 # kpn must be built with these lines in src/pipe/modules/kpn-t/config.h:
 #   #define WIDTH 32
 #   #define N_HIDDEN_LAYERS 6
@@ -76,7 +75,6 @@ GOLDEN_RAW = """\
 #   #define NO_ALIAS
 #   #define MLP_ACTIVATION MLP_ACTIVATION_LEAKY_RELU
 #   #define LOSS LOSS_SMAPE
-# vkdt ce12d6ed does not compile WIDTH 32 as it is (input.glsl uses push.level and nonuniformEXT too early): apply docs/vkdt.md's include-order patch
 module:i-raw:main
 module:denoise:01
 module:hilite:01
@@ -105,6 +103,7 @@ GOLDEN_TRAIN = """\
 # run: vkdt cli -g kpn-t-train.cfg --last-frame-only --progress
 # point both i-pfm filenames at a clean linear PFM (%04d and startid for a sequence):
 # cnngenin generate: 0 static tile, 1 random tiles, 2 noise added to the reference (main unused), 3 mosaic, 4 2+3
+# for vkdt ce12d6ed, which does not compile WIDTH 32 as it is (input.glsl uses push.level and nonuniformEXT too early): apply vkdt/patches/0001 (input.glsl included after the push constants: WIDTH 32 compiles)
 # build vkdt with these lines in src/pipe/modules/kpn-t/config.h:
 #   #define WIDTH 32
 #   #define N_HIDDEN_LAYERS 6
@@ -116,7 +115,6 @@ GOLDEN_TRAIN = """\
 #   #define NO_ALIAS
 #   #define MLP_ACTIVATION MLP_ACTIVATION_LEAKY_RELU
 #   #define LOSS LOSS_SMAPE
-# vkdt ce12d6ed does not compile WIDTH 32 as it is (input.glsl uses push.level and nonuniformEXT too early): apply docs/vkdt.md's include-order patch
 frames:250001
 fps:0
 module:i-pfm:main
@@ -170,13 +168,17 @@ def vkdt_design(*overrides: str) -> Config:
 # --- golden text -------------------------------------------------------------------------
 def test_golden_inference_pfm() -> None:
     config = preset("vkdt-head-w32")
-    text = inference_graph("weights.lut", config, source="pfm", noise_a=1000, noise_b=2.5)
+    text = inference_graph(
+        "weights.lut", config, source="pfm", noise_a=1000, noise_b=2.5, target="head"
+    )
     assert text == GOLDEN_PFM
 
 
 def test_golden_inference_raw() -> None:
     config = preset("vkdt-head-w32")
-    text = inference_graph("weights.lut", config, source="raw", noise_a=1000, noise_b=2.5)
+    text = inference_graph(
+        "weights.lut", config, source="raw", noise_a=1000, noise_b=2.5, target="head"
+    )
     assert text == GOLDEN_RAW
 
 
@@ -189,7 +191,8 @@ def test_golden_training() -> None:
         "train.l2=0",
         "train.grad_clip=1.0",
     )
-    assert training_graph(config, weights_out="mlp-w", init_weights="start.lut") == GOLDEN_TRAIN
+    text = training_graph(config, weights_out="mlp-w", init_weights="start.lut", target="head")
+    assert text == GOLDEN_TRAIN
 
 
 def test_training_random_init_and_no_clip() -> None:
@@ -217,61 +220,22 @@ def test_graph_files_names_and_texts() -> None:
 
 
 # --- what vkdt computes otherwise ----------------------------------------------------------
-def test_build_of_the_shipped_preset_is_vkdts_config_h() -> None:
-    build = vkdt_build(preset("vkdt-head").model, preset("vkdt-head").train)
-    assert build.defines == (
-        "#define WIDTH 64",
-        "#define N_HIDDEN_LAYERS 6",
-        "#define GRAD_SCALE 128.0",
-        "#define APPLY_ACTIVATION APPLY_PLAIN",
-        "#define ALPHA_ACTIVATION ALPHA_CONST",
-        "// #define POST_MLP_DIFF",
-        "#define PRE_MLP_DIFF",
-        "#define NO_ALIAS",
-        "#define MLP_ACTIVATION MLP_ACTIVATION_LEAKY_RELU",
-        "#define LOSS LOSS_SMAPE",
-    )
-    assert (build.no_alias, build.down, build.up) == (True, "binomial5", "bilinear")
-
-
-@pytest.mark.parametrize(
-    ("blend", "down", "up", "defines", "no_alias"),
-    [
-        ("mix", "box2", "bspline", ("// #define POST_MLP_DIFF", "// #define PRE_MLP_DIFF"), 0),
-        ("post_diff", "box2_vkdt", "bspline", ("#define POST_MLP_DIFF",), 0),
-        ("add", "box2_vkdt", "bspline", ("#define PRE_MLP_DIFF", "// #define NO_ALIAS"), 0),
-        ("add", "binomial5", "bilinear", ("#define PRE_MLP_DIFF", "#define NO_ALIAS"), 1),
-    ],
-)
-def test_pyramid_builds(
-    blend: str, down: str, up: str, defines: tuple[str, ...], no_alias: int
-) -> None:
-    inputs = "detail" if blend == "add" else "mip"
-    config = vkdt_design(
-        f"model.blend={blend}",
-        f"model.mlp_input={inputs}",
-        f"model.down={down}",
-        f"model.up={up}",
-    )
-    build = vkdt_build(config.model, config.train)
-    assert set(defines) <= set(build.defines)
-    assert build.no_alias == bool(no_alias)
-
-
 def test_vkdt_presets_with_all_switches_differ_in_nothing() -> None:
     for name in ("vkdt-head-w32", "vkdt-head"):
         config = preset(name, *VKDT_SWITCHES)
-        assert training_differences(config) == []
-    assert inference_differences(preset("vkdt-head-w32")) == []
+        assert training_differences(config, "head") == []
+    config = preset("vkdt-head-w32")
+    assert cannot_run(config, "head") + inference_differences(config, "head") == []
     # 4 network levels here, 6 in kpn: the same output with add and levels >= 2 passed
     assert preset("vkdt-head-w32").infer.levels == 6
-    assert inference_differences(preset("vkdt-head-w32", "infer.levels=4")) == []
+    assert cannot_run(preset("vkdt-head-w32", "infer.levels=4"), "head") == []
 
 
 def test_w64_inference_difference() -> None:
-    assert inference_differences(preset("vkdt-head")) == [
-        "model.width = 64: kpn reads the weights with in_width 32 (kpn/main.c), kpn-t writes "
-        "them with in_width WIDTH: this is not the trained network"
+    assert cannot_run(preset("vkdt-head"), "head") == [
+        "W = 64 weights in kpn-t's layout (first matrix 64 wide): ce12d6ed's kpn module reads "
+        "them with in_width 32 (defect 6; patch 0004; or train with model.vkdt_head_layout = "
+        "true and export with --vkdt-layout head)"
     ]
 
 
@@ -279,19 +243,22 @@ def test_w64_in_the_head_layout_runs_as_trained() -> None:
     """A head-layout file is read by kpn as written: no in_width difference; kpn-t,
     which trains all units, says so for a model.vkdt_head_layout config."""
     config = preset("vkdt-head", "model.vkdt_head_layout=true", *VKDT_SWITCHES)
-    assert inference_differences(config, "head") == []
-    assert training_differences(config) == [
+    assert cannot_run(config, "head", "head") + inference_differences(config, "head") == []
+    assert training_differences(config, "head") == [
         "model.vkdt_head_layout = true: kpn-t trains every unit of the first hidden layer "
         "(and writes kpn-t's layout)"
     ]
     pfm = graph_files(
-        config, "w.lut", noise_a=1, noise_b=2, weights_out="o", init_weights=None, layout="head"
-    )[0].text
+        config, "w.lut", noise_a=1, noise_b=2, weights_out="o", init_weights=None,
+        layout="head", target="head",
+    )[0].text  # fmt: skip
     assert "in_width" not in pfm and "computes otherwise" not in pfm
-    # WIDTH 64 compiles as shipped: no patch note; WIDTH 32 needs the include patch
-    assert "include-order patch" not in pfm
-    w32 = inference_graph("w.lut", preset("vkdt-head-w32"), source="pfm", noise_a=0, noise_b=0)
-    assert "apply docs/vkdt.md's include-order patch" in w32
+    # WIDTH 64 compiles as shipped: no patch; WIDTH 32 needs the include-order patch
+    assert "# for vkdt ce12d6ed as it is\n" in pfm
+    w32 = inference_graph(
+        "w.lut", preset("vkdt-head-w32"), source="pfm", noise_a=0, noise_b=0, target="head"
+    )
+    assert "apply vkdt/patches/0001 " in w32
 
 
 def test_run_lines_write_kpns_linear_output() -> None:
@@ -305,20 +272,21 @@ def test_run_lines_write_kpns_linear_output() -> None:
     assert "--from-vkdt" in GOLDEN_RAW
 
 
-def test_design_differences() -> None:
-    model_lines = [
-        "model.down = 'box2': this build's pyramid goes down by box2_vkdt",
-        "model.denoise_levels = 0: apply.comp filters only levels 0 and 1",
-        "model.block_transpose = false: fwd.h stores the kernels transposed in blocks of 16 "
-        "pixels (since 4c5e4782)",
+def test_design_differences_on_head() -> None:
+    config = vkdt_design()
+    reasons = cannot_run(config, "head")
+    assert [reason.split(":")[0] for reason in reasons] == [
+        "model.down = 'box2'",
+        "model.denoise_levels = 0",
+        "model.block_transpose = false",
+        "infer.levels = 4",
+    ]
+    assert inference_differences(config, "head") == [
+        "model.precision = 'fp32': vkdt computes in float16"
+    ]
+    assert training_differences(config, "head") == [
+        *reasons[:3],
         "model.precision = 'fp32': vkdt computes in float16",
-    ]
-    assert inference_differences(vkdt_design()) == [
-        *model_lines,
-        "infer.levels = 4: kpn infers with 6 levels",
-    ]
-    assert training_differences(vkdt_design()) == [
-        *model_lines,
         "model.vkdt_kernel_grad_untransposed = false: kpn-t's backward pass reads the kernel "
         "gradient untransposed (its gradients do not belong to its forward pass)",
         "train.loss_reduction = 'mean': loss.comp sums over pixels",
@@ -329,13 +297,13 @@ def test_design_differences() -> None:
         "train.vkdt_f16_state = false: adam.comp stores weights and moments as float16",
         "data.tile = 64, data.batch = 16: cnngenin cuts one 64x64 tile per step",
     ]
-    text = training_graph(vkdt_design(), weights_out="w", init_weights=None)
-    assert "# vkdt HEAD (ce12d6ed) trains otherwise than this config:\n#   model.down" in text
+    text = training_graph(config, weights_out="w", init_weights=None, target="head")
+    assert "# vkdt ce12d6ed trains otherwise than this config:\n#   model.down" in text
 
 
 def test_feature_and_gradient_stop_differences() -> None:
     config = preset("vkdt-head", "model.features=star15", "model.gradient_stop=false")
-    lines = training_differences(config)
+    lines = training_differences(config, "head")
     assert "model.features = 'star15': input.glsl feeds patch8x8 at WIDTH 64" in lines
     assert (
         "model.gradient_stop = false: this build's dup.comp zeroes the gradient into coarser "
@@ -360,7 +328,7 @@ def test_vkdt_float() -> None:
 
 def test_kpn_only_loss_trains_with_smape_in_vkdt() -> None:
     config = vkdt_design("train.loss=psnr")
-    assert "#define LOSS LOSS_SMAPE" in vkdt_build(config.model, config.train).defines
+    assert "#define LOSS LOSS_SMAPE" in vkdt_build(config).defines
     assert "train.loss = 'psnr': kpn's own loss; vkdt's build trains with LOSS_SMAPE" in (
         training_differences(config)
     )

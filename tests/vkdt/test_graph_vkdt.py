@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from kpn.config import load_config
-from kpn.vkdt.graph import graph_files, vkdt_build
+from kpn.vkdt.graph import graph_files
+from kpn.vkdt.target import vkdt_build
 
 from vkdt_shared import CONFIGS, preset
 
@@ -184,7 +185,7 @@ def test_shipped_build_matches_vkdts_config_h() -> None:
     active = {
         line.split("//")[0].strip() for line in text.splitlines() if line.startswith("#define ")
     }
-    build = vkdt_build(preset("vkdt-head").model, preset("vkdt-head").train)
+    build = vkdt_build(preset("vkdt-head"), "head")
     for define in build.defines:
         if define.startswith("//"):
             name = define.split()[-1]

@@ -58,6 +58,8 @@ SWITCH_OF_PATCH = (
     ("// #define POST_MLP_DIFF_MIRROR_COARSE", KPN_T + "up.comp"),
     ("#define KPN_LEVELS 6", KPN_M + "main.c"),
 )
+# After the switches, later defects' fixes: (the docs' defect number, the files it changes)
+LATER_FIXES = ((11, {KPN_T + "main.c", KPN_T + "fwd-.comp"}), (13, {KPN_T + "mip.comp"}))
 FORMAT_PATCH_FROM = re.compile(r"^From ([0-9a-f]{40}) Mon Sep 17 00:00:00 2001$")
 SHA = re.compile(r"^[0-9a-f]{40}$")
 DIFF_BLOCK = re.compile(r"(?ms)^( *)```diff\n(.*?)^\1```$")  # (indent, body)
@@ -151,7 +153,7 @@ def doc_section(number: int) -> str:
 def test_series_lists_every_patch_in_order() -> None:
     names = series_names()
     assert names == sorted(path.name for path in PATCHES.glob("*.patch"))
-    count = len(DEFECT_OF_PATCH) + len(SWITCH_OF_PATCH)
+    count = len(DEFECT_OF_PATCH) + len(SWITCH_OF_PATCH) + len(LATER_FIXES)
     assert [name[:5] for name in names] == [f"{n:04}-" for n in range(1, count + 1)]
 
 
@@ -170,7 +172,11 @@ def test_patches_are_format_patch_files(patches: list[Patch], base: str) -> None
         assert patch.headers["From"] == "kpn <kpn@localhost>", patch.name
         assert re.match(r"\w{3}, \d{1,2} \w{3} \d{4} ", patch.headers["Date"]), patch.name
         subject = patch.headers["Subject"]
-        assert subject.startswith(f"[PATCH {number}/{len(patches)}] "), (patch.name, subject)
+        digits = len(str(len(patches)))  # format-patch pads: [PATCH 01/10]
+        assert subject.startswith(f"[PATCH {number:0{digits}}/{len(patches)}] "), (
+            patch.name,
+            subject,
+        )
         assert re.match(r"\d+\.\d+", patch.signature), (patch.name, patch.signature)
         assert patch.diff.startswith("diff --git a/"), patch.name
         assert re.search(r"(?m)^index [0-9a-f]+\.\.[0-9a-f]+", patch.diff), patch.name
@@ -182,8 +188,9 @@ def test_patches_are_format_patch_files(patches: list[Patch], base: str) -> None
 def test_messages_say_where_why_and_how_it_was_measured(patches: list[Patch]) -> None:
     """Written for vkdt's maintainer: the lines at BASE, the fix, and kpn's reproduction
     (docs/vkdt.md's defect entry)."""
+    later = tuple(defect for defect, _ in LATER_FIXES)
     for patch, defect in zip(
-        patches, DEFECT_OF_PATCH + (None,) * len(SWITCH_OF_PATCH), strict=True
+        patches, DEFECT_OF_PATCH + (None,) * len(SWITCH_OF_PATCH) + later, strict=True
     ):
         words = " ".join(patch.message.split())  # the lines are wrapped anywhere
         assert "Line numbers refer to vkdt ce12d6ed" in words, patch.name
@@ -209,8 +216,11 @@ def test_docs_list_the_series(base: str) -> None:
 
 # --- each patch is its defect's fix ------------------------------------------------------
 def test_each_patch_touches_exactly_its_defects_files(patches: list[Patch]) -> None:
-    defects = patches[: len(DEFECT_OF_PATCH)]
-    for patch, defect, files in zip(defects, DEFECT_OF_PATCH, FILES_OF_PATCH, strict=True):
+    first = len(DEFECT_OF_PATCH) + len(SWITCH_OF_PATCH)
+    defects = patches[: len(DEFECT_OF_PATCH)] + patches[first:]
+    numbers = DEFECT_OF_PATCH + tuple(defect for defect, _ in LATER_FIXES)
+    files_of = FILES_OF_PATCH + tuple(files for _, files in LATER_FIXES)
+    for patch, defect, files in zip(defects, numbers, files_of, strict=True):
         assert patch.files() == files, patch.name
         section = doc_section(defect)
         for file in files:  # the docs name each file (by its name; paths where ambiguous)
@@ -283,7 +293,7 @@ def test_in_width_patch(patches: list[Patch]) -> None:
 # --- the design's switches (0005 on) ------------------------------------------------------
 @pytest.fixture(scope="module")
 def switches(patches: list[Patch]) -> list[Patch]:
-    return patches[len(DEFECT_OF_PATCH) :]
+    return patches[len(DEFECT_OF_PATCH) : len(DEFECT_OF_PATCH) + len(SWITCH_OF_PATCH)]
 
 
 def test_each_switch_patch_adds_its_config_line_and_one_file(switches: list[Patch]) -> None:

@@ -92,9 +92,17 @@ def test_export_from_run_directory(tmp_path: Path, capsys: pytest.CaptureFixture
 
 # --- warnings ----------------------------------------------------------------------------
 def test_export_w32_has_no_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """vkdt HEAD's own W 32 preset runs on vkdt HEAD, needing only the patch that compiles
+    WIDTH 32; the series, which fixes HEAD's kernel store, does not run it."""
     save_model(tmp_path / "w.pt", load_config(CONFIGS / "vkdt-head-w32.toml"))
-    code, _, err = run(capsys, "export", tmp_path / "w.pt", "-o", tmp_path / "w.lut")
+    code, out, err = run(
+        capsys, "export", tmp_path / "w.pt", "-o", tmp_path / "w.lut", "--vkdt-target", "head"
+    )
     assert (code, err) == (0, "")
+    assert "runs in vkdt ce12d6ed, needing 0001 (input.glsl included after" in out
+    code, out, err = run(capsys, "export", tmp_path / "w.pt", "-o", tmp_path / "w.lut")
+    assert code == 0
+    assert_one_line_error(err, "patch series cannot run", "(--vkdt-target head runs it)", "0002")
 
 
 # --- --vkdt-cfg --------------------------------------------------------------------------
@@ -112,6 +120,8 @@ def test_vkdt_cfg_writes_the_graphs(tmp_path: Path, capsys: pytest.CaptureFixtur
         "--noise",
         "1000",
         "2.5",
+        "--vkdt-target",
+        "head",
     )
     assert (code, err) == (0, "")
     expected = graph_files(
@@ -121,6 +131,7 @@ def test_vkdt_cfg_writes_the_graphs(tmp_path: Path, capsys: pytest.CaptureFixtur
         noise_b=2.5,
         weights_out="weights-vkdt",
         init_weights=None,
+        target="head",
     )
     assert sorted(p.name for p in (tmp_path / "vkdt").iterdir()) == sorted(
         [INFER_PFM, INFER_RAW, TRAIN]
@@ -151,6 +162,8 @@ def test_vkdt_cfg_beside_the_lut_and_nprof(
         nprof,
         "--nprof-scale",
         "dng",
+        "--vkdt-target",
+        "head",
     )
     assert (code, err) == (0, "")
     pfm = (tmp_path / INFER_PFM).read_text(encoding="utf-8")
@@ -165,8 +178,9 @@ def test_vkdt_cfg_init_lut_and_no_noise(tmp_path: Path, capsys: pytest.CaptureFi
     )
     save_model(tmp_path / "w.pt", config)
     code, _, err = run(
-        capsys, "export", tmp_path / "w.pt", "-o", tmp_path / "w.lut", "--vkdt-cfg", tmp_path / "g"
-    )
+        capsys, "export", tmp_path / "w.pt", "-o", tmp_path / "w.lut", "--vkdt-cfg",
+        tmp_path / "g", "--vkdt-target", "head",
+    )  # fmt: skip
     assert code == 0
     assert err.startswith("note: no --noise or --nprof")
     train = (tmp_path / "g" / TRAIN).read_text(encoding="utf-8")
@@ -284,14 +298,18 @@ def test_export_checkpoint_whose_weights_do_not_fit(
 def test_export_of_kpn_only_features_warns_and_reads_back(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The design's star15_snr: one warning line, the file written, and kpn imports it
-    without --config as the same model."""
+    """The design's star15_snr for vkdt HEAD: one warning line, the file written, and kpn
+    imports it without --config as the same model."""
     config = apply_overrides(load_config(CONFIGS / "design.toml"), ["model.width=32"])
     assert config.model.features == "star15_snr"
     save_model(tmp_path / "d.pt", config)
-    code, out, err = run(capsys, "export", tmp_path / "d.pt", "-o", tmp_path / "d.lut")
+    code, out, err = run(
+        capsys, "export", tmp_path / "d.pt", "-o", tmp_path / "d.lut", "--vkdt-target", "head"
+    )
     assert code == 0 and "wrote" in out
-    assert_one_line_error(err, "star15_snr", "vkdt cannot run", starts="warning: ")
+    assert_one_line_error(
+        err, "vkdt ce12d6ed cannot run", "star15_snr", "patch 0005", starts="warning: "
+    )
     lut = read_lut(tmp_path / "d.lut")
     assert (lut.model, lut.infer) == (config.model, config.infer)
     code, out, err = run(capsys, "import", tmp_path / "d.lut", "-o", tmp_path / "i.pt")
@@ -366,5 +384,5 @@ def test_export_head_layout_refuses_a_network_it_cannot_hold(
     assert_error_line(err, "w.lut", "float 2048", "model.vkdt_head_layout = true")
     assert listing(tmp_path) == before
     # kpn-t's layout exports it, with the warning that names the way to vkdt
-    code, _, err = run(capsys, "export", ckpt, "-o", tmp_path / "w.lut")
+    code, _, err = run(capsys, "export", ckpt, "-o", tmp_path / "w.lut", "--vkdt-target", "head")
     assert code == 0 and "--vkdt-layout head" in err

@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""kpn-t's training in vkdt-cli against kpn's emulation of it, for vkdt/oracle.sh's train step.
+
+setup OUTDIR [--weights weights/vkdt-w32] [--frames 21]
+    OUTDIR/run/checkpoint.pt: the weights' model with vkdt's training as kpn replays it
+    (:data:`OVERRIDES`: SMAPE summed, Adam 1e-3 / 0.9 / 0.999 / 1e-4 with vkdt's bias
+    correction and float16 state, no clipping, no L2, one tile, ``generate`` 0, the
+    gradient stopped into coarser levels as NO_ALIAS's dup.comp does, the fallback
+    matrix path), FRAMES - 1 steps from the weights' .lut; OUTDIR/img/{noisy,clean}.pfm: a
+    64x64 pair, top row first (what cnngenin's generate 0 cuts whole, noise told (0, 0)).
+replay OUTDIR --json FILE
+    kpn trains the same steps on the same tile and, per frame f, compares its loss with
+    the SMAPE of vkdt-cli's denoised tile OUTDIR/vkdt/out_%04d.pfm (kpn-t's output of
+    frame f, the weights after f updates), and at the end its weights with vkdt's o-lut
+    (OUTDIR/vkdt/*.lut). Writes FILE (JSON) and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kpn.config import Config, apply_overrides, config_to_toml, load_config
+from kpn.io.checkpoint import TrainingState, load_checkpoint, save_checkpoint
+from kpn.io.pfm import read_pfm, write_pfm
+from kpn.model.network import KPN
+from kpn.train.loss import kpn_loss
+from kpn.train.optim import clip_gradients_, make_optimizer, weight_buffer_size
+from kpn.vkdt.lut import read_lut
+from kpn.vkdt.lut_model import load_lut
+
+TILE = 64  # cnngenin's tile
+OVERRIDES = (
+    "train.loss=smape",
+    "train.loss_reduction=sum",
+    "train.lr=0.001",
+    "train.lr_schedule=constant",
+    "train.warmup_steps=0",
+    "train.beta1=0.9",
+    "train.beta2=0.999",
+    "train.eps=0.0001",
+    "train.l2=0",
+    "train.grad_clip=0",
+    "train.vkdt_bias_correction=true",
+    "train.vkdt_f16_state=true",
+    "data.generate=0",
+    "data.batch=1",
+    "data.tile=64",
+    "model.gradient_stop=true",
+    "model.vkdt_matmul=fallback",
+)
+
+
+def test_pair() -> tuple[np.ndarray, np.ndarray]:
+    """(noisy, clean) ``[64,64,3]`` float32: gradients, a dark disc and a bright square
+    with Poisson-Gaussian noise (a, b) = (2e4, 40) on the 0..65535 scale; row 0 on top."""
+    y, x = np.mgrid[0:TILE, 0:TILE] / TILE
+    clean = np.stack([0.2 + 0.6 * x, 0.3 + 0.4 * y, 0.5 + 0.3 * np.sin(6 * x + 4 * y)], -1)
+    clean[(x - 0.5) ** 2 + (y - 0.4) ** 2 < 0.06] *= 0.3
+    clean[(x > 0.7) & (y > 0.6)] = [0.9, 0.8, 0.1]
+    a, b = 2e4 / 65535**2, 40 / 65535
+    noise = np.random.default_rng(0).standard_normal(clean.shape) * np.sqrt(a + b * clean)
+    return (clean + noise).astype(np.float32), clean.astype(np.float32)
+
+
+def command_setup(args: argparse.Namespace) -> int:
+    out = Path(args.outdir)
+    (out / "run").mkdir(parents=True, exist_ok=True)
+    (out / "img").mkdir(exist_ok=True)
+    lut = os.path.abspath(Path(args.weights) / "weights.lut")
+    overrides = [*OVERRIDES, f"train.steps={args.frames - 1}", f"train.init={lut}"]
+    config = apply_overrides(load_config(Path(args.weights) / "config.toml"), overrides)
+    model = KPN(config.training_model)
+    load_lut(model.mlp, config.model, lut)
+    state = TrainingState(
+        config=config, model=model.state_dict(), optimizer={}, step=0, skipped_steps=0,
+        samples_seen=0, rng=torch.get_rng_state(),
+    )  # fmt: skip
+    save_checkpoint(out / "run" / "checkpoint.pt", state)
+    (out / "run" / "config.toml").write_text(config_to_toml(config), encoding="utf-8")
+    noisy, clean = test_pair()
+    write_pfm(out / "img" / "noisy.pfm", noisy, vkdt_rows=True)
+    write_pfm(out / "img" / "clean.pfm", clean, vkdt_rows=True)
+    print(
+        f"wrote {out}/run (from {lut}, {args.frames - 1} steps) and {out}/img/{{noisy,clean}}.pfm"
+    )
+    return 0
+
+
+def _tile(path: Path) -> torch.Tensor:
+    """A 64x64 tile as cnngenin stores it (float16), ``[1,3,64,64]``."""
+    image = read_pfm(path, vkdt_rows=True)[:TILE, :TILE]
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].half().float()
+
+
+def _compare_weights(
+    model: KPN, start: list[torch.Tensor], lut: str, config: Config
+) -> list[dict[str, float]]:
+    """kpn's matrices after the steps against vkdt's o-lut, and how far each moved."""
+    vkdt_model = KPN(config.training_model)
+    load_lut(vkdt_model.mlp, config.model, read_lut(lut), "kpn-t")
+    rows = []
+    pairs = zip(model.mlp.parameter_matrices, vkdt_model.mlp.parameter_matrices, start, strict=True)
+    for index, (ours, theirs, first) in enumerate(pairs):
+        rows.append({
+            "matrix": index, "identical": float((ours == theirs).float().mean()),
+            "max_d": float((ours - theirs).abs().max()),
+            "moved_kpn": float((ours - first).abs().mean()),
+            "moved_vkdt": float((theirs - first).abs().mean()),
+        })  # fmt: skip
+    return rows
+
+
+def command_replay(args: argparse.Namespace) -> int:
+    out = Path(args.outdir)
+    config = load_checkpoint(out / "run" / "checkpoint.pt").config
+    torch.manual_seed(0)
+    model = KPN(config.training_model)
+    load_lut(model.mlp, config.model, config.train.init)
+    start = [w.detach().clone() for w in model.mlp.parameter_matrices]
+    optimizer = make_optimizer(model.parameters(), config.train)
+    noisy, clean = _tile(out / "img" / "noisy.pfm"), _tile(out / "img" / "clean.pfm")
+    told = torch.zeros(1, 2)  # generate 0 sends noise (0, 0)
+    frames = sorted(glob.glob(str(out / "vkdt" / "out_*.pfm")))
+    if not frames:
+        raise SystemExit(f"{out}/vkdt: no out_*.pfm (run vkdt-cli first)")
+    rows = []
+    for frame, path in enumerate(frames):
+        output = model(noisy, told)
+        loss = kpn_loss(output, clean, config.train.loss, config.train.loss_reduction)
+        theirs = torch.from_numpy(read_pfm(path, vkdt_rows=True)).permute(2, 0, 1)[None]
+        vkdt_loss = kpn_loss(theirs, clean, "smape", "sum")
+        rows.append({
+            "frame": frame, "loss_kpn": loss.item(), "loss_vkdt": vkdt_loss.item(),
+            "max_d": (output.detach() - theirs).abs().max().item(),
+        })  # fmt: skip
+        print(" ".join(f"{k} {v:.6g}" for k, v in rows[-1].items()), flush=True)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip_gradients_(
+            model.mlp.parameter_matrices, config.train, weight_buffer_size(config.model)
+        )
+        if frame < len(frames) - 1:
+            optimizer.step()
+    luts = sorted(glob.glob(str(out / "vkdt" / "*.lut")))
+    with torch.no_grad():
+        weights = _compare_weights(model, start, luts[-1], config) if luts else []
+    result = {"frames": rows, "weights": weights, "steps": len(frames) - 1}
+    Path(args.json).write_text(json.dumps(result, indent=1), encoding="utf-8")
+    relative = [abs(r["loss_kpn"] / r["loss_vkdt"] - 1) for r in rows if r["loss_vkdt"] > 0]
+    print(f"wrote {args.json}: loss within {100 * max(relative):.3g}% over {len(rows)} frames")
+    return 0 if all(math.isfinite(r["loss_vkdt"]) for r in rows) else 3
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    setup = commands.add_parser("setup")
+    setup.add_argument("outdir")
+    setup.add_argument("--weights", default="weights/vkdt-w32")
+    setup.add_argument("--frames", type=int, default=21)
+    replay = commands.add_parser("replay")
+    replay.add_argument("outdir")
+    replay.add_argument("--json", required=True)
+    args = parser.parse_args()
+    return {"setup": command_setup, "replay": command_replay}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
