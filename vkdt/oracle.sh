@@ -123,7 +123,7 @@ make_tree() { # tree graph: a fresh BASE + the series + the tree's lavapipe harn
     design) harness="$harness 03-mip-plain" ;;
     designrne) harness="$harness 03-mip-plain 05-rne-store-variant 06-rne-store-design" ;;
     kpnt) harness="$harness 05-rne-store-variant 07-kpnt-lavapipe" ;;
-    *) echo "unknown tree $t (w32 w32rne design designrne)" >&2; exit 2 ;;
+    *) echo "unknown tree $t (w32 w32rne design designrne; kpnt: the train step's)" >&2; exit 2 ;;
   esac
   for p in $harness; do
     ( cd "$SRC/$t" && patch -p1 --dry-run -s < "$OUT/patches/$p.patch" >/dev/null ) ||

@@ -29,9 +29,10 @@ import numpy as np
 import torch
 
 from kpn.config import Config, apply_overrides, config_to_toml, load_config
-from kpn.io.checkpoint import TrainingState, load_checkpoint, save_checkpoint
+from kpn.io.checkpoint import load_checkpoint, save_checkpoint
 from kpn.io.pfm import read_pfm, write_pfm
 from kpn.model.network import KPN
+from kpn.train.from_lut import checkpoint_from_lut
 from kpn.train.loss import kpn_loss
 from kpn.train.optim import clip_gradients_, make_optimizer, weight_buffer_size
 from kpn.vkdt.lut import read_lut
@@ -78,13 +79,7 @@ def command_setup(args: argparse.Namespace) -> int:
     lut = os.path.abspath(Path(args.weights) / "weights.lut")
     overrides = [*OVERRIDES, f"train.steps={args.frames - 1}", f"train.init={lut}"]
     config = apply_overrides(load_config(Path(args.weights) / "config.toml"), overrides)
-    model = KPN(config.training_model)
-    load_lut(model.mlp, config.model, lut)
-    state = TrainingState(
-        config=config, model=model.state_dict(), optimizer={}, step=0, skipped_steps=0,
-        samples_seen=0, rng=torch.get_rng_state(),
-    )  # fmt: skip
-    save_checkpoint(out / "run" / "checkpoint.pt", state)
+    save_checkpoint(out / "run" / "checkpoint.pt", checkpoint_from_lut(read_lut(lut), config))
     (out / "run" / "config.toml").write_text(config_to_toml(config), encoding="utf-8")
     noisy, clean = test_pair()
     write_pfm(out / "img" / "noisy.pfm", noisy, vkdt_rows=True)

@@ -64,16 +64,19 @@ def _refusal(config: Config, target: str, layout: str, reasons: list[str]) -> st
 
 
 def _export_graphs(
-    args: argparse.Namespace, config: Config, noise: tuple[float, float] | None, target: str
+    args: argparse.Namespace,
+    config: Config,
+    noise: tuple[float, float] | None,
+    target: str,
+    reasons: list[str],
 ) -> tuple[GraphFile, ...]:
     """The graphs ``--vkdt-cfg`` asks for (none without it), with its folder made; a model
-    that ``target`` cannot run is refused in one line."""
+    that ``target`` cannot run (``reasons``, :func:`cannot_run`) is refused in one line."""
     if args.vkdt_cfg is None:
         return ()
     graph_dir = Path(args.vkdt_cfg)
     if graph_dir.exists() and not graph_dir.is_dir():
         raise KpnError(f"--vkdt-cfg {graph_dir}: exists and is not a folder")
-    reasons = cannot_run(config, target, args.vkdt_layout)
     if reasons:
         raise KpnError(f"{args.source}: {_refusal(config, target, args.vkdt_layout, reasons)}")
     init = config.train.init
@@ -101,9 +104,10 @@ def command_export(args: argparse.Namespace) -> None:
         )
     noise = _noise_profile(args)
     target = _target(args)
+    reasons = cannot_run(config, target, args.vkdt_layout)
     mlp = model_from_state(state, str(args.source)).mlp
     payload = lut_payload(mlp, config, args.dtype, args.vkdt_layout, where=args.output)
-    graphs = _export_graphs(args, config, noise, target)
+    graphs = _export_graphs(args, config, noise, target, reasons)
     atomic_write_bytes(args.output, payload)
     model = config.model
     later = model.width * (model.width if args.vkdt_layout == "kpn-t" else VKDT_INFERENCE_IN_WIDTH)
@@ -116,7 +120,6 @@ def command_export(args: argparse.Namespace) -> None:
         path = Path(args.vkdt_cfg) / graph.name
         atomic_write_bytes(path, graph.text.encode("utf-8"))
         print(f"wrote {path}")
-    reasons = cannot_run(config, target, args.vkdt_layout)
     if reasons:  # only without --vkdt-cfg: the .lut is kpn's to read back all the same
         refusal = _refusal(config, target, args.vkdt_layout, reasons)
         print(f"warning: {refusal} (kpn reads the file back)", file=sys.stderr)

@@ -28,17 +28,10 @@ from kpn.config import ModelConfig
 from kpn.infer.weights import load_weights
 from kpn.model.network import KPNOutput, kpn_forward
 
+from conftest import SPEC_STAR15_CENTRE, SPEC_STAR15_TAPS
 from vkdt_shared import ROOT
 
 F16, F32 = np.float16, np.float32
-# star15's taps (input.glsl, apply.comp): (x, y) offsets, the centre at index 7
-TAPS = (
-    (0, -2),
-    (-2, -1), (-1, -1), (0, -1), (1, -1), (2, -1),
-    (-1, 0), (0, 0), (1, 0),
-    (-2, 1), (-1, 1), (0, 1), (1, 1), (2, 1),
-    (0, 2),
-)  # fmt: skip
 LUMINANCE = np.array([2.62700212e-01, 6.77998072e-01, 5.93017165e-02], F32)  # shared.glsl
 Design = tuple[ModelConfig, Sequence[torch.Tensor], list[np.ndarray]]
 BSPLINE = {0: (5 / 16, 10 / 16, 1 / 16), 1: (1 / 16, 10 / 16, 5 / 16)}  # up.comp w0, w1
@@ -112,10 +105,10 @@ def star15_snr(image: np.ndarray, level: int, noise_a: float, noise_b: float) ->
     root = np.sqrt(F32(noise_a) + scale * np.maximum(lum_c, 0) * F32(noise_b))
     sigma = np.clip(F32(0.5**level) * root / scale, F32(1e-7), F32(1e30)).astype(F32)
     channels = np.zeros((height, width, 32), F32)
-    for tap, (dx, dy) in enumerate(TAPS):
+    for tap, (dx, dy) in enumerate(SPEC_STAR15_TAPS):
         rgb = fetch(image, y + dy, x + dx)
         for offset, (value, of_centre) in enumerate(((lum(rgb), lum_c), (sat(rgb), sat_c))):
-            v = value if tap == 7 else value - of_centre
+            v = value if tap == SPEC_STAR15_CENTRE else value - of_centre
             v = v * (F32(1.0) / sigma)
             a = np.abs(v)
             u = F32(1.0) + a
@@ -153,7 +146,7 @@ def apply_comp(image: np.ndarray, kernels: np.ndarray) -> tuple[np.ndarray, np.n
     max_k = k[..., :15].max(axis=-1)
     rgb = np.zeros((height, width, 3), F32)
     den = np.zeros((height, width), F32)
-    for tap, (dx, dy) in enumerate(TAPS):
+    for tap, (dx, dy) in enumerate(SPEC_STAR15_TAPS):
         w = np.exp(np.clip(F32(0.1) * (k[..., tap] - max_k), -1000, 1000)).astype(F32)
         rgb = rgb + w[..., None] * fetch(image, y + dy, x + dx)
         den = den + w
