@@ -85,6 +85,12 @@ class ModelConfig:
     vkdt_kernel_grad_untransposed: bool = False  # ... and its backward, which ignores it
     precision: Precision = "fp32"  # bf16: hidden products in bfloat16; vkdt-f16: vkdt f16
     vkdt_matmul: VkdtMatmul = "coopmat"  # vkdt-f16 only: GPUs with cooperative matrices
+    # vkdt-f16 only (other precisions ignore it, as a float32 run of a vkdt preset does):
+    # the network's gradients as kpn-t's bck and mulw compute them (float16 stores and
+    # products, kpn.model.vkdt_backward); false: float32, through the rounding
+    vkdt_f16_backward: bool = False
+    # kpn-t's dapply: the softmax kernels' gradient 10 times the true one (defect 16)
+    vkdt_softmax_grad: bool = False
     vkdt_head_layout: bool = False  # W > 32: first layer units 32.. unused, for vkdt HEAD
     # times level 0 is filtered with its kernels: 2 filters the filtered image again with the
     # same kernels, a reach of 4 pixels for one more apply pass (kpn only, design §17)
@@ -126,6 +132,11 @@ class ModelConfig:
             raise KpnError(
                 f"{where}: model.vkdt_matmul = '{self.vkdt_matmul}' is a path of vkdt's float16 "
                 f"arithmetic: it needs model.precision = 'vkdt-f16', not '{self.precision}'"
+            )
+        if self.vkdt_softmax_grad and self.kernel_activation != "softmax":
+            raise KpnError(
+                f"{where}: model.vkdt_softmax_grad is dapply.comp's softmax derivative: it "
+                f"needs model.kernel_activation = 'softmax', not '{self.kernel_activation}'"
             )
         if self.vkdt_head_layout and self.width <= VKDT_INFERENCE_IN_WIDTH:
             raise KpnError(
@@ -278,7 +289,9 @@ class TrainConfig:
     vkdt_grad_clip: bool = False  # clip by the norm of only the first ceil(N/32) entries
     grad_scale: float = 128.0  # vkdt's GRAD_SCALE, which that norm includes
     vkdt_bias_correction: bool = False  # Adam's bias correction only before frame 5000
-    vkdt_f16_state: bool = False  # weights and Adam moments stored as float16
+    vkdt_f16_state: bool = False  # weights (and Adam moments, vkdt_f16_moments) as float16
+    vkdt_f16_moments: bool = True  # adam.comp's float16 moments (defect 14; patch 0012: float32)
+    vkdt_smape_grad: bool = False  # loss.comp's SMAPE derivative (kpn.train.loss), not SMAPE's
 
     def validate(self, where: str) -> None:
         positive = ("steps", "log_every", "val_every", "checkpoint_every", "image_every")
@@ -297,6 +310,11 @@ class TrainConfig:
             raise KpnError(f"{where}: train.grad_scale = {self.grad_scale} must be > 0")
         if not 0 <= self.min_lr_ratio <= 1:
             raise KpnError(f"{where}: train.min_lr_ratio = {self.min_lr_ratio} must be in [0, 1]")
+        if self.vkdt_smape_grad and self.loss != "smape":
+            raise KpnError(
+                f"{where}: train.vkdt_smape_grad is loss.comp's SMAPE derivative: it needs "
+                f"train.loss = 'smape', not '{self.loss}'"
+            )
         if self.init != "random" and not self.init.endswith((".lut", ".pt")):
             raise KpnError(
                 f"{where}: train.init = {self.init!r} must be 'random' or a .lut or .pt file"

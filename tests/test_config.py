@@ -98,12 +98,14 @@ def test_vkdt_head_is_the_shipped_build() -> None:
         block_transpose=True,
         vkdt_kernel_grad_untransposed=True,
         precision="vkdt-f16",
+        vkdt_f16_backward=True,
     )
-    assert config.train.loss == "smape"
+    assert config.train.loss == "smape" and config.train.vkdt_smape_grad
     assert config.train.loss_reduction == "sum"
     # adam.comp and norm.comp as they are, kpn-t's parameter defaults, one tile per step
     assert config.train.vkdt_grad_clip and config.train.vkdt_bias_correction
-    assert config.train.vkdt_f16_state and config.train.grad_scale == 128.0
+    assert config.train.vkdt_f16_state and config.train.vkdt_f16_moments
+    assert config.train.grad_scale == 128.0
     assert (config.train.lr, config.train.eps, config.train.l2) == (0.01, 1e-4, 0.001)
     assert (config.data.tile, config.data.batch, config.data.generate) == (64, 1, 2)
     assert config.infer.levels == 6

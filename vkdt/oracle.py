@@ -194,48 +194,82 @@ def _os():
     return platform.platform()
 
 
-def _train_section(path):
-    """The train step's table (vkdt/oracle_train.py replay), or nothing without it."""
+def _percent(a, b):
+    return f"{100 * (a / b - 1):+.3f}%" if b else "nan"
+
+
+def _weights_table(rows, label):
+    lines = [
+        "",
+        f"The weights after the last step ({label}):",
+        "",
+        "| matrix | bit-identical | max \\|d\\| | mean move, each against the start |",
+        "| --: | --: | --: | --: |",
+    ]
+    for w in rows:
+        lines.append(
+            f"| W{w['matrix']} | {100 * w['identical']:.1f}% | {w['max_d']:.2e} | "
+            f"{w['moved_kpn']:.2e} / {w['moved_vkdt']:.2e} |"
+        )
+    return lines
+
+
+def _train_section(directory):
+    """The train step's tables (vkdt/oracle_train.py replay), or nothing without them."""
+    path = os.path.join(directory, "train.json")
     if not os.path.exists(path):
         return []
     with open(path) as f:
         train = json.load(f)
-    frames = train["frames"]
+    defects = None
+    if os.path.exists(os.path.join(directory, "train-defects.json")):
+        with open(os.path.join(directory, "train-defects.json")) as f:
+            defects = json.load(f)
     lines = [
         "",
         f"## kpn-t: {train['steps']} training steps in vkdt-cli against kpn",
         "",
-        "`bash vkdt/oracle.sh train`: tree `kpnt` (the series with 0009, harness 01 02 05 07, "
-        "`config.h` from the exported training graph: WIDTH 32, NO_ALIAS, softmax kernels, "
-        "LOSS_SMAPE), vkdt-cli runs kpn-t from `weights/vkdt-w32/weights.lut` on one 64x64 "
-        "tile (cnngenin `generate` 0: the tile as it is, noise told (0, 0)); Adam 1e-3, 0.9, "
-        "0.999, 1e-4, no clipping. kpn replays the same steps (`vkdt/oracle_train.py`: "
-        "`model.precision = vkdt-f16` with the fallback matrix path, float16 Adam state, "
-        "vkdt's bias correction, the gradient stopped into coarser levels). Loss: SMAPE "
-        "summed over the tile of frame f's output (the weights after f updates).",
+        "`bash vkdt/oracle.sh train`: vkdt-cli runs kpn-t from `weights/vkdt-w32/weights.lut` "
+        "on one 64x64 tile (cnngenin `generate` 0: the tile as it is, noise told (0, 0)); "
+        "`config.h` from the exported training graph (WIDTH 32, NO_ALIAS, softmax kernels, "
+        "LOSS_SMAPE), Adam 1e-3, 0.9, 0.999, 1e-4, no clipping; harness 01 02 05 07. Trees: "
+        "`kpnt`, the whole series; `kpnttrunc`, the same with lavapipe's truncating float16 "
+        "image stores (what float16 rounding alone moves); `kpntdefects`, the series less "
+        "0011 and 0012 (kpn-t's training as ce12d6ed has it). kpn replays the steps "
+        "(`vkdt/oracle_train.py`: `model.precision = vkdt-f16` with the fallback matrix path "
+        "and kpn-t's float16 backward pass, loss.comp's SMAPE gradient, float16 weights, "
+        "vkdt's bias correction, the gradient stopped into coarser levels; for `kpntdefects` "
+        "with defects 14 and 16 as well). Loss: SMAPE summed over the tile of frame f's "
+        "output (the weights after f updates).",
         "",
-        "| frame | loss kpn | loss vkdt | kpn / vkdt - 1 | max \\|O kpn - O vkdt\\| |",
-        "| --: | --: | --: | --: | --: |",
     ]
-    for r in frames:
-        ratio = r["loss_kpn"] / r["loss_vkdt"] - 1 if r["loss_vkdt"] else float("nan")
-        lines.append(
-            f"| {r['frame']} | {r['loss_kpn']:.3f} | {r['loss_vkdt']:.3f} | "
-            f"{100 * ratio:+.3f}% | {r['max_d']:.1e} |"
+    header = (
+        "| frame | loss kpnt | kpn / kpnt - 1 | kpnttrunc / kpnt - 1 | max \\|O kpn - O kpnt\\| "
+    )
+    header += "| max \\|O kpnttrunc - O kpnt\\| |"
+    rule = "| --: | --: | --: | --: | --: | --: |"
+    if defects:
+        header += " loss kpntdefects | kpn (defects) / kpntdefects - 1 |"
+        rule += " --: | --: |"
+    lines += [header, rule]
+    for index, r in enumerate(train["frames"]):
+        row = (
+            f"| {r['frame']} | {r['loss_vkdt']:.3f} | {_percent(r['loss_kpn'], r['loss_vkdt'])} | "
+            f"{_percent(r.get('loss_envelope', float('nan')), r['loss_vkdt'])} | "
+            f"{r['max_d']:.1e} | {r.get('max_d_envelope', float('nan')):.1e} |"
         )
+        if defects:
+            d = defects["frames"][index]
+            row += f" {d['loss_vkdt']:.3f} | {_percent(d['loss_kpn'], d['loss_vkdt'])} |"
+        lines.append(row)
     if train["weights"]:
-        lines += [
-            "",
-            "The weights after the last step (vkdt's o-lut against kpn's):",
-            "",
-            "| matrix | bit-identical | max \\|d\\| | mean move kpn / vkdt |",
-            "| --: | --: | --: | --: |",
-        ]
-        for w in train["weights"]:
-            lines.append(
-                f"| W{w['matrix']} | {100 * w['identical']:.1f}% | {w['max_d']:.2e} | "
-                f"{w['moved_kpn']:.2e} / {w['moved_vkdt']:.2e} |"
-            )
+        lines += _weights_table(train["weights"], "kpn's against kpnt's o-lut")
+    if train.get("weights_envelope"):
+        lines += _weights_table(train["weights_envelope"], "kpnttrunc's against kpnt's")
+    if defects and defects["weights"]:
+        lines += _weights_table(
+            defects["weights"], "kpn with defects 14 and 16 against kpntdefects'"
+        )
     return lines
 
 
@@ -295,7 +329,7 @@ def cmd_report(args):
             f"{r['mean_d']:.1e} | {r['over']} of {r['values']} | {100 * r['identical']:.2f}% | "
             f"{r['psnr_vkdt']:.3f} / {r['psnr_kpn']:.3f} / {noisy} | {r['seconds'] or '-'} |"
         )
-    lines += _train_section(os.path.join(args.outdir, "train", "train.json"))
+    lines += _train_section(os.path.join(args.outdir, "train"))
     text = "\n".join(lines) + "\n"
     tmp = args.out + ".tmp"
     with open(tmp, "w") as f:

@@ -22,8 +22,10 @@
 #   image    the test photos (CASES) and their crops
 #   run      vkdt-cli, infer.py, compare, per case, crop and tree
 #   train    kpn-t in vkdt-cli: TRAIN_FRAMES (21) frames from weights/vkdt-w32 on one 64x64
-#            tile (cnngenin generate 0), against kpn replaying vkdt's training (tree kpnt:
-#            WIDTH 32, NO_ALIAS, harness 01 02 05 07; vkdt/oracle_train.py)
+#            tile (cnngenin generate 0), against kpn replaying vkdt's training
+#            (vkdt/oracle_train.py), per TRAIN_TREES (WIDTH 32, NO_ALIAS, harness 01 02 05
+#            07): kpnt, the series; kpnttrunc, the same with lavapipe's truncating float16
+#            stores (what rounding alone moves); kpntdefects, the series less 0011 and 0012
 #   report   benchmarks/results/vkdt-oracle.md from run's results (REPORT= elsewhere)
 #
 # Trees (TREES, default all four): w32 and w32rne run weights/vkdt-w32 (W 32, star15, add,
@@ -55,7 +57,7 @@
 # names that qvk.c uses); the bench extra (scikit-image). Everything heavy runs under nice -n
 # 19, make -j1, OMP_NUM_THREADS=1; Mesa's shader cache goes to $CACHE/mesa_shader_cache.
 # Runtime on 2 shared cores: build about 5 s per tree; vkdt-cli 6-30 s on the small crops, 1.5
-# to 3 min on 512x384; the train step 12 s a frame; all of it about 45 min.
+# to 3 min on 512x384; the train step 6 s a frame per tree; all of it about 55 min.
 set -euo pipefail
 KPN=$(cd "$(dirname "$0")/.." && pwd)
 HERE=$KPN/vkdt
@@ -72,6 +74,7 @@ CASES=${CASES:-coffee:8:44:20000:40 astronaut:64:0:20000:40 rocket:20:64:200000:
 FIRST_CROPS=${FIRST_CROPS:-c128:144:240:192:320 odd125x93:0:93:0:125}
 REPORT=${REPORT:-$KPN/benchmarks/results/vkdt-oracle.md}
 TRAIN_FRAMES=${TRAIN_FRAMES:-21}
+TRAIN_TREES=${TRAIN_TREES:-kpnt kpnttrunc kpntdefects}
 # what the train step builds besides the inference modules: kpn-t, cnngenin, o-lut
 KPNT_TARGETS='pipe/modules/cnngenin/libcnngenin.so pipe/modules/cnngenin/main.comp.spv pipe/modules/o-lut/libo-lut.so $(KPNT)/libkpn-t.so $(foreach k,loss down map sum norm adam fwd- dapply dup bck- mulw vis debug,$(KPNT)/$(k).comp.spv)'
 TOL=${TOL:-2e-3}
@@ -122,15 +125,27 @@ make_tree() { # tree graph: a fresh BASE + the series + the tree's lavapipe harn
     w32rne) harness="$harness 05-rne-store-variant" ;;
     design) harness="$harness 03-mip-plain" ;;
     designrne) harness="$harness 03-mip-plain 05-rne-store-variant 06-rne-store-design" ;;
-    kpnt) harness="$harness 05-rne-store-variant 07-kpnt-lavapipe" ;;
-    *) echo "unknown tree $t (w32 w32rne design designrne; kpnt: the train step's)" >&2; exit 2 ;;
+    kpnt|kpnttrunc|kpntdefects) harness="$harness 05-rne-store-variant 07-kpnt-lavapipe" ;;
+    *) echo "unknown tree $t (w32 w32rne design designrne; kpnt*: the train step's)" >&2; exit 2 ;;
   esac
+  if [ "$t" = kpntdefects ]; then # vkdt ce12d6ed's training: the series less 0011 and 0012
+    for p in $(grep -E '^001[12]-' "$HERE/patches/series" | sort -r); do
+      ( cd "$SRC/$t" && patch -R -p1 -s < "$HERE/patches/$p" ) ||
+        { echo "stopped: $p does not come off the series" >&2; exit 1; }
+      echo "taken off again (kpntdefects) $p"
+    done
+  fi
   for p in $harness; do
     ( cd "$SRC/$t" && patch -p1 --dry-run -s < "$OUT/patches/$p.patch" >/dev/null ) ||
       { echo "stopped: the oracle's lavapipe patch $p does not apply on top of the series" >&2; exit 1; }
     ( cd "$SRC/$t" && patch -p1 -s < "$OUT/patches/$p.patch" )
     echo "applied (lavapipe harness) $p"
   done
+  if [ "$t" = kpnttrunc ]; then # lavapipe's own truncating float16 stores, as in trees w32, design
+    printf '%s\n' '// ORACLE VARIANT (kpnttrunc): the stores as lavapipe rounds them, toward zero' \
+      'float oracle_rne16(float c) { return c; }' 'vec4 oracle_rne16(vec4 v) { return v; }' \
+      > "$SRC/$t/src/pipe/modules/kpn-t/oracle_rne16.glsl"
+  fi
   bash "$HERE/set_config.sh" "$SRC/$t/src/pipe/modules/kpn-t/config.h" "$graph"
 }
 
@@ -222,24 +237,28 @@ run() {
 }
 
 train() { # kpn-t: TRAIN_FRAMES frames of vkdt's training from weights/vkdt-w32 on one tile
-  local dir=$OUT/train t0 t1
+  local dir=$OUT/train t t0 t1
   cd "$KPN"
-  rm -rf "$dir"; mkdir -p "$dir/vkdt"
+  rm -rf "$dir"; mkdir -p "$dir"
   "$PY" "$HERE/oracle_train.py" setup "$dir" --weights "$KPN/weights/vkdt-w32" --frames "$TRAIN_FRAMES"
   nice -n 19 "$PY" -m kpn export "$dir/run" -o "$dir/w32.lut" --vkdt-cfg "$dir/cfg"
   [ -f "$OUT/patches/07-kpnt-lavapipe.patch" ] || sources
-  make_tree kpnt "$dir/cfg/kpn-t-train.cfg"
-  build_tree kpnt "$KPNT_TARGETS"
-  t0=$(date +%s)
-  ( cd "$dir/vkdt" && stdbuf -oL -eL nice -n 19 "$SRC/kpnt/bin/vkdt-cli" -d perf -g "$dir/cfg/kpn-t-train.cfg" \
-      --format o-pfm --filename out --colour-prim bt2020 --colour-trc linear \
-      --config "param:i-pfm:main:filename:$dir/img/noisy.pfm" "param:i-pfm:ref:filename:$dir/img/clean.pfm" \
-      "param:i-lut:wcp:filename:$KPN/weights/vkdt-w32/weights.lut" > "$dir/vkdt.log" 2>&1 ) ||
-    { tail "$dir/vkdt.log"; exit 1; }
-  t1=$(date +%s)
-  echo "$((t1 - t0))" > "$dir/vkdt.seconds"
-  log "vkdt-cli trained $((TRAIN_FRAMES - 1)) steps in $((t1 - t0)) s"
-  nice -n 19 "$PY" "$HERE/oracle_train.py" replay "$dir" --json "$dir/train.json"
+  for t in $TRAIN_TREES; do
+    make_tree "$t" "$dir/cfg/kpn-t-train.cfg"
+    build_tree "$t" "$KPNT_TARGETS"
+    mkdir -p "$dir/$t"
+    t0=$(date +%s)
+    ( cd "$dir/$t" && stdbuf -oL -eL nice -n 19 "$SRC/$t/bin/vkdt-cli" -d perf -g "$dir/cfg/kpn-t-train.cfg" \
+        --format o-pfm --filename out --colour-prim bt2020 --colour-trc linear \
+        --config "param:i-pfm:main:filename:$dir/img/noisy.pfm" "param:i-pfm:ref:filename:$dir/img/clean.pfm" \
+        "param:i-lut:wcp:filename:$KPN/weights/vkdt-w32/weights.lut" > "$dir/$t.log" 2>&1 ) ||
+      { tail "$dir/$t.log"; exit 1; }
+    t1=$(date +%s)
+    echo "$((t1 - t0))" > "$dir/$t.seconds"
+    log "$t: vkdt-cli trained $((TRAIN_FRAMES - 1)) steps in $((t1 - t0)) s"
+  done
+  nice -n 19 "$PY" "$HERE/oracle_train.py" replay "$dir" --vkdt kpnt --envelope kpnttrunc --json "$dir/train.json"
+  nice -n 19 "$PY" "$HERE/oracle_train.py" replay "$dir" --vkdt kpntdefects --defects --json "$dir/train-defects.json"
 }
 
 report() {

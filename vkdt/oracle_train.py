@@ -3,16 +3,22 @@
 
 setup OUTDIR [--weights weights/vkdt-w32] [--frames 21]
     OUTDIR/run/checkpoint.pt: the weights' model with vkdt's training as kpn replays it
-    (:data:`OVERRIDES`: SMAPE summed, Adam 1e-3 / 0.9 / 0.999 / 1e-4 with vkdt's bias
-    correction and float16 state, no clipping, no L2, one tile, ``generate`` 0, the
-    gradient stopped into coarser levels as NO_ALIAS's dup.comp does, the fallback
-    matrix path), FRAMES - 1 steps from the weights' .lut; OUTDIR/img/{noisy,clean}.pfm: a
-    64x64 pair, top row first (what cnngenin's generate 0 cuts whole, noise told (0, 0)).
-replay OUTDIR --json FILE
+    on the series (:data:`OVERRIDES`: SMAPE summed with loss.comp's gradient, Adam 1e-3 /
+    0.9 / 0.999 / 1e-4 with vkdt's bias correction, float16 weights and float32 moments
+    (patch 0012), no clipping, no L2, one tile, ``generate`` 0, the gradient stopped into
+    coarser levels as NO_ALIAS's dup.comp does, the fallback matrix path forward and
+    backward in float16), FRAMES - 1 steps from the weights' .lut; OUTDIR/img/{noisy,
+    clean}.pfm: a 64x64 pair, top row first (what cnngenin's generate 0 cuts whole, noise
+    told (0, 0)).
+replay OUTDIR --json FILE [--vkdt NAME] [--defects] [--envelope NAME]
     kpn trains the same steps on the same tile and, per frame f, compares its loss with
-    the SMAPE of vkdt-cli's denoised tile OUTDIR/vkdt/out_%04d.pfm (kpn-t's output of
-    frame f, the weights after f updates), and at the end its weights with vkdt's o-lut
-    (OUTDIR/vkdt/*.lut). Writes FILE (JSON) and prints the table.
+    the SMAPE of vkdt-cli's denoised tile OUTDIR/NAME/out_%04d.pfm (kpn-t's output of
+    frame f, the weights after f updates; NAME defaults to vkdt), and at the end its
+    weights with vkdt's o-lut (OUTDIR/NAME/*.lut). ``--defects``: kpn replays vkdt
+    ce12d6ed's kpn-t without patches 0011 and 0012 (:data:`DEFECTS`). ``--envelope``:
+    also compares OUTDIR/NAME's frames and weights with another vkdt-cli run's (the same
+    build with lavapipe's truncating float16 stores: what float16 rounding alone moves).
+    Writes FILE (JSON) and prints the table.
 """
 
 from __future__ import annotations
@@ -52,12 +58,17 @@ OVERRIDES = (
     "train.grad_clip=0",
     "train.vkdt_bias_correction=true",
     "train.vkdt_f16_state=true",
+    "train.vkdt_smape_grad=true",
     "data.generate=0",
     "data.batch=1",
     "data.tile=64",
     "model.gradient_stop=true",
     "model.vkdt_matmul=fallback",
+    "model.vkdt_f16_backward=true",
+    "train.vkdt_f16_moments=false",
 )
+# vkdt ce12d6ed's kpn-t without patches 0011 and 0012: defects 16 and 14 (--defects)
+DEFECTS = ("model.vkdt_softmax_grad=true", "train.vkdt_f16_moments=true")
 
 
 def test_pair() -> tuple[np.ndarray, np.ndarray]:
@@ -96,27 +107,44 @@ def _tile(path: Path) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].half().float()
 
 
+def _vkdt_matrices(lut: str, config: Config) -> list[torch.Tensor]:
+    model = KPN(config.training_model)
+    load_lut(model.mlp, config.model, read_lut(lut), "kpn-t")
+    return [w.detach() for w in model.mlp.parameter_matrices]
+
+
 def _compare_weights(
-    model: KPN, start: list[torch.Tensor], lut: str, config: Config
+    ours: list[torch.Tensor], theirs: list[torch.Tensor], start: list[torch.Tensor]
 ) -> list[dict[str, float]]:
-    """kpn's matrices after the steps against vkdt's o-lut, and how far each moved."""
-    vkdt_model = KPN(config.training_model)
-    load_lut(vkdt_model.mlp, config.model, read_lut(lut), "kpn-t")
+    """One set of matrices after the steps against another, and how far each moved."""
     rows = []
-    pairs = zip(model.mlp.parameter_matrices, vkdt_model.mlp.parameter_matrices, start, strict=True)
-    for index, (ours, theirs, first) in enumerate(pairs):
+    for index, (mine, other, first) in enumerate(zip(ours, theirs, start, strict=True)):
         rows.append({
-            "matrix": index, "identical": float((ours == theirs).float().mean()),
-            "max_d": float((ours - theirs).abs().max()),
-            "moved_kpn": float((ours - first).abs().mean()),
-            "moved_vkdt": float((theirs - first).abs().mean()),
+            "matrix": index, "identical": float((mine == other).float().mean()),
+            "max_d": float((mine - other).abs().max()),
+            "moved_kpn": float((mine - first).abs().mean()),
+            "moved_vkdt": float((other - first).abs().mean()),
         })  # fmt: skip
     return rows
+
+
+def _frames(directory: Path) -> list[torch.Tensor]:
+    paths = sorted(glob.glob(str(directory / "out_*.pfm")))
+    if not paths:
+        raise SystemExit(f"{directory}: no out_*.pfm (run vkdt-cli first)")
+    return [torch.from_numpy(read_pfm(p, vkdt_rows=True)).permute(2, 0, 1)[None] for p in paths]
+
+
+def _final_lut(directory: Path) -> str | None:
+    luts = sorted(glob.glob(str(directory / "*.lut")))
+    return luts[-1] if luts else None
 
 
 def command_replay(args: argparse.Namespace) -> int:
     out = Path(args.outdir)
     config = load_checkpoint(out / "run" / "checkpoint.pt").config
+    if args.defects:
+        config = apply_overrides(config, DEFECTS)
     torch.manual_seed(0)
     model = KPN(config.training_model)
     load_lut(model.mlp, config.model, config.train.init)
@@ -124,20 +152,25 @@ def command_replay(args: argparse.Namespace) -> int:
     optimizer = make_optimizer(model.parameters(), config.train)
     noisy, clean = _tile(out / "img" / "noisy.pfm"), _tile(out / "img" / "clean.pfm")
     told = torch.zeros(1, 2)  # generate 0 sends noise (0, 0)
-    frames = sorted(glob.glob(str(out / "vkdt" / "out_*.pfm")))
-    if not frames:
-        raise SystemExit(f"{out}/vkdt: no out_*.pfm (run vkdt-cli first)")
+    frames = _frames(out / args.vkdt)
+    envelope = _frames(out / args.envelope) if args.envelope else None
     rows = []
-    for frame, path in enumerate(frames):
+    for frame, theirs in enumerate(frames):
         output = model(noisy, told)
-        loss = kpn_loss(output, clean, config.train.loss, config.train.loss_reduction)
-        theirs = torch.from_numpy(read_pfm(path, vkdt_rows=True)).permute(2, 0, 1)[None]
-        vkdt_loss = kpn_loss(theirs, clean, "smape", "sum")
-        rows.append({
-            "frame": frame, "loss_kpn": loss.item(), "loss_vkdt": vkdt_loss.item(),
+        loss = kpn_loss(
+            output, clean, config.train.loss, config.train.loss_reduction,
+            config.train.vkdt_smape_grad,
+        )  # fmt: skip
+        row = {
+            "frame": frame, "loss_kpn": loss.item(),
+            "loss_vkdt": kpn_loss(theirs, clean, "smape", "sum").item(),
             "max_d": (output.detach() - theirs).abs().max().item(),
-        })  # fmt: skip
-        print(" ".join(f"{k} {v:.6g}" for k, v in rows[-1].items()), flush=True)
+        }  # fmt: skip
+        if envelope is not None:
+            row["loss_envelope"] = kpn_loss(envelope[frame], clean, "smape", "sum").item()
+            row["max_d_envelope"] = (envelope[frame] - theirs).abs().max().item()
+        rows.append(row)
+        print(" ".join(f"{k} {v:.6g}" for k, v in row.items()), flush=True)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         clip_gradients_(
@@ -145,10 +178,17 @@ def command_replay(args: argparse.Namespace) -> int:
         )
         if frame < len(frames) - 1:
             optimizer.step()
-    luts = sorted(glob.glob(str(out / "vkdt" / "*.lut")))
-    with torch.no_grad():
-        weights = _compare_weights(model, start, luts[-1], config) if luts else []
-    result = {"frames": rows, "weights": weights, "steps": len(frames) - 1}
+    result = {"frames": rows, "steps": len(frames) - 1, "defects": args.defects, "weights": []}
+    lut = _final_lut(out / args.vkdt)
+    if lut:
+        vkdt = _vkdt_matrices(lut, config)
+        ours = [w.detach() for w in model.mlp.parameter_matrices]
+        result["weights"] = _compare_weights(ours, vkdt, start)
+        other = _final_lut(out / args.envelope) if args.envelope else None
+        if other:
+            result["weights_envelope"] = _compare_weights(
+                _vkdt_matrices(other, config), vkdt, start
+            )
     Path(args.json).write_text(json.dumps(result, indent=1), encoding="utf-8")
     relative = [abs(r["loss_kpn"] / r["loss_vkdt"] - 1) for r in rows if r["loss_vkdt"] > 0]
     print(f"wrote {args.json}: loss within {100 * max(relative):.3g}% over {len(rows)} frames")
@@ -167,6 +207,9 @@ def main() -> int:
     replay = commands.add_parser("replay")
     replay.add_argument("outdir")
     replay.add_argument("--json", required=True)
+    replay.add_argument("--vkdt", default="vkdt", help="OUTDIR's folder of vkdt-cli's frames")
+    replay.add_argument("--defects", action="store_true", help="vkdt ce12d6ed's kpn-t")
+    replay.add_argument("--envelope", help="another vkdt-cli run's folder to compare with")
     args = parser.parse_args()
     return {"setup": command_setup, "replay": command_replay}[args.command](args)
 

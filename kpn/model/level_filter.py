@@ -36,6 +36,7 @@ from kpn.model.apply import (
     apply_limit,
     kernel_factors,
     kernel_weights,
+    vkdt_softmax_gradient,
 )
 from kpn.model.band import band_applies, band_forward
 from kpn.model.features import (
@@ -170,10 +171,18 @@ def kernel_filter_for(config: ModelConfig, native_loops: bool) -> KernelFilter:
     that want no gradient) and the loops build; else eager torch."""
     limit = apply_limit(config.precision)  # vkdt's float16 clamp, only where vkdt's f16 is
     if config.precision == F16_PRECISION:
-        return functools.partial(_filter_vkdt_order, config.kernel_activation, limit)
-    if config.kernel_activation == "softmax" and native_loops and native.library() is not None:
-        return _filter_softmax_native
-    return functools.partial(_filter_eager, config.kernel_activation, limit)
+        kernel_filter = functools.partial(_filter_vkdt_order, config.kernel_activation, limit)
+    elif config.kernel_activation == "softmax" and native_loops and native.library() is not None:
+        kernel_filter = _filter_softmax_native
+    else:
+        kernel_filter = functools.partial(_filter_eager, config.kernel_activation, limit)
+    if config.vkdt_softmax_grad:
+        return functools.partial(_filter_tenfold_gradient, kernel_filter)
+    return kernel_filter
+
+
+def _filter_tenfold_gradient(kernel_filter: KernelFilter, slab: Tensor, logits: Tensor) -> Tensor:
+    return kernel_filter(slab, vkdt_softmax_gradient(logits))
 
 
 def _filter_eager(activation: str, limit: float | None, slab: Tensor, logits: Tensor) -> Tensor:
@@ -225,7 +234,12 @@ def _network_band(
     height, width = height - 2 * STAR15_RADIUS, width - 2 * STAR15_RADIUS
     with record_function("mlp"):
         outputs = mlp_forward_planar(
-            inputs, weights, config.activation, config.precision, config.vkdt_matmul
+            inputs,
+            weights,
+            config.activation,
+            config.precision,
+            config.vkdt_matmul,
+            config.vkdt_f16_backward,
         )
         kernel = store(outputs)[..., : height * width].view(batch, OUTPUTS, height, width)
     alpha = alpha_weight(kernel[:, OUTPUTS - 1 :], config.alpha_activation)

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from kpn.errors import KpnError
 from kpn.model.precision import VKDT_MATMULS, matmul_f16, matmul_f16_fallback, round_f16
+from kpn.model.vkdt_backward import vkdt_f16_mlp
 
 OUTPUTS = 16  # 15 kernel weights in tap order, then alpha
 PRECISIONS = ("fp32", "bf16", "vkdt-f16")
@@ -94,6 +95,7 @@ def mlp_forward_planar(
     activation: str,
     precision: str = "fp32",
     matmul: str = "coopmat",
+    f16_backward: bool = False,
 ) -> Tensor:
     """Run the MLP on pixels as columns, vkdt's layout: ``[..., in, N] -> [..., 16, N]``
     (the plain layout, pixels as rows: :func:`kpn.model.reference.mlp_forward`).
@@ -109,6 +111,8 @@ def mlp_forward_planar(
         matmul: under ``"vkdt-f16"``, vkdt's matrix path: ``"coopmat"`` (a float16
             accumulator rounded per 16-wide slice) or ``"fallback"`` (rounded after every
             product), see :mod:`kpn.model.precision`.
+        f16_backward: under ``"vkdt-f16"``, the same forward pass with kpn-t's float16
+            backward pass (:mod:`kpn.model.vkdt_backward`) where gradients are wanted.
 
     Returns:
         ``[..., 16, N]``: K[0..14] kernel weights, K[15] alpha.
@@ -119,6 +123,11 @@ def mlp_forward_planar(
     is exactly the one it gets alone (one product over every image's rows sums in another
     order). The last product writes planar output, without a transposing copy.
     """
+    if f16_backward and precision == "vkdt-f16" and torch.is_grad_enabled():
+        layer = functools.partial(
+            f16_hidden_layer, product=f16_product(matmul), activation=activation
+        )
+        return vkdt_f16_mlp(inputs, weights, activation, f16_product(matmul), layer)
     if math.prod(inputs.shape[:-2]) == 1:
         rows = inputs.reshape(inputs.shape[-2], -1).T  # [N, in], a view
         hidden = mlp_hidden(rows, weights[:-1], activation, precision, matmul)
@@ -149,17 +158,23 @@ def mlp_hidden(
         for weight in weights:
             x = linear_activated(x, weight.to(torch.bfloat16), activation)
         return x
-    f16 = precision == "vkdt-f16"
-    product = f16_product(matmul) if f16 else None
-    x = round_f16(inputs) if f16 else inputs
+    if precision == "vkdt-f16":
+        product = f16_product(matmul)
+        x = round_f16(inputs)
+        for weight in weights:
+            x = f16_hidden_layer(x, round_f16(weight), product, activation)
+        return x
+    x = inputs
     for weight in weights:
-        if product:
-            x = activate(product(x, round_f16(weight)), activation)
-        else:
-            x = linear_activated(x, weight, activation)
-        if f16 and activation == "leaky_relu":  # vkdt stores float16(0.001 * x)
-            x = round_f16(x)
+        x = linear_activated(x, weight, activation)
     return x
+
+
+def f16_hidden_layer(x: Tensor, weight: Tensor, product: Callable, activation: str) -> Tensor:
+    """One hidden layer in vkdt's float16, as stored: ``[..., N, in], [W, in] -> [..., N, W]``
+    (both operands float16-valued)."""
+    x = activate(product(x, weight), activation)
+    return round_f16(x) if activation == "leaky_relu" else x  # vkdt: float16(0.001 * x)
 
 
 def vkdt_init_bound(width: int) -> float:

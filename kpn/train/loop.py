@@ -224,7 +224,9 @@ def train_step(
     for group in optimizer.param_groups:
         group["lr"] = lr
     output = parallel(batch.noisy, batch.noise_ab)
-    loss = kpn_loss(output, batch.reference, train.loss, train.loss_reduction)
+    loss = kpn_loss(
+        output, batch.reference, train.loss, train.loss_reduction, train.vkdt_smape_grad
+    )
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     buffer_size = weight_buffer_size(trainee.model.config)  # vkdt's clipping reads a prefix

@@ -3,6 +3,11 @@
 vkdt sums over pixels and channels; ``reduction = "mean"`` divides by their count so the
 learning rate does not depend on the tile size. Pixels whose output is not finite are
 left out (they contribute neither value nor gradient), as vkdt does.
+
+vkdt's ``loss.comp`` computes SMAPE's value but writes a derivative of its own (defect 15
+of docs/vkdt.md): SMAPE's, times |O (O - R)| / (1e-3 + |O (O - R)|), which fades the
+gradient of pixels whose error is small (half of it where |O (O - R)| = 1e-3, an error of
+2e-3 at O = 0.5). ``vkdt_grad`` replays it; kpn trains with SMAPE's own.
 """
 
 from __future__ import annotations
@@ -29,7 +34,35 @@ def pixel_loss(output: Tensor, reference: Tensor, loss: str) -> Tensor:
     raise ValueError(f"unknown loss {loss!r}")
 
 
-def kpn_loss(output: Tensor, reference: Tensor, loss: str, reduction: str = "sum") -> Tensor:
+class _VkdtSmape(torch.autograd.Function):
+    """SMAPE's value with ``loss.comp``'s derivative (the module docstring)."""
+
+    @staticmethod
+    def forward(ctx, output: Tensor, reference: Tensor) -> Tensor:
+        ctx.save_for_backward(output, reference)
+        return pixel_loss(output, reference, "smape")
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        output, reference = ctx.saved_tensors
+        diff = output - reference
+        den = output.abs() + reference.abs() + SMAPE_EPS
+        product = output * reference
+        slope = (
+            diff / (den * den)
+            * (product.abs() + SMAPE_EPS * output.abs() + product)
+            / (SMAPE_EPS + (output * diff).abs())
+        )  # fmt: skip
+        return grad * slope, None
+
+
+def kpn_loss(
+    output: Tensor,
+    reference: Tensor,
+    loss: str,
+    reduction: str = "sum",
+    vkdt_grad: bool = False,
+) -> Tensor:
     """Scalar loss over the finite pixels of ``output``.
 
     Args:
@@ -37,16 +70,23 @@ def kpn_loss(output: Tensor, reference: Tensor, loss: str, reduction: str = "sum
         reference: ``[B,C,H,W]``, the clean image.
         loss: ``"l2"`` | ``"smape"`` | ``"cosh"`` | ``"psnr"`` (kpn's: per image).
         reduction: ``"sum"`` (vkdt) | ``"mean"`` (over the finite pixels' elements).
+        vkdt_grad: ``smape`` only: the value unchanged, the gradient ``loss.comp``'s
+            (the module docstring).
 
     Returns:
         scalar tensor.
     """
+    if vkdt_grad and loss != "smape":
+        raise ValueError(f"vkdt_grad is loss.comp's SMAPE derivative, not {loss!r}'s")
     finite = torch.isfinite(output).all(dim=1, keepdim=True).expand_as(output)
     # where() before the loss, so no NaN reaches the backward pass of the masked pixels
     safe_output = torch.where(finite, output, reference)
     if loss == "psnr":
         return negative_psnr(safe_output, reference, finite, reduction)
-    elementwise = pixel_loss(safe_output, reference, loss)
+    if vkdt_grad:
+        elementwise = _VkdtSmape.apply(safe_output, reference)
+    else:
+        elementwise = pixel_loss(safe_output, reference, loss)
     total = elementwise.sum()
     if reduction == "sum":
         return total

@@ -33,6 +33,7 @@ def make_optimizer(parameters: Iterable[Tensor], train: TrainConfig) -> torch.op
             train.l2,
             bias_correction_cut=train.vkdt_bias_correction,
             f16_state=train.vkdt_f16_state,
+            f16_moments=train.vkdt_f16_moments,
         )
     return torch.optim.Adam(
         parameters,
@@ -102,8 +103,10 @@ class VkdtAdam(torch.optim.Optimizer):
         l2: coupled L2: ``2 * l2 * w`` is added to the gradient.
         bias_correction_cut: correct the moments only while vkdt's frame counter
             (frame 0 initialises, step s runs as frame s+1) is below 5000.
-        f16_state: store weights and moments as float16, clamped to +-65000, as vkdt does
-            (the step itself uses the moments before their store, as adam.comp does).
+        f16_state: store the weights as float16, clamped to +-65000, as vkdt does.
+        f16_moments: with ``f16_state``, store the moments so too (vkdt ce12d6ed's
+            adam.comp, defect 14; the step itself uses them before their store, as
+            adam.comp does); false: float32, as main.c allocates them (patch 0012).
     """
 
     def __init__(
@@ -115,14 +118,17 @@ class VkdtAdam(torch.optim.Optimizer):
         l2: float,
         bias_correction_cut: bool = False,
         f16_state: bool = False,
+        f16_moments: bool = True,
     ) -> None:
         defaults = dict(lr=lr, betas=betas, eps=eps, l2=l2)
         super().__init__(params, defaults)
         self.bias_correction_cut = bias_correction_cut
         self.f16_state = f16_state
+        self.f16_moments = f16_state and f16_moments
 
-    def _store(self, x: Tensor) -> Tensor:
-        return round_f16(x.clamp(-F16_LIMIT, F16_LIMIT)) if self.f16_state else x
+    @staticmethod
+    def _store_f16(x: Tensor) -> Tensor:
+        return round_f16(x.clamp(-F16_LIMIT, F16_LIMIT))
 
     @torch.no_grad()
     def step(self, closure: None = None) -> None:  # type: ignore[override]
@@ -154,6 +160,7 @@ class VkdtAdam(torch.optim.Optimizer):
                 c1 = 1.0 / (1.0 - beta1**exponent) if corrected else 1.0
                 c2 = 1.0 / (1.0 - beta2**exponent) if corrected else 1.0
                 update = group["lr"] * (m1 * c1) / (torch.sqrt(m2 * c2) + group["eps"])
-                p.copy_(self._store(p - update))
-                m1.copy_(self._store(m1))
-                m2.copy_(self._store(m2))
+                p.copy_(self._store_f16(p - update) if self.f16_state else p - update)
+                if self.f16_moments:
+                    m1.copy_(self._store_f16(m1))
+                    m2.copy_(self._store_f16(m2))

@@ -2,13 +2,13 @@
 
 Two targets (``export --vkdt-target``):
 
-- ``"series"``: vkdt ce12d6ed with ``vkdt/patches`` 0001-0010 (docs/vkdt.md, "The patch
+- ``"series"``: vkdt ce12d6ed with ``vkdt/patches`` 0001-0012 (docs/vkdt.md, "The patch
   series"): the kernels stored row-major (0002), ``mip.comp``'s true 2x2 mean (0003) with
-  each level mirrored at its own edge (0010), the
-  weights read with ``in_width = WIDTH`` (0004), four ``config.h`` switches
-  (``INPUT_STAR15_SNR``, ``DENOISE_LEVELS``, ``POST_MLP_DIFF_MIRROR_COARSE``,
-  ``KPN_LEVELS``) whose defaults are vkdt's own behaviour, and kpn-t's training without
-  cooperative matrices (0009);
+  each level mirrored at its own edge (0010), the weights read with ``in_width = WIDTH``
+  (0004), four ``config.h`` switches (``INPUT_STAR15_SNR``, ``DENOISE_LEVELS``,
+  ``POST_MLP_DIFF_MIRROR_COARSE``, ``KPN_LEVELS``) whose defaults are vkdt's own
+  behaviour, and kpn-t's training without cooperative matrices (0009), with the softmax
+  kernels' true gradient (0011) and Adam's moments in float32 (0012);
 - ``"head"``: vkdt ce12d6ed as it is, with its defects (docs/vkdt.md, "Defects found in
   vkdt"), patched only where it does not compile (0001 at ``WIDTH`` 32).
 
@@ -40,6 +40,8 @@ PATCHES = {
     "0008": "KPN_LEVELS",
     "0009": "kpn-t trains without cooperative matrices",
     "0010": "mip.comp mirrors each level at its own edge",
+    "0011": "dapply.comp differentiates sigma_exp with its 0.1",
+    "0012": "adam.comp keeps Adam's moments in float32",
 }
 TRAIN_WITHOUT_COOPMAT = "0009"  # only kpn-t's training graph, on GPUs without them
 
@@ -308,11 +310,23 @@ def training_differences(config: Config, target: str = "series") -> list[str]:
             "model.vkdt_kernel_grad_untransposed = false: kpn-t's backward pass reads the "
             "kernel gradient untransposed (its gradients do not belong to its forward pass)"
         )
-    out += _training_loop_differences(train, data)
+    if model.precision == "vkdt-f16" and not model.vkdt_f16_backward:
+        out.append(
+            "model.vkdt_f16_backward = false: kpn-t's bck stores the network's gradients as "
+            "float16 (and multiplies them in float16)"
+        )
+    head = target == "head"
+    if model.kernel_activation == "softmax" and model.vkdt_softmax_grad != head:
+        out.append(
+            f"model.vkdt_softmax_grad = {str(model.vkdt_softmax_grad).lower()}: this build's "
+            + ("dapply.comp differentiates exp(K), not exp(0.1 K) (defect 16)" if head else
+               "dapply.comp differentiates exp(0.1 K) (patch 0011)")
+        )  # fmt: skip
+    out += _training_loop_differences(train, data, head)
     return out
 
 
-def _training_loop_differences(train: TrainConfig, data: DataConfig) -> list[str]:
+def _training_loop_differences(train: TrainConfig, data: DataConfig, head: bool) -> list[str]:
     """Where kpn-t's loss, optimiser and tiles differ from ``train`` and ``data``."""
     out = []
     if train.loss not in LOSSES:
@@ -333,8 +347,20 @@ def _training_loop_differences(train: TrainConfig, data: DataConfig) -> list[str
             "train.vkdt_bias_correction = false: adam.comp corrects the moments only before "
             "frame 5000"
         )
+    if train.loss == "smape" and not train.vkdt_smape_grad:
+        out.append(
+            "train.vkdt_smape_grad = false: loss.comp's SMAPE gradient fades small errors "
+            "(defect 15)"
+        )
     if not train.vkdt_f16_state:
-        out.append("train.vkdt_f16_state = false: adam.comp stores weights and moments as float16")
+        stored = "weights and moments" if head else "weights"
+        out.append(f"train.vkdt_f16_state = false: adam.comp stores the {stored} as float16")
+    elif train.vkdt_f16_moments != head:
+        out.append(
+            f"train.vkdt_f16_moments = {str(train.vkdt_f16_moments).lower()}: this build's "
+            + ("adam.comp stores its moments as float16 (defect 14)" if head else
+               "adam.comp keeps its moments in float32 (patch 0012)")
+        )  # fmt: skip
     if data.tile != VKDT_TILE or data.batch != 1:
         out.append(
             f"data.tile = {data.tile}, data.batch = {data.batch}: cnngenin cuts one "

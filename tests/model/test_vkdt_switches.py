@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from kpn.config import ModelConfig
+from kpn.errors import KpnError
 from kpn.model.network import kpn_forward
 from kpn.model.pyramid import mip_pyramid, smooth_post_diff, upsample
 
@@ -386,3 +387,31 @@ class TestNoiseLuminance:
             weights[0][:, SIGMA] = 0.0
             outputs.append(kpn_forward(noisy, noise_profiles(2), weights, config).output)
         torch.testing.assert_close(outputs[0], outputs[1], rtol=0.0, atol=0.0)
+
+
+# ---------------------------------------------------------------- dapply's softmax slope
+
+
+@pytest.mark.parametrize("precision", ["fp32", "vkdt-f16"])
+def test_vkdt_softmax_grad_is_ten_times_the_kernel_gradient(precision: str) -> None:
+    """kpn-t's dapply differentiates exp(K), where apply's factors are exp(0.1 K): the
+    image is the same, d loss / dK ten times the true one (defect 16)."""
+    from kpn.model.level_filter import kernel_filter_for
+
+    slab = random_image(1, 9, 11, seed=3, dtype=torch.float32)
+    logits = torch.randn(1, 15, 5, 7, generator=torch.Generator().manual_seed(4)) * 5
+    results = []
+    for switch in (False, True):
+        config = model_config(precision=precision, vkdt_softmax_grad=switch)
+        leaf = logits.clone().requires_grad_()
+        image = kernel_filter_for(config, native_loops=False)(slab, leaf)
+        (image * torch.linspace(-1, 1, image.numel()).view_as(image)).sum().backward()
+        results.append((image.detach(), leaf.grad))
+    (plain, plain_grad), (vkdt, vkdt_grad) = results
+    torch.testing.assert_close(vkdt, plain, rtol=0, atol=0)
+    torch.testing.assert_close(vkdt_grad, 10 * plain_grad, rtol=1e-6, atol=0)
+
+
+def test_vkdt_softmax_grad_needs_softmax() -> None:
+    with pytest.raises(KpnError, match=r"vkdt_softmax_grad .* needs model.kernel_activation"):
+        ModelConfig(vkdt_softmax_grad=True, kernel_activation="plain").validate("x.toml")

@@ -121,8 +121,8 @@ def test_non_finite_step_is_skipped(tiny: Path, tmp_path: Path, monkeypatch) -> 
     real_loss = kpn.train.loop.kpn_loss
     calls = {"training": 0}
 
-    def loss_with_a_nan(output, reference, loss, reduction):
-        value = real_loss(output, reference, loss, reduction)
+    def loss_with_a_nan(output, reference, *how):
+        value = real_loss(output, reference, *how)
         if output.requires_grad:
             calls["training"] += 1
             if calls["training"] == 3:
@@ -145,7 +145,7 @@ def test_skipped_step_changes_nothing(tiny: Path, tmp_path: Path, monkeypatch) -
     monkeypatch.setattr(
         kpn.train.loop,
         "kpn_loss",
-        lambda o, r, loss, red: (o - r).sum() * (math.nan if o.requires_grad else 1),
+        lambda o, r, *how: (o - r).sum() * (math.nan if o.requires_grad else 1),
     )
     trained = train(Plan(load_config(tiny), tmp_path / "run")).model
     torch.manual_seed(0)
@@ -437,3 +437,21 @@ def test_bf16_training_needs_a_float32_model(tiny_config: Callable[..., Path], c
     err = capsys.readouterr().err
     assert "train.precision = 'bf16' trains a float32 model, not model.precision" in err
     assert not (config.parent / "run").exists()
+
+
+@pytest.mark.parametrize("switch", [False, True])
+def test_training_loss_takes_vkdt_smape_grad(
+    tiny_config: Callable[..., Path], tmp_path: Path, monkeypatch, switch: bool
+) -> None:
+    """train.vkdt_smape_grad reaches the training loss (validation has no gradient)."""
+    real_loss = kpn.train.loop.kpn_loss
+    seen = []
+
+    def recording(output, reference, *how):
+        seen.append(how)
+        return real_loss(output, reference, *how)
+
+    monkeypatch.setattr(kpn.train.loop, "kpn_loss", recording)
+    config = tiny_config("train.loss='smape'", f"train.vkdt_smape_grad={str(switch).lower()}")
+    train(Plan(load_config(config), tmp_path / "run"))
+    assert seen and all(how[-1] is switch and how[0] == "smape" for how in seen)

@@ -223,3 +223,53 @@ def test_psnr_loss_gradcheck_and_nonfinite_pixels():
     loss = kpn_loss(broken.requires_grad_(True), reference, "psnr", "mean")
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(broken.grad).all()
+
+
+# ---------------------------------------------------------------- loss.comp's SMAPE slope
+
+# d loss / dO as loss.comp writes it, (O - R) / den^2 * (|O R| + 1e-3 |O| + O R) / (1e-3 +
+# |O (O - R)|), den = |O| + |R| + 1e-3, on OUT4 / REF4:
+VKDT_SMAPE_SLOPE4 = [
+    0.5 / 1.501**2 * 1.001 / 0.501,  # O 1, R 0.5: SMAPE's 1.001/1.501^2 times 0.5/0.501
+    3.0 / 3.001**2 * 0.002 / 6.001,  # O 2, R -1: SMAPE's 0.001/3.001^2 times 6/6.001
+    0.0,  # O = R
+    0.0,  # O 0, R 0.25: the factor |O R| + 1e-3 |O| + O R is 0 (SMAPE's is -1/0.251)
+]
+
+
+def test_vkdt_smape_gradient_is_loss_comps() -> None:
+    output = torch.tensor(OUT4, dtype=torch.float64).view(1, 1, 1, 4).requires_grad_()
+    reference = torch.tensor(REF4, dtype=torch.float64).view(1, 1, 1, 4)
+    loss = kpn_loss(output, reference, "smape", "sum", vkdt_grad=True)
+    assert_close(loss.item(), sum(GOLDEN4["smape"]), rtol=1e-12, atol=0)  # the value: SMAPE's
+    loss.backward()
+    assert_close(output.grad.flatten(), torch.tensor(VKDT_SMAPE_SLOPE4, dtype=torch.float64))
+
+
+def test_vkdt_smape_gradient_fades_small_errors() -> None:
+    """For O, R > 0 loss.comp's slope is SMAPE's times |O (O-R)| / (1e-3 + |O (O-R)|)."""
+    output = torch.tensor([0.5, 0.5, 0.5], dtype=torch.float64).view(1, 3, 1, 1)
+    reference = torch.tensor([0.498, 0.45, 0.3], dtype=torch.float64).view(1, 3, 1, 1)
+    slopes = []
+    for vkdt_grad in (False, True):
+        leaf = output.clone().requires_grad_()
+        kpn_loss(leaf, reference, "smape", "sum", vkdt_grad=vkdt_grad).backward()
+        slopes.append(leaf.grad.flatten())
+    factor = (0.5 * (output - reference)).abs().flatten()
+    assert_close(slopes[1], slopes[0] * factor / (1e-3 + factor))
+    assert 0.45 < float(slopes[1][0] / slopes[0][0]) < 0.55  # an error of 2e-3 at 0.5: half
+
+
+def test_vkdt_smape_gradient_skips_broken_pixels() -> None:
+    output = OUT_PIXELS.clone().double()
+    output[0, 1, 0, 1] = float("nan")
+    output.requires_grad_()
+    kpn_loss(output, REF_PIXELS.double(), "smape", "sum", vkdt_grad=True).backward()
+    assert torch.isfinite(output.grad).all()
+    assert (output.grad[..., 1] == 0).all()
+
+
+@pytest.mark.parametrize("loss", ["l2", "cosh", "psnr"])
+def test_vkdt_grad_is_smapes_only(loss: str) -> None:
+    with pytest.raises(ValueError, match=r"loss\.comp's SMAPE"):
+        kpn_loss(OUT_PIXELS, REF_PIXELS, loss, "sum", vkdt_grad=True)

@@ -80,8 +80,8 @@ def test_sigint_mid_step_then_resume_equals_the_uninterrupted_run(
     real_loss = kpn.train.loop.kpn_loss
     calls = {"training": 0}
 
-    def loss_then_ctrl_c(output, reference, loss, reduction):
-        value = real_loss(output, reference, loss, reduction)
+    def loss_then_ctrl_c(output, reference, *how):
+        value = real_loss(output, reference, *how)
         if output.requires_grad:
             calls["training"] += 1
             if calls["training"] == 3:  # inside step 3, after its batch was drawn

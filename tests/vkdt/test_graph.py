@@ -289,12 +289,15 @@ def test_design_differences_on_head() -> None:
         "model.precision = 'fp32': vkdt computes in float16",
         "model.vkdt_kernel_grad_untransposed = false: kpn-t's backward pass reads the kernel "
         "gradient untransposed (its gradients do not belong to its forward pass)",
+        "model.vkdt_softmax_grad = false: this build's dapply.comp differentiates exp(K), "
+        "not exp(0.1 K) (defect 16)",
         "train.loss_reduction = 'mean': loss.comp sums over pixels",
         "train.lr_schedule / warmup_steps: kpn-t's alpha is constant",
         "train.vkdt_grad_clip = false: kpn-t clips by GRAD_SCALE times the norm of only the "
         "first ceil(N/32) gradient entries (norm.comp), not the whole gradient's norm",
         "train.vkdt_bias_correction = false: adam.comp corrects the moments only before frame 5000",
-        "train.vkdt_f16_state = false: adam.comp stores weights and moments as float16",
+        "train.vkdt_smape_grad = false: loss.comp's SMAPE gradient fades small errors (defect 15)",
+        "train.vkdt_f16_state = false: adam.comp stores the weights and moments as float16",
         "data.tile = 64, data.batch = 16: cnngenin cuts one 64x64 tile per step",
     ]
     text = training_graph(config, weights_out="w", init_weights=None, target="head")

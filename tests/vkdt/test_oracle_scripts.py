@@ -143,20 +143,35 @@ def test_compare_and_report(tmp_path: Path) -> None:
     train = {
         "steps": 1,
         "frames": [
-            {"frame": 0, "loss_kpn": 100.0, "loss_vkdt": 100.0, "max_d": 1e-4},
-            {"frame": 1, "loss_kpn": 99.0, "loss_vkdt": 99.5, "max_d": 2e-4},
+            {"frame": 0, "loss_kpn": 100.0, "loss_vkdt": 100.0, "max_d": 1e-4,
+             "loss_envelope": 100.0, "max_d_envelope": 0.0},
+            {"frame": 1, "loss_kpn": 99.0, "loss_vkdt": 99.5, "max_d": 2e-4,
+             "loss_envelope": 99.4, "max_d_envelope": 1e-4},
         ],
         "weights": [{"matrix": 0, "identical": 0.5, "max_d": 1e-3, "moved_kpn": 1e-3,
                      "moved_vkdt": 2e-3}],
+        "weights_envelope": [{"matrix": 0, "identical": 0.75, "max_d": 2e-3,
+                              "moved_kpn": 2e-3, "moved_vkdt": 2e-3}],
+    }  # fmt: skip
+    defects = {
+        "steps": 1,
+        "frames": [
+            {"frame": 0, "loss_kpn": 100.0, "loss_vkdt": 100.0, "max_d": 1e-4},
+            {"frame": 1, "loss_kpn": 98.0, "loss_vkdt": 98.0, "max_d": 1e-4},
+        ],
+        "weights": [],
     }  # fmt: skip
     (tmp_path / "train" / "train.json").write_text(json.dumps(train))
+    (tmp_path / "train" / "train-defects.json").write_text(json.dumps(defects))
     done = oracle(*args)
     assert done.returncode == 0, done.stderr
     text = (tmp_path / "oracle.md").read_text()
     assert "- command: `bash vkdt/oracle.sh`" in text and "**met** (1 runs)" in text
     assert "## kpn-t: 1 training steps in vkdt-cli against kpn" in text
-    assert "| 1 | 99.000 | 99.500 | -0.503% | 2.0e-04 |" in text
+    # frame, loss kpnt, kpn / kpnt - 1, kpnttrunc / kpnt - 1, the two max |d|, kpntdefects
+    assert "| 1 | 99.500 | -0.503% | -0.101% | 2.0e-04 | 1.0e-04 | 98.000 | +0.000% |" in text
     assert "| W0 | 50.0% | 1.00e-03 | 1.00e-03 / 2.00e-03 |" in text
+    assert "| W0 | 75.0% | 2.00e-03 | 2.00e-03 / 2.00e-03 |" in text
     row = next(line for line in text.splitlines() if "| designrne |" in line)
     assert "| nearest | 1.00e-03 |" in row and "| 0 of 144 |" in row
     # the truncating tree is reported, not judged; a judged run past the bound is

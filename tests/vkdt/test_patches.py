@@ -59,7 +59,12 @@ SWITCH_OF_PATCH = (
     ("#define KPN_LEVELS 6", KPN_M + "main.c"),
 )
 # After the switches, later defects' fixes: (the docs' defect number, the files it changes)
-LATER_FIXES = ((11, {KPN_T + "main.c", KPN_T + "fwd-.comp"}), (13, {KPN_T + "mip.comp"}))
+LATER_FIXES = (
+    (11, {KPN_T + "main.c", KPN_T + "fwd-.comp"}),
+    (13, {KPN_T + "mip.comp"}),
+    (16, {KPN_T + "dapply.comp"}),
+    (14, {KPN_T + "adam.comp"}),
+)
 FORMAT_PATCH_FROM = re.compile(r"^From ([0-9a-f]{40}) Mon Sep 17 00:00:00 2001$")
 SHA = re.compile(r"^[0-9a-f]{40}$")
 DIFF_BLOCK = re.compile(r"(?ms)^( *)```diff\n(.*?)^\1```$")  # (indent, body)

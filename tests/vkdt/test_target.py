@@ -189,6 +189,36 @@ def test_series_training_has_no_transpose_difference() -> None:
     )
 
 
+def test_training_fixes_of_the_series() -> None:
+    """Patches 0011 and 0012 fix defects 16 and 14 on the series only: the oracle's replay
+    of each target (vkdt/oracle_train.py) has no training difference from them."""
+    replay = (
+        "model.kernel_activation=softmax", "model.precision=vkdt-f16",
+        "model.vkdt_f16_backward=true", "train.loss=smape", "train.vkdt_smape_grad=true",
+        "train.vkdt_f16_state=true",
+    )  # fmt: skip
+    series = preset("vkdt-head-w32", *replay, "train.vkdt_f16_moments=false")
+    head = preset("vkdt-head-w32", *replay, "model.vkdt_softmax_grad=true")
+
+    def about(config: Config, target: str) -> list[str]:
+        words = ("softmax_grad", "f16_moments", "f16_backward", "smape_grad")
+        return [x for x in training_differences(config, target) if any(w in x for w in words)]
+
+    assert about(series, "series") == [] and about(head, "head") == []
+    assert about(series, "head") == [
+        "model.vkdt_softmax_grad = false: this build's dapply.comp differentiates exp(K), "
+        "not exp(0.1 K) (defect 16)",
+        "train.vkdt_f16_moments = false: this build's adam.comp stores its moments as "
+        "float16 (defect 14)",
+    ]
+    assert patch_numbers(about(head, "series")) == {"0011", "0012"}
+    plain = preset("vkdt-head-w32", "model.vkdt_f16_backward=false", "train.vkdt_smape_grad=false")
+    assert [x.split(":")[0] for x in about(plain, "head")] == [
+        "model.vkdt_f16_backward = false",
+        "train.vkdt_smape_grad = false",
+    ]
+
+
 def test_unknown_target() -> None:
     with pytest.raises(ValueError, match="vkdt target 'gpu'"):
         vkdt_build(preset("design"), "gpu")
