@@ -89,8 +89,10 @@ class ModelConfig:
     # the network's gradients as kpn-t's bck and mulw compute them (float16 stores and
     # products, kpn.model.vkdt_backward); false: float32, through the rounding
     vkdt_f16_backward: bool = False
-    # kpn-t's dapply: the softmax kernels' gradient 10 times the true one (defect 16)
+    # kpn-t's dapply: the softmax kernels' gradient 10 times the true one (defect 16), the
+    # plain kernels' that of their unnormalised sum (defect 17)
     vkdt_softmax_grad: bool = False
+    vkdt_plain_grad: bool = False
     vkdt_head_layout: bool = False  # W > 32: first layer units 32.. unused, for vkdt HEAD
     # times level 0 is filtered with its kernels: 2 filters the filtered image again with the
     # same kernels, a reach of 4 pixels for one more apply pass (kpn only, design §17)
@@ -137,6 +139,11 @@ class ModelConfig:
             raise KpnError(
                 f"{where}: model.vkdt_softmax_grad is dapply.comp's softmax derivative: it "
                 f"needs model.kernel_activation = 'softmax', not '{self.kernel_activation}'"
+            )
+        if self.vkdt_plain_grad and self.kernel_activation != "plain":
+            raise KpnError(
+                f"{where}: model.vkdt_plain_grad is dapply.comp's plain-kernel derivative: it "
+                f"needs model.kernel_activation = 'plain', not '{self.kernel_activation}'"
             )
         if self.vkdt_head_layout and self.width <= VKDT_INFERENCE_IN_WIDTH:
             raise KpnError(

@@ -99,6 +99,7 @@ def test_vkdt_head_is_the_shipped_build() -> None:
         vkdt_kernel_grad_untransposed=True,
         precision="vkdt-f16",
         vkdt_f16_backward=True,
+        vkdt_plain_grad=True,
     )
     assert config.train.loss == "smape" and config.train.vkdt_smape_grad
     assert config.train.loss_reduction == "sum"

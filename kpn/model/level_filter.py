@@ -178,11 +178,25 @@ def kernel_filter_for(config: ModelConfig, native_loops: bool) -> KernelFilter:
         kernel_filter = functools.partial(_filter_eager, config.kernel_activation, limit)
     if config.vkdt_softmax_grad:
         return functools.partial(_filter_tenfold_gradient, kernel_filter)
+    if config.vkdt_plain_grad:
+        return functools.partial(_filter_unnormalised_gradient, kernel_filter)
     return kernel_filter
 
 
 def _filter_tenfold_gradient(kernel_filter: KernelFilter, slab: Tensor, logits: Tensor) -> Tensor:
     return kernel_filter(slab, vkdt_softmax_gradient(logits))
+
+
+def _filter_unnormalised_gradient(
+    kernel_filter: KernelFilter, slab: Tensor, logits: Tensor
+) -> Tensor:
+    """The filtered image, with ``dapply.comp``'s gradient of plain kernels: that of the
+    unnormalised sum, dI/dK_k = X(p + tap_k) inside (-10, 10) (defect 17 of
+    docs/vkdt.md), and none into the image, as ``dapply`` computes none."""
+    image = kernel_filter(slab, logits).detach()
+    factors, _ = kernel_factors(logits, "plain")
+    unnormalised = apply_kernel_padded(slab.detach(), factors, None)
+    return image + (unnormalised - unnormalised.detach())
 
 
 def _filter_eager(activation: str, limit: float | None, slab: Tensor, logits: Tensor) -> Tensor:

@@ -322,6 +322,11 @@ def training_differences(config: Config, target: str = "series") -> list[str]:
             + ("dapply.comp differentiates exp(K), not exp(0.1 K) (defect 16)" if head else
                "dapply.comp differentiates exp(0.1 K) (patch 0011)")
         )  # fmt: skip
+    if model.kernel_activation == "plain" and not model.vkdt_plain_grad:
+        out.append(
+            "model.vkdt_plain_grad = false: dapply.comp differentiates the plain kernels' "
+            "unnormalised sum (defect 17)"
+        )
     out += _training_loop_differences(train, data, head)
     return out
 

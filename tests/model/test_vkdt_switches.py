@@ -17,7 +17,7 @@ from kpn.errors import KpnError
 from kpn.model.network import kpn_forward
 from kpn.model.pyramid import mip_pyramid, smooth_post_diff, upsample
 
-from conftest import SPEC_STAR15_CENTRE
+from conftest import SPEC_STAR15_CENTRE, SPEC_STAR15_TAPS
 from model_shared import (
     ALPHA,
     F64,
@@ -415,3 +415,36 @@ def test_vkdt_softmax_grad_is_ten_times_the_kernel_gradient(precision: str) -> N
 def test_vkdt_softmax_grad_needs_softmax() -> None:
     with pytest.raises(KpnError, match=r"vkdt_softmax_grad .* needs model.kernel_activation"):
         ModelConfig(vkdt_softmax_grad=True, kernel_activation="plain").validate("x.toml")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "vkdt-f16"])
+def test_vkdt_plain_grad_is_the_unnormalised_sums(precision: str) -> None:
+    """kpn-t's dapply takes dI/dK_k = X(p + tap_k) for plain kernels inside (-10, 10), 0
+    outside, leaving out apply's division by the weights' sum (defect 17)."""
+    from kpn.model.level_filter import kernel_filter_for
+
+    slab = random_image(1, 9, 11, seed=5, dtype=torch.float32)
+    logits = torch.randn(1, 15, 5, 7, generator=torch.Generator().manual_seed(6))
+    logits[0, 3, 1, 2], logits[0, 9, 4, 6] = 12.0, -30.0  # outside the window: no gradient
+    upstream = torch.linspace(-1, 1, 3 * 5 * 7).view(1, 3, 5, 7)
+    images = []
+    for switch in (False, True):
+        config = model_config(
+            precision=precision, kernel_activation="plain", vkdt_plain_grad=switch
+        )
+        leaf = logits.clone().requires_grad_()
+        image = kernel_filter_for(config, native_loops=False)(slab, leaf)
+        (image * upstream).sum().backward()
+        images.append(image.detach())
+    torch.testing.assert_close(images[1], images[0], rtol=0, atol=0)
+    expected = torch.zeros_like(logits)
+    for k, (dx, dy) in enumerate(SPEC_STAR15_TAPS):
+        tap = slab[..., 2 + dy : 2 + dy + 5, 2 + dx : 2 + dx + 7]
+        expected[:, k] = (upstream * tap).sum(1)
+    expected[0, 3, 1, 2] = expected[0, 9, 4, 6] = 0.0
+    torch.testing.assert_close(leaf.grad, expected)
+
+
+def test_vkdt_plain_grad_needs_plain() -> None:
+    with pytest.raises(KpnError, match=r"vkdt_plain_grad .* needs model.kernel_activation"):
+        ModelConfig(vkdt_plain_grad=True).validate("x.toml")

@@ -193,7 +193,8 @@ def test_training_fixes_of_the_series() -> None:
     """Patches 0011 and 0012 fix defects 16 and 14 on the series only: the oracle's replay
     of each target (vkdt/oracle_train.py) has no training difference from them."""
     replay = (
-        "model.kernel_activation=softmax", "model.precision=vkdt-f16",
+        "model.kernel_activation=softmax", "model.vkdt_plain_grad=false",
+        "model.precision=vkdt-f16",
         "model.vkdt_f16_backward=true", "train.loss=smape", "train.vkdt_smape_grad=true",
         "train.vkdt_f16_state=true",
     )  # fmt: skip
@@ -274,3 +275,16 @@ def test_export_for_unpatched_vkdt_is_refused_in_one_line(
     )
     assert code == 0 and "wrote" in out
     assert err.startswith("warning: vkdt ce12d6ed cannot run this model") and err.count("\n") == 1
+
+
+def test_plain_kernels_train_as_dapply_differentiates_them_on_both_targets() -> None:
+    """Defect 17 is not in the series: the plain kernels' gradient is a difference on
+    either target unless the config replays it (configs/vkdt-head.toml does)."""
+    line = (
+        "model.vkdt_plain_grad = false: dapply.comp differentiates the plain kernels' "
+        "unnormalised sum (defect 17)"
+    )
+    for target in TARGETS:
+        assert line not in training_differences(preset("vkdt-head"), target)
+        sound = preset("vkdt-head", "model.vkdt_plain_grad=false")
+        assert line in training_differences(sound, target)
