@@ -90,7 +90,8 @@ class ModelConfig:
     # products, kpn.model.vkdt_backward); false: float32, through the rounding
     vkdt_f16_backward: bool = False
     # kpn-t's dapply: the softmax kernels' gradient 10 times the true one (defect 16), the
-    # plain kernels' that of their unnormalised sum (defect 17)
+    # plain kernels' that of their unnormalised sum (defect 17); each for its activation
+    # only (a vkdt preset's switches stay with a .lut whose trailer names the other)
     vkdt_softmax_grad: bool = False
     vkdt_plain_grad: bool = False
     vkdt_head_layout: bool = False  # W > 32: first layer units 32.. unused, for vkdt HEAD
@@ -134,16 +135,6 @@ class ModelConfig:
             raise KpnError(
                 f"{where}: model.vkdt_matmul = '{self.vkdt_matmul}' is a path of vkdt's float16 "
                 f"arithmetic: it needs model.precision = 'vkdt-f16', not '{self.precision}'"
-            )
-        if self.vkdt_softmax_grad and self.kernel_activation != "softmax":
-            raise KpnError(
-                f"{where}: model.vkdt_softmax_grad is dapply.comp's softmax derivative: it "
-                f"needs model.kernel_activation = 'softmax', not '{self.kernel_activation}'"
-            )
-        if self.vkdt_plain_grad and self.kernel_activation != "plain":
-            raise KpnError(
-                f"{where}: model.vkdt_plain_grad is dapply.comp's plain-kernel derivative: it "
-                f"needs model.kernel_activation = 'plain', not '{self.kernel_activation}'"
             )
         if self.vkdt_head_layout and self.width <= VKDT_INFERENCE_IN_WIDTH:
             raise KpnError(

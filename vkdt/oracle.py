@@ -273,6 +273,38 @@ def _train_section(directory):
     return lines
 
 
+def _design_train_section(directory):
+    """The design's train step (vkdt/oracle.sh train_design), or nothing without it."""
+    path = os.path.join(directory, "train.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        train = json.load(f)
+    lines = [
+        "",
+        f"## kpn-t: {train['steps']} training steps of the design in vkdt-cli against kpn",
+        "",
+        "Tree `kpntdesign`: the series with harness 01 02 03 05 06 07 and 08 (cnngenin "
+        "`generate` 0 tells the tile's noise, (2e4, 40), which vkdt's tells as (0, 0) and "
+        "star15_snr divides by); `config.h` from the design's exported training graph (W 64, "
+        "star15_snr, softmax kernels, sigmoid alpha, POST_MLP_DIFF with its mirrored smoothing, "
+        "every level filtered, `mip.comp`, LOSS_SMAPE); vkdt-cli trains from "
+        "`weights/design/weights.lut` on the same tile as above. kpn replays it as above, "
+        "the gradient flowing into coarser levels as this build's `dup.comp` passes it.",
+        "",
+        "| frame | loss vkdt | kpn / vkdt - 1 | max \\|O kpn - O vkdt\\| |",
+        "| --: | --: | --: | --: |",
+    ]
+    for r in train["frames"]:
+        lines.append(
+            f"| {r['frame']} | {r['loss_vkdt']:.3f} | {_percent(r['loss_kpn'], r['loss_vkdt'])} "
+            f"| {r['max_d']:.1e} |"
+        )
+    if train["weights"]:
+        lines += _weights_table(train["weights"], "kpn's against kpntdesign's o-lut")
+    return lines
+
+
 def cmd_report(args):
     rows = []
     for path in sorted(glob.glob(os.path.join(args.outdir, "*", "result-*.json"))):
@@ -330,6 +362,7 @@ def cmd_report(args):
             f"{r['psnr_vkdt']:.3f} / {r['psnr_kpn']:.3f} / {noisy} | {r['seconds'] or '-'} |"
         )
     lines += _train_section(os.path.join(args.outdir, "train"))
+    lines += _design_train_section(os.path.join(args.outdir, "train-design"))
     text = "\n".join(lines) + "\n"
     tmp = args.out + ".tmp"
     with open(tmp, "w") as f:

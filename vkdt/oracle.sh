@@ -25,7 +25,9 @@
 #            tile (cnngenin generate 0), against kpn replaying vkdt's training
 #            (vkdt/oracle_train.py), per TRAIN_TREES (WIDTH 32, NO_ALIAS, harness 01 02 05
 #            07): kpnt, the series; kpnttrunc, the same with lavapipe's truncating float16
-#            stores (what rounding alone moves); kpntdefects, the series less 0011 and 0012
+#            stores (what rounding alone moves); kpntdefects, the series less 0011 and 0012;
+#            then kpntdesign: the design's training from weights/design (harness 01 02 03
+#            05 06 07 08, the tile's noise told (2e4, 40))
 #   report   benchmarks/results/vkdt-oracle.md from run's results (REPORT= elsewhere)
 #
 # Trees (TREES, default all four): w32 and w32rne run weights/vkdt-w32 (W 32, star15, add,
@@ -33,7 +35,7 @@
 # star15_snr, post_diff, 4 levels, every level filtered: 0002 to 0008). The *rne trees round
 # every float16 image store to nearest even (harness patches 05, 06), as GPUs do; lavapipe
 # truncates toward zero, which the other two show. Harness patches for lavapipe, not part of
-# the series (copied from /work/shared/vkdt-oracle/oracle.sh, and three of issue 24's):
+# the series (copied from /work/shared/vkdt-oracle/oracle.sh, and four of issue 24's):
 #   01-lavapipe-host      qvk.c: no VK_EXT_descriptor_indexing, no yuv sampler, no memory budget
 #   02-coopmat-fallback   coopmat.glsl's fallback assumes 32-lane subgroups (lavapipe has 8):
 #                         the "warp" becomes the workgroup row; loops kept rolled
@@ -45,6 +47,7 @@
 #   07-kpnt-lavapipe      (kpnt, the train step) kpn-t's training shaders: mulw's weight
 #                         gradient, norm, down and loss sum over 32-lane subgroups (wrong on 8
 #                         lanes: mulw writes past shm_tmp[32]); shared-memory sums in that order
+#   08-oracle-noise       (kpntdesign) cnngenin's generate 0 tells the tile's noise, not (0, 0)
 #
 # Cases (CASES, "photo:row:column:a:b" each): a 512x384 crop of a scikit-image photo from
 # (row, column), linearised, with Poisson-Gaussian noise (a, b on the 0..65535 scale);
@@ -126,7 +129,9 @@ make_tree() { # tree graph: a fresh BASE + the series + the tree's lavapipe harn
     design) harness="$harness 03-mip-plain" ;;
     designrne) harness="$harness 03-mip-plain 05-rne-store-variant 06-rne-store-design" ;;
     kpnt|kpnttrunc|kpntdefects) harness="$harness 05-rne-store-variant 07-kpnt-lavapipe" ;;
-    *) echo "unknown tree $t (w32 w32rne design designrne; kpnt*: the train step's)" >&2; exit 2 ;;
+    kpntdesign) harness="$harness 03-mip-plain 05-rne-store-variant 06-rne-store-design"
+      harness="$harness 07-kpnt-lavapipe 08-oracle-noise" ;;
+    *) echo "unknown tree $t (w32 w32rne design designrne; kpnt*: the train steps')" >&2; exit 2 ;;
   esac
   if [ "$t" = kpntdefects ]; then # vkdt ce12d6ed's training: the series less 0011 and 0012
     for p in $(grep -E '^001[12]-' "$HERE/patches/series" | sort -r); do
@@ -242,7 +247,8 @@ train() { # kpn-t: TRAIN_FRAMES frames of vkdt's training from weights/vkdt-w32 
   rm -rf "$dir"; mkdir -p "$dir"
   "$PY" "$HERE/oracle_train.py" setup "$dir" --weights "$KPN/weights/vkdt-w32" --frames "$TRAIN_FRAMES"
   nice -n 19 "$PY" -m kpn export "$dir/run" -o "$dir/w32.lut" --vkdt-cfg "$dir/cfg"
-  [ -f "$OUT/patches/07-kpnt-lavapipe.patch" ] || sources
+  [ -d "$SRC/vkheaders" ] || sources
+  write_patches "$OUT/patches" # this script's harness, whatever an earlier run left
   for t in $TRAIN_TREES; do
     make_tree "$t" "$dir/cfg/kpn-t-train.cfg"
     build_tree "$t" "$KPNT_TARGETS"
@@ -259,6 +265,28 @@ train() { # kpn-t: TRAIN_FRAMES frames of vkdt's training from weights/vkdt-w32 
   done
   nice -n 19 "$PY" "$HERE/oracle_train.py" replay "$dir" --vkdt kpnt --envelope kpnttrunc --json "$dir/train.json"
   nice -n 19 "$PY" "$HERE/oracle_train.py" replay "$dir" --vkdt kpntdefects --defects --json "$dir/train-defects.json"
+  train_design
+}
+
+train_design() { # kpn-t: TRAIN_FRAMES frames of the design's training (weights/design), tree kpntdesign
+  local dir=$OUT/train-design t0 t1
+  cd "$KPN"
+  rm -rf "$dir"; mkdir -p "$dir/kpntdesign"
+  "$PY" "$HERE/oracle_train.py" setup "$dir" --weights "$KPN/weights/design" --frames "$TRAIN_FRAMES" \
+    --told 20000 40
+  nice -n 19 "$PY" -m kpn export "$dir/run" -o "$dir/design.lut" --vkdt-cfg "$dir/cfg"
+  make_tree kpntdesign "$dir/cfg/kpn-t-train.cfg"
+  build_tree kpntdesign "$KPNT_TARGETS"
+  t0=$(date +%s)
+  ( cd "$dir/kpntdesign" && stdbuf -oL -eL nice -n 19 "$SRC/kpntdesign/bin/vkdt-cli" -d perf \
+      -g "$dir/cfg/kpn-t-train.cfg" --format o-pfm --filename out --colour-prim bt2020 \
+      --colour-trc linear --config "param:i-pfm:main:filename:$dir/img/noisy.pfm" \
+      "param:i-pfm:ref:filename:$dir/img/clean.pfm" \
+      "param:i-lut:wcp:filename:$KPN/weights/design/weights.lut" > "$dir/kpntdesign.log" 2>&1 ) ||
+    { tail "$dir/kpntdesign.log"; exit 1; }
+  t1=$(date +%s)
+  log "kpntdesign: vkdt-cli trained $((TRAIN_FRAMES - 1)) steps in $((t1 - t0)) s"
+  nice -n 19 "$PY" "$HERE/oracle_train.py" replay "$dir" --vkdt kpntdesign --json "$dir/train.json"
 }
 
 report() {
@@ -858,7 +886,7 @@ PATCH_EOF
  
  
  
-@@ -151,16 +152,16 @@
+@@ -156,16 +157,16 @@
  #else
        vec4 dEdI = vec4(dEdO * I.a, dot(dEdO, I.rgb - O)); // original
  #endif
@@ -869,12 +897,12 @@ PATCH_EOF
    }
  #ifdef POST_MLP_DIFF
 -  imageStore(img_dEdI, ipos+ivec2(0,0), dEdI[0]);
--  imageStore(img_dEdI, ipos+ivec2(0,1), dEdI[1]);
--  imageStore(img_dEdI, ipos+ivec2(1,0), dEdI[2]);
+-  imageStore(img_dEdI, ipos+ivec2(1,0), dEdI[1]);
+-  imageStore(img_dEdI, ipos+ivec2(0,1), dEdI[2]);
 -  imageStore(img_dEdI, ipos+ivec2(1,1), dEdI[3]);
 +  imageStore(img_dEdI, ipos+ivec2(0,0), oracle_rne16(dEdI[0]));
-+  imageStore(img_dEdI, ipos+ivec2(0,1), oracle_rne16(dEdI[1]));
-+  imageStore(img_dEdI, ipos+ivec2(1,0), oracle_rne16(dEdI[2]));
++  imageStore(img_dEdI, ipos+ivec2(1,0), oracle_rne16(dEdI[1]));
++  imageStore(img_dEdI, ipos+ivec2(0,1), oracle_rne16(dEdI[2]));
 +  imageStore(img_dEdI, ipos+ivec2(1,1), oracle_rne16(dEdI[3]));
  #endif
 -  imageStore(img_dEdOc, opos, vec4(dEdOc, 0));
@@ -911,6 +939,23 @@ PATCH_EOF
 +  imageStore(img_out, ipos, oracle_rne16(rgb));
 +  imageStore(img_rfo, ipos, oracle_rne16(ref));
  }
+PATCH_EOF
+  # 08 (the design's train step): cnngenin's generate 0 tells kpn-t the test tile's noise,
+  # (0, 0) in vkdt, which star15_snr would divide by (vkdt/oracle_train.py setup --told)
+  cat > "$P/08-oracle-noise.patch" <<'PATCH_EOF'
+--- a/src/pipe/modules/cnngenin/main.comp
++++ b/src/pipe/modules/cnngenin/main.comp
+@@ -47,8 +47,8 @@
+   rgb *= pow(2.0, ev);
+   ref *= pow(2.0, ev);
+ 
+-  float noise_a = 0.0;
+-  float noise_b = 0.0;
++  float noise_a = 20000.0; // ORACLE PATCH (design training): generate 0 tells the test tile's noise
++  float noise_b = 40.0;
+ 
+   if(params.generate == 2 || params.generate == 4)
+   { // add noise according to gaussian/poissonian profile
 PATCH_EOF
 }
 

@@ -43,6 +43,7 @@ from kpn.train.loss import kpn_loss
 from kpn.train.optim import clip_gradients_, make_optimizer, weight_buffer_size
 from kpn.vkdt.lut import read_lut
 from kpn.vkdt.lut_model import load_lut
+from kpn.vkdt.target import vkdt_build
 
 TILE = 64  # cnngenin's tile
 OVERRIDES = (
@@ -62,7 +63,8 @@ OVERRIDES = (
     "data.generate=0",
     "data.batch=1",
     "data.tile=64",
-    "model.gradient_stop=true",
+    "model.precision=vkdt-f16",
+    "train.precision=model",
     "model.vkdt_matmul=fallback",
     "model.vkdt_f16_backward=true",
     "train.vkdt_f16_moments=false",
@@ -90,11 +92,16 @@ def command_setup(args: argparse.Namespace) -> int:
     lut = os.path.abspath(Path(args.weights) / "weights.lut")
     overrides = [*OVERRIDES, f"train.steps={args.frames - 1}", f"train.init={lut}"]
     config = apply_overrides(load_config(Path(args.weights) / "config.toml"), overrides)
+    # NO_ALIAS builds' dup.comp zeroes the gradient into coarser levels; the others' pass it
+    stop = vkdt_build(config, "series").no_alias
+    config = apply_overrides(config, [f"model.gradient_stop={str(stop).lower()}"])
     save_checkpoint(out / "run" / "checkpoint.pt", checkpoint_from_lut(read_lut(lut), config))
     (out / "run" / "config.toml").write_text(config_to_toml(config), encoding="utf-8")
     noisy, clean = test_pair()
     write_pfm(out / "img" / "noisy.pfm", noisy, vkdt_rows=True)
     write_pfm(out / "img" / "clean.pfm", clean, vkdt_rows=True)
+    told = {"a": args.told[0], "b": args.told[1]}  # what cnngenin tells kpn-t (generate 0)
+    (out / "img" / "told.json").write_text(json.dumps(told), encoding="utf-8")
     print(
         f"wrote {out}/run (from {lut}, {args.frames - 1} steps) and {out}/img/{{noisy,clean}}.pfm"
     )
@@ -151,7 +158,8 @@ def command_replay(args: argparse.Namespace) -> int:
     start = [w.detach().clone() for w in model.mlp.parameter_matrices]
     optimizer = make_optimizer(model.parameters(), config.train)
     noisy, clean = _tile(out / "img" / "noisy.pfm"), _tile(out / "img" / "clean.pfm")
-    told = torch.zeros(1, 2)  # generate 0 sends noise (0, 0)
+    told_file = json.loads((out / "img" / "told.json").read_text(encoding="utf-8"))
+    told = torch.tensor([[told_file["a"], told_file["b"]]])
     frames = _frames(out / args.vkdt)
     envelope = _frames(out / args.envelope) if args.envelope else None
     rows = []
@@ -204,6 +212,10 @@ def main() -> int:
     setup.add_argument("outdir")
     setup.add_argument("--weights", default="weights/vkdt-w32")
     setup.add_argument("--frames", type=int, default=21)
+    setup.add_argument(
+        "--told", type=float, nargs=2, default=(0.0, 0.0), metavar=("A", "B"),
+        help="the noise cnngenin tells kpn-t (0 0: vkdt's generate 0; oracle harness 08)",
+    )  # fmt: skip
     replay = commands.add_parser("replay")
     replay.add_argument("outdir")
     replay.add_argument("--json", required=True)

@@ -176,9 +176,9 @@ def kernel_filter_for(config: ModelConfig, native_loops: bool) -> KernelFilter:
         kernel_filter = _filter_softmax_native
     else:
         kernel_filter = functools.partial(_filter_eager, config.kernel_activation, limit)
-    if config.vkdt_softmax_grad:
+    if config.vkdt_softmax_grad and config.kernel_activation == "softmax":
         return functools.partial(_filter_tenfold_gradient, kernel_filter)
-    if config.vkdt_plain_grad:
+    if config.vkdt_plain_grad and config.kernel_activation == "plain":
         return functools.partial(_filter_unnormalised_gradient, kernel_filter)
     return kernel_filter
 

@@ -54,6 +54,7 @@ from kpn.vkdt.target import (
     inference_differences,
     needed_patches,
     training_differences,
+    training_patches,
     vkdt_build,
 )
 
@@ -96,7 +97,8 @@ def _target_note(config: Config, target: str, training: bool = False) -> list[st
         ]
         if training:
             lines.append(
-                f"# kpn-t on a GPU without cooperative matrices also needs {TRAIN_WITHOUT_COOPMAT} "
+                f"# kpn-t's training of it also needs {', '.join(training_patches(config))}; "
+                f"on a GPU without cooperative matrices {TRAIN_WITHOUT_COOPMAT} "
                 f"({PATCHES[TRAIN_WITHOUT_COOPMAT]})"
             )
         return lines

@@ -2,13 +2,14 @@
 
 Two targets (``export --vkdt-target``):
 
-- ``"series"``: vkdt ce12d6ed with ``vkdt/patches`` 0001-0012 (docs/vkdt.md, "The patch
+- ``"series"``: vkdt ce12d6ed with ``vkdt/patches`` 0001-0014 (docs/vkdt.md, "The patch
   series"): the kernels stored row-major (0002), ``mip.comp``'s true 2x2 mean (0003) with
   each level mirrored at its own edge (0010), the weights read with ``in_width = WIDTH``
   (0004), four ``config.h`` switches (``INPUT_STAR15_SNR``, ``DENOISE_LEVELS``,
   ``POST_MLP_DIFF_MIRROR_COARSE``, ``KPN_LEVELS``) whose defaults are vkdt's own
   behaviour, and kpn-t's training without cooperative matrices (0009), with the softmax
-  kernels' true gradient (0011) and Adam's moments in float32 (0012);
+  kernels' true gradient (0011), Adam's moments in float32 (0012) and POST_MLP_DIFF's
+  gradients where they belong (0013, 0014);
 - ``"head"``: vkdt ce12d6ed as it is, with its defects (docs/vkdt.md, "Defects found in
   vkdt"), patched only where it does not compile (0001 at ``WIDTH`` 32).
 
@@ -42,6 +43,8 @@ PATCHES = {
     "0010": "mip.comp mirrors each level at its own edge",
     "0011": "dapply.comp differentiates sigma_exp with its 0.1",
     "0012": "adam.comp keeps Adam's moments in float32",
+    "0013": "dup.comp stores POST_MLP_DIFF's dE/dI at its own pixels",
+    "0014": "dup.comp passes POST_MLP_DIFF's gradient to the coarse texel up.comp read",
 }
 TRAIN_WITHOUT_COOPMAT = "0009"  # only kpn-t's training graph, on GPUs without them
 
@@ -277,6 +280,18 @@ def needed_patches(config: Config, target: str = "series") -> list[str]:
     return [f"{number} ({PATCHES[number]})" for number in sorted(needs)]
 
 
+def training_patches(config: Config) -> list[str]:
+    """The series' fixes of kpn-t's training that ``config``'s network trains with, each as
+    "NNNN (what it does)": 0011 for softmax kernels, 0012 always, 0013 and 0014 for
+    POST_MLP_DIFF (with ``needed_patches`` and, without cooperative matrices, 0009)."""
+    needs = ["0012"]
+    if config.model.kernel_activation == "softmax":
+        needs.append("0011")
+    if config.model.blend == "post_diff":
+        needs += ["0013", "0014"]
+    return [f"{number} ({PATCHES[number]})" for number in sorted(needs)]
+
+
 def inference_differences(config: Config, target: str = "series") -> list[str]:
     """Where vkdt's kpn module on ``target`` computes otherwise than ``config`` and still
     runs its network: vkdt's float16 arithmetic."""
@@ -322,6 +337,12 @@ def training_differences(config: Config, target: str = "series") -> list[str]:
             + ("dapply.comp differentiates exp(K), not exp(0.1 K) (defect 16)" if head else
                "dapply.comp differentiates exp(0.1 K) (patch 0011)")
         )  # fmt: skip
+    if head and model.blend == "post_diff":
+        out.append(
+            "model.blend = 'post_diff': this build's dup.comp stores dE/dI at the wrong "
+            "pixels and passes the coarse gradient to the wrong texels (defects 18 and 19; "
+            "patches 0013 and 0014)"
+        )
     if model.kernel_activation == "plain" and not model.vkdt_plain_grad:
         out.append(
             "model.vkdt_plain_grad = false: dapply.comp differentiates the plain kernels' "

@@ -13,7 +13,6 @@ import torch
 from torch import Tensor
 
 from kpn.config import ModelConfig
-from kpn.errors import KpnError
 from kpn.model.network import kpn_forward
 from kpn.model.pyramid import mip_pyramid, smooth_post_diff, upsample
 
@@ -412,9 +411,22 @@ def test_vkdt_softmax_grad_is_ten_times_the_kernel_gradient(precision: str) -> N
     torch.testing.assert_close(vkdt_grad, 10 * plain_grad, rtol=1e-6, atol=0)
 
 
-def test_vkdt_softmax_grad_needs_softmax() -> None:
-    with pytest.raises(KpnError, match=r"vkdt_softmax_grad .* needs model.kernel_activation"):
-        ModelConfig(vkdt_softmax_grad=True, kernel_activation="plain").validate("x.toml")
+def test_vkdt_kernel_grad_switches_follow_the_activation() -> None:
+    """Each switch is its activation's: a preset's switch stays harmless under a .lut whose
+    trailer names the other activation (kpn import --preset)."""
+    from kpn.model.level_filter import kernel_filter_for
+
+    slab = random_image(1, 9, 11, seed=7, dtype=torch.float32)
+    logits = torch.randn(1, 15, 5, 7, generator=torch.Generator().manual_seed(8))
+    for activation, other in (("softmax", "vkdt_plain_grad"), ("plain", "vkdt_softmax_grad")):
+        grads = []
+        for switch in (False, True):
+            config = model_config(kernel_activation=activation, **{other: switch})
+            config.validate("x.toml")
+            leaf = logits.clone().requires_grad_()
+            kernel_filter_for(config, native_loops=False)(slab, leaf).sum().backward()
+            grads.append(leaf.grad)
+        torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "vkdt-f16"])
@@ -443,8 +455,3 @@ def test_vkdt_plain_grad_is_the_unnormalised_sums(precision: str) -> None:
         expected[:, k] = (upstream * tap).sum(1)
     expected[0, 3, 1, 2] = expected[0, 9, 4, 6] = 0.0
     torch.testing.assert_close(leaf.grad, expected)
-
-
-def test_vkdt_plain_grad_needs_plain() -> None:
-    with pytest.raises(KpnError, match=r"vkdt_plain_grad .* needs model.kernel_activation"):
-        ModelConfig(vkdt_plain_grad=True).validate("x.toml")

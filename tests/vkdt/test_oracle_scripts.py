@@ -163,6 +163,8 @@ def test_compare_and_report(tmp_path: Path) -> None:
     }  # fmt: skip
     (tmp_path / "train" / "train.json").write_text(json.dumps(train))
     (tmp_path / "train" / "train-defects.json").write_text(json.dumps(defects))
+    (tmp_path / "train-design").mkdir()
+    (tmp_path / "train-design" / "train.json").write_text(json.dumps(defects))
     done = oracle(*args)
     assert done.returncode == 0, done.stderr
     text = (tmp_path / "oracle.md").read_text()
@@ -172,6 +174,8 @@ def test_compare_and_report(tmp_path: Path) -> None:
     assert "| 1 | 99.500 | -0.503% | -0.101% | 2.0e-04 | 1.0e-04 | 98.000 | +0.000% |" in text
     assert "| W0 | 50.0% | 1.00e-03 | 1.00e-03 / 2.00e-03 |" in text
     assert "| W0 | 75.0% | 2.00e-03 | 2.00e-03 / 2.00e-03 |" in text
+    design = text[text.index("## kpn-t: 1 training steps of the design in vkdt-cli") :]
+    assert "| 1 | 98.000 | +0.000% | 1.0e-04 |" in design
     row = next(line for line in text.splitlines() if "| designrne |" in line)
     assert "| nearest | 1.00e-03 |" in row and "| 0 of 144 |" in row
     # the truncating tree is reported, not judged; a judged run past the bound is

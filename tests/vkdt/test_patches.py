@@ -64,6 +64,8 @@ LATER_FIXES = (
     (13, {KPN_T + "mip.comp"}),
     (16, {KPN_T + "dapply.comp"}),
     (14, {KPN_T + "adam.comp"}),
+    (18, {KPN_T + "dup.comp"}),
+    (19, {KPN_T + "dup.comp"}),
 )
 FORMAT_PATCH_FROM = re.compile(r"^From ([0-9a-f]{40}) Mon Sep 17 00:00:00 2001$")
 SHA = re.compile(r"^[0-9a-f]{40}$")
