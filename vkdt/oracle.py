@@ -214,17 +214,21 @@ def _weights_table(rows, label):
     return lines
 
 
+def _replay(directory, name):
+    """A replay's JSON (vkdt/oracle_train.py replay), or None where the step did not run."""
+    path = os.path.join(directory, name)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 def _train_section(directory):
     """The train step's tables (vkdt/oracle_train.py replay), or nothing without them."""
-    path = os.path.join(directory, "train.json")
-    if not os.path.exists(path):
+    train = _replay(directory, "train.json")
+    if train is None:
         return []
-    with open(path) as f:
-        train = json.load(f)
-    defects = None
-    if os.path.exists(os.path.join(directory, "train-defects.json")):
-        with open(os.path.join(directory, "train-defects.json")) as f:
-            defects = json.load(f)
+    defects = _replay(directory, "train-defects.json")
     lines = [
         "",
         f"## kpn-t: {train['steps']} training steps in vkdt-cli against kpn",
@@ -275,11 +279,9 @@ def _train_section(directory):
 
 def _design_train_section(directory):
     """The design's train step (vkdt/oracle.sh train_design), or nothing without it."""
-    path = os.path.join(directory, "train.json")
-    if not os.path.exists(path):
+    train = _replay(directory, "train.json")
+    if train is None:
         return []
-    with open(path) as f:
-        train = json.load(f)
     lines = [
         "",
         f"## kpn-t: {train['steps']} training steps of the design in vkdt-cli against kpn",
