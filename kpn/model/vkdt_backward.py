@@ -48,7 +48,7 @@ class VkdtF16Mlp(torch.autograd.Function):
     ``apply(inputs, activation, product, hidden_layer, *weights)``: ``[..., in, N]``
     planar features, the activation's name, the float16 matrix product
     (``f16_product(matmul)``), one hidden layer's forward pass as stored (``[..., N, in],
-    [W, in] -> [..., N, W]``, :func:`kpn.model.mlp.mlp_hidden`'s) and the matrices
+    [W, in] -> [..., N, W]``, :func:`kpn.model.mlp.f16_hidden_layer`) and the matrices
     ``[W,in]``, ``[W,W]``..., ``[16,W]`` -> ``[..., 16, N]``.
     """
 
