@@ -20,6 +20,7 @@ from kpn.vkdt.target import (
     inference_differences,
     needed_patches,
     training_differences,
+    training_patches,
     vkdt_build,
 )
 
@@ -288,3 +289,18 @@ def test_plain_kernels_train_as_dapply_differentiates_them_on_both_targets() -> 
         assert line not in training_differences(preset("vkdt-head"), target)
         sound = preset("vkdt-head", "model.vkdt_plain_grad=false")
         assert line in training_differences(sound, target)
+
+
+def test_training_patches_follow_the_network() -> None:
+    """0012 for every network, 0011 for softmax kernels, 0013 and 0014 for POST_MLP_DIFF;
+    on ce12d6ed a POST_MLP_DIFF network trains on dup.comp's misplaced gradients."""
+    numbers = {
+        name: patch_numbers(training_patches(shipped(name))) for name in ("vkdt-w32", "design")
+    }
+    assert numbers == {"vkdt-w32": {"0011", "0012"}, "design": {"0011", "0012", "0013", "0014"}}
+    assert patch_numbers(training_patches(preset("vkdt-head"))) == {"0012"}
+    lines = training_differences(shipped("design"), "head")
+    assert any(
+        line.startswith("model.blend = 'post_diff': this build's dup.comp") for line in lines
+    )
+    assert not any("dup.comp" in line for line in training_differences(shipped("design"), "series"))
