@@ -1,15 +1,16 @@
 #!/usr/bin/env python3
 """kpn-t's training in vkdt-cli against kpn's emulation of it, for vkdt/oracle.sh's train step.
 
-setup OUTDIR [--weights weights/vkdt-w32] [--frames 21]
+setup OUTDIR [--weights weights/vkdt-w32] [--frames 21] [--told A B]
     OUTDIR/run/checkpoint.pt: the weights' model with vkdt's training as kpn replays it
     on the series (:data:`OVERRIDES`: SMAPE summed with loss.comp's gradient, Adam 1e-3 /
     0.9 / 0.999 / 1e-4 with vkdt's bias correction, float16 weights and float32 moments
     (patch 0012), no clipping, no L2, one tile, ``generate`` 0, the gradient stopped into
     coarser levels as NO_ALIAS's dup.comp does, the fallback matrix path forward and
     backward in float16), FRAMES - 1 steps from the weights' .lut; OUTDIR/img/{noisy,
-    clean}.pfm: a 64x64 pair, top row first (what cnngenin's generate 0 cuts whole, noise
-    told (0, 0)).
+    clean}.pfm: a 64x64 pair, top row first (what cnngenin's generate 0 cuts whole), and
+    img/told.json, the noise cnngenin tells kpn-t: (0, 0) as vkdt does, or ``--told A B``
+    (oracle harness 08 tells the pair's own (2e4, 40) for the design's star15_snr).
 replay OUTDIR --json FILE [--vkdt NAME] [--defects] [--envelope NAME]
     kpn trains the same steps on the same tile and, per frame f, compares its loss with
     the SMAPE of vkdt-cli's denoised tile OUTDIR/NAME/out_%04d.pfm (kpn-t's output of
