@@ -23,8 +23,8 @@
 #   run      vkdt-cli, infer.py, compare, per case, crop and tree
 #   train    kpn-t in vkdt-cli: TRAIN_FRAMES (21) frames from weights/vkdt-w32 on one 64x64
 #            tile (cnngenin generate 0), against kpn replaying vkdt's training
-#            (vkdt/oracle_train.py), per TRAIN_TREES (WIDTH 32, NO_ALIAS, harness 01 02 05
-#            07): kpnt, the series; kpnttrunc, the same with lavapipe's truncating float16
+#            (vkdt/oracle_train.py), trees (WIDTH 32, NO_ALIAS, harness 01 02 05 07):
+#            kpnt, the series; kpnttrunc, the same with lavapipe's truncating float16
 #            stores (what rounding alone moves); kpntdefects, the series less 0011 and 0012;
 #            then kpntdesign: the design's training from weights/design (harness 01 02 03
 #            05 06 07 08, the tile's noise told (2e4, 40))
@@ -77,7 +77,6 @@ CASES=${CASES:-coffee:8:44:20000:40 astronaut:64:0:20000:40 rocket:20:64:200000:
 FIRST_CROPS=${FIRST_CROPS:-c128:144:240:192:320 odd125x93:0:93:0:125}
 REPORT=${REPORT:-$KPN/benchmarks/results/vkdt-oracle.md}
 TRAIN_FRAMES=${TRAIN_FRAMES:-21}
-TRAIN_TREES=${TRAIN_TREES:-kpnt kpnttrunc kpntdefects}
 # what the train step builds besides the inference modules: kpn-t, cnngenin, o-lut
 KPNT_TARGETS='pipe/modules/cnngenin/libcnngenin.so pipe/modules/cnngenin/main.comp.spv pipe/modules/o-lut/libo-lut.so $(KPNT)/libkpn-t.so $(foreach k,loss down map sum norm adam fwd- dapply dup bck- mulw vis debug,$(KPNT)/$(k).comp.spv)'
 TOL=${TOL:-2e-3}
@@ -241,51 +240,44 @@ run() {
   done
 }
 
+run_kpnt() { # tree dir weights: vkdt-cli trains dir/cfg/kpn-t-train.cfg from weights in tree, frames to dir/tree
+  local t=$1 dir=$2 weights=$3 t0 t1
+  make_tree "$t" "$dir/cfg/kpn-t-train.cfg"
+  build_tree "$t" "$KPNT_TARGETS"
+  mkdir -p "$dir/$t"
+  t0=$(date +%s)
+  ( cd "$dir/$t" && stdbuf -oL -eL nice -n 19 "$SRC/$t/bin/vkdt-cli" -d perf -g "$dir/cfg/kpn-t-train.cfg" \
+      --format o-pfm --filename out --colour-prim bt2020 --colour-trc linear \
+      --config "param:i-pfm:main:filename:$dir/img/noisy.pfm" "param:i-pfm:ref:filename:$dir/img/clean.pfm" \
+      "param:i-lut:wcp:filename:$weights" > "$dir/$t.log" 2>&1 ) ||
+    { tail "$dir/$t.log"; exit 1; }
+  t1=$(date +%s)
+  echo "$((t1 - t0))" > "$dir/$t.seconds"
+  log "$t: vkdt-cli trained $((TRAIN_FRAMES - 1)) steps in $((t1 - t0)) s"
+}
+
 train() { # kpn-t: TRAIN_FRAMES frames of vkdt's training from weights/vkdt-w32 on one tile
-  local dir=$OUT/train t t0 t1
+  local dir=$OUT/train t
   cd "$KPN"
   rm -rf "$dir"; mkdir -p "$dir"
   "$PY" "$HERE/oracle_train.py" setup "$dir" --weights "$KPN/weights/vkdt-w32" --frames "$TRAIN_FRAMES"
   nice -n 19 "$PY" -m kpn export "$dir/run" -o "$dir/w32.lut" --vkdt-cfg "$dir/cfg"
   [ -d "$SRC/vkheaders" ] || sources
   write_patches "$OUT/patches" # this script's harness, whatever an earlier run left
-  for t in $TRAIN_TREES; do
-    make_tree "$t" "$dir/cfg/kpn-t-train.cfg"
-    build_tree "$t" "$KPNT_TARGETS"
-    mkdir -p "$dir/$t"
-    t0=$(date +%s)
-    ( cd "$dir/$t" && stdbuf -oL -eL nice -n 19 "$SRC/$t/bin/vkdt-cli" -d perf -g "$dir/cfg/kpn-t-train.cfg" \
-        --format o-pfm --filename out --colour-prim bt2020 --colour-trc linear \
-        --config "param:i-pfm:main:filename:$dir/img/noisy.pfm" "param:i-pfm:ref:filename:$dir/img/clean.pfm" \
-        "param:i-lut:wcp:filename:$KPN/weights/vkdt-w32/weights.lut" > "$dir/$t.log" 2>&1 ) ||
-      { tail "$dir/$t.log"; exit 1; }
-    t1=$(date +%s)
-    echo "$((t1 - t0))" > "$dir/$t.seconds"
-    log "$t: vkdt-cli trained $((TRAIN_FRAMES - 1)) steps in $((t1 - t0)) s"
-  done
+  for t in kpnt kpnttrunc kpntdefects; do run_kpnt "$t" "$dir" "$KPN/weights/vkdt-w32/weights.lut"; done
   nice -n 19 "$PY" "$HERE/oracle_train.py" replay "$dir" --vkdt kpnt --envelope kpnttrunc --json "$dir/train.json"
   nice -n 19 "$PY" "$HERE/oracle_train.py" replay "$dir" --vkdt kpntdefects --defects --json "$dir/train-defects.json"
   train_design
 }
 
 train_design() { # kpn-t: TRAIN_FRAMES frames of the design's training (weights/design), tree kpntdesign
-  local dir=$OUT/train-design t0 t1
+  local dir=$OUT/train-design
   cd "$KPN"
-  rm -rf "$dir"; mkdir -p "$dir/kpntdesign"
+  rm -rf "$dir"; mkdir -p "$dir"
   "$PY" "$HERE/oracle_train.py" setup "$dir" --weights "$KPN/weights/design" --frames "$TRAIN_FRAMES" \
     --told 20000 40
   nice -n 19 "$PY" -m kpn export "$dir/run" -o "$dir/design.lut" --vkdt-cfg "$dir/cfg"
-  make_tree kpntdesign "$dir/cfg/kpn-t-train.cfg"
-  build_tree kpntdesign "$KPNT_TARGETS"
-  t0=$(date +%s)
-  ( cd "$dir/kpntdesign" && stdbuf -oL -eL nice -n 19 "$SRC/kpntdesign/bin/vkdt-cli" -d perf \
-      -g "$dir/cfg/kpn-t-train.cfg" --format o-pfm --filename out --colour-prim bt2020 \
-      --colour-trc linear --config "param:i-pfm:main:filename:$dir/img/noisy.pfm" \
-      "param:i-pfm:ref:filename:$dir/img/clean.pfm" \
-      "param:i-lut:wcp:filename:$KPN/weights/design/weights.lut" > "$dir/kpntdesign.log" 2>&1 ) ||
-    { tail "$dir/kpntdesign.log"; exit 1; }
-  t1=$(date +%s)
-  log "kpntdesign: vkdt-cli trained $((TRAIN_FRAMES - 1)) steps in $((t1 - t0)) s"
+  run_kpnt kpntdesign "$dir" "$KPN/weights/design/weights.lut"
   nice -n 19 "$PY" "$HERE/oracle_train.py" replay "$dir" --vkdt kpntdesign --json "$dir/train.json"
 }
 
