@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model", action="append", metavar="NAME=WEIGHTS",
         help="a run directory, checkpoint or .lut (repeatable; default: the shipped models, "
-        "design=weights/design and vkdt-w32=weights/vkdt-w32)",
+        "design-chroma, design and vkdt-w32 from weights/)",
     )  # fmt: skip
     parser.add_argument("--images", default=",".join(PHOTOS), help="scikit-image photos")
     parser.add_argument("--out", default="benchmarks/results", help="where the results go")

@@ -2,9 +2,9 @@
 
     import kpn
 
-    model = kpn.load("runs/quick")  # run directory, checkpoint or .lut; None: shipped design
+    model = kpn.load("runs/quick")  # run directory, checkpoint or .lut; None: the shipped default
     clean = model(noisy, (a, b))  # the noise profile on the 0..65535 scale
-    clean = kpn.denoise(noisy, (a, b))  # the same with the shipped design model
+    clean = kpn.denoise(noisy, (a, b))  # the same with the shipped default model
     clean = kpn.denoise(noisy)  # the profile estimated from the image (--noise auto)
 
 ``noisy`` is linear RGB, as a float numpy array ``[H,W,3]`` or a float torch tensor
@@ -64,8 +64,8 @@ def load(
 ) -> Model:
     """The model of a run directory, a checkpoint or a ``.lut``, ready to call.
 
-    ``path`` None is the shipped model (:func:`kpn.infer.weights.shipped_weights`: the design
-    model, or the shipped model of ``config``'s ``[model]``). ``config`` and ``preset``
+    ``path`` None is the shipped model (:func:`kpn.infer.weights.shipped_weights`: the
+    default, or the shipped model of ``config``'s ``[model]``). ``config`` and ``preset``
     mean what ``kpn-infer --config/--preset`` mean: ``config`` supplies ``[infer]`` (and
     the model of a ``.lut`` that does not say it), ``preset`` names a config in
     ``configs/`` for such a ``.lut``. ``tile`` (0: untiled), ``precision`` (fp32, bf16,
@@ -97,7 +97,7 @@ def denoise(
     between pixels, is refused with a KpnError that asks for the profile.
 
     ``weights``: a :class:`Model` from :func:`load`, a path :func:`load` takes, or None
-    for the shipped design model. A path is loaded on every call: load once for many
+    for the shipped default model. A path is loaded on every call: load once for many
     images.
     """
     model = weights if isinstance(weights, Model) else load(weights)

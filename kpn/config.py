@@ -41,6 +41,7 @@ LrSchedule = Literal["constant", "cosine"]
 FEATURE_CHANNELS = {"star15": 32, "star15_snr": 32, "patch8x8": 64}
 # ... and the channels a guide adds (design §16): the coarser output's lum and saturation
 GUIDE_CHANNELS = {"none": 0, "centre": 2}
+KERNEL_OUTPUTS = 16  # one kernel's outputs a pixel: 15 tap logits, then alpha
 # vkdt's kpn inference module reads every .lut with in_width 32 (kpn/main.c).
 VKDT_INFERENCE_IN_WIDTH = 32
 
@@ -102,11 +103,21 @@ class ModelConfig:
     # coarse texels past the edge from the fine image mirrored (design §5); false: the
     # pyramid's own, which reconstructs the mip exactly on any size
     vkdt_post_diff_border: bool = False
+    # kpn only (design §18): the MLP also predicts a kernel and an alpha for the chroma, the
+    # image less its channel mean, so colour noise is smoothed beyond what the luma's edges
+    # allow; the network then has 32 outputs, which vkdt's .lut (16) cannot hold
+    chroma_kernel: bool = False
 
     @property
     def in_features(self) -> int:
         """Channels of the per-pixel network input."""
         return FEATURE_CHANNELS[self.features] + GUIDE_CHANNELS[self.guide]
+
+    @property
+    def outputs(self) -> int:
+        """The network's outputs a pixel: 15 kernel logits and an alpha, twice with
+        ``chroma_kernel`` (luma's, then chroma's)."""
+        return 2 * KERNEL_OUTPUTS if self.chroma_kernel else KERNEL_OUTPUTS
 
     def validate(self, where: str) -> None:
         if not 1 <= self.levels <= 16:
@@ -157,6 +168,15 @@ class ModelConfig:
             )
         if self.fine_passes not in (1, 2):
             raise KpnError(f"{where}: model.fine_passes = {self.fine_passes!r} must be 1 or 2")
+        if self.chroma_kernel and (self.precision == "vkdt-f16" or self.block_transpose):
+            raise KpnError(
+                f"{where}: model.chroma_kernel is kpn's own network (32 outputs): it has no "
+                "vkdt float16 emulation nor vkdt's block transpose (docs/design.md §18)"
+            )
+        if self.chroma_kernel and self.fine_passes != 1:
+            raise KpnError(
+                f"{where}: model.chroma_kernel filters level 0 once (model.fine_passes = 1)"
+            )
         if self.vkdt_post_diff_border and self.blend != "post_diff":
             raise KpnError(
                 f"{where}: model.vkdt_post_diff_border is post_diff's, not "

@@ -3,10 +3,11 @@
     python scripts/ship_weights.py RUN_DIR NAME --command "how it was trained"
         [--quality benchmarks/results/quality.csv]
 
-Copies the run's checkpoint, ``.lut`` and resolved config, and writes ``MODEL.md``, the
-model card: the network, the data, the noise range, the budget, the seed, the commit,
-the validation and benchmark scores, and the command that reproduces it. ``infer.py``
-without ``--weights`` loads ``weights/design``.
+Copies the run's checkpoint, ``.lut`` (where one holds the model) and resolved config,
+and writes ``MODEL.md``, the model card: the network, the data, the noise range, the
+budget, the seed, the commit, the validation and benchmark scores, and the command that
+reproduces it. ``infer.py``
+without ``--weights`` loads the first of ``kpn.infer.weights.SHIPPED``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from kpn.config import Config
 from kpn.io.checkpoint import load_checkpoint
 from kpn.io.run_folder import RunFolder
 from kpn.model.summary import parameter_count
@@ -62,6 +64,11 @@ def benchmark_rows(path: Path, name: str) -> list[str]:
     return lines
 
 
+def model_fits_lut(config: Config) -> bool:
+    """Whether vkdt's ``.lut`` holds the model (not ``model.chroma_kernel``'s 32 outputs)."""
+    return not config.model.chroma_kernel
+
+
 def noise_range(a_max: float) -> str:
     """What the noise range covers, said in cameras and, past them, in sRGB sigmas."""
     cameras = "darktable's profiles from base ISO to the highest ISO pushed +4 EV"
@@ -87,11 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     target = ROOT / "weights" / args.name
     target.mkdir(parents=True, exist_ok=True)
     shipped = RunFolder(target)
-    for original, copy in (
-        (source.checkpoint, shipped.checkpoint),
-        (source.weights, shipped.weights),
-        (source.config, shipped.config),
-    ):
+    parts = [(source.checkpoint, shipped.checkpoint), (source.config, shipped.config)]
+    if not model_fits_lut(config):  # no .lut holds it: the checkpoint is the model
+        shipped.weights.unlink(missing_ok=True)
+    else:
+        parts.append((source.weights, shipped.weights))
+    for original, copy in parts:
         shutil.copyfile(original, copy)
     minutes, noisy, denoised = events_summary(run)
 
@@ -109,14 +117,17 @@ def main(argv: list[str] | None = None) -> int:
         if data.source == "clean"
         else f"{data.source}"
     )
+    chroma = (
+        ", a chroma kernel and alpha (kpn only: no .lut holds it)" if model.chroma_kernel else ""
+    )
     card = [
         f"# kpn model `{args.name}`",
         "",
         f"- network: {model.levels} levels, {model.down} down, {model.up} up, "
         f"{model.mlp_input} + {model.blend}, {model.features} input, W {model.width}, "
         f"{model.n_hidden} hidden layers, {model.kernel_activation} kernels, "
-        f"{model.alpha_activation} alpha, {model.precision}; {parameter_count(model)} "
-        "parameters; every setting in `config.toml`",
+        f"{model.alpha_activation} alpha{chroma}, {model.precision}; "
+        f"{parameter_count(model)} parameters; every setting in `config.toml`",
         f"- data: {sources}; tiles {data.tile}x{data.tile}, batch {data.batch}",
         f"- noise: {data.noise} a in [{data.noise_a_min:g}, {data.noise_a_max:g}], "
         f"b in [{data.noise_b_min:g}, {data.noise_b_max:g}] on the 0..65535 scale "
@@ -135,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "Linear PSNR for camera noise (Sony ILCE-7M3's darktable profiles), sRGB PSNR for "
         "sRGB Gaussian noise; `benchmarks/results/quality.md` has every score. "
-        f"`kpn {args.name}` is infer.py's default, the network blended towards the input by "
-        "SURE (`kpn/infer/sure.py`); `no SURE` is the network alone.",
+        f"`kpn {args.name}` runs as infer.py runs it, the network blended towards the input "
+        "by SURE (`kpn/infer/sure.py`); `no SURE` is the network alone.",
         "",
         *benchmark_rows(Path(args.quality), args.name),
         "",

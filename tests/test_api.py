@@ -215,14 +215,15 @@ def test_denoise_is_finite_for_every_profile_it_accepts(trained: SimpleNamespace
     assert bool(got.isfinite().all())
 
 
-def test_load_default_is_the_shipped_design(
+def test_load_default_is_the_first_shipped_model(
     trained: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    shutil.copytree(trained.run, tmp_path / "design")
+    default = tmp_path / weights_module.SHIPPED[0]
+    shutil.copytree(trained.run, default)
     monkeypatch.setattr(weights_module, "SHIPPED_DIR", tmp_path)
     image = noisy_image(20, 22)
     model = kpn.load()
-    assert str(tmp_path / "design") in model.description
+    assert str(default) in model.description
     want = reference(trained.run, image)
     np.testing.assert_array_equal(model(image, (A, B)), want)
     np.testing.assert_array_equal(kpn.denoise(image, (A, B)), want)

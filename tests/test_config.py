@@ -232,6 +232,14 @@ BAD_FILES = {
     "told-jitter-below-1": ("[data]\nnoise_told_jitter = 0.5\n", ["data.noise_told_jitter", "0.5"]),
     "told-jitter-above-4": ("[data]\nnoise_told_jitter = 8\n", ["data.noise_told_jitter", "1..4"]),
     "fine-passes-3": ("[model]\nfine_passes = 3\n", ["model.fine_passes", "3", "1 or 2"]),
+    "chroma-f16": (
+        '[model]\nchroma_kernel = true\nprecision = "vkdt-f16"\n',
+        ["model.chroma_kernel", "float16"],
+    ),
+    "chroma-fine-passes-2": (
+        "[model]\nchroma_kernel = true\nfine_passes = 2\n",
+        ["model.chroma_kernel", "model.fine_passes = 1"],
+    ),
     "post-diff-border-of-mix": (
         "[model]\nvkdt_post_diff_border = true\n",
         ["model.vkdt_post_diff_border", "'mix'"],

@@ -21,7 +21,12 @@ from conftest import assert_error_line
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
-RECIPES = {"design": "photos-post-diff.toml", "vkdt-w32": "photos-vkdt-w32.toml"}
+RECIPES = {
+    "design-chroma": "photos-chroma.toml",
+    "design": "photos-post-diff.toml",
+    "vkdt-w32": "photos-vkdt-w32.toml",
+}
+DEFAULT = "design-chroma"
 
 
 def crop(name: str, rows: slice, columns: slice) -> np.ndarray:
@@ -43,10 +48,12 @@ def denoiser(name: str, sure: bool | None = None) -> Denoiser:
 
 
 def test_every_shipped_model_is_complete():
-    assert SHIPPED[0] == "design"
+    assert SHIPPED[0] == DEFAULT and set(SHIPPED) == set(RECIPES)
     for name in SHIPPED:
         folder = SHIPPED_DIR / name
-        for part in ("checkpoint.pt", "weights.lut", "config.toml", "MODEL.md"):
+        chroma = load_weights(folder).config.model.chroma_kernel  # no .lut holds it
+        assert (folder / "weights.lut").is_file() != chroma
+        for part in ("checkpoint.pt", "config.toml", "MODEL.md"):
             assert (folder / part).is_file(), folder / part
             assert (folder / part).stat().st_size < 400_000  # tens of KB
         card = (folder / "MODEL.md").read_text()
@@ -54,18 +61,18 @@ def test_every_shipped_model_is_complete():
 
 
 def test_shipped_weights_follow_the_config():
-    assert shipped_weights() == SHIPPED_DIR / "design"
+    assert shipped_weights() == SHIPPED_DIR / DEFAULT
     for name, recipe in RECIPES.items():
         assert shipped_weights(str(CONFIGS / recipe)) == SHIPPED_DIR / name
 
 
-def test_infer_without_weights_runs_the_design_model(tmp_path: Path, photo_crop, capsys):
+def test_infer_without_weights_runs_the_default_model(tmp_path: Path, photo_crop, capsys):
     source, output = tmp_path / "photo.pfm", tmp_path / "out.pfm"
     write_pfm(source, photo_crop)
     assert main([str(source), "-o", str(output), "--noise-a", "1e4", "--noise-b", "20"]) == 0
     first = capsys.readouterr().out.splitlines()[0]
-    assert first.startswith("shipped weights") and str(SHIPPED_DIR / "design") in first
-    expected = denoiser("design")(photo_crop, 1e4, 20.0)
+    assert first.startswith("shipped weights") and str(SHIPPED_DIR / DEFAULT) in first
+    expected = denoiser(DEFAULT)(photo_crop, 1e4, 20.0)
     np.testing.assert_array_equal(read_pfm(output), expected)
 
 
@@ -93,23 +100,25 @@ CROPS = {
 }
 
 
+@pytest.mark.parametrize("name", [DEFAULT, "design"])
 @pytest.mark.parametrize("photo", list(CROPS))
 @pytest.mark.parametrize("noise", list(LOW_NOISE))
-def test_design_model_never_worse_than_its_input_at_low_noise(photo, noise):
+def test_design_models_never_worse_than_their_input_at_low_noise(name, photo, noise):
     a, b = LOW_NOISE[noise]
     clean_image = crop(photo, *CROPS[photo])
     clean = torch.from_numpy(clean_image).permute(2, 0, 1)
     noisy = add_noise(clean, torch.tensor([a, b]), torch.Generator().manual_seed(5))
     noisy = np.ascontiguousarray(noisy.permute(1, 2, 0).numpy())
-    denoised = denoiser("design")(noisy, a, b)
+    denoised = denoiser(name)(noisy, a, b)
     assert psnr(denoised, clean_image) >= psnr(noisy, clean_image)
 
 
+@pytest.mark.parametrize("name", [DEFAULT, "design"])
 @pytest.mark.parametrize("sure", [True, False])
-def test_design_model_tends_to_the_input_as_noise_vanishes(photo_crop, sure):
+def test_design_models_tend_to_the_input_as_noise_vanishes(photo_crop, sure, name):
     """Told almost no noise, the model leaves a clean photo nearly as it is, with SURE's
     blend and without."""
-    model = denoiser("design", sure)
+    model = denoiser(name, sure)
     gaps = [psnr(model(photo_crop, a, a / 1000), photo_crop) for a in (1e4, 1e2, 1.0)]
     assert gaps == sorted(gaps)  # closer to the input as the noise shrinks
     assert gaps[-1] > 50.0

@@ -106,7 +106,8 @@ def test_wheel_holds_every_module_and_the_package_data(wheel: Path) -> None:
         and "__pycache__" not in p.parts
         and (p.suffix == ".py" or str(p.relative_to(ROOT)).startswith(PACKAGE_DATA))
     }
-    assert {"kpn/configs/design.toml", "kpn/weights/design/checkpoint.pt"} <= expected
+    shipped = {"kpn/weights/design-chroma/checkpoint.pt", "kpn/weights/design/checkpoint.pt"}
+    assert {"kpn/configs/design.toml", *shipped} <= expected
     assert expected - names == set()
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     with zipfile.ZipFile(wheel) as archive:
@@ -125,7 +126,7 @@ def test_kpn_comes_from_the_wheel(venv: Path, outside: Path) -> None:
 
 
 def test_kpn_infer_denoises_with_the_shipped_model(venv: Path, outside: Path) -> None:
-    """kpn-infer with no weights: the design model shipped in the wheel; the noise
+    """kpn-infer with no weights: the default model shipped in the wheel; the noise
     estimated from the photo (a smooth ramp with Gaussian noise)."""
     ramp = np.linspace(0.2, 0.8, 96, dtype=np.float32)
     clean = np.stack(np.broadcast_arrays(ramp[None, :], ramp[:, None], 0.5), axis=-1)

@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--weights",
         help="run directory, checkpoint (.pt) or vkdt .lut; default: the shipped model that "
-        "fits --config, without --config the shipped design model (weights/design)",
+        "fits --config, without --config the shipped default (weights/design-chroma)",
     )
     told = parser.add_mutually_exclusive_group()
     told.add_argument(

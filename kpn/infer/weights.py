@@ -21,7 +21,7 @@ from kpn.vkdt.lut_model import check_same_model, config_for_lut, load_lut
 # The shipped models (kpn/weights/NAME: a run folder with its model card), the first the
 # default when no weights are named.
 SHIPPED_DIR = presets.SHIPPED
-SHIPPED = ("design", "vkdt-w32")
+SHIPPED = ("design-chroma", "design", "vkdt-w32")  # the first is the default
 # What a float16 .lut (vkdt's type; a run's weights.lut) costs against the float32 model
 # it was rounded from, said wherever such weights are named.
 FLOAT16_NOTE = (
@@ -104,7 +104,8 @@ def load_weights(
 
 
 def shipped_weights(config_path: str | None = None) -> Path:
-    """The shipped model for ``--config``'s [model] (without one: the design model).
+    """The shipped model for ``--config``'s [model] (without one: the default,
+    ``weights/design-chroma``, the design with a chroma kernel).
 
     KpnError (one line) when no shipped model has that [model], or none is installed.
     """
@@ -113,7 +114,7 @@ def shipped_weights(config_path: str | None = None) -> Path:
         raise KpnError(f"{SHIPPED_DIR}: no shipped weights here: name weights ({mention('path')})")
     if config_path is None:
         if SHIPPED[0] not in installed:
-            raise KpnError(f"{SHIPPED_DIR / SHIPPED[0]}: the shipped design model is missing")
+            raise KpnError(f"{SHIPPED_DIR / SHIPPED[0]}: the shipped default model is missing")
         return SHIPPED_DIR / SHIPPED[0]
     wanted = load_config(config_path).model
     for name in installed:

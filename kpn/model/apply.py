@@ -143,6 +143,15 @@ def apply_kernel_vkdt(
     return filtered if limit is None else filtered.clamp(-limit, limit)
 
 
+def luma_chroma(luma: Tensor, chroma: Tensor) -> Tensor:
+    """The luma (channel mean) of ``luma`` with the chroma (the image less its channel
+    mean) of ``chroma``: the image that ``model.chroma_kernel`` filters or blends one way
+    in luma and another in chroma (design §18). Channels go in threes (an image, then a
+    probe's). ``[B,3n,H,W] x 2 -> [B,3n,H,W]``"""
+    difference = (luma - chroma).unflatten(1, (-1, 3))
+    return chroma + difference.mean(2, keepdim=True).expand_as(difference).flatten(1, 2)
+
+
 def vkdt_sigmoid(x: Tensor) -> Tensor:
     """vkdt's algebraic sigmoid 0.5*x/sqrt(1+x^2) + 0.5 (``sigmoid.glsl``)."""
     return 0.5 * x * torch.rsqrt(1.0 + x * x) + 0.5

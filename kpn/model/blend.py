@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from kpn.model.apply import luma_chroma
 from kpn.model.pyramid import smooth_box2_bspline, smooth_post_diff
 
 
@@ -29,14 +30,21 @@ def blend_level(
     Args:
         coarse_up: ``[B,3,H,W]``, up(O_{i+1}) at this level's size.
         filtered: ``[B,3,H,W]``, I_i.
-        alpha: ``[B,1,H,W]``, a_i.
+        alpha: ``[B,1,H,W]``, a_i, or ``[B,2,H,W]``: luma's and chroma's.
         blend: ``"mix"`` | ``"add"`` | ``"post_diff"``.
         vkdt_border: post_diff's smoothing as vkdt's ``up.comp`` computes it
             (``model.vkdt_post_diff_border``).
 
     Returns:
         ``[B,3,H,W]``, O_i.
+
+    An ``alpha`` of two channels (``model.chroma_kernel``) blends the luma with the first
+    and the chroma with the second (design §18): each blend is up(O_{i+1}) at a_i = 0 and
+    affine in a_i (:func:`alpha_slope`), and the luma/chroma split commutes with it.
     """
+    if isinstance(alpha, Tensor) and alpha.shape[1] == 2:
+        slope = alpha_slope(coarse_up, filtered, blend, vkdt_border)
+        return coarse_up + luma_chroma(alpha[:, :1] * slope, alpha[:, 1:] * slope)
     if blend == "mix":
         return (1.0 - alpha) * coarse_up + alpha * filtered
     if blend == "add":

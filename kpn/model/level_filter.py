@@ -36,6 +36,7 @@ from kpn.model.apply import (
     apply_limit,
     kernel_factors,
     kernel_weights,
+    luma_chroma,
     vkdt_softmax_gradient,
 )
 from kpn.model.band import band_applies, band_forward
@@ -255,9 +256,12 @@ def _network_band(
             config.vkdt_matmul,
             config.vkdt_f16_backward,
         )
-        kernel = store(outputs)[..., : height * width].view(batch, OUTPUTS, height, width)
-    alpha = alpha_weight(kernel[:, OUTPUTS - 1 :], config.alpha_activation)
+        kernel = store(outputs)[..., : height * width].view(batch, -1, height, width)
+    # one alpha after each kernel: [B,1,h,w], or luma's and chroma's [B,2,h,w]
+    alpha = alpha_weight(kernel[:, OUTPUTS - 1 :: OUTPUTS], config.alpha_activation)
     image = kernel_filter(slab, kernel[:, : OUTPUTS - 1])
+    if config.chroma_kernel:
+        image = luma_chroma(image, kernel_filter(slab, kernel[:, OUTPUTS : 2 * OUTPUTS - 1]))
     return image, alpha, kernel if keep_kernel else None
 
 
@@ -332,9 +336,10 @@ def filter_level(
         guide: ``[B,3,h,w]`` up(O_{k+1}), read where ``config.guide`` is not ``"none"``.
 
     Returns:
-        filtered I ``[B,3,h,w]``, alpha ``[B,1,h,w]``, and the network output as apply
-        reads it ``[B,16,h,w]`` (kernel logits, then alpha), or None where ``band``
-        drops it.
+        filtered I ``[B,3,h,w]``, alpha ``[B,1,h,w]`` (``[B,2,h,w]``, luma's and
+        chroma's, with ``model.chroma_kernel``), and the network output as apply reads it
+        ``[B,16,h,w]`` (kernel logits, then alpha; ``[B,32,h,w]``, luma's then chroma's),
+        or None where ``band`` drops it.
     """
     batch, _, height, width = x.shape
     padding = FEATURE_PADDING[config.features]

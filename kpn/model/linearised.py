@@ -31,7 +31,13 @@ from torch import Tensor
 
 from kpn.config import ModelConfig
 from kpn.errors import KpnError
-from kpn.model.apply import F16_PRECISION, alpha_weight, apply_limit, kernel_weights
+from kpn.model.apply import (
+    F16_PRECISION,
+    alpha_weight,
+    apply_limit,
+    kernel_weights,
+    luma_chroma,
+)
 from kpn.model.blend import alpha_slope
 from kpn.model.features import STAR15_PADDING, STAR15_RADIUS, STAR15_TAPS, luminance
 from kpn.model.level_filter import FEATURE_PADDING, band_features
@@ -78,7 +84,7 @@ class Response:
 
     step: float
     filtered: Tensor  # [B,3,ceil(h/2),ceil(w/2)] apply(X, w'), X not moved
-    alpha: Tensor  # [B,1,ceil(h/2),ceil(w/2)] alpha'
+    alpha: Tensor  # [B,1,ceil(h/2),ceil(w/2)] alpha' ([B,2,...]: luma's, chroma's)
 
     def add_to_filtered(self, filtered: Tensor) -> Tensor:
         """``[B,6,h,w]`` I of X and of the probe: the probe's, at the sampled pixels,
@@ -111,6 +117,10 @@ class Response:
         else:  # mix and add blend pixel by pixel
             up, own = coarse_up[:, image][sampled], filtered[:, image][sampled]
             slope = alpha_slope(up, own, blend, border)
+        if change.shape[1] == 2:  # luma's and chroma's alpha (design §18)
+            moved = luma_chroma(change[:, :1] * slope, change[:, 1:] * slope)
+            output[:, IMAGE_CHANNELS:][sampled].add_(moved, alpha=SAMPLE_STRIDE**2 / self.step)
+            return output
         output[:, IMAGE_CHANNELS:][sampled].addcmul_(
             change, slope, value=SAMPLE_STRIDE**2 / self.step
         )
@@ -161,10 +171,14 @@ def kernel_response(
         )
         logits = mlp_forward_planar(
             inputs, weights, config.activation, config.precision, config.vkdt_matmul
-        ).view(batch, OUTPUTS, -1, columns)
+        ).view(batch, config.outputs, -1, columns)
         still = _padded_rows(x[:, image], top, stop, STAR15_PADDING)
-        filtered.append(_apply_sampled(still, logits[:, : OUTPUTS - 1], config))
-        alpha = alpha_weight(logits[:, OUTPUTS - 1 :], config.alpha_activation)
+        response = _apply_sampled(still, logits[:, : OUTPUTS - 1], config)
+        if config.chroma_kernel:
+            chroma = _apply_sampled(still, logits[:, OUTPUTS : 2 * OUTPUTS - 1], config)
+            response = luma_chroma(response, chroma)
+        filtered.append(response)
+        alpha = alpha_weight(logits[:, OUTPUTS - 1 :: OUTPUTS], config.alpha_activation)
         alphas.append(round_f16(alpha) if config.precision == F16_PRECISION else alpha)  # as stored
     return Response(step, torch.cat(filtered, dim=2), torch.cat(alphas, dim=2))
 

@@ -11,11 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kpn.config import KERNEL_OUTPUTS
 from kpn.errors import KpnError
 from kpn.model.precision import VKDT_MATMULS, matmul_f16, matmul_f16_fallback, round_f16
 from kpn.model.vkdt_backward import vkdt_f16_mlp
 
-OUTPUTS = 16  # 15 kernel weights in tap order, then alpha
+OUTPUTS = KERNEL_OUTPUTS  # 15 kernel weights in tap order, then alpha (vkdt's network)
 PRECISIONS = ("fp32", "bf16", "vkdt-f16")
 LEAKY_SLOPE = 0.001  # vkdt's leaky relu
 
@@ -183,7 +184,8 @@ def vkdt_init_bound(width: int) -> float:
 
 
 class MLP(nn.Module):
-    """Bias-free MLP: in -> W (n_hidden layers) -> 16, vkdt's Xavier initialisation.
+    """Bias-free MLP: in -> W (n_hidden layers) -> ``outputs`` (vkdt's 16, or 32 for
+    ``model.chroma_kernel``), vkdt's Xavier initialisation.
 
     ``matmul``: vkdt's matrix path under ``precision = "vkdt-f16"`` (:func:`mlp_forward_planar`).
     ``first_live``: when > 0, only the first hidden layer's units below it feed the next
@@ -203,11 +205,12 @@ class MLP(nn.Module):
         precision: str = "fp32",
         matmul: str = "coopmat",
         first_live: int = 0,
+        outputs: int = OUTPUTS,
     ) -> None:
         super().__init__()
         if not 0 <= first_live <= width:
             raise ValueError(f"first_live {first_live} is outside 0..{width}")
-        sizes = [in_features] + [width] * n_hidden + [OUTPUTS]
+        sizes = [in_features] + [width] * n_hidden + [outputs]
         self.layers = nn.ModuleList(
             nn.Linear(fan_in, fan_out, bias=False) for fan_in, fan_out in itertools.pairwise(sizes)
         )

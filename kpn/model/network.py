@@ -274,6 +274,7 @@ class KPN(nn.Module):
             config.precision,
             config.vkdt_matmul,
             VKDT_INFERENCE_IN_WIDTH if config.vkdt_head_layout else 0,
+            config.outputs,
         )
 
     def forward(self, noisy: Tensor, noise_ab: Tensor, levels: int | None = None) -> Tensor:

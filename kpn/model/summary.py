@@ -5,13 +5,12 @@ from __future__ import annotations
 import itertools
 
 from kpn.config import ModelConfig
-from kpn.model.mlp import OUTPUTS
 from kpn.model.pyramid import level_sizes
 
 
 def layer_shapes(config: ModelConfig) -> list[tuple[str, int, int]]:
     """``[(name, in, out), ...]`` of the MLP's bias-free layers."""
-    sizes = [config.in_features] + [config.width] * config.n_hidden + [OUTPUTS]
+    sizes = [config.in_features] + [config.width] * config.n_hidden + [config.outputs]
     names = [f"hidden {i}" for i in range(config.n_hidden)] + ["output"]
     pairs = zip(names, itertools.pairwise(sizes), strict=True)
     return [(name, fan_in, fan_out) for name, (fan_in, fan_out) in pairs]

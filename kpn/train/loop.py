@@ -23,6 +23,7 @@ From Python::
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import signal
 import time
@@ -40,6 +41,7 @@ from kpn.errors import KpnError, make_folder
 from kpn.io.atomic import atomic_write_bytes
 from kpn.io.checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from kpn.io.run_folder import RunFolder
+from kpn.model.mlp import load_weights
 from kpn.model.network import KPN
 from kpn.train.distributed import (
     Distributed,
@@ -185,7 +187,14 @@ def start_trainee(plan: Plan, seed: int, device: torch.device) -> Trainee:
 def initialise(model: KPN, config: Config) -> None:
     """vkdt's init: random (already done by the constructor) or weights from a file."""
     init = config.train.init
-    if init.endswith(".lut"):
+    if init.endswith(".lut") and config.model.chroma_kernel:
+        # a .lut holds one kernel: the chroma's kernel and alpha start as the luma's, so the
+        # model starts as the file's network (design §18)
+        shared = KPN(dataclasses.replace(config.model, chroma_kernel=False))
+        load_lut(shared.mlp, shared.config, init)
+        matrices = [weight.detach() for weight in shared.mlp.weights]
+        load_weights(model.mlp, [*matrices[:-1], matrices[-1].repeat(2, 1)])
+    elif init.endswith(".lut"):
         load_lut(model.mlp, config.model, init)
     elif init.endswith(".pt"):
         state = load_checkpoint(init)
@@ -284,9 +293,11 @@ def keep_if_best(trainee: Trainee, result: Validation, folder: RunFolder, config
 
 
 def save_run(folder: RunFolder, config: Config, trainee: Trainee) -> None:
-    """The checkpoint (the one before kept beside it) and vkdt's weights, as they are."""
+    """The checkpoint (the one before kept beside it) and vkdt's weights, as they are,
+    where a ``.lut`` holds them (not ``model.chroma_kernel``'s 32 outputs)."""
     save_checkpoint(folder.checkpoint, trainee.snapshot(config), keep_previous=True)
-    export_lut(trainee.model.mlp, config, folder.weights)
+    if not config.model.chroma_kernel:
+        export_lut(trainee.model.mlp, config, folder.weights)
 
 
 def train(plan: Plan, seed: int = 0, device: str | torch.device = "cpu") -> TrainResult:

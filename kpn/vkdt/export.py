@@ -20,6 +20,7 @@ import os
 from typing import Any
 
 from kpn.config import Config
+from kpn.errors import KpnError
 from kpn.model.mlp import MLP
 from kpn.vkdt.lut import lut_bytes, write_lut
 from kpn.vkdt.lut_text import VKDT_LOSSES, format_trailer
@@ -41,6 +42,11 @@ def lut_trailer(config: Config) -> str:
 def _lut_contents(mlp: MLP, config: Config, layout: str) -> dict[str, Any]:
     """What a ``.lut`` of this MLP holds: the matrices in ``layout`` (:data:`LAYOUTS`),
     kpn-t's trailer, and kpn's section with ``config``'s ``[model]`` and ``[infer]``."""
+    if config.model.chroma_kernel:
+        raise KpnError(
+            "model.chroma_kernel: the network has 32 outputs a pixel and vkdt's .lut holds "
+            "16 (docs/design.md §18); its weights are the run's checkpoint"
+        )
     return {
         "matrices": [weight.detach().cpu() for weight in mlp.weights],
         "layout": layout,

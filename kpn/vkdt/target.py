@@ -176,6 +176,11 @@ def _network_reasons(model: ModelConfig, build: VkdtBuild, target: str) -> list[
             f"model.fine_passes = {model.fine_passes}: vkdt's kpn module filters each level "
             "with its kernels once (docs/design.md §17)"
         )
+    if model.chroma_kernel:
+        out.append(
+            "model.chroma_kernel: vkdt's kpn module predicts one kernel and one alpha a pixel "
+            "(16 outputs; docs/design.md §18)"
+        )
     if model.noise_luminance != "x":
         out.append(
             f"model.noise_luminance = '{model.noise_luminance}': input.glsl takes the "

@@ -85,7 +85,7 @@ def zero_weights(config: ModelConfig, dtype: torch.dtype = F64) -> list[Tensor]:
     return (
         [torch.zeros(width, config.in_features, dtype=dtype)]
         + [torch.zeros(width, width, dtype=dtype) for _ in range(config.n_hidden - 1)]
-        + [torch.zeros(16, width, dtype=dtype)]
+        + [torch.zeros(config.outputs, width, dtype=dtype)]
     )
 
 
@@ -140,9 +140,11 @@ def smooth_weights(config: ModelConfig, seed: int) -> list[Tensor]:
     for hidden in weights[1:-1]:
         hidden[0] = 0.0
         hidden[0, 0] = 1.0
-    weights[-1][:ALPHA, 0] += 1.0 / 15  # every tap about 1/15: sums near 1 even when
-    weights[-1][SPEC_STAR15_CENTRE, 0] += 0.5  # the block transpose mixes pixels' outputs
-    weights[-1][ALPHA, 0] += 0.5
+    for first in range(0, config.outputs, 16):  # each kernel's (luma's, then chroma's)
+        out = weights[-1][first : first + 16]
+        out[:ALPHA, 0] += 1.0 / 15  # every tap about 1/15: sums near 1 even when
+        out[SPEC_STAR15_CENTRE, 0] += 0.5  # the block transpose mixes pixels' outputs
+        out[ALPHA, 0] += 0.5
     return weights
 
 

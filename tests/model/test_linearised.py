@@ -44,6 +44,8 @@ CASES = {
     ),
     "post_diff_lowpass": dataclasses.replace(DESIGN, blend="post_diff", noise_luminance="lowpass"),
     "guide": dataclasses.replace(DESIGN, guide="centre"),
+    "mix_chroma": dataclasses.replace(DESIGN, chroma_kernel=True),  # two alphas respond
+    "post_diff_chroma": dataclasses.replace(DESIGN, blend="post_diff", chroma_kernel=True),
 }
 NOISE = torch.tensor([[2e5, 40.0]])
 
@@ -202,7 +204,9 @@ def test_alphas_response_is_its_change_times_the_blends_slope(
 
 
 @pytest.mark.parametrize(
-    "config", [DESIGN, VKDT_2024, CASES["guide"]], ids=["design", "vkdt_2024", "guide"]
+    "config",
+    [DESIGN, VKDT_2024, CASES["guide"], CASES["post_diff_chroma"]],
+    ids=["design", "vkdt_2024", "guide", "post_diff_chroma"],
 )
 def test_the_image_is_the_same_with_a_probe(config: ModelConfig) -> None:
     image, probe = image_and_probe(21, 26, torch.float32)
@@ -214,7 +218,9 @@ def test_the_image_is_the_same_with_a_probe(config: ModelConfig) -> None:
 
 
 @pytest.mark.parametrize(
-    "config", [DESIGN, VKDT_2024, CASES["guide"]], ids=["design", "vkdt_2024", "guide"]
+    "config",
+    [DESIGN, VKDT_2024, CASES["guide"], CASES["post_diff_chroma"]],
+    ids=["design", "vkdt_2024", "guide", "post_diff_chroma"],
 )
 def test_tiles_compute_what_the_whole_image_does(config: ModelConfig) -> None:
     image, probe = image_and_probe(45, 38, torch.float32)

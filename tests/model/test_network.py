@@ -198,6 +198,8 @@ GRADCHECK_VARIANTS = {
     "add-detail": {"blend": "add"},
     "post_diff-mip": {"blend": "post_diff"},
     "fine_passes-2": {"blend": "post_diff", "fine_passes": 2},
+    "chroma_kernel-post_diff": {"blend": "post_diff", "chroma_kernel": True},
+    "chroma_kernel-mix-plain": {"chroma_kernel": True, "kernel_activation": "plain"},
     "patch8x8": {"features": "patch8x8", "width": 64, "n_hidden": 1},
     "patch8x8-add-transpose": {
         "features": "patch8x8",
@@ -233,12 +235,13 @@ def check_smooth_point(out: KPNOutput, config: ModelConfig) -> None:
     for level in out.levels:
         if level.kernel is None:
             continue
-        logits, raw_alpha = level.kernel[:, :15], level.kernel[:, 15]
-        if config.kernel_activation == "plain":
-            assert logits.abs().max() < 9.0  # far from the +-10 replacement
-            assert (logits.sum(1) - 0.001).abs().min() > 0.05  # and from max(0.001, sum)
-        if config.alpha_activation == "clamped":
-            assert 0.05 < raw_alpha.min() and raw_alpha.max() < 0.95
+        for first in range(0, config.outputs, 16):  # each kernel (chroma_kernel: two)
+            logits, raw_alpha = level.kernel[:, first : first + 15], level.kernel[:, first + 15]
+            if config.kernel_activation == "plain":
+                assert logits.abs().max() < 9.0  # far from the +-10 replacement
+                assert (logits.sum(1) - 0.001).abs().min() > 0.05  # and from max(0.001, sum)
+            if config.alpha_activation == "clamped":
+                assert 0.05 < raw_alpha.min() and raw_alpha.max() < 0.95
 
 
 @pytest.mark.parametrize("changes", GRADCHECK_VARIANTS.values(), ids=GRADCHECK_VARIANTS.keys())
