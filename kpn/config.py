@@ -41,6 +41,8 @@ LrSchedule = Literal["constant", "cosine"]
 FEATURE_CHANNELS = {"star15": 32, "star15_snr": 32, "patch8x8": 64}
 # ... and the channels a guide adds (design §16): the coarser output's lum and saturation
 GUIDE_CHANNELS = {"none": 0, "centre": 2}
+# ... and those model.chroma_input adds (design §18): two opponent colours of each tap
+CHROMA_INPUT_CHANNELS = 30
 KERNEL_OUTPUTS = 16  # one kernel's outputs a pixel: 15 tap logits, then alpha
 # vkdt's kpn inference module reads every .lut with in_width 32 (kpn/main.c).
 VKDT_INFERENCE_IN_WIDTH = 32
@@ -107,11 +109,15 @@ class ModelConfig:
     # image less its channel mean, so colour noise is smoothed beyond what the luma's edges
     # allow; the network then has 32 outputs, which vkdt's .lut (16) cannot hold
     chroma_kernel: bool = False
+    # kpn only (design §18): the MLP also reads each star tap's two opponent colours against
+    # the centre's, in noise units, where star15_snr's saturation cannot tell hues apart
+    chroma_input: bool = False
 
     @property
     def in_features(self) -> int:
         """Channels of the per-pixel network input."""
-        return FEATURE_CHANNELS[self.features] + GUIDE_CHANNELS[self.guide]
+        chroma = CHROMA_INPUT_CHANNELS if self.chroma_input else 0
+        return FEATURE_CHANNELS[self.features] + GUIDE_CHANNELS[self.guide] + chroma
 
     @property
     def outputs(self) -> int:
@@ -129,9 +135,15 @@ class ModelConfig:
             )
         if not 1 <= self.n_hidden <= 32:
             raise KpnError(f"{where}: model.n_hidden = {self.n_hidden} is outside 1..32")
+        if self.chroma_input and self.features != "star15_snr":
+            raise KpnError(
+                f"{where}: model.chroma_input extends star15_snr's taps (its sigma): it needs "
+                f"model.features = 'star15_snr', not '{self.features}'"
+            )
         if self.width < self.in_features:
             # vkdt feeds the input as one W-wide row: the .lut layout has no room otherwise
             guided = "" if self.guide == "none" else f" with model.guide = '{self.guide}'"
+            guided += " with model.chroma_input" if self.chroma_input else ""
             raise KpnError(
                 f"{where}: model.features = '{self.features}'{guided} has {self.in_features} "
                 f"input channels and needs model.width >= {self.in_features}, not {self.width}"
@@ -298,7 +310,9 @@ class TrainConfig:
     # hidden products in bfloat16 (model.precision "bf16"): 1.75x the steps per hour with
     # equal validation PSNR per step (README, Speed); the trained model stays float32
     precision: TrainPrecision = "model"
-    init: str = "random"  # "random" (vkdt's Xavier) or a .lut / checkpoint to start from
+    # "random" (vkdt's Xavier) or a .lut / checkpoint to start from (a checkpoint of a
+    # narrower model.width is widened: design §7)
+    init: str = "random"
     log_every: int = 10  # steps between scalar logs and progress lines
     val_every: int = 100  # steps between validations
     checkpoint_every: int = 250  # steps between checkpoints

@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     chroma = (
         ", a chroma kernel and alpha (kpn only: no .lut holds it)" if model.chroma_kernel else ""
     )
+    chroma += ", the taps' opponent colours as input" if model.chroma_input else ""
     card = [
         f"# kpn model `{args.name}`",
         "",

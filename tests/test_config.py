@@ -236,6 +236,14 @@ BAD_FILES = {
         '[model]\nchroma_kernel = true\nprecision = "vkdt-f16"\n',
         ["model.chroma_kernel", "float16"],
     ),
+    "chroma-input-star15": (
+        '[model]\nchroma_input = true\nfeatures = "star15"\n',
+        ["model.chroma_input", "'star15_snr'", "'star15'"],
+    ),
+    "chroma-input-narrow": (
+        "[model]\nchroma_input = true\nwidth = 48\n",
+        ["model.chroma_input", "62", "model.width >= 62", "48"],
+    ),
     "chroma-fine-passes-2": (
         "[model]\nchroma_kernel = true\nfine_passes = 2\n",
         ["model.chroma_kernel", "model.fine_passes = 1"],

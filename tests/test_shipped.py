@@ -22,7 +22,7 @@ from conftest import assert_error_line
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
 RECIPES = {
-    "design-chroma": "photos-chroma.toml",
+    "design-chroma": "photos-chroma-input.toml",
     "design": "photos-post-diff.toml",
     "vkdt-w32": "photos-vkdt-w32.toml",
 }

@@ -44,6 +44,7 @@ from kpn.model.features import (
     PATCH8X8_PADDING,
     STAR15_PADDING,
     STAR15_RADIUS,
+    chroma_features_padded,
     guide_features,
     patch8x8_features_padded,
     patch8x8_features_past_end,
@@ -279,8 +280,9 @@ def band_features(
     ``padded``: the band's rows of X padded by ``FEATURE_PADDING`` ``[B,3,h+a,w+b]``;
     ``x``: the whole level ``[B,3,H,W]``; ``noise_lum``: the band's ``[B,h,w]``;
     ``guide``: the band's up(O_{k+1}) ``[B,3,h,w]`` where ``config.guide`` reads it.
-    Returns ``[B,in,h*w]``, and under vkdt's block transpose the inputs of the pixels
-    past the level's last one up to a whole block, as vkdt's padded batch reads them.
+    Returns ``[B,in,h*w]`` (the features, the guide's channels, ``model.chroma_input``'s),
+    and under vkdt's block transpose the inputs of the pixels past the level's last one up
+    to a whole block, as vkdt's padded batch reads them.
     Channels past the first 3 (a probe, :mod:`kpn.model.linearised`) are not read.
     """
     padded, x = padded[:, :3], x[:, :3]
@@ -300,6 +302,9 @@ def band_features(
         centre = padded[..., r : padded.shape[-2] - r, r : padded.shape[-1] - r]
         guided = guide_features(guide, centre, noise_ab, level, noise_lum).flatten(2)
         inputs = torch.cat((inputs, guided), dim=1)
+    if config.chroma_input:  # last: a network without it reads the same first columns
+        chroma = chroma_features_padded(padded, noise_ab, level, noise_lum).flatten(2)
+        inputs = torch.cat((inputs, chroma), dim=1)
     padding = -inputs.shape[2] % BLOCK if config.block_transpose else 0
     if not padding:
         return inputs

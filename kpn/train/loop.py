@@ -54,6 +54,7 @@ from kpn.train.loss import kpn_loss
 from kpn.train.monitor import Monitor, Progress
 from kpn.train.optim import clip_gradients_, make_optimizer, weight_buffer_size
 from kpn.train.validation import Validation, validate
+from kpn.train.widen import grows_into, widened
 from kpn.vkdt.export import export_lut
 from kpn.vkdt.lut_model import load_lut
 
@@ -198,9 +199,18 @@ def initialise(model: KPN, config: Config) -> None:
         load_lut(model.mlp, config.model, init)
     elif init.endswith(".pt"):
         state = load_checkpoint(init)
-        if state.config.model != config.model:
-            raise KpnError(f"{init}: checkpoint's model differs from the config's")
-        model.load_state_dict(state.model)
+        trained = state.config.model
+        if trained == config.model:
+            model.load_state_dict(state.model)
+        elif grows_into(trained, config.model):
+            small = KPN(trained)
+            small.load_state_dict(state.model)
+            load_weights(model.mlp, widened(small.mlp.weights, model.mlp.weights))
+        else:
+            raise KpnError(
+                f"{init}: checkpoint's model differs from the config's (only a narrower "
+                "model.width or model.chroma_input off may: the new network starts as it)"
+            )
 
 
 def prepare_run_dir(folder: RunFolder, config: Config) -> None:

@@ -176,6 +176,11 @@ def _network_reasons(model: ModelConfig, build: VkdtBuild, target: str) -> list[
             f"model.fine_passes = {model.fine_passes}: vkdt's kpn module filters each level "
             "with its kernels once (docs/design.md §17)"
         )
+    if model.chroma_input:
+        out.append(
+            "model.chroma_input: vkdt's input.glsl does not compute the taps' opponent "
+            "colours (docs/design.md §18)"
+        )
     if model.chroma_kernel:
         out.append(
             "model.chroma_kernel: vkdt's kpn module predicts one kernel and one alpha a pixel "

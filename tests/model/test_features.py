@@ -19,6 +19,7 @@ from kpn.model.features import (
     STAR15_CENTRE,
     STAR15_PADDING,
     STAR15_TAPS,
+    chroma_features_padded,
     guide_features,
     luminance,
     noise_sigma,
@@ -367,3 +368,39 @@ def test_guide_features_gradcheck() -> None:
         return guide_features(image, x, noise_ab, 1, lum)
 
     assert torch.autograd.gradcheck(channels, (guide.requires_grad_(),))
+
+
+def test_chroma_features_by_hand() -> None:
+    """model.chroma_input's channels: one pixel red by 2 sigma against a grey
+    neighbourhood; its right neighbour's taps see it at tap (-1, 0)."""
+    noise_ab = torch.tensor([[1.0e4, 20.0]], dtype=torch.float64)
+    image = torch.full((1, 3, 5, 6), 0.4, dtype=torch.float64)
+    lum = luminance(image)
+    sigma = noise_sigma(lum, noise_ab, level=1)[0, 0, 0].item()
+    image[0, 0, 2, 2] += 2 * sigma  # red up: (r - g)/sqrt2 = 2 sigma/sqrt2, (r+g-2b)/sqrt6
+    padded = pad_symmetric(image, *STAR15_PADDING)
+    got = chroma_features_padded(padded, noise_ab, 1, lum)
+    assert got.shape == (1, 30, 5, 6)
+    first, second = 2 / math.sqrt(2), 2 / math.sqrt(6)  # in sigmas
+    centre = 2 * SPEC_STAR15_CENTRE
+    # the red pixel: its own opponent colours, and every tap against it
+    assert got[0, centre, 2, 2].item() == pytest.approx(math.log1p(first), rel=1e-6)
+    assert got[0, centre + 1, 2, 2].item() == pytest.approx(math.log1p(second), rel=1e-6)
+    left = 2 * SPEC_STAR15_TAPS.index((-1, 0))
+    assert got[0, left, 2, 3].item() == pytest.approx(math.log1p(first), rel=1e-6)
+    assert got[0, left + 1, 2, 3].item() == pytest.approx(math.log1p(second), rel=1e-6)
+    assert got[0, left, 2, 2].item() == pytest.approx(-math.log1p(first), rel=1e-6)
+    # grey pixels far from it read no colour at all
+    assert got[0, :, 0, 5].eq(0).all()
+
+
+def test_chroma_features_gradcheck() -> None:
+    generator = torch.Generator().manual_seed(4)
+    x = torch.rand(2, 3, 3, 4, generator=generator, dtype=torch.float64)
+    noise_ab = torch.tensor([[1.0e4, 20.0], [3.0e5, 2.0]], dtype=torch.float64)
+    lum = luminance(x)
+
+    def channels(image: Tensor) -> Tensor:
+        return chroma_features_padded(pad_symmetric(image, *STAR15_PADDING), noise_ab, 1, lum)
+
+    assert torch.autograd.gradcheck(channels, (x.requires_grad_(),))

@@ -45,7 +45,9 @@ CASES = {
     "post_diff_lowpass": dataclasses.replace(DESIGN, blend="post_diff", noise_luminance="lowpass"),
     "guide": dataclasses.replace(DESIGN, guide="centre"),
     "mix_chroma": dataclasses.replace(DESIGN, chroma_kernel=True),  # two alphas respond
-    "post_diff_chroma": dataclasses.replace(DESIGN, blend="post_diff", chroma_kernel=True),
+    "post_diff_chroma": dataclasses.replace(
+        DESIGN, blend="post_diff", chroma_kernel=True, chroma_input=True
+    ),
 }
 NOISE = torch.tensor([[2e5, 40.0]])
 

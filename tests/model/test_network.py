@@ -199,6 +199,13 @@ GRADCHECK_VARIANTS = {
     "post_diff-mip": {"blend": "post_diff"},
     "fine_passes-2": {"blend": "post_diff", "fine_passes": 2},
     "chroma_kernel-post_diff": {"blend": "post_diff", "chroma_kernel": True},
+    "chroma_input-guide": {
+        "features": "star15_snr",
+        "chroma_input": True,
+        "guide": "centre",
+        "width": 64,
+        "n_hidden": 1,
+    },
     "chroma_kernel-mix-plain": {"chroma_kernel": True, "kernel_activation": "plain"},
     "patch8x8": {"features": "patch8x8", "width": 64, "n_hidden": 1},
     "patch8x8-add-transpose": {

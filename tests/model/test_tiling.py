@@ -55,7 +55,9 @@ CASES = {
     "vkdt_head": dataclasses.replace(HEAD, n_hidden=2),  # patch8x8, W 64, block transpose
     "guide": dataclasses.replace(DESIGN, guide="centre"),  # the MLP reads up(O_{k+1})
     "post_diff_fine_passes": dataclasses.replace(DESIGN, blend="post_diff", fine_passes=2),
-    "post_diff_chroma": dataclasses.replace(DESIGN, blend="post_diff", chroma_kernel=True),
+    "post_diff_chroma": dataclasses.replace(
+        DESIGN, blend="post_diff", chroma_kernel=True, chroma_input=True
+    ),
     "guide_bilinear_post_diff": dataclasses.replace(
         DESIGN, guide="centre", up="bilinear", blend="post_diff"
     ),
