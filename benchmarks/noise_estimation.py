@@ -20,7 +20,7 @@ three sRGB sigmas, its seeds: :func:`quality_data.make_noisy`), each estimated b
 Per image and method: the relative error of a and b (b of the sRGB noises is 0: its
 estimate is shown on the 0..65535 scale instead), of sigma at 10%, 50% and 90% grey of the
 image's domain, and the wall time (single-threaded with OMP_NUM_THREADS=1), beside
-the time of denoising the same image with the shipped design model (``kpn.load()``, as
+the time of denoising the same image with the shipped default model (``kpn.load()``, as
 kpn-infer runs it). The thresholds of the adopted estimator were chosen on the training
 photos (data/photos/train, through 8-bit sRGB like these) and synthetic noise only: these
 photos are for evaluation. Writes ``noise_estimation.md``.
@@ -135,7 +135,7 @@ def report(rows: list[dict], photos: dict[str, np.ndarray], learned: str) -> str
         f"- photos (scikit-image, evaluation only): {sizes}; quality.py's noises and seeds",
         "- adopted estimator's thresholds chosen on data/photos/train through 8-bit sRGB "
         "and synthetic noise, never on these photos",
-        "- times single-threaded, beside denoising the same image with the shipped design "
+        "- times single-threaded, beside denoising the same image with the shipped default "
         "model (kpn.load(), SURE as kpn-infer runs it)",
         *([f"- learned: {learned}"] if learned else []),
         "",

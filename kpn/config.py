@@ -311,7 +311,7 @@ class TrainConfig:
     # equal validation PSNR per step (README, Speed); the trained model stays float32
     precision: TrainPrecision = "model"
     # "random" (vkdt's Xavier) or a .lut / checkpoint to start from (a checkpoint of a
-    # narrower model.width is widened: design §7)
+    # narrower model.width, or without model.chroma_input, is grown into it: design §7)
     init: str = "random"
     log_every: int = 10  # steps between scalar logs and progress lines
     val_every: int = 100  # steps between validations

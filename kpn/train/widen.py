@@ -2,10 +2,11 @@
 model, or of one that reads fewer inputs: :func:`grows_into`).
 
 The wider network's matrices keep the narrower one's where both have units, and the new
-units feed nothing yet: their incoming weights are the wider network's own random
-initialisation, their outgoing weights 0. So the wider network starts as the narrower
-network exactly, and the new units, whose activations are not 0, get gradients from the
-first step (zero incoming weights as well would keep them silent for good).
+units and inputs feed nothing yet: a new unit's incoming weights are the wider network's
+own random initialisation, the outgoing weights of new units and inputs 0. So the wider
+network starts as the narrower network exactly, and the new units and inputs, whose
+values are not 0, get gradients from the first step (zero incoming weights as well would
+keep new units silent for good).
 """
 
 from __future__ import annotations
