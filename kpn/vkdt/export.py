@@ -39,13 +39,14 @@ def lut_trailer(config: Config) -> str:
     )
 
 
-def _lut_contents(mlp: MLP, config: Config, layout: str) -> dict[str, Any]:
+def _lut_contents(mlp: MLP, config: Config, layout: str, where: object) -> dict[str, Any]:
     """What a ``.lut`` of this MLP holds: the matrices in ``layout`` (:data:`LAYOUTS`),
-    kpn-t's trailer, and kpn's section with ``config``'s ``[model]`` and ``[infer]``."""
+    kpn-t's trailer, and kpn's section with ``config``'s ``[model]`` and ``[infer]``;
+    ``where`` (the destination) names a model no ``.lut`` holds in its KpnError."""
     if config.model.chroma_kernel:
         raise KpnError(
-            "model.chroma_kernel: the network has 32 outputs a pixel and vkdt's .lut holds "
-            "16 (docs/design.md §18); its weights are the run's checkpoint"
+            f"{where}: not written: model.chroma_kernel's network has 32 outputs a pixel and "
+            "vkdt's .lut holds 16 (docs/design.md §18); its weights are the run's checkpoint"
         )
     return {
         "matrices": [weight.detach().cpu() for weight in mlp.weights],
@@ -62,7 +63,7 @@ def lut_payload(
     """The bytes of the ``.lut`` for the MLP's weights in ``layout``: kpn-t's trailer, then
     kpn's section with ``config``'s ``[model]`` and ``[infer]`` (and the layout if head).
     ``where`` names the destination in error messages."""
-    return lut_bytes(dtype=dtype, where=where, **_lut_contents(mlp, config, layout))
+    return lut_bytes(dtype=dtype, where=where, **_lut_contents(mlp, config, layout, where))
 
 
 def export_lut(
@@ -73,4 +74,4 @@ def export_lut(
     layout: str = "kpn-t",
 ) -> None:
     """Write :func:`lut_payload`'s bytes to ``path``, atomically."""
-    write_lut(path, dtype=dtype, **_lut_contents(mlp, config, layout))
+    write_lut(path, dtype=dtype, **_lut_contents(mlp, config, layout, path))

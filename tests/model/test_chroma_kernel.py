@@ -114,7 +114,7 @@ def test_export_refuses_in_one_line(tmp_path: Path) -> None:
     )
     with pytest.raises(KpnError) as error:
         export_lut(KPN(config.model).mlp, config, tmp_path / "w.lut")
-    assert_one_line_error(error, "model.chroma_kernel", "32 outputs", "16")
+    assert_one_line_error(error, tmp_path / "w.lut", "model.chroma_kernel", "32 outputs", "16")
     assert not list(tmp_path.iterdir())
 
 
