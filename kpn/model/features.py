@@ -123,7 +123,7 @@ def signed_log1p(x: Tensor) -> Tensor:
 
 
 def star15_snr_features_padded(
-    padded: Tensor, noise_ab: Tensor, level: int, noise_lum: Tensor
+    padded: Tensor, noise_ab: Tensor, level: int, noise_lum: Tensor, chroma: bool = False
 ) -> Tensor:
     """kpn's own ``star15_snr`` input: the star15 taps in units of the noise.
 
@@ -138,12 +138,17 @@ def star15_snr_features_padded(
     signal-to-noise ratio), 30 = log2(65535 sigma) / 16 (the noise level itself), 31 = 1.
     vkdt's input.glsl does not compute this: such a network runs in kpn only.
 
-    ``[B,3,h+4,w+4] -> [B,32,h,w]``; on float32 CPU tensors (no gradient) by
+    ``[B,3,h+4,w+4] -> [B,32,h,w]``, with ``chroma`` :func:`chroma_features_padded`'s
+    channels after them (``[B,62,h,w]``); on float32 CPU tensors (no gradient) by
     :func:`kpn.model.native.star15_snr_features` where it builds, stored channels last.
     """
-    fused = native.star15_snr_features(padded, noise_ab, level, noise_lum)
+    fused = native.star15_snr_features(padded, noise_ab, level, noise_lum, chroma)
     if fused is not None:
         return fused
+    if chroma:
+        both = (star15_snr_features_padded(padded, noise_ab, level, noise_lum),)
+        both += (chroma_features_padded(padded, noise_ab, level, noise_lum),)
+        return torch.cat(both, 1)
     height, width = noise_lum.shape[-2:]
     r = STAR15_RADIUS
     lum, sat = luminance(padded), saturation(padded)

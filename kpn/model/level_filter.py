@@ -287,22 +287,22 @@ def band_features(
     """
     padded, x = padded[:, :3], x[:, :3]
     guide = None if guide is None else guide[:, :3]
+    # model.chroma_input's channels come last; without a guide in the same pass as star15_snr's
+    chroma_apart = config.chroma_input and config.guide != "none"
     if config.features == "patch8x8":
         inputs = patch8x8_features_padded(padded).flatten(2)
+    elif config.features == "star15_snr":
+        chroma = config.chroma_input and not chroma_apart
+        inputs = star15_snr_features_padded(padded, noise_ab, level, noise_lum, chroma).flatten(2)
     else:
-        star15 = (
-            star15_snr_features_padded
-            if config.features == "star15_snr"
-            else star15_features_padded
-        )
-        inputs = star15(padded, noise_ab, level, noise_lum).flatten(2)
+        inputs = star15_features_padded(padded, noise_ab, level, noise_lum).flatten(2)
     if config.guide != "none":
         assert guide is not None, "a guided level needs its coarser output"
         r = STAR15_RADIUS
         centre = padded[..., r : padded.shape[-2] - r, r : padded.shape[-1] - r]
         guided = guide_features(guide, centre, noise_ab, level, noise_lum).flatten(2)
         inputs = torch.cat((inputs, guided), dim=1)
-    if config.chroma_input:  # last: a network without it reads the same first columns
+    if chroma_apart:  # last: a network without it reads the same first columns
         chroma = chroma_features_padded(padded, noise_ab, level, noise_lum).flatten(2)
         inputs = torch.cat((inputs, chroma), dim=1)
     padding = -inputs.shape[2] % BLOCK if config.block_transpose else 0

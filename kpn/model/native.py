@@ -30,6 +30,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from kpn.config import CHROMA_INPUT_CHANNELS
+
 SOURCE = Path(__file__).parent / "csrc" / "kpn_native.c"
 FLAGS = (
     "-O3",
@@ -111,7 +113,7 @@ def library() -> ctypes.CDLL | None:
     except (OSError, AttributeError):  # not loadable, or not this source's library
         return None
     features.argtypes = [_F32P, _I64, _I64, _I64, _F32P, _I64, _I64, _F32P]
-    features.argtypes += [_I64, _I64, _I64, ctypes.c_float, _F32P]
+    features.argtypes += [_I64, _I64, _I64, ctypes.c_float, ctypes.c_int, _F32P]
     forward.argtypes = [_F32P, _I64, _I64, _I64, _F32P, _I64, _I64, _I64]
     forward.argtypes += [_I64, _I64, _I64, _I64, _F32P, _F32P]
     backward.argtypes = [_F32P, _F32P, _I64, _I64, _I64, _F32P, _F32P]
@@ -148,13 +150,15 @@ def _pointer(tensor: Tensor) -> ctypes._Pointer:
 
 
 def star15_snr_features(
-    padded: Tensor, noise_ab: Tensor, level: int, noise_lum: Tensor
+    padded: Tensor, noise_ab: Tensor, level: int, noise_lum: Tensor, chroma: bool = False
 ) -> Tensor | None:
     """:func:`kpn.model.features.star15_snr_features_padded` in one pass, or None where the
-    loops do not apply (then the caller computes it).
+    loops do not apply (then the caller computes it); with ``chroma``,
+    :func:`kpn.model.features.chroma_features_padded`'s 30 channels after its 32.
 
-    ``[B,3,h+4,w+4], [B,2], level, [B,h,w] -> [B,32,h,w]``, stored channels last (each
-    pixel's 32 inputs together: the MLP's rows, without a transposing copy).
+    ``[B,3,h+4,w+4], [B,2], level, [B,h,w] -> [B,32,h,w]`` (``[B,62,h,w]``), stored
+    channels last (each pixel's inputs together: the MLP's rows, without a transposing
+    copy).
     """
     if not _applies(padded, noise_ab, noise_lum) or (lib := library()) is None:
         return None
@@ -162,10 +166,11 @@ def star15_snr_features(
     _check_shape(padded, (batch, 3, height + 4, width + 4), "padded")
     _check_shape(noise_ab, (batch, 2), "noise_ab")
     noise_ab = noise_ab.contiguous()
-    out = torch.empty(batch, height, width, STAR15_SNR_CHANNELS)
+    channels = STAR15_SNR_CHANNELS + (CHROMA_INPUT_CHANNELS if chroma else 0)
+    out = torch.empty(batch, height, width, channels)
     status = lib.kpn_star15_snr_rows(
         _pointer(padded), *padded.stride()[:3], _pointer(noise_lum), *noise_lum.stride()[:2],
-        _pointer(noise_ab), batch, height, width, 0.5**level, _pointer(out),
+        _pointer(noise_ab), batch, height, width, 0.5**level, int(chroma), _pointer(out),
     )  # fmt: skip
     if status:
         raise MemoryError("kpn_native: star15_snr features")

@@ -54,15 +54,20 @@ def band(batch: int, height: int, width: int, seed: int = 0) -> tuple[Tensor, Te
 
 @pytest.mark.parametrize(("batch", "height", "width"), [(1, 7, 70), (3, 5, 9), (2, 1, 1)])
 @pytest.mark.parametrize("level", [0, 3])
-def test_star15_snr_matches_eager(eager, batch: int, height: int, width: int, level: int):
+@pytest.mark.parametrize("chroma", [False, True])
+def test_star15_snr_matches_eager(
+    eager, batch: int, height: int, width: int, level: int, chroma: bool
+):
+    """star15_snr's 32 channels, and with model.chroma_input's 30 after them."""
     padded, noise_lum = band(batch, height, width)
     # from a nearly noise-free camera (ratios of 1e4 sigma) to a very noisy one; a = b = 0
     # floors sigma at 1e-7 (ratios of 1e7)
     profiles = [[100.0, 0.1], [4e6, 4000.0], [0.0, 0.0]]
     noise_ab = torch.tensor([profiles[i % 3] for i in range(batch)])
-    fused = native.star15_snr_features(padded, noise_ab, level, noise_lum)
-    expected = eager(star15_snr_features_padded, padded, noise_ab, level, noise_lum)
-    assert fused is not None and fused.shape == expected.shape == (batch, 32, height, width)
+    fused = native.star15_snr_features(padded, noise_ab, level, noise_lum, chroma)
+    expected = eager(star15_snr_features_padded, padded, noise_ab, level, noise_lum, chroma)
+    channels = 62 if chroma else 32
+    assert fused is not None and fused.shape == expected.shape == (batch, channels, height, width)
     assert fused.permute(0, 2, 3, 1).is_contiguous()  # each pixel's inputs together
     assert_close(fused, expected, rtol=1e-6, atol=1e-6)
     assert expected.abs().max() > 5  # the sweep reached far into the logarithm (150 sigma)
@@ -137,11 +142,14 @@ def test_applies_to_float32_cpu_without_gradient() -> None:
 
 
 @pytest.mark.parametrize(("precision", "tolerance"), [("fp32", 1e-5), ("bf16", 1e-3)])
-def test_model_output_matches_eager(eager, precision: str, tolerance: float) -> None:
-    """The whole network, untiled: float32 within the issue's 1e-5 of the eager path;
-    bfloat16 within a few of its roundings (a feature 1 ulp apart can round to another
-    bfloat16)."""
-    config = dataclasses.replace(ModelConfig(), levels=3, precision=precision)
+@pytest.mark.parametrize("chroma", [False, True])
+def test_model_output_matches_eager(eager, precision: str, tolerance: float, chroma: bool):
+    """The whole network, untiled (with chroma_kernel and chroma_input too): float32 within
+    the issue's 1e-5 of the eager path; bfloat16 within a few of its roundings (a feature 1
+    ulp apart can round to another bfloat16)."""
+    config = dataclasses.replace(
+        ModelConfig(), levels=3, precision=precision, chroma_kernel=chroma, chroma_input=chroma
+    )
     torch.manual_seed(0)
     model = KPN(config)
     generator = torch.Generator().manual_seed(3)

@@ -1,7 +1,7 @@
-/* kpn's fused CPU loops: the star15_snr features, the softmax star filter and its backward
- * pass, one pass each over a band of pixels where eager torch makes some seventy, twenty
- * and forty. Single-threaded: beside torch's spinning OpenMP workers two threads of these
- * lost to one (README, Speed). Loaded by
+/* kpn's fused CPU loops: the star15_snr features (with model.chroma_input's), the softmax
+ * star filter and its backward pass, one pass each over a band of pixels where eager torch
+ * makes some seventy, twenty and forty. Single-threaded: beside torch's spinning OpenMP
+ * workers two threads of these lost to one (README, Speed). Loaded by
  * kpn/model/native.py (ctypes); kpn's eager code is the definition, and what runs where this
  * does not build. Compiled with -ffp-contract=off: every product and sum rounds as eager
  * torch's separate operations round. log1p, log2 and exp are Cephes' float polynomials
@@ -15,10 +15,12 @@
 #define TAPS 15
 #define CENTRE 7
 #define CHANNELS 32
+#define CHROMA_CHANNELS 30 /* model.chroma_input's, after the 32 */
 static const int TAP_DX[TAPS] = {0, -2, -1, 0, 1, 2, -1, 0, 1, -2, -1, 0, 1, 2, 0};
 static const int TAP_DY[TAPS] = {-2, -1, -1, -1, -1, -1, 0, 0, 0, 1, 1, 1, 1, 1, 2};
 
 static const float LUMA_R = 0.2627002f, LUMA_G = 0.6779981f, LUMA_B = 0.0593017f;
+static const float OPPONENT_RG = 0.70710678118654752f, OPPONENT_YB = 0.40824829046386302f;
 static const float NOISE_SCALE = 65535.0f;
 static const float SIGMA_FLOOR = 1e-7f;
 static const float SIGMA_CEIL = 1e30f;
@@ -104,6 +106,16 @@ static void scaled_log1p(const float *restrict tap, const float *restrict centre
         for (int64_t x = 0; x < width; ++x) out[x] = signed_log1p(tap[x] * inverse[x]);
 }
 
+/* the two orthonormal opponent colours of one row of rgb (kpn.features.opponent_colours) */
+static void opponent_colours(const float *restrict r, const float *restrict g,
+                             const float *restrict b, float *restrict first,
+                             float *restrict second, int64_t width) {
+    for (int64_t x = 0; x < width; ++x) {
+        first[x] = (r[x] - g[x]) * OPPONENT_RG;
+        second[x] = ((r[x] + g[x]) - 2.0f * b[x]) * OPPONENT_YB;
+    }
+}
+
 /* luminance and saturation of one row of rgb */
 static void luminance_saturation(const float *restrict r, const float *restrict g,
                                  const float *restrict b, float *restrict lum,
@@ -134,48 +146,61 @@ static void noise_channels(const float *restrict lum, float a, float b, float le
 
 #define BLOCK 64 /* pixels whose 32 channels are made together, in L1 */
 
-/* The star15_snr input of kpn.features.star15_snr_features_padded, as pixel rows.
+/* The star15_snr input of kpn.features.star15_snr_features_padded, as pixel rows, and
+ * with chroma != 0 model.chroma_input's 30 channels after them
+ * (kpn.features.chroma_features_padded).
  * padded: [B,3,h+4,w+4] with element strides (sb, sc, sy, 1); noise_lum: [B,h,w] with
- * (lb, ly, 1); noise_ab: [B,2]; out: [B,h,w,32] contiguous. Returns 0, or -1 (no memory). */
+ * (lb, ly, 1); noise_ab: [B,2]; out: [B,h,w,32] (chroma: [B,h,w,62]) contiguous. Returns 0,
+ * or -1 (no memory). */
 int kpn_star15_snr_rows(const float *padded, int64_t sb, int64_t sc, int64_t sy,
                         const float *noise_lum, int64_t lb, int64_t ly, const float *noise_ab,
                         int64_t batch, int64_t height, int64_t width, float level_scale,
-                        float *out) {
+                        int chroma, float *out) {
     int64_t pw = width + 4, ph = height + 4;
-    float *lum = malloc(sizeof(float) * (size_t)(2 * ph * pw + 2 * width + CHANNELS * BLOCK));
+    int channels = chroma ? CHANNELS + CHROMA_CHANNELS : CHANNELS;
+    int images = chroma ? 4 : 2; /* lum, sat and the two opponent colours */
+    float *lum =
+        malloc(sizeof(float) * (size_t)(images * ph * pw + 2 * width + (images * TAPS + 2) * BLOCK));
     if (!lum) return -1;
     float *sat = lum + ph * pw;
-    float *inverse = sat + ph * pw, *level = inverse + width;
-    float *planes = level + width; /* [32][BLOCK] */
+    float *first = chroma ? sat + ph * pw : sat, *second = chroma ? first + ph * pw : sat;
+    float *inverse = lum + images * ph * pw, *level = inverse + width;
+    float *planes = level + width; /* [30 or 60][BLOCK] */
     for (int64_t b = 0; b < batch; ++b) {
         const float *image = padded + b * sb;
         for (int64_t y = 0; y < ph; ++y) {
             const float *r = image + y * sy;
             luminance_saturation(r, r + sc, r + 2 * sc, lum + y * pw, sat + y * pw, pw);
+            if (chroma)
+                opponent_colours(r, r + sc, r + 2 * sc, first + y * pw, second + y * pw, pw);
         }
         for (int64_t y = 0; y < height; ++y) {
             noise_channels(noise_lum + b * lb + y * ly, noise_ab[2 * b], noise_ab[2 * b + 1],
                            level_scale, inverse, level, width);
-            const float *lum_c = lum + (y + 2) * pw + 2, *sat_c = sat + (y + 2) * pw + 2;
-            float *row = out + ((b * height + y) * width) * CHANNELS;
+            int64_t centre = (y + 2) * pw + 2;
+            const float *sources[4] = {lum + centre, sat + centre, first + centre,
+                                       second + centre};
+            float *row = out + ((b * height + y) * width) * channels;
             for (int64_t x0 = 0; x0 < width; x0 += BLOCK) {
                 int64_t n = width - x0 < BLOCK ? width - x0 : BLOCK;
                 for (int t = 0; t < TAPS; ++t) {
                     int64_t offset = TAP_DY[t] * pw + TAP_DX[t] + x0;
-                    float *pl = planes + 2 * t * BLOCK;
-                    if (t == CENTRE) {
-                        scaled_log1p(lum_c + x0, NULL, inverse + x0, pl, n);
-                        scaled_log1p(sat_c + x0, NULL, inverse + x0, pl + BLOCK, n);
-                    } else {
-                        scaled_log1p(lum_c + offset, lum_c + x0, inverse + x0, pl, n);
-                        scaled_log1p(sat_c + offset, sat_c + x0, inverse + x0, pl + BLOCK, n);
+                    for (int i = 0; i < images; ++i) { /* plane 2t + i, then 30 + 2t + i - 2 */
+                        float *pl = planes + ((i < 2 ? 0 : 2 * TAPS - 2) + 2 * t + i) * BLOCK;
+                        const float *c = sources[i] + x0;
+                        if (t == CENTRE)
+                            scaled_log1p(c, NULL, inverse + x0, pl, n);
+                        else
+                            scaled_log1p(sources[i] + offset, c, inverse + x0, pl, n);
                     }
                 }
                 for (int64_t x = 0; x < n; ++x) {
-                    float *pixel = row + (x0 + x) * CHANNELS;
+                    float *pixel = row + (x0 + x) * channels;
                     for (int c = 0; c < 2 * TAPS; ++c) pixel[c] = planes[c * BLOCK + x];
                     pixel[30] = level[x0 + x];
                     pixel[31] = 1.0f;
+                    for (int c = 0; c < chroma * CHROMA_CHANNELS; ++c)
+                        pixel[CHANNELS + c] = planes[(2 * TAPS + c) * BLOCK + x];
                 }
             }
         }
