@@ -14,7 +14,7 @@ import os
 import re
 import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from kpn.errors import file_error, os_problem
@@ -71,22 +71,30 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(path)
     _remove_stale_temps(target)
     temp = _temp_path_for(target)
+    # one try from the file's creation on: a Ctrl-C (KeyboardInterrupt, raised between any
+    # two bytecodes) just after os.open returned must remove it too
     try:
-        # os.open with mode 0o666 lets the umask decide permissions, like a plain open().
-        os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    except OSError as err:
-        raise file_error(path, os_problem(err, "write")) from None
-    try:
+        try:
+            # os.open with mode 0o666 lets the umask decide permissions, like a plain open().
+            os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except OSError as err:
+            raise file_error(path, os_problem(err, "write")) from None
         yield temp
         _fsync_file(temp)
         os.replace(temp, target)
     except OSError as err:
-        temp.unlink(missing_ok=True)
+        _remove_quietly(temp)
         raise file_error(path, os_problem(err, "write")) from None
     except BaseException:
-        temp.unlink(missing_ok=True)
+        _remove_quietly(temp)
         raise
     _fsync_directory(target.parent)
+
+
+def _remove_quietly(temp: Path) -> None:
+    """Remove a temporary file that may not exist (its creation failed or was interrupted)."""
+    with suppress(OSError):
+        temp.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

@@ -99,3 +99,24 @@ def test_atomic_output_unwritable_folder(tmp_path: Path) -> None:
             atomic_write_bytes(path, b"data")
         assert_one_line_error(err, starts=f"{path}: ")
     assert [p.name for p in tmp_path.iterdir()] == ["file"]
+
+
+def test_an_interrupt_just_after_the_temp_file_is_made_removes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C raises KeyboardInterrupt between any two bytecodes: also right after os.open
+    made the temporary file, before the body runs (the race test_interrupt.py met once)."""
+    path = tmp_path / "x.bin"
+    atomic_write_bytes(path, b"old")
+    close = os.close
+
+    def interrupted(fd: int) -> None:
+        close(fd)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "close", interrupted)
+    with pytest.raises(KeyboardInterrupt), atomic_output(path):
+        pytest.fail("the body must not run")
+    monkeypatch.undo()
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.bin"]
