@@ -21,10 +21,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kpn.config import Config
 from kpn.io.checkpoint import load_checkpoint
 from kpn.io.run_folder import RunFolder
 from kpn.model.summary import parameter_count
+from kpn.vkdt.export import lut_holds
 
 ROOT = Path(__file__).resolve().parent.parent
 CAMERA_A_MAX = 4e6  # configs/photos.toml's: the highest ISO pushed +4 EV
@@ -64,11 +64,6 @@ def benchmark_rows(path: Path, name: str) -> list[str]:
     return lines
 
 
-def model_fits_lut(config: Config) -> bool:
-    """Whether vkdt's ``.lut`` holds the model (not ``model.chroma_kernel``'s 32 outputs)."""
-    return not config.model.chroma_kernel
-
-
 def noise_range(a_max: float) -> str:
     """What the noise range covers, said in cameras and, past them, in sRGB sigmas."""
     cameras = "darktable's profiles from base ISO to the highest ISO pushed +4 EV"
@@ -95,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     target.mkdir(parents=True, exist_ok=True)
     shipped = RunFolder(target)
     parts = [(source.checkpoint, shipped.checkpoint), (source.config, shipped.config)]
-    if not model_fits_lut(config):  # no .lut holds it: the checkpoint is the model
+    if not lut_holds(config.model):  # the checkpoint is the model
         shipped.weights.unlink(missing_ok=True)
     else:
         parts.append((source.weights, shipped.weights))

@@ -10,10 +10,12 @@ above 65000 as they are.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from kpn.config import KERNEL_OUTPUTS
 from kpn.model.features import STAR15_RADIUS, STAR15_TAPS
 from kpn.model.precision import F16_LIMIT
 
@@ -150,6 +152,23 @@ def luma_chroma(luma: Tensor, chroma: Tensor) -> Tensor:
     probe's). ``[B,3n,H,W] x 2 -> [B,3n,H,W]``"""
     difference = (luma - chroma).unflatten(1, (-1, 3))
     return chroma + difference.mean(2, keepdim=True).expand_as(difference).flatten(1, 2)
+
+
+def filter_with_outputs(outputs: Tensor, filter_kernel: Callable[[Tensor], Tensor]) -> Tensor:
+    """I from the network's outputs: ``filter_kernel`` (15 logits -> filtered image) with
+    the luma kernel's logits, and where there is a second kernel (``model.chroma_kernel``)
+    the chroma of what it filters (:func:`luma_chroma`).
+    ``[B,16,...]`` or ``[B,32,...] -> [B,3,...]``"""
+    image = filter_kernel(outputs[:, : KERNEL_OUTPUTS - 1])
+    if outputs.shape[1] == KERNEL_OUTPUTS:
+        return image
+    return luma_chroma(image, filter_kernel(outputs[:, KERNEL_OUTPUTS : 2 * KERNEL_OUTPUTS - 1]))
+
+
+def output_alphas(outputs: Tensor, activation: str) -> Tensor:
+    """The alpha after each kernel of the network's outputs (:func:`alpha_weight`):
+    ``[B,16,...] -> [B,1,...]``, ``[B,32,...] -> [B,2,...]`` (luma's, chroma's)."""
+    return alpha_weight(outputs[:, KERNEL_OUTPUTS - 1 :: KERNEL_OUTPUTS], activation)
 
 
 def vkdt_sigmoid(x: Tensor) -> Tensor:

@@ -196,23 +196,12 @@ def chroma_features_padded(
     sigma = noise_sigma(noise_lum, noise_ab, level).clamp(min=SIGMA_FLOOR, max=SIGMA_CEIL)
     inverse = sigma.reciprocal()[:, None]
     centre = planes[..., r : r + height, r : r + width]
-    taps = [
-        planes[..., r + dy : r + dy + height, r + dx : r + dx + width] for dx, dy in STAR15_TAPS
-    ]
-    if padded.requires_grad or noise_ab.requires_grad:
-        differences = [tap if t == STAR15_CENTRE else tap - centre for t, tap in enumerate(taps)]
-        stacked = torch.stack([difference * inverse for difference in differences], 1)
-        return signed_log1p(stacked.view(batch, 2 * len(taps), height, width))
-    # without a gradient, in one buffer: a third of the time of the stacked temporaries
-    out = padded.new_empty(batch, len(taps), 2, height, width)
-    for index, tap in enumerate(taps):
-        if index == STAR15_CENTRE:
-            out[:, index] = centre
-        else:
-            torch.sub(tap, centre, out=out[:, index])
-    out = out.view(batch, 2 * len(taps), height, width).mul_(inverse)
-    sign = out.sign()
-    return out.abs_().log1p_().mul_(sign)
+    differences = []
+    for dx, dy in STAR15_TAPS:
+        tap = planes[..., r + dy : r + dy + height, r + dx : r + dx + width]
+        differences.append((tap if (dx, dy) == (0, 0) else tap - centre) * inverse)
+    stacked = torch.stack(differences, 1)  # [B,15,2,h,w]
+    return signed_log1p(stacked.view(batch, 2 * len(differences), height, width))
 
 
 def guide_features(

@@ -34,9 +34,10 @@ from kpn.model.apply import (
     apply_kernel_padded,
     apply_kernel_vkdt,
     apply_limit,
+    filter_with_outputs,
     kernel_factors,
     kernel_weights,
-    luma_chroma,
+    output_alphas,
     vkdt_softmax_gradient,
 )
 from kpn.model.band import band_applies, band_forward
@@ -258,11 +259,8 @@ def _network_band(
             config.vkdt_f16_backward,
         )
         kernel = store(outputs)[..., : height * width].view(batch, -1, height, width)
-    # one alpha after each kernel: [B,1,h,w], or luma's and chroma's [B,2,h,w]
-    alpha = alpha_weight(kernel[:, OUTPUTS - 1 :: OUTPUTS], config.alpha_activation)
-    image = kernel_filter(slab, kernel[:, : OUTPUTS - 1])
-    if config.chroma_kernel:
-        image = luma_chroma(image, kernel_filter(slab, kernel[:, OUTPUTS : 2 * OUTPUTS - 1]))
+    alpha = output_alphas(kernel, config.alpha_activation)
+    image = filter_with_outputs(kernel, functools.partial(kernel_filter, slab))
     return image, alpha, kernel if keep_kernel else None
 
 

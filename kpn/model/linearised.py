@@ -22,6 +22,7 @@ pixels the whole level does.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,15 +34,16 @@ from kpn.config import ModelConfig
 from kpn.errors import KpnError
 from kpn.model.apply import (
     F16_PRECISION,
-    alpha_weight,
     apply_limit,
+    filter_with_outputs,
     kernel_weights,
     luma_chroma,
+    output_alphas,
 )
 from kpn.model.blend import alpha_slope
 from kpn.model.features import STAR15_PADDING, STAR15_RADIUS, STAR15_TAPS, luminance
 from kpn.model.level_filter import FEATURE_PADDING, band_features
-from kpn.model.mlp import OUTPUTS, mlp_forward_planar
+from kpn.model.mlp import mlp_forward_planar
 from kpn.model.precision import round_f16
 from kpn.model.sampling import mirror_index, pad_symmetric
 
@@ -173,12 +175,9 @@ def kernel_response(
             inputs, weights, config.activation, config.precision, config.vkdt_matmul
         ).view(batch, config.outputs, -1, columns)
         still = _padded_rows(x[:, image], top, stop, STAR15_PADDING)
-        response = _apply_sampled(still, logits[:, : OUTPUTS - 1], config)
-        if config.chroma_kernel:
-            chroma = _apply_sampled(still, logits[:, OUTPUTS : 2 * OUTPUTS - 1], config)
-            response = luma_chroma(response, chroma)
-        filtered.append(response)
-        alpha = alpha_weight(logits[:, OUTPUTS - 1 :: OUTPUTS], config.alpha_activation)
+        sampled_filter = functools.partial(_apply_sampled, still, config=config)
+        filtered.append(filter_with_outputs(logits, sampled_filter))
+        alpha = output_alphas(logits, config.alpha_activation)
         alphas.append(round_f16(alpha) if config.precision == F16_PRECISION else alpha)  # as stored
     return Response(step, torch.cat(filtered, dim=2), torch.cat(alphas, dim=2))
 

@@ -55,7 +55,7 @@ from kpn.train.monitor import Monitor, Progress
 from kpn.train.optim import clip_gradients_, make_optimizer, weight_buffer_size
 from kpn.train.validation import Validation, validate
 from kpn.train.widen import grows_into, widened
-from kpn.vkdt.export import export_lut
+from kpn.vkdt.export import export_lut, lut_holds
 from kpn.vkdt.lut_model import load_lut
 
 
@@ -304,9 +304,9 @@ def keep_if_best(trainee: Trainee, result: Validation, folder: RunFolder, config
 
 def save_run(folder: RunFolder, config: Config, trainee: Trainee) -> None:
     """The checkpoint (the one before kept beside it) and vkdt's weights, as they are,
-    where a ``.lut`` holds them (not ``model.chroma_kernel``'s 32 outputs)."""
+    where a ``.lut`` holds them (:func:`kpn.vkdt.export.lut_holds`)."""
     save_checkpoint(folder.checkpoint, trainee.snapshot(config), keep_previous=True)
-    if not config.model.chroma_kernel:
+    if lut_holds(config.model):
         export_lut(trainee.model.mlp, config, folder.weights)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from kpn.config import Config
+from kpn.config import KERNEL_OUTPUTS, Config, ModelConfig
 from kpn.errors import KpnError
 from kpn.model.mlp import MLP
 from kpn.vkdt.lut import lut_bytes, write_lut
@@ -39,11 +39,17 @@ def lut_trailer(config: Config) -> str:
     )
 
 
+def lut_holds(model: ModelConfig) -> bool:
+    """Whether vkdt's ``.lut`` holds ``model``'s network: one kernel and alpha a pixel (16
+    outputs), not ``model.chroma_kernel``'s two."""
+    return model.outputs == KERNEL_OUTPUTS
+
+
 def _lut_contents(mlp: MLP, config: Config, layout: str, where: object) -> dict[str, Any]:
     """What a ``.lut`` of this MLP holds: the matrices in ``layout`` (:data:`LAYOUTS`),
     kpn-t's trailer, and kpn's section with ``config``'s ``[model]`` and ``[infer]``;
     ``where`` (the destination) names a model no ``.lut`` holds in its KpnError."""
-    if config.model.chroma_kernel:
+    if not lut_holds(config.model):
         raise KpnError(
             f"{where}: not written: model.chroma_kernel's network has 32 outputs a pixel and "
             "vkdt's .lut holds 16 (docs/design.md §18); its weights are the run's checkpoint"
