@@ -199,7 +199,7 @@ class ModelConfig:
 DataSource = Literal["deadleaves", "clean", "pairs"]
 RawMode = Literal["half", "demosaic", "mosaic"]  # kpn.io.raw.RAW_MODES
 TileOffset = Literal["anywhere", "inside"]
-NoiseLaw = Literal["uniform", "loguniform", "cameras"]
+NoiseLaw = Literal["uniform", "loguniform", "loglevel", "cameras"]
 NprofScale = Literal["refuse", "u16", "dng", "raw"]
 EV_LIMIT = 16.0  # 2**16 is float16's range, vkdt's tile format
 MAX_TOLD_JITTER = 4.0  # data.noise_told_jitter: sigma told at most 4x off
@@ -223,7 +223,9 @@ class DataConfig:
     flip_x: bool = True  # vkdt flips tiles at random in x
     flip_y: bool = True  # and in y
     offset: TileOffset = "anywhere"  # vkdt: uniform over the image, mirrored past its edges
-    noise: NoiseLaw = "uniform"  # vkdt's (a, b) law; "loguniform"; "cameras": real profiles
+    # vkdt's (a, b) law; "loguniform"; "loglevel": each decade of sigma at mid-grey as
+    # likely; "cameras": real profiles (kpn.data.synthesis.draw_noise_profile)
+    noise: NoiseLaw = "uniform"
     noise_a_min: float = 0.0  # a on the 0..65535 scale; vkdt: 1000*65535*u, u in [0, 1)
     noise_a_max: float = 65535000.0  # see noise_a_min; real cameras stay far below
     noise_b_min: float = 0.0  # b on the 0..65535 scale; vkdt: 1000*u
@@ -273,6 +275,8 @@ class DataConfig:
                 raise fail(low, f"is above data.{high} = {getattr(self, high)!r}")
             if self.noise == "loguniform" and getattr(self, low) <= 0:
                 raise fail(low, "must be > 0 for data.noise = 'loguniform'")
+        if self.noise == "loglevel" and self.noise_a_min <= 0 and self.noise_b_min <= 0:
+            raise fail("noise_a_min", "or data.noise_b_min must be > 0 for data.noise = 'loglevel'")
         if not 1 <= self.noise_told_jitter <= MAX_TOLD_JITTER:
             raise fail("noise_told_jitter", f"is outside 1..{MAX_TOLD_JITTER:g}")
         if not 0 <= self.deadleaves_fraction <= 1:

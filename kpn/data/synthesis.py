@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from kpn.config import DataConfig, TileOffset
-from kpn.model.features import noise_sigma
+from kpn.model.features import NOISE_SCALE, noise_sigma
 from kpn.model.sampling import mirror_index
 
 NOISE_MODES = (2, 4)
@@ -128,8 +128,12 @@ def draw_noise_profile(config: DataConfig, cameras: Tensor | None, u: Sequence[f
 
     ``"uniform"``: vkdt's law, a and b uniform in their ranges (vkdt: a = 1000*65535*u1,
     b = 1000*u2). ``"loguniform"``: log a and log b uniform in their ranges: each decade
-    as likely, as real cameras spread. ``"cameras"``: one of ``cameras [K,2]`` (real
-    profiles), each equally likely.
+    as likely, as real cameras spread. ``"loglevel"``: the noise variance at mid-grey,
+    ``v = a + 65535/2 b``, log-uniform between the ranges' lowest and highest, and the
+    shot noise's share of it, ``65535/2 b / v``, uniform in [0, 1]; a and b then clamped
+    to their ranges. Each decade of sigma is as likely: under ``"loguniform"`` a quiet
+    tile needs both a and b low, so that ISO 800's level is drawn about one time in 20.
+    ``"cameras"``: one of ``cameras [K,2]`` (real profiles), each equally likely.
 
     Returns ``[2]`` float32.
     """
@@ -139,6 +143,8 @@ def draw_noise_profile(config: DataConfig, cameras: Tensor | None, u: Sequence[f
             raise ValueError("noise = 'cameras' needs a [K,2] tensor of profiles")
         return cameras[min(int(len(cameras) * u1), len(cameras) - 1)].float()
     ranges = ((config.noise_a_min, config.noise_a_max), (config.noise_b_min, config.noise_b_max))
+    if config.noise == "loglevel":
+        return _loglevel_profile(ranges, u1, u2)
     values = []
     for (low, high), u in zip(ranges, (u1, u2), strict=True):
         if config.noise == "loguniform":
@@ -146,6 +152,19 @@ def draw_noise_profile(config: DataConfig, cameras: Tensor | None, u: Sequence[f
         else:
             values.append(low + u * (high - low))
     return torch.tensor(values, dtype=torch.float32)
+
+
+def _loglevel_profile(
+    ranges: tuple[tuple[float, float], tuple[float, float]], u1: float, u2: float
+) -> Tensor:
+    """``"loglevel"``'s (a, b) ``[2]``: u1 places the mid-grey variance, u2 its shot share."""
+    (a_min, a_max), (b_min, b_max) = ranges
+    mid = NOISE_SCALE / 2
+    low, high = a_min + mid * b_min, a_max + mid * b_max
+    variance = math.exp(math.log(low) + u1 * (math.log(high) - math.log(low)))
+    a = min(max((1.0 - u2) * variance, a_min), a_max)
+    b = min(max(u2 * variance / mid, b_min), b_max)
+    return torch.tensor((a, b), dtype=torch.float32)
 
 
 def told_profile(noise_ab: Tensor, jitter: float, generator: torch.Generator) -> Tensor:

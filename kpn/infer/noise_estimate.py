@@ -9,7 +9,8 @@ noise alone are read (weak texture, as in Liu, Tanaka and Okutomi 2013: below th
 point of chi-squared at the noise the fit predicts); each set's variance is the robust
 variance of Immerkaer's high-pass of those (:mod:`kpn.infer.noise_patches`); a straight
 line is fitted through the sets by re-weighted least squares (:func:`fit_line`), and the
-selection and fit are repeated until the fit settles.
+selection and fit are repeated until the fit settles, or cycles between fits that agree
+(:func:`_agreeing`).
 
 An image is refused, with a one-line :class:`~kpn.errors.KpnError` that says what to give
 instead, when it is too small, too clipped, too flat (no noise to measure), too textured
@@ -52,6 +53,9 @@ FIRST_FRACTION = 0.25  # the first fit: each set's flattest quarter
 FLAT_PROBABILITY = 0.99  # a patch of noise alone passes the flatness test with this
 ROUNDS = 6  # most rounds of select, estimate, fit after the first
 SETTLED = 0.02  # the fit has settled when its variance changes less than this (relative)
+CYCLE = 3  # an unsettled refinement's last fits, taken where they agree (_agreeing)
+AGREE = 3.0  # ... within this many combined standard errors of the fitted variance
+MEDIAN_AGREE = 0.1  # ... and within this (relative) of each other at the median patch mean
 MIN_PATCHES = 4096  # fewest unclipped patches for any estimate (about 45 x 45 RGB)
 CLIPPED_LIMIT = 0.5  # refused when more of the patches touch black or white clipping
 FLAT_LIMIT = 0.02  # too textured where fewer of the unclipped patches look like noise alone
@@ -233,14 +237,15 @@ def _flattest(parts: list[slice], energy: np.ndarray) -> np.ndarray:
 def _refine(patches: _Patches, variance: SetReader) -> tuple[_Fit | None, bool]:
     """The fit of design §15 and whether it settled: first the flattest quarter of each
     set, then the patches whose residual energy noise alone explains, until the fitted
-    variance changes by less than ``SETTLED``. (None, False) where not even the first fit
-    had two sets."""
+    variance changes by less than ``SETTLED``, or the last ``CYCLE`` fits of an unsettled
+    refinement agree (:func:`_agreeing`). (None, False) where not even the first fit had
+    two sets."""
     count = min(LEVEL_SETS, len(patches.y) // (4 * MIN_SET))
     edges = np.linspace(0, len(patches.y), count + 1).round().astype(int)
     parts = [slice(int(start), int(stop)) for start, stop in itertools.pairwise(edges)]
     fit = _fit_sets(parts, patches, _flattest(parts, patches.energy), variance)
     threshold = chi2_quantile(PATCH * PATCH - PLANE, FLAT_PROBABILITY)
-    settled = False
+    refined_fits: list[_Fit] = []
     for _ in range(ROUNDS):
         if fit is None:
             break
@@ -252,16 +257,49 @@ def _refine(patches: _Patches, variance: SetReader) -> tuple[_Fit | None, bool]:
         settled = _change(fit, refined, patches.y) <= SETTLED
         fit = refined
         if settled:
-            break
-    return fit, settled
+            return fit, True
+        refined_fits.append(fit)
+    agreed = _agreeing(refined_fits[-CYCLE:], patches.y, variance)
+    return (fit, False) if agreed is None else (agreed, True)
+
+
+def _agreeing(fits: list[_Fit], y: np.ndarray, reader: SetReader) -> _Fit | None:
+    """Of ``CYCLE`` fits that a refinement cycles through (a level set at the edge of
+    ``MIN_SET`` chosen patches drops out and comes back, and the line's intercept with
+    it), the one with the most level sets (then patches), where every two of them agree
+    within ``AGREE`` combined standard errors at the :func:`_settle_levels` and within
+    ``MEDIAN_AGREE`` at the median; None where they do not (or are fewer). The one with
+    most sets measures where the others extrapolate."""
+    if len(fits) < CYCLE:
+        return None
+    levels = _settle_levels(y)
+    design = np.stack((np.ones_like(levels), levels), axis=1)
+    values, errors = [], []
+    for fit in fits:
+        spread = line_covariance(
+            fit.means, fit.variances, fit.sizes, fit.alpha, fit.beta, reader.sampling_scale
+        )
+        values.append(design @ np.array((fit.alpha, fit.beta)))
+        errors.append(np.sqrt(np.maximum(np.einsum("li,ij,lj->l", design, spread, design), 0)))
+    for i, j in itertools.combinations(range(len(fits)), 2):
+        if np.any(np.abs(values[i] - values[j]) > AGREE * np.hypot(errors[i], errors[j])):
+            return None
+        if abs(values[i][1] / max(values[j][1], 1e-30) - 1) > MEDIAN_AGREE:
+            return None
+    return max(fits, key=lambda fit: (len(fit.means), int(fit.keep.sum())))
 
 
 def _change(old: _Fit, new: _Fit, y: np.ndarray) -> float:
-    """The largest relative change of the fitted variance at the 10th, 50th and 90th
-    percentile of the patch means."""
-    levels = np.maximum(np.quantile(y, (0.1, 0.5, 0.9)), 0.0)
+    """The largest relative change of the fitted variance at the :func:`_settle_levels`."""
+    levels = _settle_levels(y)
     before = np.maximum(old.alpha + old.beta * levels, 1e-30)
     return float(np.max(np.abs((new.alpha + new.beta * levels) / before - 1)))
+
+
+def _settle_levels(y: np.ndarray) -> np.ndarray:
+    """``[3]``: the 10th, 50th and 90th percentile of the patch means ``y``, where a fit's
+    change is judged."""
+    return np.maximum(np.quantile(y, (0.1, 0.5, 0.9)), 0.0)
 
 
 def _sorted_patches(patches: np.ndarray, reader: SetReader) -> _Patches:

@@ -449,6 +449,7 @@ BAD_SETTINGS = {
     "a-range": ({"noise_a_min": 10.0, "noise_a_max": 1.0}, "data.noise_a_min"),
     "b-negative": ({"noise_b_min": -1.0}, "data.noise_b_min"),
     "loguniform-zero": ({"noise": "loguniform"}, "data.noise_a_min"),
+    "loglevel-zero": ({"noise": "loglevel"}, "data.noise_a_min"),
     "cameras-no-folder": ({"noise": "cameras"}, "data.nprof_dir"),
     "clean-no-folder": ({"source": "clean"}, "data.reference_dir"),
     "pairs-no-noisy": ({"source": "pairs", "reference_dir": "r"}, "data.noisy_dir"),

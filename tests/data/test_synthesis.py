@@ -204,6 +204,67 @@ def test_noise_profile_loguniform_spreads_decades_evenly():
     assert abs(log_b.mean().item() - 0.5) < 5 * 3 / math.sqrt(12 * 4000)
 
 
+def test_noise_profile_loglevel_spreads_mid_grey_decades_evenly():
+    # mid-grey variance a + 65535/2 b from 100 + 32767.5 * 0.1 to 1e6 + 32767.5 * 100
+    config = DataConfig(
+        noise="loglevel", noise_a_min=100.0, noise_a_max=1e6, noise_b_min=0.1, noise_b_max=100.0
+    )
+    profiles = torch.stack(
+        [draw_noise_profile(config, None, uniform_draws(s, 2)) for s in range(4000)]
+    ).double()
+    a, b = profiles.unbind(1)
+    assert a.min() >= 100 and a.max() <= 1e6 and b.min() >= 0.1 and b.max() <= 100
+    # away from the clamps, log v is uniform: its lowest decade above the floor and a
+    # decade near the top hold about as many draws (sd of each ~ sqrt(4000 p) = 19)
+    variance = a + 32767.5 * b
+    low, high = 100 + 32767.5 * 0.1, 1e6 + 32767.5 * 100
+    per_decade = 4000 / math.log10(high / low)
+    quiet = ((variance >= low) & (variance < 10 * low)).sum().item()
+    loud = ((variance >= high / 20) & (variance < high / 2)).sum().item()
+    assert abs(quiet - per_decade) < 5 * math.sqrt(per_decade)
+    assert abs(loud - per_decade) < 5 * math.sqrt(per_decade)
+    # where neither is clamped, the shot share of the mid-grey variance is u2 itself
+    inside = 1 + 1e-6  # float32's 0.1 lies above float64's
+    free = (a > 100 * inside) & (a < 1e6 / inside) & (b > 0.1 * inside) & (b < 100 / inside)
+    u2 = torch.tensor([uniform_draws(s, 2)[1] for s in range(4000)], dtype=torch.float64)
+    assert free.sum() > 3000
+    assert_close((32767.5 * b / variance)[free], u2[free], rtol=1e-5, atol=0)
+
+
+def test_noise_profile_loglevel_draws_quiet_tiles_three_times_as_often():
+    """The shipped ranges (configs/photos-post-diff.toml): ISO 800's mid-grey variance
+    (Sony A7III, 58 + 32767.5 * 0.512) or less, one tile in 22 under loguniform, where a
+    and b must both be low, one in 7 under loglevel (docs/design.md §8)."""
+    shipped = {"noise_a_min": 100.0, "noise_a_max": 2e8, "noise_b_min": 0.1, "noise_b_max": 4000.0}
+    iso_800 = 58.31 + 32767.5 * 0.5121
+    shares = {}
+    for law in ("loguniform", "loglevel"):
+        config = DataConfig(noise=law, **shipped)
+        drawn = torch.stack(
+            [draw_noise_profile(config, None, uniform_draws(s, 2)) for s in range(4000)]
+        ).double()
+        shares[law] = (drawn[:, 0] + 32767.5 * drawn[:, 1] <= iso_800).double().mean().item()
+    # sd of a share near 0.05 over 4000 draws: 0.0035
+    assert abs(shares["loguniform"] - 0.046) < 0.015
+    assert abs(shares["loglevel"] - 0.144) < 0.025
+
+
+def test_noise_profile_loglevel_by_hand():
+    config = DataConfig(
+        noise="loglevel", noise_a_min=100.0, noise_a_max=1e6, noise_b_min=0.1, noise_b_max=100.0
+    )
+    low, high = 100 + 32767.5 * 0.1, 1e6 + 32767.5 * 100
+    # u1 = 0.5: the geometric mean of the bounds; u2 = 0.25: a quarter of it is shot noise
+    variance = math.sqrt(low * high)
+    assert_close(
+        draw_noise_profile(config, None, (0.5, 0.25)),
+        torch.tensor((0.75 * variance, 0.25 * variance / 32767.5), dtype=torch.float32),
+    )
+    # u2 = 0: no shot noise asked for, b clamped up to its floor
+    a, b = draw_noise_profile(config, None, (0.0, 0.0)).tolist()
+    assert_close((a, b), (low, 0.1), rtol=1e-6, atol=0)
+
+
 def test_noise_profile_cameras_draws_each_profile():
     cameras = torch.tensor([[100.0, 1.0], [2000.0, 3.0], [50.0, 0.5]])
     config = DataConfig(noise="cameras", nprof_dir="unused")

@@ -225,3 +225,63 @@ def test_texture_is_not_taken_for_noise_where_noise_dominates() -> None:
         assert "too textured" in str(err)
     else:
         assert abs(estimate.sigma(0.5) / true_sigma(a, b, 0.5) - 1) < 0.1
+
+
+def _line_fit(alpha: float, beta: float, means: list[float], scatter: float = 0.0) -> object:
+    """A fit through sets of 500 patches at ``means`` on the line (alpha, beta), each set's
+    variance off it by ``scatter`` (relative, alternating in sign)."""
+    x = np.array(means)
+    signs = np.where(np.arange(len(x)) % 2 == 0, 1.0, -1.0)
+    variances = (alpha + beta * x) * (1 + scatter * signs)
+    keep = np.zeros(100 * len(x), dtype=bool)
+    keep[: 10 * len(x)] = True
+    return noise_estimate._Fit(alpha, beta, x, variances, np.full(len(x), 500.0), keep)
+
+
+Y = np.linspace(0.02, 0.9, 1000)  # the patch means: percentiles 10/50/90 at 0.11/0.46/0.81
+BRIGHT = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+
+
+def test_agreeing_fits_of_a_cycle_give_the_one_with_most_sets() -> None:
+    """A dark set dropping in and out: the intercept swings within what the sets without
+    it leave open, the variance at the median patch mean by 1.5%. The fit with the dark set
+    measures where the others extrapolate."""
+    with_dark = _line_fit(1e-6, 1e-4, [0.02, *BRIGHT], 0.02)
+    without = _line_fit(4e-6, 0.95e-4, BRIGHT, 0.04)
+    cycle = [without, with_dark, without]
+    assert noise_estimate._agreeing(cycle, Y, noise_estimate.ROBUST_HIGH_PASS) is with_dark
+    assert noise_estimate._agreeing(cycle[:2], Y, noise_estimate.ROBUST_HIGH_PASS) is None
+
+
+def test_fits_apart_beyond_their_errors_or_at_the_median_do_not_agree() -> None:
+    precise = _line_fit(1e-6, 1e-4, [0.02, *BRIGHT])
+    far = _line_fit(1e-6, 1.5e-4, [0.02, *BRIGHT])  # both exact: any gap is beyond errors
+    reader = noise_estimate.ROBUST_HIGH_PASS
+    assert noise_estimate._agreeing([precise, far, precise], Y, reader) is None
+    # equal at the median patch mean (0.46), 26% apart at the 10th percentile (0.108)
+    steeper = _line_fit(5e-6, 1e-4 - 4e-6 / 0.46, [0.02, *BRIGHT])
+    assert noise_estimate._agreeing([precise, steeper, precise], Y, reader) is None
+    # within their (large) errors, yet 20% apart in variance at the median patch mean
+    loose = _line_fit(1e-6, 1e-4, [0.02, *BRIGHT], 0.5)
+    louder = _line_fit(1e-6, 1.2e-4, [0.02, *BRIGHT], 0.5)
+    assert noise_estimate._agreeing([loose, louder, loose], Y, reader) is None
+    assert noise_estimate._agreeing([loose, loose, loose], Y, reader) is loose
+
+
+def test_refinement_that_cycles_between_agreeing_fits_is_accepted(monkeypatch) -> None:
+    """``_refine`` past its rounds: a cycle of agreeing fits settles on the one with most
+    sets; a cycle of disagreeing fits stays unsettled (refused as too textured)."""
+    with_dark = _line_fit(1e-6, 1e-4, [0.02, *BRIGHT], 0.02)
+    without = _line_fit(4e-6, 0.95e-4, BRIGHT, 0.04)
+    # patch means as Y's: the variance swings 21% at their 10th percentile, past SETTLED
+    pixels = np.random.default_rng(0).normal(0, 0.01, (len(Y), 49)) + Y[:, None]
+    patches = noise_estimate._sorted_patches(
+        pixels.astype(np.float32), noise_estimate.ROBUST_HIGH_PASS
+    )
+    louder = _line_fit(1e-6, 2e-4, BRIGHT)
+    for cycle, accepted in (([with_dark, without], True), ([with_dark, louder], False)):
+        fits = iter(cycle * noise_estimate.ROUNDS)
+        monkeypatch.setattr(noise_estimate, "_fit_sets", lambda *_, fits=fits, **__: next(fits))
+        fit, settled = noise_estimate._refine(patches, noise_estimate.ROBUST_HIGH_PASS)
+        assert settled == accepted
+        assert fit is with_dark if accepted else fit in cycle
