@@ -1,7 +1,7 @@
 """Denoising quality and speed against classical denoisers, on photos never trained on.
 
     python benchmarks/quality.py [--model NAME=RUN_DIR_OR_WEIGHTS ...] [--images a,b,...]
-        [--out benchmarks/results] [--quick] [--estimate]
+        [--out benchmarks/results] [--quick] [--estimate] [--ensemble N,...]
 
 Needs the ``bench`` extra (``pip install -e ".[bench]"``: scikit-image, matplotlib, and
 bm3d for CBM3D, which is left out when not installed).
@@ -21,7 +21,9 @@ Each kpn model runs as infer.py runs it (``kpn NAME``: with its config's SURE bl
 :mod:`kpn.infer.sure`) and as the network alone (``kpn NAME, no SURE``); ``--profile-test``
 tells the network alone a wrong profile, ``--estimate`` adds each model told the profile
 estimated from the noisy image (``kpn NAME, told the estimate``: ``--noise auto``, an
-image it refuses scored as the noisy input). Every other method is told the true noise.
+image it refuses scored as the noisy input), ``--ensemble 2,4`` each model as infer.py
+``--ensemble N`` runs it (``kpn NAME, ensemble N``: the mean over N orientations of the
+image). Every other method is told the true noise.
 The classical ones run through the
 generalised Anscombe transform (Makitalo and Foi 2013, with its closed-form unbiased
 inverse) for the signal-dependent camera noise, with sigma 1 after it; on the sRGB noise
@@ -174,7 +176,7 @@ def estimated_method(denoiser: Denoiser) -> Callable[[np.ndarray, Condition], np
 
 def methods(
     models: dict[str, Denoiser], classical: bool = True, cbm3d_too: bool = True,
-    profile_test: bool = False, estimate: bool = False,
+    profile_test: bool = False, estimate: bool = False, ensembles: tuple[int, ...] = (),
 ) -> dict[str, Callable]:  # fmt: skip
     """Method name -> ``run(noisy, condition) -> denoised``, in table order."""
     chosen: dict[str, Callable] = {"noisy": lambda noisy, condition: noisy}
@@ -185,6 +187,9 @@ def methods(
             chosen[f"kpn {name}, no SURE"] = kpn_method(network)
         if estimate:
             chosen[f"kpn {name}, told the estimate"] = estimated_method(denoiser)
+        for count in ensembles:
+            averaged = dataclasses.replace(denoiser, ensemble=count)
+            chosen[f"kpn {name}, ensemble {count}"] = kpn_method(averaged)
         if profile_test:  # the network alone: SURE, told the wrong profile too, would blur it
             for factor in WRONG_PROFILE:
                 chosen[f"kpn {name}, no SURE, noise told x{factor:g}"] = kpn_method(network, factor)
@@ -300,6 +305,14 @@ def crop_grid(path: Path, crops: dict, psnrs: dict) -> None:
     plt.close(figure)
 
 
+def ensemble_counts(text: str) -> tuple[int, ...]:
+    """``--ensemble``'s comma-separated counts, each one of 2, 4, 8."""
+    counts = tuple(int(part) for part in text.split(",") if part.strip().isdigit())
+    if not counts or len(counts) != len(text.split(",")) or not set(counts) <= {2, 4, 8}:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected counts among 2, 4, 8, e.g. 2,4")
+    return counts
+
+
 def parse_models(pairs: list[str]) -> dict[str, Denoiser]:
     models = {}
     for pair in pairs:
@@ -345,6 +358,10 @@ def main(argv: list[str] | None = None) -> int:
         help="also run each model told the profile estimated from the noisy image "
         "(--noise auto; a refused image is scored as the noisy input)",
     )  # fmt: skip
+    parser.add_argument(
+        "--ensemble", type=ensemble_counts, default=(), metavar="N,...",
+        help="also run each model as infer.py --ensemble N runs it, for each N (2, 4, 8)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if (missing := missing_bench_extra("matplotlib", "skimage")) is not None:
         return missing
@@ -376,7 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     classical = not (args.only_kpn or reuse)
     # reused rows and --cbm3d-at: CBM3D runs at those noises, its earlier rows there dropped
     cbm3d_too = not args.no_cbm3d and (classical or (reuse and bool(cbm3d_at)))
-    denoisers = methods(models, classical, cbm3d_too, args.profile_test, args.estimate)
+    denoisers = methods(
+        models, classical, cbm3d_too, args.profile_test, args.estimate, args.ensemble
+    )
     if "CBM3D" in denoisers and reuse:
         earlier = [r for r in earlier if r["method"] != "CBM3D" or r["condition"] not in cbm3d_at]
     names = [name for name in denoisers if name not in CLASSICAL]

@@ -61,6 +61,7 @@ def load(
     precision: str | None = None,
     device: str = "cpu",
     sure: bool | None = None,
+    ensemble: int | None = None,
 ) -> Model:
     """The model of a run directory, a checkpoint or a ``.lut``, ready to call.
 
@@ -69,8 +70,9 @@ def load(
     mean what ``kpn-infer --config/--preset`` mean: ``config`` supplies ``[infer]`` (and
     the model of a ``.lut`` that does not say it), ``preset`` names a config in
     ``configs/`` for such a ``.lut``. ``tile`` (0: untiled), ``precision`` (fp32, bf16,
-    vkdt-f16), ``device`` (cpu, cuda) and ``sure`` (the SURE blend towards the input,
-    :mod:`kpn.infer.sure`) override the config's ``[infer]``.
+    vkdt-f16), ``device`` (cpu, cuda), ``sure`` (the SURE blend towards the input,
+    :mod:`kpn.infer.sure`) and ``ensemble`` (the mean over 1, 2, 4 or 8 orientations of
+    the image, :class:`kpn.infer.denoiser.Denoiser`) override the config's ``[infer]``.
     """
     config_path = None if config is None else os.fspath(config)
     source = shipped_weights(config_path) if path is None else path
@@ -82,6 +84,7 @@ def load(
         tile=tile,
         device=device,
         sure=sure,
+        ensemble=ensemble,
     )
     return Model(denoiser, loaded.config, loaded.description)
 

@@ -361,6 +361,7 @@ InferPrecision = Literal["auto", "model", "fp32", "bf16", "vkdt-f16"]
 SureDivergence = Literal["one_pass", "two_pass"]  # kpn.infer.sure
 MIN_TILE = 8  # smaller tiles are nearly all halo
 MAX_SURE_WINDOW = 4095
+ENSEMBLES = (1, 2, 4, 8)  # infer.ensemble: the first 1, 2, 4 or all 8 of the square's symmetries
 
 
 @dataclass(frozen=True)
@@ -381,8 +382,17 @@ class InferConfig:
     # model with vkdt's block transpose, or run in vkdt-f16, takes two_pass); two_pass, a
     # second pass of the network on a perturbed input (design §13)
     sure_divergence: SureDivergence = "one_pass"
+    # kpn only: the mean of the outputs of 1, 2, 4 or 8 orientations of the image (identity,
+    # transpose, half turn, anti-transpose, then the flips): ENSEMBLE times the time
+    # (kpn.infer.denoiser.ORIENTATIONS, docs/design.md §19)
+    ensemble: int = 1
 
     def validate(self, where: str) -> None:
+        if self.ensemble not in ENSEMBLES:
+            raise KpnError(
+                f"{where}: infer.ensemble = {self.ensemble!r} must be one of "
+                f"{', '.join(map(str, ENSEMBLES))} (orientations of the image averaged)"
+            )
         if (
             self.sure_window < 0
             or self.sure_window > MAX_SURE_WINDOW

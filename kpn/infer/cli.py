@@ -4,7 +4,7 @@
         [--format pfm|png|tiff|same] [--noise-a A --noise-b B | --nprof FILE
         | --nprof-dir DIR | --noise auto] [--tile N] [--device cpu|cuda]
         [--precision auto|model|fp32|bf16|vkdt-f16] [--vkdt-matmul coopmat|fallback]
-        [--sure on|off] [--reference REF]
+        [--sure on|off] [--ensemble 1|2|4|8] [--reference REF]
 
 Weights ``W``: without ``--weights``, the shipped model in ``weights/`` (the design model,
 or with ``--config`` the shipped model of that config's [model]); a training run's
@@ -29,7 +29,9 @@ otherwise). Writes are atomic, and an output that would replace an input is refu
 The output is blended towards the input, pixel by pixel, as far as Stein's unbiased risk
 estimate says the network does harm there (:mod:`kpn.infer.sure`; ``infer.sure``, ``--sure``):
 1.7 times the network alone's time on a 24 Mpx photo (``infer.sure_divergence``). vkdt's
-presets turn it off, as vkdt has no such stage.
+presets turn it off, as vkdt has no such stage. ``--ensemble N`` (``infer.ensemble``, kpn
+only): the mean of the outputs of N orientations of the image (transposed, turned, flipped),
+N times the time, +0.03 to +0.2 dB (docs/design.md §19).
 
 Noise profile, first that applies: ``--noise-a``/``--noise-b`` (0..65535 scale);
 ``--nprof FILE``; the profile of a camera raw file's maker, model and ISO in
@@ -95,6 +97,7 @@ FLAGS = {
     "device": "--device",
     "vkdt_matmul": "--vkdt-matmul",
     "sure": "--sure",
+    "ensemble": "--ensemble",
     "noise_a": "--noise-a",
     "noise_b": "--noise-b",
     "noise": "--noise",
@@ -164,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="blend the output towards the input where Stein's unbiased risk estimate says "
         "the network does harm (1.7 times its time); default: the config's infer.sure, "
         "on but in vkdt's presets",
+    )
+    parser.add_argument(
+        "--ensemble",
+        type=int,
+        choices=(1, 2, 4, 8),
+        help="the mean of the outputs of this many orientations of the image (N times the "
+        "time); default: the config's infer.ensemble, 1",
     )
     parser.add_argument("--reference", help="clean image (one input) or folder of them: print PSNR")
     return parser
@@ -318,6 +328,7 @@ def _main(argv: Sequence[str] | None, done: Progress) -> int:
             device=args.device,
             vkdt_matmul=args.vkdt_matmul,
             sure=None if args.sure is None else args.sure == "on",
+            ensemble=args.ensemble,
         )
         sources, failures = expand_inputs(args.inputs)
         _check_output_arguments(args, len(sources))
@@ -331,6 +342,7 @@ def _main(argv: Sequence[str] | None, done: Progress) -> int:
         f"{'shipped ' if args.weights is None else ''}weights {loaded.description}; "
         f"{denoiser.levels} levels, {arithmetic}, tile {denoiser.tile or 'none'}, "
         + (f"SURE blend (window {denoiser.sure_window or 'image'})" if denoiser.sure else "no SURE")
+        + (f", mean of {denoiser.ensemble} orientations" if denoiser.ensemble > 1 else "")
     )
     jobs, refused = plan_jobs(sources, args.format, args.output, args.out_dir)
     failures += refused

@@ -1,6 +1,6 @@
 """The network switched for inference: :class:`Denoiser`, ``denoiser(image, a, b)``,
 untiled or in tiles, with the SURE blend (its divergence from the network's own pass, or
-from a second); the precision it runs in."""
+from a second); the precision it runs in; the mean over orientations of the image."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kpn.config import MIN_TILE, InferConfig, ModelConfig
+from kpn.config import ENSEMBLES, MIN_TILE, InferConfig, ModelConfig
 from kpn.errors import KpnError, ParameterError, mention
 from kpn.infer.sure import ROWS, probe_step, sure_blend, sure_blend_one_pass
 from kpn.model.linearised import probe_applies
@@ -22,6 +22,27 @@ from kpn.model.precision import VKDT_MATMULS
 from kpn.model.tiling import plan_tiles, tiled_forward
 
 F16_MAX = float(torch.finfo(torch.float16).max)  # 65504: vkdt-f16 stores its input in it
+
+Orient = Callable[[np.ndarray], np.ndarray]
+
+
+def _transposed(image: np.ndarray) -> np.ndarray:
+    return image.transpose(1, 0, 2)
+
+
+# The square's 8 symmetries as (forward, inverse) on [H,W,C] views. The network is trained
+# on tiles flipped in x and y but never transposed: the transposes disagree with the
+# identity most, so they come first (design §19). The first 4 are a group of involutions.
+ORIENTATIONS: tuple[tuple[Orient, Orient], ...] = (
+    (lambda x: x, lambda x: x),
+    (_transposed, _transposed),
+    (lambda x: x[::-1, ::-1], lambda x: x[::-1, ::-1]),
+    (lambda x: _transposed(x)[::-1, ::-1], lambda x: _transposed(x)[::-1, ::-1]),
+    (lambda x: x[:, ::-1], lambda x: x[:, ::-1]),
+    (lambda x: x[::-1], lambda x: x[::-1]),
+    (lambda x: _transposed(x[:, ::-1]), lambda x: _transposed(x)[:, ::-1]),
+    (lambda x: _transposed(x[::-1]), lambda x: _transposed(x)[::-1]),
+)
 
 
 @dataclass
@@ -35,7 +56,9 @@ class Denoiser:
     output blended towards the input by SURE, in windows of side ``sure_window``, its
     divergence by ``sure_divergence``: ``one_pass`` (:func:`kpn.infer.sure.sure_blend_one_pass`,
     where the model allows it: :func:`kpn.model.linearised.probe_applies`) or ``two_pass``
-    (:func:`kpn.infer.sure.sure_blend`, the network runs twice).
+    (:func:`kpn.infer.sure.sure_blend`, the network runs twice). ``ensemble`` (kpn only):
+    the mean of the outputs of the first 1, 2, 4 or 8 :data:`ORIENTATIONS` of the image,
+    each denoised as above, for as many times the time.
     """
 
     weights: tuple[Tensor, ...]
@@ -46,6 +69,7 @@ class Denoiser:
     sure: bool = True
     sure_window: int = 33
     sure_divergence: str = "one_pass"
+    ensemble: int = 1
 
     @classmethod
     def build(
@@ -58,6 +82,7 @@ class Denoiser:
         device: str = "cpu",
         vkdt_matmul: str | None = None,
         sure: bool | None = None,
+        ensemble: int | None = None,
     ) -> Denoiser:
         """A denoiser of ``model`` with ``infer``'s settings; arguments override them.
 
@@ -72,6 +97,11 @@ class Denoiser:
             raise ParameterError("tile", tile, f"must be 0 (untiled) or >= {MIN_TILE}")
         if sure is not None and not isinstance(sure, bool):
             raise ParameterError("sure", sure, "must be True or False (None: infer.sure's)")
+        ensemble = infer.ensemble if ensemble is None else ensemble
+        if isinstance(ensemble, bool) or ensemble not in ENSEMBLES:
+            raise ParameterError(
+                "ensemble", ensemble, f"must be one of {', '.join(map(str, ENSEMBLES))}"
+            )
         torch_device = _device(device)
         model_precision = inference_precision(chosen, model.config.precision, torch_device)
         if vkdt_matmul is not None and vkdt_matmul not in VKDT_MATMULS:
@@ -98,16 +128,28 @@ class Denoiser:
         # faint noise profile makes tiny: the finite difference of two float16 passes does not
         one_pass = probe_applies(config) and model_precision != "vkdt-f16"
         divergence = infer.sure_divergence if one_pass else "two_pass"
-        return cls(weights, config, levels, tile, torch_device, sure, infer.sure_window, divergence)
+        return cls(
+            weights, config, levels, tile, torch_device, sure, infer.sure_window, divergence,
+            ensemble,
+        )  # fmt: skip
 
     def tiles(self, height: int, width: int) -> int:
-        """Tiles an image of this size takes, each pass of the network (1: untiled)."""
+        """Tiles an image of this size takes, each pass of the network and orientation
+        (untiled: one a pass)."""
         one_pass = self.sure and self.sure_divergence == "one_pass"
         passes = 1 if one_pass or not self.sure else 2
         if self.tile == 0:
-            return passes
+            return passes * self.ensemble
         tile = self.probe_tile if one_pass else self.tile
-        return passes * plan_tiles(height, width, self.config, self.levels, tile).tiles
+        transposes = self.ensemble // 2  # every other orientation is transposed
+        return passes * sum(
+            count * plan_tiles(rows, columns, self.config, self.levels, tile).tiles
+            for count, (rows, columns) in (
+                (self.ensemble - transposes, (height, width)),
+                (transposes, (width, height)),
+            )
+            if count
+        )
 
     @property
     def probe_tile(self) -> int:
@@ -129,6 +171,29 @@ class Denoiser:
         the output of a finite image, a bug, is one rather than a result.
         """
         self._check_range(image, a, b)
+        if self.ensemble == 1:
+            out = self._denoised(image, a, b, progress)
+        else:
+            out = np.zeros(image.shape, dtype=np.float32)
+            for forward, inverse in ORIENTATIONS[: self.ensemble]:
+                oriented = np.ascontiguousarray(forward(image))
+                out += inverse(self._denoised(oriented, a, b, progress))
+            out /= self.ensemble
+        if not _all_finite(out) and _all_finite(image):
+            raise KpnError(
+                f"denoising gave NaN or Inf pixels from finite ones (noise profile (a, b) = "
+                f"({a:.6g}, {b:.6g}), {self.config.precision}): a kpn bug, please report it"
+            )
+        return out
+
+    def _denoised(
+        self,
+        image: np.ndarray,
+        a: float,
+        b: float,
+        progress: Callable[[int], None] | None,
+    ) -> np.ndarray:
+        """One orientation's output: the network, with the SURE blend where it is on."""
         if not self.sure:
             out = self.network(image, a, b, progress)
         elif self.sure_divergence == "one_pass":
@@ -142,11 +207,6 @@ class Denoiser:
         else:
             out = sure_blend(
                 lambda noisy: self.network(noisy, a, b, progress), image, a, b, self.sure_window
-            )
-        if not _all_finite(out) and _all_finite(image):
-            raise KpnError(
-                f"denoising gave NaN or Inf pixels from finite ones (noise profile (a, b) = "
-                f"({a:.6g}, {b:.6g}), {self.config.precision}): a kpn bug, please report it"
             )
         return out
 

@@ -54,7 +54,7 @@ FLAT_PROBABILITY = 0.99  # a patch of noise alone passes the flatness test with 
 ROUNDS = 6  # most rounds of select, estimate, fit after the first
 SETTLED = 0.02  # the fit has settled when its variance changes less than this (relative)
 CYCLE = 3  # an unsettled refinement's last fits, taken where they agree (_agreeing)
-AGREE = 3.0  # ... within this many combined standard errors of the fitted variance
+AGREE = 4.0  # ... within this many combined standard errors of the fitted variance
 MEDIAN_AGREE = 0.1  # ... and within this (relative) of each other at the median patch mean
 MIN_PATCHES = 4096  # fewest unclipped patches for any estimate (about 45 x 45 RGB)
 CLIPPED_LIMIT = 0.5  # refused when more of the patches touch black or white clipping
@@ -387,7 +387,8 @@ def _judge(
     """(coarse to fine noise power, shape) of the fit's flat patches, or KpnError where
     they show no noise (too flat), correlated noise or texture (design §15)."""
     flat = patches.pixels if fit is None else patches.pixels[fit.keep]
-    fine, coarse = fine_and_coarse(flat)
+    details = patch_details(flat)
+    fine, coarse = fine_and_coarse(flat, details)
     if fine < NOISE_FLOOR**2:
         raise KpnError(
             f"{where}: too flat to estimate its noise (none measurable: a clean or "
@@ -401,7 +402,7 @@ def _judge(
             f"estimate would be too low: {instead}"
         )
     kept, count = (0 if fit is None else int(fit.keep.sum())), len(patches.y)
-    shape = math.nan if fit is None else _shape(patches, fit)
+    shape = math.nan if fit is None else _shape(patches, fit, details)
     textured = (
         not settled
         or kept < FLAT_LIMIT * count
@@ -417,12 +418,12 @@ def _judge(
     return correlation, shape
 
 
-def _shape(patches: _Patches, fit: _Fit) -> float:
-    """The mean square of the flat patches' high-pass over its robust variance, each value
-    in units of the fitted variance: 1 for Gaussian noise, 0.45 for a sine (a regular
-    texture the robust variance would read as noise)."""
+def _shape(patches: _Patches, fit: _Fit, details: np.ndarray) -> float:
+    """The mean square of the flat patches' high-pass (``details``, of the fit's kept
+    patches) over its robust variance, each value in units of the fitted variance: 1 for
+    Gaussian noise, 0.45 for a sine (a regular texture the robust variance would read as
+    noise)."""
     predicted = fit.alpha + fit.beta * np.maximum(patches.y[fit.keep], 0.0)
-    details = patch_details(patches.pixels[fit.keep])
     scaled = details / np.sqrt(np.maximum(predicted, 1e-30))[:, None]
     return float(np.mean(scaled**2) / detail_variance(scaled, np.ones(len(scaled), bool)))
 

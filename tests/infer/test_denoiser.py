@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from kpn.errors import KpnError
-from kpn.infer.denoiser import Denoiser, inference_precision, native_bf16
+from kpn.errors import KpnError, ParameterError
+from kpn.infer.denoiser import ORIENTATIONS, Denoiser, inference_precision, native_bf16
 from kpn.infer.weights import load_weights
 from kpn.io.images import read_any
 from kpn.io.pfm import write_pfm
 from kpn.model.network import KPN, kpn_forward
 
-from conftest import assert_error_line
+from conftest import assert_error_line, assert_one_line_error
 from infer_shared import NOISE, expected, noisy_image, run, seeded_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # small images
@@ -172,3 +172,70 @@ def test_cuda_missing(
     )
     assert code == 2
     assert_error_line(err, "--device cuda: CUDA is not available")
+
+
+def test_orientations_are_the_squares_eight_symmetries() -> None:
+    """Each inverse undoes its orientation; the 8 are distinct; the first two are the
+    identity and the transpose, the first four closed under composition (a group, so the
+    mean over them is itself invariant to them)."""
+    image = np.arange(2 * 3 * 1, dtype=np.float32).reshape(2, 3, 1)
+    oriented = []
+    for forward, inverse in ORIENTATIONS:
+        np.testing.assert_array_equal(inverse(forward(image)), image)
+        oriented.append(forward(image))
+    assert len({(o.shape, o.tobytes()) for o in map(np.ascontiguousarray, oriented)}) == 8
+    np.testing.assert_array_equal(oriented[1], image.transpose(1, 0, 2))
+    four = [forward for forward, _ in ORIENTATIONS[:4]]
+    square = np.arange(9, dtype=np.float32).reshape(3, 3, 1)
+    images = {f(square).tobytes() for f in four}
+    assert {f(g(square)).tobytes() for f in four for g in four} == images
+
+
+@pytest.mark.parametrize("sure", [True, False])
+def test_ensemble_is_the_mean_over_orientations(weights: SimpleNamespace, sure: bool) -> None:
+    """ensemble 2: the mean of the output and the transposed image's output transposed
+    back; 4 adds the half turn and the anti-transpose. The tiles of each orientation count
+    (a tall image's transpose is wide); every orientation ticks its tiles."""
+    loaded = load_weights(weights.run)
+    image = noisy_image(40, 44)
+    single = Denoiser.build(loaded.model, loaded.config.infer, tile=16, sure=sure)
+    transposed = single(np.ascontiguousarray(image.transpose(1, 0, 2)), 20000, 4)
+    turned = single(np.ascontiguousarray(image[::-1, ::-1]), 20000, 4)[::-1, ::-1]
+    anti = single(np.ascontiguousarray(image.transpose(1, 0, 2)[::-1, ::-1]), 20000, 4)
+    outputs = single(image, 20000, 4), transposed.transpose(1, 0, 2), turned
+    outputs += (anti[::-1, ::-1].transpose(1, 0, 2),)
+    for count in (2, 4):
+        ensemble = dataclasses.replace(single, ensemble=count)
+        ticks: list[int] = []
+        got = ensemble(image, 20000, 4, ticks.append)
+        np.testing.assert_allclose(got, np.mean(outputs[:count], axis=0), atol=1e-6)
+        assert len(ticks) == ensemble.tiles(40, 44)
+    assert np.abs(outputs[0] - outputs[1]).max() > 1e-4  # the orientations disagree
+    narrow = dataclasses.replace(single, tile=24)
+    tall = dataclasses.replace(narrow, ensemble=2)
+    assert tall.tiles(100, 30) == narrow.tiles(100, 30) + narrow.tiles(30, 100) > 2
+
+
+def test_ensemble_option(tmp_path: Path, weights: SimpleNamespace, capsys) -> None:
+    """--ensemble N runs the API's ensemble and says so; a count other than 1, 2, 4, 8 is
+    a usage error there and a one-line error from the API and the config."""
+    image = noisy_image(30, 34)
+    write_pfm(tmp_path / "x.pfm", image)
+    code, out, err = run(
+        capsys, tmp_path / "x.pfm", "--weights", weights.checkpoint, *NOISE,
+        "--ensemble", "2", "-o", tmp_path / "y.pfm",
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    assert "mean of 2 orientations" in out
+    loaded = load_weights(weights.run)
+    built = Denoiser.build(loaded.model, loaded.config.infer, ensemble=2)
+    np.testing.assert_allclose(read_any(tmp_path / "y.pfm"), built(image, 20000, 4), atol=1e-6)
+    checkpoint = weights.checkpoint
+    code, _, err = run(capsys, tmp_path / "x.pfm", "--weights", checkpoint, "--ensemble", "3")
+    assert code == 2 and "--ensemble" in err
+    for bad in (3, 0, True):
+        with pytest.raises(ParameterError, match="ensemble") as caught:
+            Denoiser.build(loaded.model, loaded.config.infer, ensemble=bad)
+        assert_one_line_error(caught, "ensemble")
+    with pytest.raises(KpnError, match=r"x.toml: infer.ensemble = 3 must be one of 1, 2, 4, 8"):
+        dataclasses.replace(loaded.config.infer, ensemble=3).validate("x.toml")

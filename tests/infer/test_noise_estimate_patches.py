@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from kpn.infer.noise_patches import (
+    CHOSEN_BIAS,
     DETAIL_STEP,
     IMMERKAER,
     PATCH,
@@ -60,6 +61,20 @@ def _noise_details(count: int, rng: np.random.Generator) -> tuple[np.ndarray, np
     residuals = pixels @ plane_residual()
     flat = (residuals**2).sum(axis=1) <= chi2_quantile(PATCH * PATCH - PLANE, 0.99)
     return patch_details(pixels), flat
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 10, 11])
+def test_detail_variance_reads_the_median(count: int) -> None:
+    """One partition, the median of an even count the mean of its two middles: what
+    np.median gives, for odd and even counts of chosen values; nothing chosen is NaN."""
+    rng = np.random.default_rng(count)
+    details = rng.normal(size=(count, 9))
+    chosen = rng.random(count) < 0.7
+    chosen[0] = True
+    median = np.median(np.abs(details[chosen]))
+    expected = (median / 0.6744897501960817) ** 2 / CHOSEN_BIAS
+    assert detail_variance(details, chosen) == pytest.approx(expected, rel=1e-12)
+    assert np.isnan(detail_variance(details, np.zeros(count, bool)))
 
 
 def test_detail_variance_is_unbiased_on_chosen_noise() -> None:
