@@ -307,10 +307,10 @@ def crop_grid(path: Path, crops: dict, psnrs: dict) -> None:
 
 def ensemble_counts(text: str) -> tuple[int, ...]:
     """``--ensemble``'s comma-separated counts, each one of 2, 4, 8."""
-    counts = tuple(int(part) for part in text.split(",") if part.strip().isdigit())
-    if not counts or len(counts) != len(text.split(",")) or not set(counts) <= {2, 4, 8}:
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part in ("2", "4", "8") for part in parts):
         raise argparse.ArgumentTypeError(f"{text!r}: expected counts among 2, 4, 8, e.g. 2,4")
-    return counts
+    return tuple(map(int, parts))
 
 
 def parse_models(pairs: list[str]) -> dict[str, Denoiser]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import math
 import os
@@ -113,16 +114,24 @@ def test_scores_by_hand() -> None:
     assert clipped["psnr_srgb"] == math.inf  # scored as displayed: clipped to [0, 1]
 
 
+def test_quality_ensemble_counts() -> None:
+    assert quality.ensemble_counts("2, 4,8") == (2, 4, 8)
+    for bad in ("", "3", "2,", "1", "two"):
+        with pytest.raises(argparse.ArgumentTypeError, match="among 2, 4, 8"):
+            quality.ensemble_counts(bad)
+
+
 @pytest.mark.slow
 def test_quality_quick_end_to_end(tmp_path: Path, lut: Path) -> None:
     out = tmp_path / "results"
     done = run_script(
-        "quality.py", "--quick", "--model", f"seeded={lut}", "--out", out, "--profile-test"
-    )
+        "quality.py", "--quick", "--model", f"seeded={lut}", "--out", out, "--profile-test",
+        "--ensemble", "2",
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     rows = read_csv(out / "quality.csv")
     told = [f"kpn seeded, no SURE, noise told x{f:g}" for f in quality.WRONG_PROFILE]
-    methods = ["noisy", "kpn seeded", "kpn seeded, no SURE", *told]
+    methods = ["noisy", "kpn seeded", "kpn seeded, no SURE", "kpn seeded, ensemble 2", *told]
     methods += ["non-local means", "wavelet", "CBM3D"]
     assert sorted({r["method"] for r in rows}) == sorted(methods)
     assert len(rows) == 2 * 2 * len(methods)  # photos x noises x methods

@@ -31,7 +31,7 @@ estimate says the network does harm there (:mod:`kpn.infer.sure`; ``infer.sure``
 1.7 times the network alone's time on a 24 Mpx photo (``infer.sure_divergence``). vkdt's
 presets turn it off, as vkdt has no such stage. ``--ensemble N`` (``infer.ensemble``, kpn
 only): the mean of the outputs of N orientations of the image (transposed, turned, flipped),
-N times the time, +0.03 to +0.2 dB (docs/design.md §19).
+N times the time, +0.02 to +0.18 dB on the benchmark (docs/design.md §19).
 
 Noise profile, first that applies: ``--noise-a``/``--noise-b`` (0..65535 scale);
 ``--nprof FILE``; the profile of a camera raw file's maker, model and ISO in

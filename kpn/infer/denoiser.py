@@ -141,14 +141,11 @@ class Denoiser:
         if self.tile == 0:
             return passes * self.ensemble
         tile = self.probe_tile if one_pass else self.tile
-        transposes = self.ensemble // 2  # every other orientation is transposed
+        empty = np.empty((height, width, 0), dtype=np.float32)  # an image's shape, turned
+        shapes = [forward(empty).shape[:2] for forward, _ in ORIENTATIONS[: self.ensemble]]
         return passes * sum(
-            count * plan_tiles(rows, columns, self.config, self.levels, tile).tiles
-            for count, (rows, columns) in (
-                (self.ensemble - transposes, (height, width)),
-                (transposes, (width, height)),
-            )
-            if count
+            plan_tiles(rows, columns, self.config, self.levels, tile).tiles
+            for rows, columns in shapes
         )
 
     @property
