@@ -38,11 +38,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from kpn.config import ModelConfig
+from kpn.config import KERNEL_OUTPUTS, ModelConfig
 from kpn.model import native
 from kpn.model.apply import SOFTMAX_SCALE, apply_kernel_padded, kernel_weights
 from kpn.model.features import STAR15_RADIUS, STAR15_TAPS
-from kpn.model.mlp import LEAKY_SLOPE, OUTPUTS, linear_activated
+from kpn.model.mlp import LEAKY_SLOPE, linear_activated
 
 BAND_PRECISIONS = ("fp32", "bf16")
 
@@ -131,8 +131,8 @@ class _Band(torch.autograd.Function):
             layers.append(linear_activated(layers[-1], weight.to(hidden_dtype), activation))
         last = layers[-1].to(weights[-1].dtype).view(batch, pixels, -1)
         outputs = torch.matmul(weights[-1], last.transpose(1, 2))  # [B,16,P], planar
-        outputs = outputs.view(batch, OUTPUTS, height, width)
-        logits = outputs[:, : OUTPUTS - 1]
+        outputs = outputs.view(batch, KERNEL_OUTPUTS, height, width)
+        logits = outputs[:, : KERNEL_OUTPUTS - 1]
         tap_weights = logits.new_empty(logits.shape)
         filtered = native.softmax_apply(padded, logits, tap_weights)
         if filtered is None:  # no native loops: kpn's eager definition
@@ -143,7 +143,7 @@ class _Band(torch.autograd.Function):
         ctx.hidden_dtype = hidden_dtype
         ctx.layer_count = len(layers)
         ctx.input_shape, ctx.input_dtype = inputs.shape, inputs.dtype
-        return filtered, outputs[:, OUTPUTS - 1 :]
+        return filtered, outputs[:, KERNEL_OUTPUTS - 1 :]
 
     @staticmethod
     def backward(
@@ -156,7 +156,7 @@ class _Band(torch.autograd.Function):
             logits = softmax_apply_backward(grad_filtered, padded, tap_weights, filtered)
         grad_outputs = torch.cat((logits, grad_alpha), dim=1)  # [B,16,h,w]
         # planar -> pixel rows [B*P, 16]: the products below run on rows, as the forward's
-        grad_rows = grad_outputs.flatten(2).transpose(1, 2).reshape(-1, OUTPUTS)
+        grad_rows = grad_outputs.flatten(2).transpose(1, 2).reshape(-1, KERNEL_OUTPUTS)
         grads = [grad_rows.T @ last.view(grad_rows.shape[0], -1)]
         grad = (grad_rows @ weights[-1]).to(ctx.hidden_dtype)
         grad_inputs = None

@@ -44,7 +44,7 @@ def blend_level(
     """
     if isinstance(alpha, Tensor) and alpha.shape[1] == 2:
         slope = alpha_slope(coarse_up, filtered, blend, vkdt_border)
-        return coarse_up + luma_chroma(alpha[:, :1] * slope, alpha[:, 1:] * slope)
+        return coarse_up + alpha_times_slope(alpha, slope)
     if blend == "mix":
         return (1.0 - alpha) * coarse_up + alpha * filtered
     if blend == "add":
@@ -53,6 +53,17 @@ def blend_level(
         smooth = smooth_post_diff if vkdt_border else smooth_box2_bspline
         return coarse_up + alpha * (filtered - smooth(filtered))
     raise ValueError(f"unknown blend {blend!r}")
+
+
+def alpha_times_slope(alpha: Tensor, slope: Tensor) -> Tensor:
+    """``alpha`` times :func:`alpha_slope`'s ``slope``; a two-channel alpha (luma's and
+    chroma's, ``model.chroma_kernel``) times the slope's luma and chroma each.
+
+    ``[B,1,H,W] or [B,2,H,W], [B,3,H,W] -> [B,3,H,W]``
+    """
+    if alpha.shape[1] == 2:
+        return luma_chroma(alpha[:, :1] * slope, alpha[:, 1:] * slope)
+    return alpha * slope
 
 
 def alpha_slope(coarse_up: Tensor, filtered: Tensor, blend: str, vkdt_border: bool) -> Tensor:

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 from torch.profiler import record_function
 
-from kpn.config import ModelConfig
+from kpn.config import KERNEL_OUTPUTS, ModelConfig
 from kpn.model import native
 from kpn.model.apply import (
     F16_PRECISION,
@@ -52,7 +52,7 @@ from kpn.model.features import (
     star15_features_padded,
     star15_snr_features_padded,
 )
-from kpn.model.mlp import OUTPUTS, mlp_forward_planar
+from kpn.model.mlp import mlp_forward_planar
 from kpn.model.sampling import pad_symmetric
 
 BLOCK = 16  # vkdt's network processes the pixels of a level in blocks of 16
@@ -373,5 +373,5 @@ def filter_level(
             and not torch.is_grad_enabled()
         )
         second = kernel_filter_for(config, native_loops)
-        image = second(pad_symmetric(image, *STAR15_PADDING), kernel[:, : OUTPUTS - 1])
+        image = second(pad_symmetric(image, *STAR15_PADDING), kernel[:, : KERNEL_OUTPUTS - 1])
     return image, torch.cat(alphas, dim=2), kernel

@@ -37,10 +37,9 @@ from kpn.model.apply import (
     apply_limit,
     filter_with_outputs,
     kernel_weights,
-    luma_chroma,
     output_alphas,
 )
-from kpn.model.blend import alpha_slope
+from kpn.model.blend import alpha_slope, alpha_times_slope
 from kpn.model.features import STAR15_PADDING, STAR15_RADIUS, STAR15_TAPS, luminance
 from kpn.model.level_filter import FEATURE_PADDING, band_features
 from kpn.model.mlp import mlp_forward_planar
@@ -120,7 +119,7 @@ class Response:
             up, own = coarse_up[:, image][sampled], filtered[:, image][sampled]
             slope = alpha_slope(up, own, blend, border)
         if change.shape[1] == 2:  # luma's and chroma's alpha (design §18)
-            moved = luma_chroma(change[:, :1] * slope, change[:, 1:] * slope)
+            moved = alpha_times_slope(change, slope)
             output[:, IMAGE_CHANNELS:][sampled].add_(moved, alpha=SAMPLE_STRIDE**2 / self.step)
             return output
         output[:, IMAGE_CHANNELS:][sampled].addcmul_(

@@ -16,7 +16,6 @@ from kpn.errors import KpnError
 from kpn.model.precision import VKDT_MATMULS, matmul_f16, matmul_f16_fallback, round_f16
 from kpn.model.vkdt_backward import vkdt_f16_mlp
 
-OUTPUTS = KERNEL_OUTPUTS  # 15 kernel weights in tap order, then alpha (vkdt's network)
 PRECISIONS = ("fp32", "bf16", "vkdt-f16")
 LEAKY_SLOPE = 0.001  # vkdt's leaky relu
 
@@ -205,7 +204,7 @@ class MLP(nn.Module):
         precision: str = "fp32",
         matmul: str = "coopmat",
         first_live: int = 0,
-        outputs: int = OUTPUTS,
+        outputs: int = KERNEL_OUTPUTS,
     ) -> None:
         super().__init__()
         if not 0 <= first_live <= width:
