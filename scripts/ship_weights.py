@@ -6,8 +6,8 @@
 Copies the run's checkpoint, ``.lut`` (where one holds the model) and resolved config,
 and writes ``MODEL.md``, the model card: the network, the data, the noise range, the
 budget, the seed, the commit, the validation and benchmark scores, and the command that
-reproduces it. ``infer.py``
-without ``--weights`` loads the first of ``kpn.infer.weights.SHIPPED``.
+reproduces it. ``infer.py`` without ``--weights`` loads the first of
+``kpn.infer.weights.SHIPPED``.
 """
 
 from __future__ import annotations
