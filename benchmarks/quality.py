@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model", action="append", metavar="NAME=WEIGHTS",
         help="a run directory, checkpoint or .lut (repeatable; default: the shipped models, "
-        "design-chroma, design and vkdt-w32 from weights/)",
+        "design-star21, design-chroma, design and vkdt-w32 from weights/)",
     )  # fmt: skip
     parser.add_argument("--images", default=",".join(PHOTOS), help="scikit-image photos")
     parser.add_argument("--out", default="benchmarks/results", help="where the results go")
@@ -478,7 +478,7 @@ def report(
         "generalised Anscombe transform for camera noise; outputs clipped to [0, 1] before scoring",
         *(
             f"- kpn {n}: {d.levels} levels, W {d.config.width}, "
-            f"{d.config.features}, tile {d.tile}; "
+            f"{d.config.features}, {d.config.kernel_taps} kernels, tile {d.tile}; "
             + (f"SURE blend, window {d.sure_window} (kpn.infer.sure)" if d.sure else "no SURE")
             for n, d in models.items()
         ),

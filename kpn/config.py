@@ -26,6 +26,7 @@ MlpInput = Literal["mip", "detail"]
 Blend = Literal["mix", "add", "post_diff"]
 Guide = Literal["none", "centre"]
 Features = Literal["star15", "star15_snr", "patch8x8"]
+KernelTaps = Literal["star15", "star21"]
 NoiseLuminance = Literal["x", "lowpass"]
 Activation = Literal["leaky_relu", "relu", "none"]
 KernelActivation = Literal["softmax", "plain"]
@@ -43,7 +44,9 @@ FEATURE_CHANNELS = {"star15": 32, "star15_snr": 32, "patch8x8": 64}
 GUIDE_CHANNELS = {"none": 0, "centre": 2}
 # ... and those model.chroma_input adds (design §18): two opponent colours of each tap
 CHROMA_INPUT_CHANNELS = 30
-KERNEL_OUTPUTS = 16  # one kernel's outputs a pixel: 15 tap logits, then alpha
+KERNEL_OUTPUTS = 16  # vkdt's kernel outputs a pixel: star15's 15 tap logits, then alpha
+# The taps of each kernel shape (kpn.model.features.KERNEL_TAPS lists them, design §20).
+KERNEL_TAP_COUNTS = {"star15": 15, "star21": 21}
 # vkdt's kpn inference module reads every .lut with in_width 32 (kpn/main.c).
 VKDT_INFERENCE_IN_WIDTH = 32
 
@@ -112,6 +115,9 @@ class ModelConfig:
     # kpn only (design §18): the MLP also reads each star tap's two opponent colours against
     # the centre's, in noise units, where star15_snr's saturation cannot tell hues apart
     chroma_input: bool = False
+    # kpn only (design §20): the kernels' taps, vkdt's 15-tap star or star21, the star with
+    # its transpose (5x5 without its corners), which reaches 2 pixels along both axes
+    kernel_taps: KernelTaps = "star15"
 
     @property
     def in_features(self) -> int:
@@ -120,10 +126,15 @@ class ModelConfig:
         return FEATURE_CHANNELS[self.features] + GUIDE_CHANNELS[self.guide] + chroma
 
     @property
+    def kernel_outputs(self) -> int:
+        """One kernel's outputs a pixel: its taps' logits, then its alpha."""
+        return KERNEL_TAP_COUNTS[self.kernel_taps] + 1
+
+    @property
     def outputs(self) -> int:
-        """The network's outputs a pixel: 15 kernel logits and an alpha, twice with
+        """The network's outputs a pixel: a kernel's logits and an alpha, twice with
         ``chroma_kernel`` (luma's, then chroma's)."""
-        return 2 * KERNEL_OUTPUTS if self.chroma_kernel else KERNEL_OUTPUTS
+        return (2 if self.chroma_kernel else 1) * self.kernel_outputs
 
     def validate(self, where: str) -> None:
         if not 1 <= self.levels <= 16:
@@ -184,6 +195,11 @@ class ModelConfig:
             raise KpnError(
                 f"{where}: model.chroma_kernel is kpn's own network (32 outputs): it has no "
                 "vkdt float16 emulation nor vkdt's block transpose (docs/design.md §18)"
+            )
+        if self.kernel_taps != "star15" and (self.precision == "vkdt-f16" or self.block_transpose):
+            raise KpnError(
+                f"{where}: model.kernel_taps = '{self.kernel_taps}' is kpn's own kernel: it has "
+                "no vkdt float16 emulation nor vkdt's block transpose (docs/design.md §20)"
             )
         if self.chroma_kernel and self.fine_passes != 1:
             raise KpnError(

@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"- network: {model.levels} levels, {model.down} down, {model.up} up, "
         f"{model.mlp_input} + {model.blend}, {model.features} input, W {model.width}, "
-        f"{model.n_hidden} hidden layers, {model.kernel_activation} kernels, "
+        f"{model.n_hidden} hidden layers, {model.kernel_activation} {model.kernel_taps} kernels, "
         f"{model.alpha_activation} alpha{chroma}, {model.precision}; "
         f"{parameter_count(model)} parameters; every setting in `config.toml`",
         f"- data: {sources}; tiles {data.tile}x{data.tile}, batch {data.batch}",

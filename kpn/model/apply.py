@@ -1,4 +1,5 @@
-"""Apply (docs/design.md §4): filter a level's X with its predicted 15-tap star kernels, and alpha.
+"""Apply (docs/design.md §4): filter a level's X with its predicted star kernels (15 taps,
+or 21 with ``model.kernel_taps = "star21"``, design §20), and alpha.
 
 vkdt's ``apply.comp``: the kernel weights are normalised by their sum, with guards against
 NaN and runaway values, and the result is clamped to the float16 range. That clamp is part
@@ -15,8 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from kpn.config import KERNEL_OUTPUTS
-from kpn.model.features import STAR15_RADIUS, STAR15_TAPS
+from kpn.model.features import STAR15_RADIUS, kernel_taps
 from kpn.model.precision import F16_LIMIT
 
 F16_PRECISION = "vkdt-f16"  # the model precision that emulates vkdt's float16
@@ -48,13 +48,13 @@ def vkdt_softmax_gradient(logits: Tensor) -> Tensor:
 
 
 def kernel_factors(logits: Tensor, activation: str) -> tuple[Tensor, float]:
-    """The 15 taps' unnormalised weights, and the floor of their sum (what
+    """The taps' unnormalised weights, and the floor of their sum (what
     :func:`kernel_weights` divides by is max(floor, sum)).
 
     - ``softmax``: w_k = exp(0.1*(K_k - max K)), a NaN K_k gives 1; floor 1e-3.
     - ``plain``: w_k = K_k, or 0.001 where K_k is NaN or outside (-10, 10); floor 0.001.
 
-    ``[B,15,H,W] -> [B,15,H,W]``, weights in ``STAR15_TAPS`` order.
+    ``[B,T,H,W] -> [B,T,H,W]`` (T taps), weights in the taps' order.
     """
     if activation == "softmax":
         # vkdt's max starts from -1e38 and skips NaN; a NaN difference (a NaN tap, or
@@ -72,15 +72,15 @@ def kernel_factors(logits: Tensor, activation: str) -> tuple[Tensor, float]:
 
 
 def kernel_weights(logits: Tensor, activation: str) -> Tensor:
-    """Normalised tap weights from the network's 15 kernel outputs: the
+    """Normalised tap weights from the network's T kernel outputs: the
     :func:`kernel_factors` divided by max(floor, their sum).
 
     Args:
-        logits: ``[B,15,H,W]``.
+        logits: ``[B,T,H,W]``.
         activation: ``"softmax"`` | ``"plain"``.
 
     Returns:
-        ``[B,15,H,W]`` weights of the taps in ``STAR15_TAPS`` order.
+        ``[B,T,H,W]`` weights of the taps in :func:`kpn.model.features.kernel_taps` order.
     """
     factors, floor = kernel_factors(logits, activation)
     return factors / factors.sum(1, keepdim=True).clamp(min=floor)
@@ -102,11 +102,12 @@ def apply_limit(precision: str) -> float | None:
 def apply_kernel_padded(padded: Tensor, weights: Tensor, limit: float | None = F16_LIMIT) -> Tensor:
     """Star-shaped convolution of an X already padded by ``STAR15_PADDING``:
     I(p) = sum_k w_k(p) X(p + tap_k), clamped to +-``limit`` (the whole level:
-    :func:`kpn.model.reference.apply_kernel`).
+    :func:`kpn.model.reference.apply_kernel`), the taps those of the weights' count
+    (:func:`kpn.model.features.kernel_taps`).
 
     Args:
         padded: ``[B,C,h+4,w+4]``.
-        weights: ``[B,15,h,w]``, normalised (:func:`kernel_weights`).
+        weights: ``[B,T,h,w]``, normalised (:func:`kernel_weights`).
         limit: the clamp, default vkdt's; None keeps every value (:func:`apply_limit`).
 
     Returns:
@@ -115,7 +116,7 @@ def apply_kernel_padded(padded: Tensor, weights: Tensor, limit: float | None = F
     height, width = weights.shape[-2:]
     r = STAR15_RADIUS
     filtered = None
-    for k, (dx, dy) in enumerate(STAR15_TAPS):
+    for k, (dx, dy) in enumerate(kernel_taps(weights.shape[1])):
         tap = padded[..., r + dy : r + dy + height, r + dx : r + dx + width]
         term = weights[:, k : k + 1]
         filtered = term * tap if filtered is None else torch.addcmul(filtered, term, tap)
@@ -131,12 +132,12 @@ def apply_kernel_vkdt(
     float16 stores the order decides roundings that plain kernels amplify: measured
     against vkdt-cli, 2.1e-2 apart the other way (benchmarks/results/vkdt-oracle-head.md).
 
-    ``[B,C,h+4,w+4], [B,15,h,w] (kernel_factors), floor -> [B,C,h,w]``
+    ``[B,C,h+4,w+4], [B,T,h,w] (kernel_factors), floor -> [B,C,h,w]``
     """
     height, width = factors.shape[-2:]
     r = STAR15_RADIUS
     filtered, total = None, None
-    for k, (dx, dy) in enumerate(STAR15_TAPS):
+    for k, (dx, dy) in enumerate(kernel_taps(factors.shape[1])):
         tap = padded[..., r + dy : r + dy + height, r + dx : r + dx + width]
         factor = factors[:, k : k + 1]
         filtered = factor * tap if filtered is None else filtered + factor * tap
@@ -154,21 +155,24 @@ def luma_chroma(luma: Tensor, chroma: Tensor) -> Tensor:
     return chroma + difference.mean(2, keepdim=True).expand_as(difference).flatten(1, 2)
 
 
-def filter_with_outputs(outputs: Tensor, filter_kernel: Callable[[Tensor], Tensor]) -> Tensor:
-    """I from the network's outputs: ``filter_kernel`` (15 logits -> filtered image) with
-    the luma kernel's logits, and where there is a second kernel (``model.chroma_kernel``)
-    the chroma of what it filters (:func:`luma_chroma`).
-    ``[B,16,...]`` or ``[B,32,...] -> [B,3,...]``"""
-    image = filter_kernel(outputs[:, : KERNEL_OUTPUTS - 1])
-    if outputs.shape[1] == KERNEL_OUTPUTS:
+def filter_with_outputs(
+    outputs: Tensor, filter_kernel: Callable[[Tensor], Tensor], kernel_outputs: int
+) -> Tensor:
+    """I from the network's outputs, ``kernel_outputs`` (K, ``model.kernel_outputs``) a
+    kernel: ``filter_kernel`` (K - 1 logits -> filtered image) with the luma kernel's
+    logits, and where there is a second kernel (``model.chroma_kernel``) the chroma of what
+    it filters (:func:`luma_chroma`). ``[B,K,...]`` or ``[B,2K,...] -> [B,3,...]``"""
+    image = filter_kernel(outputs[:, : kernel_outputs - 1])
+    if outputs.shape[1] == kernel_outputs:
         return image
-    return luma_chroma(image, filter_kernel(outputs[:, KERNEL_OUTPUTS : 2 * KERNEL_OUTPUTS - 1]))
+    return luma_chroma(image, filter_kernel(outputs[:, kernel_outputs : 2 * kernel_outputs - 1]))
 
 
-def output_alphas(outputs: Tensor, activation: str) -> Tensor:
-    """The alpha after each kernel of the network's outputs (:func:`alpha_weight`):
-    ``[B,16,...] -> [B,1,...]``, ``[B,32,...] -> [B,2,...]`` (luma's, chroma's)."""
-    return alpha_weight(outputs[:, KERNEL_OUTPUTS - 1 :: KERNEL_OUTPUTS], activation)
+def output_alphas(outputs: Tensor, activation: str, kernel_outputs: int) -> Tensor:
+    """The alpha after each kernel of the network's outputs, ``kernel_outputs`` (K) a
+    kernel (:func:`alpha_weight`): ``[B,K,...] -> [B,1,...]``, ``[B,2K,...] -> [B,2,...]``
+    (luma's, chroma's)."""
+    return alpha_weight(outputs[:, kernel_outputs - 1 :: kernel_outputs], activation)
 
 
 def vkdt_sigmoid(x: Tensor) -> Tensor:

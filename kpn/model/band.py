@@ -55,6 +55,7 @@ def band_applies(config: ModelConfig) -> bool:
         and not config.block_transpose
         and config.fine_passes == 1  # a second pass needs the level's kernels kept
         and not config.chroma_kernel  # one kernel a pixel
+        and config.kernel_taps == "star15"
     )
 
 

@@ -25,6 +25,10 @@ STAR15_TAPS = (
 )  # fmt: skip
 STAR15_RADIUS = 2
 STAR15_PADDING = (2, 2, 2, 2)  # left, right, top, bottom
+# model.kernel_taps = "star21" (design §20): star15 and its transpose, 5x5 without its
+# corners, the same reach. star15's taps first, so that they keep their outputs.
+STAR21_TAPS = (*STAR15_TAPS, (-1, -2), (1, -2), (-2, 0), (2, 0), (-1, 2), (1, 2))
+KERNEL_TAPS = {"star15": STAR15_TAPS, "star21": STAR21_TAPS}
 # patch8x8: channel c reads tap (c//8 - 4, c%8 - 4).
 PATCH8X8_TAPS = tuple((c // 8 - 4, c % 8 - 4) for c in range(64))
 PATCH8X8_PADDING = (4, 3, 4, 3)
@@ -36,6 +40,15 @@ SIGMA_FLOOR = 1e-7  # star15_snr divides by sigma: a noise-free profile gives 1e
 # every tap's channel at 0 for any image: larger ones are taken as it.
 SIGMA_CEIL = 1e30
 STAR15_CENTRE = STAR15_TAPS.index((0, 0))
+
+
+def kernel_taps(count: int) -> tuple[tuple[int, int], ...]:
+    """The taps (dx, dy) of a kernel of ``count`` weights, in their order (15: star15,
+    21: star21)."""
+    for taps in KERNEL_TAPS.values():
+        if len(taps) == count:
+            return taps
+    raise ValueError(f"no kernel has {count} taps")
 
 
 def luminance(rgb: Tensor) -> Tensor:

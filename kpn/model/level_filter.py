@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 from torch.profiler import record_function
 
-from kpn.config import KERNEL_OUTPUTS, ModelConfig
+from kpn.config import ModelConfig
 from kpn.model import native
 from kpn.model.apply import (
     F16_PRECISION,
@@ -65,9 +65,9 @@ FEATURE_PADDING = {
 }
 
 # (features [B,in,P], the band's X padded by STAR15_PADDING [B,3,h+4,w+4], the MLP's
-# matrices) -> (I [B,3,h,w], alpha [B,1,h,w], network output [B,16,h,w] or None)
+# matrices) -> (I [B,3,h,w], alpha [B,1,h,w], network output [B,K,h,w] or None)
 BandFilter = Callable[[Tensor, Tensor, Sequence[Tensor]], tuple[Tensor, Tensor, Tensor | None]]
-# (the band's X padded by STAR15_PADDING [B,3,h+4,w+4], kernel logits [B,15,h,w]) -> I
+# (the band's X padded by STAR15_PADDING [B,3,h+4,w+4], kernel logits [B,T,h,w]) -> I
 KernelFilter = Callable[[Tensor, Tensor], Tensor]
 
 
@@ -167,7 +167,7 @@ def _as_computed(kernels: Tensor) -> Tensor:
 
 
 def kernel_filter_for(config: ModelConfig, native_loops: bool) -> KernelFilter:
-    """I of a band from its kernel logits ``[B,3,h+4,w+4], [B,15,h,w] -> [B,3,h,w]``:
+    """I of a band from its kernel logits ``[B,3,h+4,w+4], [B,T,h,w] -> [B,3,h,w]``:
     the kernel weights, then apply. Under ``vkdt-f16``, apply.comp's own order of sums
     and its float16 clamp; softmax kernels without a clamp in one pass of
     :func:`kpn.model.native.softmax_apply` where ``native_loops`` (float32 CPU tensors
@@ -259,8 +259,10 @@ def _network_band(
             config.vkdt_f16_backward,
         )
         kernel = store(outputs)[..., : height * width].view(batch, -1, height, width)
-    alpha = output_alphas(kernel, config.alpha_activation)
-    image = filter_with_outputs(kernel, functools.partial(kernel_filter, slab))
+    alpha = output_alphas(kernel, config.alpha_activation, config.kernel_outputs)
+    image = filter_with_outputs(
+        kernel, functools.partial(kernel_filter, slab), config.kernel_outputs
+    )
     return image, alpha, kernel if keep_kernel else None
 
 
@@ -341,7 +343,8 @@ def filter_level(
     Returns:
         filtered I ``[B,3,h,w]``, alpha ``[B,1,h,w]`` (``[B,2,h,w]``, luma's and
         chroma's, with ``model.chroma_kernel``), and the network output as apply reads it
-        ``[B,16,h,w]`` (kernel logits, then alpha; ``[B,32,h,w]``, luma's then chroma's),
+        ``[B,K,h,w]`` (K = ``config.kernel_outputs``: kernel logits, then alpha; ``[B,2K,h,w]``,
+        luma's then chroma's, with ``model.chroma_kernel``),
         or None where ``band`` drops it.
     """
     batch, _, height, width = x.shape
@@ -373,5 +376,6 @@ def filter_level(
             and not torch.is_grad_enabled()
         )
         second = kernel_filter_for(config, native_loops)
-        image = second(pad_symmetric(image, *STAR15_PADDING), kernel[:, : KERNEL_OUTPUTS - 1])
+        logits = kernel[:, : config.kernel_outputs - 1]
+        image = second(pad_symmetric(image, *STAR15_PADDING), logits)
     return image, torch.cat(alphas, dim=2), kernel

@@ -40,7 +40,7 @@ from kpn.model.apply import (
     output_alphas,
 )
 from kpn.model.blend import alpha_slope, alpha_times_slope
-from kpn.model.features import STAR15_PADDING, STAR15_RADIUS, STAR15_TAPS, luminance
+from kpn.model.features import STAR15_PADDING, STAR15_RADIUS, kernel_taps, luminance
 from kpn.model.level_filter import FEATURE_PADDING, band_features
 from kpn.model.mlp import mlp_forward_planar
 from kpn.model.precision import round_f16
@@ -175,8 +175,8 @@ def kernel_response(
         ).view(batch, config.outputs, -1, columns)
         still = _padded_rows(x[:, image], top, stop, STAR15_PADDING)
         sampled_filter = functools.partial(_apply_sampled, still, config=config)
-        filtered.append(filter_with_outputs(logits, sampled_filter))
-        alpha = output_alphas(logits, config.alpha_activation)
+        filtered.append(filter_with_outputs(logits, sampled_filter, config.kernel_outputs))
+        alpha = output_alphas(logits, config.alpha_activation, config.kernel_outputs)
         alphas.append(round_f16(alpha) if config.precision == F16_PRECISION else alpha)  # as stored
     return Response(step, torch.cat(filtered, dim=2), torch.cat(alphas, dim=2))
 
@@ -241,13 +241,13 @@ def _sampled_features(
 
 def _apply_sampled(padded: Tensor, logits: Tensor, config: ModelConfig) -> Tensor:
     """The star filter of rows of X padded by ``STAR15_PADDING`` ``[B,3,r+4,w+4]`` with
-    the kernels ``logits`` ``[B,15,n,c]`` of every ``SAMPLE_STRIDE``-th row and column:
+    the kernels ``logits`` ``[B,T,n,c]`` of every ``SAMPLE_STRIDE``-th row and column:
     ``-> [B,3,n,c]``, clamped as apply clamps."""
     tap_weights = kernel_weights(logits, config.kernel_activation)
     count, columns = logits.shape[-2:]
     r = STAR15_RADIUS
     filtered = None
-    for k, (dx, dy) in enumerate(STAR15_TAPS):
+    for k, (dx, dy) in enumerate(kernel_taps(logits.shape[1])):
         tap = padded[
             ...,
             r + dy : r + dy + SAMPLE_STRIDE * count : SAMPLE_STRIDE,

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from kpn.config import CHROMA_INPUT_CHANNELS
+from kpn.config import CHROMA_INPUT_CHANNELS, KERNEL_TAP_COUNTS
 
 SOURCE = Path(__file__).parent / "csrc" / "kpn_native.c"
 FLAGS = (
@@ -44,7 +44,8 @@ FLAGS = (
 )
 BUILD_SECONDS = 120
 STAR15_SNR_CHANNELS = 32
-TAPS = 15
+TAPS = 15  # star15's: the features' and the backward pass's
+KERNEL_TAPS_DONE = tuple(KERNEL_TAP_COUNTS.values())  # the softmax filter's (kpn_native.c)
 
 _F32P = ctypes.POINTER(ctypes.c_float)
 _I64 = ctypes.c_int64
@@ -115,7 +116,7 @@ def library() -> ctypes.CDLL | None:
     features.argtypes = [_F32P, _I64, _I64, _I64, _F32P, _I64, _I64, _F32P]
     features.argtypes += [_I64, _I64, _I64, ctypes.c_float, ctypes.c_int, _F32P]
     forward.argtypes = [_F32P, _I64, _I64, _I64, _F32P, _I64, _I64, _I64]
-    forward.argtypes += [_I64, _I64, _I64, _I64, _F32P, _F32P]
+    forward.argtypes += [_I64, _I64, _I64, _I64, _I64, _F32P, _F32P]
     backward.argtypes = [_F32P, _F32P, _I64, _I64, _I64, _F32P, _F32P]
     backward.argtypes += [_I64, _I64, _I64, _I64, _F32P]
     for function in (features, forward, backward):
@@ -183,23 +184,26 @@ def softmax_apply(
     """``apply_kernel_padded(padded, kernel_weights(logits, "softmax"), None)`` in one
     pass, or None where the loops do not apply.
 
-    ``[B,C,h+4,w+4], [B,15,h,w] -> [B,C,h,w]``; ``tap_weights``: None, or a contiguous
-    ``[B,15,h,w]`` float32 tensor that receives the normalised weights.
+    ``[B,C,h+4,w+4], [B,T,h,w] -> [B,C,h,w]``, T 15 or 21 taps
+    (:func:`kpn.model.features.kernel_taps`); ``tap_weights``: None, or a contiguous
+    ``[B,T,h,w]`` float32 tensor that receives the normalised weights.
     """
     if not _applies(padded, logits) or (lib := library()) is None:
         return None
     batch, channels = padded.shape[:2]
-    height, width = logits.shape[-2:]
+    taps, height, width = logits.shape[-3:]
+    if taps not in KERNEL_TAPS_DONE:
+        raise ValueError(f"logits: {taps} taps, not one of {KERNEL_TAPS_DONE}")
     _check_shape(padded, (batch, channels, height + 4, width + 4), "padded")
-    _check_shape(logits, (batch, TAPS, height, width), "logits")
+    _check_shape(logits, (batch, taps, height, width), "logits")
     if tap_weights is not None:
-        _check_shape(tap_weights, (batch, TAPS, height, width), "tap_weights")
+        _check_shape(tap_weights, (batch, taps, height, width), "tap_weights")
         if not (tap_weights.is_contiguous() and _applies(tap_weights)):
             raise ValueError("tap_weights must be a contiguous float32 CPU tensor")
     out = torch.empty(batch, channels, height, width)
     status = lib.kpn_softmax_apply(
         _pointer(padded), *padded.stride()[:3], _pointer(logits), *logits.stride()[:3],
-        batch, channels, height, width, _pointer(out),
+        batch, channels, height, width, taps, _pointer(out),
         None if tap_weights is None else _pointer(tap_weights),
     )  # fmt: skip
     if status:

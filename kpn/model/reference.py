@@ -56,7 +56,7 @@ def apply_kernel(x: Tensor, weights: Tensor, limit: float | None = F16_LIMIT) ->
     """Star-shaped convolution of a whole level, I(p) = sum_k w_k(p) X(p + tap_k), clamped
     to +-``limit`` (:func:`kpn.model.apply.apply_kernel_padded`, mirrored at the edges).
 
-    ``[B,C,H,W], [B,15,H,W] (normalised weights) -> [B,C,H,W]``; ``limit``: default
+    ``[B,C,H,W], [B,T,H,W] (normalised weights, T 15 or 21 taps) -> [B,C,H,W]``; ``limit``: default
     vkdt's, None keeps every value.
     """
     return apply_kernel_padded(pad_symmetric(x, *STAR15_PADDING), weights, limit)

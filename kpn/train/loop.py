@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from kpn.config import Config, TrainConfig, config_to_toml
+from kpn.config import KERNEL_OUTPUTS, Config, TrainConfig, config_to_toml
 from kpn.data.loader import TrainingBatch, training_batches, validation_set
 from kpn.errors import KpnError, make_folder
 from kpn.io.atomic import atomic_write_bytes
@@ -54,7 +54,7 @@ from kpn.train.loss import kpn_loss
 from kpn.train.monitor import Monitor, Progress
 from kpn.train.optim import clip_gradients_, make_optimizer, weight_buffer_size
 from kpn.train.validation import Validation, validate
-from kpn.train.widen import grows_into, widened
+from kpn.train.widen import grows_into, star21_outputs, widened
 from kpn.vkdt.export import export_lut, lut_holds
 from kpn.vkdt.lut_model import load_lut
 
@@ -188,13 +188,18 @@ def start_trainee(plan: Plan, seed: int, device: torch.device) -> Trainee:
 def initialise(model: KPN, config: Config) -> None:
     """vkdt's init: random (already done by the constructor) or weights from a file."""
     init = config.train.init
-    if init.endswith(".lut") and config.model.chroma_kernel:
-        # a .lut holds one kernel: the chroma's kernel and alpha start as the luma's, so the
-        # model starts as the file's network (design §18)
-        shared = KPN(dataclasses.replace(config.model, chroma_kernel=False))
+    if init.endswith(".lut") and config.model.outputs != KERNEL_OUTPUTS:
+        # a .lut holds one star15 kernel: the chroma's kernel and alpha start as the luma's,
+        # so the model starts as the file's network (design §18); star21's new taps as
+        # their transposes (design §20)
+        shared = KPN(dataclasses.replace(config.model, chroma_kernel=False, kernel_taps="star15"))
         load_lut(shared.mlp, shared.config, init)
         matrices = [weight.detach() for weight in shared.mlp.weights]
-        load_weights(model.mlp, [*matrices[:-1], matrices[-1].repeat(2, 1)])
+        if config.model.chroma_kernel:
+            matrices[-1] = matrices[-1].repeat(2, 1)
+        if config.model.kernel_taps == "star21":
+            matrices[-1] = star21_outputs(matrices[-1])
+        load_weights(model.mlp, matrices)
     elif init.endswith(".lut"):
         load_lut(model.mlp, config.model, init)
     elif init.endswith(".pt"):
@@ -205,11 +210,15 @@ def initialise(model: KPN, config: Config) -> None:
         elif grows_into(trained, config.model):
             small = KPN(trained)
             small.load_state_dict(state.model)
-            load_weights(model.mlp, widened(small.mlp.weights, model.mlp.weights))
+            matrices = [weight.detach() for weight in small.mlp.weights]
+            if trained.kernel_taps != config.model.kernel_taps:
+                matrices[-1] = star21_outputs(matrices[-1])
+            load_weights(model.mlp, widened(matrices, model.mlp.weights))
         else:
             raise KpnError(
                 f"{init}: checkpoint's model differs from the config's (only a narrower "
-                "model.width or model.chroma_input off may: the new network starts as it)"
+                "model.width or model.chroma_input off, where the new network starts as it, "
+                "or star15 kernels for star21 may)"
             )
 
 

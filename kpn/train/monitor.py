@@ -206,7 +206,8 @@ def log_pictures(writer: SummaryWriter, model: KPN, batch: TrainingBatch, step: 
         alpha = alpha_map(outputs.alpha[0, 0], f"alpha level {level}")
         writer.add_image(f"alpha/level_{level}", alpha, step)
         if outputs.kernel is not None:
-            taps = kernel_weights(outputs.kernel[:1, :15], model.config.kernel_activation)
+            logits = outputs.kernel[:1, : model.config.kernel_outputs - 1]
+            taps = kernel_weights(logits, model.config.kernel_activation)
             stars = kernel_stars(taps[0], title=f"kernels level {level}")
             writer.add_image(f"kernels/level_{level}", stars, step)
     # TensorBoard keys a tag to one plugin: an image and a histogram under the same tag

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from kpn.metrics import srgb
-from kpn.model.features import STAR15_RADIUS, STAR15_TAPS
+from kpn.model.features import STAR15_RADIUS, kernel_taps
 
 BACKGROUND = 0.2  # grey behind labels and legends: neither a map's black (0) nor white (1)
 FRAME = 0.5  # grey line around maps and bars, so a black or white map keeps its edges
@@ -298,11 +298,12 @@ def alpha_map(alpha: Tensor, title: str = "alpha", size: int = 128) -> Tensor:
 def kernel_stars(
     tap_weights: Tensor, count: int = 4, cell: int = 8, title: str = "kernel taps"
 ) -> Tensor:
-    """The 15-tap kernels of a grid of ``count x count`` pixels, each drawn as its star,
-    on one diverging colour scale (the largest |weight| drawn) shown by a legend.
+    """The star kernels (15 or 21 taps) of a grid of ``count x count`` pixels, each drawn
+    as its star, on one diverging colour scale (the largest |weight| drawn) shown by a
+    legend.
 
     Args:
-        tap_weights: ``[15,H,W]`` normalised kernel weights of one image (docs/design.md §4).
+        tap_weights: ``[T,H,W]`` normalised kernel weights of one image (docs/design.md §4).
         count: pixels per side of the sample grid, spread evenly over the image.
         cell: screen pixels per tap.
         title: the heading.
@@ -321,7 +322,7 @@ def kernel_stars(
         line = []
         for x in xs.tolist():
             star = torch.zeros(size, size)
-            for k, (dx, dy) in enumerate(STAR15_TAPS):
+            for k, (dx, dy) in enumerate(kernel_taps(tap_weights.shape[0])):
                 star[STAR15_RADIUS + dy, STAR15_RADIUS + dx] = tap_weights[k, y, x]
             line.append(frame(enlarge(signed_colors(star, vmax), cell)))
         stars.append(torch.cat(line, dim=2))

@@ -40,8 +40,8 @@ def lut_trailer(config: Config) -> str:
 
 
 def lut_holds(model: ModelConfig) -> bool:
-    """Whether vkdt's ``.lut`` holds ``model``'s network: one kernel and alpha a pixel (16
-    outputs), not ``model.chroma_kernel``'s two."""
+    """Whether vkdt's ``.lut`` holds ``model``'s network: one star15 kernel and alpha a
+    pixel (16 outputs), not ``model.chroma_kernel``'s two nor star21's 22."""
     return model.outputs == KERNEL_OUTPUTS
 
 
@@ -51,8 +51,9 @@ def _lut_contents(mlp: MLP, config: Config, layout: str, where: object) -> dict[
     ``where`` (the destination) names a model no ``.lut`` holds in its KpnError."""
     if not lut_holds(config.model):
         raise KpnError(
-            f"{where}: not written: model.chroma_kernel's network has 32 outputs a pixel and "
-            "vkdt's .lut holds 16 (docs/design.md §18); its weights are the run's checkpoint"
+            f"{where}: not written: the network has {config.model.outputs} outputs a pixel "
+            "(model.chroma_kernel, model.kernel_taps) and vkdt's .lut holds 16 "
+            "(docs/design.md §18, §20); its weights are the run's checkpoint"
         )
     return {
         "matrices": [weight.detach().cpu() for weight in mlp.weights],

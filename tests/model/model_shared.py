@@ -140,11 +140,12 @@ def smooth_weights(config: ModelConfig, seed: int) -> list[Tensor]:
     for hidden in weights[1:-1]:
         hidden[0] = 0.0
         hidden[0, 0] = 1.0
-    for first in range(0, config.outputs, 16):  # each kernel's (luma's, then chroma's)
-        out = weights[-1][first : first + 16]
-        out[:ALPHA, 0] += 1.0 / 15  # every tap about 1/15: sums near 1 even when
+    taps = config.kernel_outputs - 1  # star15's or star21's; alpha after them
+    for first in range(0, config.outputs, taps + 1):  # each kernel's (luma's, then chroma's)
+        out = weights[-1][first : first + taps + 1]
+        out[:taps, 0] += 1.0 / taps  # every tap about 1/taps: sums near 1 even when
         out[SPEC_STAR15_CENTRE, 0] += 0.5  # the block transpose mixes pixels' outputs
-        out[ALPHA, 0] += 0.5
+        out[taps, 0] += 0.5
     return weights
 
 

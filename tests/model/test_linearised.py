@@ -48,6 +48,9 @@ CASES = {
     "post_diff_chroma": dataclasses.replace(
         DESIGN, blend="post_diff", chroma_kernel=True, chroma_input=True
     ),
+    "post_diff_chroma_star21": dataclasses.replace(
+        DESIGN, blend="post_diff", chroma_kernel=True, chroma_input=True, kernel_taps="star21"
+    ),
 }
 NOISE = torch.tensor([[2e5, 40.0]])
 

@@ -87,26 +87,30 @@ def test_signed_log1p_across_magnitudes(eager) -> None:
 
 
 @pytest.mark.parametrize(("batch", "channels", "height", "width"), [(1, 3, 6, 70), (2, 3, 3, 5)])
-def test_softmax_apply_matches_eager(eager, batch: int, channels: int, height: int, width: int):
+@pytest.mark.parametrize("taps", [15, 21])  # star15, star21
+def test_softmax_apply_matches_eager(
+    eager, batch: int, channels: int, height: int, width: int, taps: int
+):
     padded, _ = band(batch, height, width, seed=1)
     generator = torch.Generator().manual_seed(2)
-    kernel = 40.0 * torch.randn(batch, 16, height, width, generator=generator)
+    kernel = 40.0 * torch.randn(batch, taps + 1, height, width, generator=generator)
     kernel[0, 3, 0, 0] = float("nan")  # a NaN tap weighs 1
-    kernel[0, :15, 0, 1] = float("nan")  # every tap NaN: the mean
+    kernel[0, :taps, 0, 1] = float("nan")  # every tap NaN: the mean
     kernel[0, 5, 1, 2] = -float("inf")  # weighs 0
-    kernel[0, 6, 1, 3] = 1e30  # the others vanish
-    logits = kernel[:, :15]  # a view, as the model passes it
+    kernel[0, taps - 1, 1, 3] = 1e30  # the others vanish
+    logits = kernel[:, :taps]  # a view, as the model passes it
     fused = native.softmax_apply(padded, logits)
     expected = eager(lambda: apply_kernel_padded(padded, kernel_weights(logits, "softmax"), None))
     assert fused is not None and not fused.isnan().any()
     assert_close(fused, expected, rtol=1e-6, atol=1e-6)
 
 
-def test_softmax_apply_keeps_weights(eager) -> None:
+@pytest.mark.parametrize("taps", [15, 21])
+def test_softmax_apply_keeps_weights(eager, taps: int) -> None:
     """The weights it can hand back (for the band's backward pass) are kernel_weights'."""
     padded, _ = band(2, 4, 9, seed=4)
-    logits = 30.0 * torch.randn(2, 15, 4, 9, generator=torch.Generator().manual_seed(5))
-    tap_weights = torch.empty(2, 15, 4, 9)
+    logits = 30.0 * torch.randn(2, taps, 4, 9, generator=torch.Generator().manual_seed(5))
+    tap_weights = torch.empty(2, taps, 4, 9)
     fused = native.softmax_apply(padded, logits, tap_weights)
     expected = eager(kernel_weights, logits, "softmax")
     assert_close(tap_weights, expected, rtol=1e-6, atol=1e-7)
@@ -143,12 +147,20 @@ def test_applies_to_float32_cpu_without_gradient() -> None:
 
 @pytest.mark.parametrize(("precision", "tolerance"), [("fp32", 1e-5), ("bf16", 1e-3)])
 @pytest.mark.parametrize("chroma", [False, True])
-def test_model_output_matches_eager(eager, precision: str, tolerance: float, chroma: bool):
-    """The whole network, untiled (with chroma_kernel and chroma_input too): float32 within
-    the issue's 1e-5 of the eager path; bfloat16 within a few of its roundings (a feature 1
-    ulp apart can round to another bfloat16)."""
+@pytest.mark.parametrize("kernel_taps", ["star15", "star21"])
+def test_model_output_matches_eager(
+    eager, precision: str, tolerance: float, chroma: bool, kernel_taps: str
+):
+    """The whole network, untiled (with chroma_kernel and chroma_input too, and star21's
+    kernels): float32 within the issue's 1e-5 of the eager path; bfloat16 within a few of
+    its roundings (a feature 1 ulp apart can round to another bfloat16)."""
     config = dataclasses.replace(
-        ModelConfig(), levels=3, precision=precision, chroma_kernel=chroma, chroma_input=chroma
+        ModelConfig(),
+        levels=3,
+        precision=precision,
+        chroma_kernel=chroma,
+        chroma_input=chroma,
+        kernel_taps=kernel_taps,
     )
     torch.manual_seed(0)
     model = KPN(config)
@@ -195,5 +207,7 @@ def test_refuses_shapes_the_loops_would_overrun() -> None:
         native.star15_snr_features(padded, noise_ab[:1], 0, noise_lum)
     with pytest.raises(ValueError, match="logits"):
         native.softmax_apply(padded, torch.zeros(1, 15, 3, 4))
+    with pytest.raises(ValueError, match="16 taps"):
+        native.softmax_apply(padded, torch.zeros(2, 16, 3, 4))
     with pytest.raises(ValueError, match="tap_weights"):
         native.softmax_apply(padded, torch.zeros(2, 15, 3, 4), torch.empty(2, 15, 4, 3).mT)

@@ -207,6 +207,16 @@ GRADCHECK_VARIANTS = {
         "n_hidden": 1,
     },
     "chroma_kernel-mix-plain": {"chroma_kernel": True, "kernel_activation": "plain"},
+    "star21-chroma_kernel-post_diff": {
+        "blend": "post_diff",
+        "chroma_kernel": True,
+        "kernel_taps": "star21",
+    },
+    "star21-plain-fine_passes-2": {
+        "kernel_taps": "star21",
+        "kernel_activation": "plain",
+        "fine_passes": 2,
+    },
     "patch8x8": {"features": "patch8x8", "width": 64, "n_hidden": 1},
     "patch8x8-add-transpose": {
         "features": "patch8x8",
@@ -242,8 +252,9 @@ def check_smooth_point(out: KPNOutput, config: ModelConfig) -> None:
     for level in out.levels:
         if level.kernel is None:
             continue
-        for first in range(0, config.outputs, 16):  # each kernel (chroma_kernel: two)
-            logits, raw_alpha = level.kernel[:, first : first + 15], level.kernel[:, first + 15]
+        taps = config.kernel_outputs - 1
+        for first in range(0, config.outputs, taps + 1):  # each kernel (chroma_kernel: two)
+            logits, raw_alpha = level.kernel[:, first : first + taps], level.kernel[:, first + taps]
             if config.kernel_activation == "plain":
                 assert logits.abs().max() < 9.0  # far from the +-10 replacement
                 assert (logits.sum(1) - 0.001).abs().min() > 0.05  # and from max(0.001, sum)

@@ -61,6 +61,9 @@ CASES = {
     "guide_bilinear_post_diff": dataclasses.replace(
         DESIGN, guide="centre", up="bilinear", blend="post_diff"
     ),
+    "star21_chroma": dataclasses.replace(
+        DESIGN, blend="post_diff", chroma_kernel=True, chroma_input=True, kernel_taps="star21"
+    ),
 }
 
 

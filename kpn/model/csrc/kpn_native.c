@@ -12,12 +12,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TAPS 15
+#define TAPS 15 /* star15's: the features' and the backward pass's */
+#define MAX_TAPS 21 /* star21's (model.kernel_taps): star15's, then its transpose's others */
 #define CENTRE 7
 #define CHANNELS 32
 #define CHROMA_CHANNELS 30 /* model.chroma_input's, after the 32 */
-static const int TAP_DX[TAPS] = {0, -2, -1, 0, 1, 2, -1, 0, 1, -2, -1, 0, 1, 2, 0};
-static const int TAP_DY[TAPS] = {-2, -1, -1, -1, -1, -1, 0, 0, 0, 1, 1, 1, 1, 1, 2};
+static const int TAP_DX[MAX_TAPS] = {0,  -2, -1, 0, 1, 2, -1, 0, 1, -2, -1,
+                                     0,  1,  2,  0, -1, 1, -2, 2, -1, 1};
+static const int TAP_DY[MAX_TAPS] = {-2, -1, -1, -1, -1, -1, 0, 0, 0, 1, 1,
+                                     1,  1,  1,  2,  -2, -2, 0, 0, 2, 2};
 
 static const float LUMA_R = 0.2627002f, LUMA_G = 0.6779981f, LUMA_B = 0.0593017f;
 static const float OPPONENT_RG = 0.70710678118654752f, OPPONENT_YB = 0.40824829046386302f;
@@ -239,38 +242,40 @@ static void multiply_add(const float *restrict a, const float *restrict b, float
 }
 
 /* kpn.apply's softmax star filter: apply_kernel_padded(padded, kernel_weights(logits,
- * "softmax"), None). padded: [B,C,h+4,w+4] with (sb, sc, sy, 1); logits: [B,>=15,h,w] with
- * (kb, kc, ky, 1); out: [B,C,h,w] contiguous; tap_weights: NULL, or [B,15,h,w] contiguous
- * for the normalised weights. Returns 0, or -1 (no memory). */
+ * "softmax"), None) with the first `taps` taps (15: star15, 21: star21). padded:
+ * [B,C,h+4,w+4] with (sb, sc, sy, 1); logits: [B,>=taps,h,w] with (kb, kc, ky, 1); out:
+ * [B,C,h,w] contiguous; tap_weights: NULL, or [B,taps,h,w] contiguous for the normalised
+ * weights. Returns 0, or -1 (no memory, or a tap count outside 1..21). */
 int kpn_softmax_apply(const float *padded, int64_t sb, int64_t sc, int64_t sy,
                       const float *logits, int64_t kb, int64_t kc, int64_t ky, int64_t batch,
-                      int64_t channels, int64_t height, int64_t width, float *out,
+                      int64_t channels, int64_t height, int64_t width, int64_t taps, float *out,
                       float *tap_weights) {
-    float *weights = malloc(sizeof(float) * (size_t)((TAPS + 2) * width));
+    if (taps < 1 || taps > MAX_TAPS) return -1;
+    float *weights = malloc(sizeof(float) * (size_t)((taps + 2) * width));
     if (!weights) return -1;
-    float *largest = weights + TAPS * width, *total = largest + width;
+    float *largest = weights + taps * width, *total = largest + width;
     for (int64_t b = 0; b < batch; ++b) {
         for (int64_t y = 0; y < height; ++y) {
             const float *z = logits + b * kb + y * ky;
             for (int64_t x = 0; x < width; ++x) largest[x] = -INFINITY;
-            for (int t = 0; t < TAPS; ++t) running_max(z + t * kc, largest, width);
+            for (int t = 0; t < taps; ++t) running_max(z + t * kc, largest, width);
             for (int64_t x = 0; x < width; ++x) {
                 largest[x] = largest[x] > SOFTMAX_MAX_START ? largest[x] : SOFTMAX_MAX_START;
                 total[x] = 0.0f;
             }
-            for (int t = 0; t < TAPS; ++t)
+            for (int t = 0; t < taps; ++t)
                 softmax_factors(z + t * kc, largest, weights + t * width, total, width);
             for (int64_t x = 0; x < width; ++x)
                 total[x] = total[x] > SOFTMAX_MIN_SUM ? total[x] : SOFTMAX_MIN_SUM;
-            for (int t = 0; t < TAPS; ++t) divide(weights + t * width, total, width);
+            for (int t = 0; t < taps; ++t) divide(weights + t * width, total, width);
             if (tap_weights)
-                for (int t = 0; t < TAPS; ++t)
-                    memcpy(tap_weights + ((b * TAPS + t) * height + y) * width,
+                for (int t = 0; t < taps; ++t)
+                    memcpy(tap_weights + ((b * taps + t) * height + y) * width,
                            weights + t * width, sizeof(float) * (size_t)width);
             for (int64_t c = 0; c < channels; ++c) {
                 float *o = out + ((b * channels + c) * height + y) * width;
                 const float *rows = padded + b * sb + c * sc + (y + 2) * sy + 2;
-                for (int t = 0; t < TAPS; ++t)
+                for (int t = 0; t < taps; ++t)
                     multiply_add(weights + t * width, rows + TAP_DY[t] * sy + TAP_DX[t], o,
                                  t == 0, width);
             }
