@@ -16,17 +16,19 @@ from kpn.infer.weights import SHIPPED, SHIPPED_DIR, load_weights, shipped_weight
 from kpn.io.images import srgb_to_linear
 from kpn.io.pfm import read_pfm, write_pfm
 from kpn.metrics import psnr
+from kpn.vkdt.export import lut_holds
 
 from conftest import assert_error_line
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
 RECIPES = {
+    "design-star21": "photos-star21-more.toml",
     "design-chroma": "photos-chroma-input.toml",
     "design": "photos-post-diff.toml",
     "vkdt-w32": "photos-vkdt-w32.toml",
 }
-DEFAULT = "design-chroma"
+DEFAULT = "design-star21"
 
 
 def crop(name: str, rows: slice, columns: slice) -> np.ndarray:
@@ -51,8 +53,8 @@ def test_every_shipped_model_is_complete():
     assert SHIPPED[0] == DEFAULT and set(SHIPPED) == set(RECIPES)
     for name in SHIPPED:
         folder = SHIPPED_DIR / name
-        chroma = load_weights(folder).config.model.chroma_kernel  # no .lut holds it
-        assert (folder / "weights.lut").is_file() != chroma
+        model = load_weights(folder).config.model  # chroma_kernel, star21: no .lut holds it
+        assert (folder / "weights.lut").is_file() == lut_holds(model)
         for part in ("checkpoint.pt", "config.toml", "MODEL.md"):
             assert (folder / part).is_file(), folder / part
             assert (folder / part).stat().st_size < 400_000  # tens of KB
@@ -100,7 +102,7 @@ CROPS = {
 }
 
 
-@pytest.mark.parametrize("name", [DEFAULT, "design"])
+@pytest.mark.parametrize("name", [DEFAULT, "design-chroma", "design"])
 @pytest.mark.parametrize("photo", list(CROPS))
 @pytest.mark.parametrize("noise", list(LOW_NOISE))
 def test_design_models_never_worse_than_their_input_at_low_noise(name, photo, noise):

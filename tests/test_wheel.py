@@ -106,7 +106,11 @@ def test_wheel_holds_every_module_and_the_package_data(wheel: Path) -> None:
         and "__pycache__" not in p.parts
         and (p.suffix == ".py" or str(p.relative_to(ROOT)).startswith(PACKAGE_DATA))
     }
-    shipped = {"kpn/weights/design-chroma/checkpoint.pt", "kpn/weights/design/checkpoint.pt"}
+    shipped = {
+        "kpn/weights/design-star21/checkpoint.pt",
+        "kpn/weights/design-chroma/checkpoint.pt",
+        "kpn/weights/design/checkpoint.pt",
+    }
     assert {"kpn/configs/design.toml", *shipped} <= expected
     assert expected - names == set()
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))

@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--weights",
         help="run directory, checkpoint (.pt) or vkdt .lut; default: the shipped model that "
-        "fits --config, without --config the shipped default (weights/design-chroma)",
+        "fits --config, without --config the shipped default (weights/design-star21)",
     )
     told = parser.add_mutually_exclusive_group()
     told.add_argument(

@@ -21,7 +21,7 @@ from kpn.vkdt.lut_model import check_same_model, config_for_lut, load_lut
 # The shipped models (kpn/weights/NAME: a run folder with its model card), the first the
 # default when no weights are named.
 SHIPPED_DIR = presets.SHIPPED
-SHIPPED = ("design-chroma", "design", "vkdt-w32")  # the first is the default
+SHIPPED = ("design-star21", "design-chroma", "design", "vkdt-w32")  # the first is the default
 # What a float16 .lut (vkdt's type; a run's weights.lut) costs against the float32 model
 # it was rounded from, said wherever such weights are named.
 FLOAT16_NOTE = (
@@ -105,7 +105,7 @@ def load_weights(
 
 def shipped_weights(config_path: str | None = None) -> Path:
     """The shipped model for ``--config``'s [model] (without one: the default,
-    ``weights/design-chroma``, the design with a chroma kernel).
+    ``weights/design-star21``, the design with chroma and star21 kernels).
 
     KpnError (one line) when no shipped model has that [model], or none is installed.
     """
