@@ -44,7 +44,7 @@ def summary(config: ModelConfig, height: int = 1024, width: int = 1024) -> str:
         f"KPN: {config.levels} levels, {config.features} input, width {config.width}, "
         f"{config.n_hidden} hidden, {config.activation}, {config.precision}",
         f"down {config.down}, up {config.up}, X = {config.mlp_input}, blend {config.blend}, "
-        f"kernel {config.kernel_activation}, alpha {config.alpha_activation}"
+        f"kernel {config.kernel_activation} {config.kernel_taps}, alpha {config.alpha_activation}"
         + (", and a chroma kernel and alpha" if config.chroma_kernel else "")
         + (", and the taps' opponent colours as input" if config.chroma_input else ""),
         rule,

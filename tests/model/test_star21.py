@@ -95,14 +95,15 @@ def star21(config: Config, init: Path, **model: object) -> Config:
     )
 
 
-def assert_kernels_grown(grown: KPN, trained: KPN) -> None:
-    """Every level's network output: star15's logits, their transposes', the alpha."""
+def assert_kernels_grown(grown: KPN, trained: KPN, copies: int = 1) -> None:
+    """Every level's network output: each star15 kernel's logits, their transposes', its
+    alpha; ``copies`` 2: the one kernel of a .lut as the luma's and the chroma's."""
     noisy = random_image(1, 14, 12, seed=6, dtype=torch.float32)
     profile = noise_profiles(1).float()
     with torch.no_grad():
         big, small = grown.inspect(noisy, profile), trained.inspect(noisy, profile)
     for wide, narrow in zip(big.levels, small.levels, strict=True):
-        kernels = narrow.kernel.unflatten(1, (-1, 16))
+        kernels = narrow.kernel.unflatten(1, (-1, 16)).repeat(1, copies, 1, 1, 1)
         want = torch.cat((kernels[:, :, :15], kernels[:, :, TRANSPOSED], kernels[:, :, 15:]), 2)
         torch.testing.assert_close(wide.kernel, want.flatten(1, 2))
 
@@ -144,15 +145,7 @@ def test_initialise_grows_a_lut_with_the_chroma_kernel(tmp_path: Path) -> None:
     grown_config = star21(config, lut, chroma_kernel=True)
     grown = KPN(grown_config.model)
     initialise(grown, grown_config)
-    noisy = random_image(1, 14, 12, seed=6, dtype=torch.float32)
-    profile = noise_profiles(1).float()
-    with torch.no_grad():
-        big, small = grown.inspect(noisy, profile), shared.inspect(noisy, profile)
-    for wide, narrow in zip(big.levels, small.levels, strict=True):
-        kernel = torch.cat(
-            (narrow.kernel[:, :15], narrow.kernel[:, TRANSPOSED], narrow.kernel[:, 15:]), 1
-        )
-        torch.testing.assert_close(wide.kernel, torch.cat((kernel, kernel), 1))
+    assert_kernels_grown(grown, shared, copies=2)
 
 
 @pytest.mark.parametrize(
