@@ -238,6 +238,8 @@ class DataConfig:
     ev_max: float = 2.0  # see ev_min
     flip_x: bool = True  # vkdt flips tiles at random in x
     flip_y: bool = True  # and in y
+    # kpn only (design §8): also transpose tiles at random (vkdt's cnngenin never does)
+    transpose: bool = False
     offset: TileOffset = "anywhere"  # vkdt: uniform over the image, mirrored past its edges
     # vkdt's (a, b) law; "loguniform"; "loglevel": each decade of sigma at mid-grey as
     # likely; "cameras": real profiles (kpn.data.synthesis.draw_noise_profile)

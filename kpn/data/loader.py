@@ -244,9 +244,10 @@ def training_batches(
 def validation_set(config: DataConfig) -> TrainingBatch:
     """The fixed validation set: ``validation_count`` tiles of ``validation_tile``, from
     ``validation_seed`` and the validation folders (default: the training folders). The
-    same tiles and noise profiles in every run and every call."""
+    same tiles and noise profiles in every run and every call, and with ``data.transpose``
+    as without (an augmentation of training's), so that runs compare."""
     dataset = make_dataset(
-        config,
+        dataclasses.replace(config, transpose=False),
         config.validation_seed,
         stream=VALIDATION,
         tile=config.validation_tile,

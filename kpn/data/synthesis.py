@@ -25,6 +25,7 @@ draws are pure functions of the uniform numbers they are given.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,13 +52,15 @@ class Sample:
 
 @dataclass(frozen=True)
 class TileDraw:
-    """cnngenin's random choices for one tile: exposure, flips and offset (x, y)."""
+    """cnngenin's random choices for one tile: exposure, flips and offset (x, y); and kpn's
+    transpose (``data.transpose``), after the flips."""
 
     ev: float
     flip_x: bool
     flip_y: bool
     offset_x: int
     offset_y: int
+    transpose: bool = False
 
 
 # uniform numbers per tile, in vkdt's order: ev, flip, offset x, offset y, noise a, noise b
@@ -87,26 +90,29 @@ def draw_tile(
     offset: TileOffset,
     u: Sequence[float],
 ) -> TileDraw:
-    """cnngenin's per-tile choices from 4 uniform numbers ``u``: ev, flip (its bits: x, y),
-    offset x, offset y. Mode 0 makes none of them."""
+    """cnngenin's per-tile choices from 4 uniform numbers ``u``: ev, flip (its bits: x, y,
+    and with ``data.transpose`` a third, the transpose), offset x, offset y. Mode 0 makes
+    none of them."""
     if config.generate == 0:
         return TileDraw(0.0, False, False, 0, 0)
     ev = config.ev_min + (config.ev_max - config.ev_min) * u[0]
-    flip = int(4 * u[1])
+    flip = int((8 if config.transpose else 4) * u[1])  # vkdt's draws as they were without
     offset_x = draw_offset(width, tile, offset, u[2])
     offset_y = draw_offset(height, tile, offset, u[3])
-    return TileDraw(
-        ev, bool(flip & 1) and config.flip_x, bool(flip & 2) and config.flip_y, offset_x, offset_y
-    )
+    flip_x, flip_y = bool(flip & 1) and config.flip_x, bool(flip & 2) and config.flip_y
+    return TileDraw(ev, flip_x, flip_y, offset_x, offset_y, bool(flip & 4))
 
 
 def cut_tile(image: Tensor, draw: TileDraw, tile: int) -> Tensor:
-    """The tile at ``draw``'s offset and flips, mirrored past the edges (design §0).
+    """The tile at ``draw``'s offset and flips, mirrored past the edges (design §0), then
+    transposed where ``draw`` says.
 
     ``[C,H,W] -> [C,T,T]``: tile pixel (x, y) reads image pixel
-    ``mirror(offset_x + (T-1-x if flip_x else x), W)`` and likewise in y. A tile inside
-    the image may be a view of it.
+    ``mirror(offset_x + (T-1-x if flip_x else x), W)`` and likewise in y (before the
+    transpose, which swaps x and y). A tile inside the image may be a view of it.
     """
+    if draw.transpose:
+        return cut_tile(image, dataclasses.replace(draw, transpose=False), tile).mT
     height, width = image.shape[-2:]
     if draw.offset_x + tile <= width and draw.offset_y + tile <= height:
         window = image[

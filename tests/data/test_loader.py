@@ -172,6 +172,11 @@ def test_validation_set_identical_across_calls():
     assert not torch.equal(validation_set(same_size).reference[0], training)
     moved_seed = validation_set(dataclasses.replace(config, validation_seed=1))
     assert not torch.equal(first.reference, moved_seed.reference)
+    # data.transpose augments training's tiles only: runs with and without it compare
+    transposing = dataclasses.replace(config, transpose=True)
+    assert same_batch(validation_set(transposing), first)
+    plain, transposed = make_dataset(config, seed=0), make_dataset(transposing, seed=0)
+    assert any(not torch.equal(plain[i].reference, transposed[i].reference) for i in range(8))
 
 
 def test_validation_uses_held_out_folder(tmp_path: Path):

@@ -165,6 +165,34 @@ def test_draw_tile_flips_ev_and_offsets_are_uniform():
     assert ys.min() >= 0 and ys.max() <= 49 and ys.max() > 45
 
 
+def test_cut_tile_transposes_after_the_flips():
+    """Tile pixel (x, y) of a transposed draw is pixel (y, x) of the untransposed one, inside
+    the image and past its edge."""
+    image = torch.arange(20.0).view(1, 4, 5)  # value 5*y + x
+    inside = cut_tile(image, TileDraw(0.0, True, False, 1, 0, transpose=True), 3)
+    assert inside[0, 0].tolist() == [3.0, 8.0, 13.0]  # column x = 3 (flipped: 1 + 2 - 0)
+    assert torch.equal(inside, cut_tile(image, TileDraw(0.0, True, False, 1, 0), 3).mT)
+    past = TileDraw(0.0, False, True, 3, 2, transpose=True)
+    assert torch.equal(
+        cut_tile(image, past, 4), cut_tile(image, TileDraw(0.0, False, True, 3, 2), 4).mT
+    )
+
+
+def test_draw_tile_transposes_half_the_tiles_and_keeps_vkdts_draws_without():
+    """data.transpose: each of the 8 flip and transpose combinations 1/8; off, vkdt's
+    draws (flips from int(4 u)) are unchanged and nothing is transposed."""
+    on = DataConfig(generate=1, transpose=True)
+    draws = [draw_tile(50, 60, 8, on, "anywhere", uniform_draws(s, 4)) for s in range(2000)]
+    combos = [(d.flip_x, d.flip_y, d.transpose) for d in draws]
+    for combo in {(x, y, t) for x in (False, True) for y in (False, True) for t in (False, True)}:
+        assert abs(combos.count(combo) - 250) < 5 * 14.8  # sd sqrt(2000 * 7/64)
+    off = DataConfig(generate=1)
+    for seed in range(50):
+        draw = draw_tile(50, 60, 8, off, "anywhere", uniform_draws(seed, 4))
+        flip = int(4 * uniform_draws(seed, 4)[1])
+        assert not draw.transpose and (draw.flip_x, draw.flip_y) == (bool(flip & 1), bool(flip & 2))
+
+
 @pytest.mark.parametrize(("flip_x", "flip_y"), [(False, False), (True, False), (False, True)])
 def test_disabled_flips_never_happen(flip_x: bool, flip_y: bool):
     config = DataConfig(generate=1, flip_x=flip_x, flip_y=flip_y)
