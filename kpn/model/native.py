@@ -45,7 +45,6 @@ FLAGS = (
 BUILD_SECONDS = 120
 STAR15_SNR_CHANNELS = 32
 TAPS = 15  # star15's: the features' and the backward pass's
-KERNEL_TAPS_DONE = tuple(KERNEL_TAP_COUNTS.values())  # the softmax filter's (kpn_native.c)
 
 _F32P = ctypes.POINTER(ctypes.c_float)
 _I64 = ctypes.c_int64
@@ -192,8 +191,8 @@ def softmax_apply(
         return None
     batch, channels = padded.shape[:2]
     taps, height, width = logits.shape[-3:]
-    if taps not in KERNEL_TAPS_DONE:
-        raise ValueError(f"logits: {taps} taps, not one of {KERNEL_TAPS_DONE}")
+    if taps not in KERNEL_TAP_COUNTS.values():  # the kernels kpn_native.c's table holds
+        raise ValueError(f"logits: {taps} taps, not one of {tuple(KERNEL_TAP_COUNTS.values())}")
     _check_shape(padded, (batch, channels, height + 4, width + 4), "padded")
     _check_shape(logits, (batch, taps, height, width), "logits")
     if tap_weights is not None:

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from kpn.config import KERNEL_OUTPUTS, Config, TrainConfig, config_to_toml
+from kpn.config import Config, TrainConfig, config_to_toml
 from kpn.data.loader import TrainingBatch, training_batches, validation_set
 from kpn.errors import KpnError, make_folder
 from kpn.io.atomic import atomic_write_bytes
@@ -188,7 +188,7 @@ def start_trainee(plan: Plan, seed: int, device: torch.device) -> Trainee:
 def initialise(model: KPN, config: Config) -> None:
     """vkdt's init: random (already done by the constructor) or weights from a file."""
     init = config.train.init
-    if init.endswith(".lut") and config.model.outputs != KERNEL_OUTPUTS:
+    if init.endswith(".lut") and not lut_holds(config.model):
         # a .lut holds one star15 kernel: the chroma's kernel and alpha start as the luma's,
         # so the model starts as the file's network (design §18); star21's new taps as
         # their transposes (design §20)

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from kpn.config import ModelConfig
+from kpn.config import Config, ModelConfig, load_config
+from kpn.model.network import KPN
+from kpn.vkdt.export import export_lut
 
 from conftest import SPEC_STAR15_CENTRE
 
@@ -157,3 +160,13 @@ def noise_profiles(batch: int) -> Tensor:
 def random_image(batch: int, height: int, width: int, seed: int = 0, dtype=F64) -> Tensor:
     generator = torch.Generator().manual_seed(seed)
     return 0.1 + 0.9 * torch.rand(batch, 3, height, width, generator=generator, dtype=dtype)
+
+
+def design_lut(path: Path) -> tuple[Config, KPN]:
+    """The design config and a seeded network of it, written to ``path`` as a float32
+    ``.lut`` (one star15 kernel): what ``train.init`` grows into other models."""
+    config = load_config("design")
+    torch.manual_seed(0)
+    network = KPN(config.model)
+    export_lut(network.mlp, config, path, dtype="f32")
+    return config, network

@@ -27,7 +27,14 @@ from kpn.vkdt.export import export_lut
 from kpn.vkdt.target import cannot_run
 
 from conftest import SPEC_STAR15_CENTRE, assert_one_line_error
-from model_shared import TIGHT, model_config, noise_profiles, random_image, routed_weights
+from model_shared import (
+    TIGHT,
+    design_lut,
+    model_config,
+    noise_profiles,
+    random_image,
+    routed_weights,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -120,11 +127,8 @@ def test_export_refuses_in_one_line(tmp_path: Path) -> None:
 
 def test_training_from_a_lut_starts_as_its_network(tmp_path: Path) -> None:
     """train.init of a shared model's .lut: the chroma kernel and alpha start as the luma's."""
-    config = load_config("design")
-    torch.manual_seed(0)
-    shared = KPN(config.model)
     lut = tmp_path / "shared.lut"
-    export_lut(shared.mlp, config, lut, dtype="f32")
+    config, shared = design_lut(lut)
     chroma = dataclasses.replace(
         config,
         model=dataclasses.replace(config.model, chroma_kernel=True),

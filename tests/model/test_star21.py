@@ -27,7 +27,7 @@ from kpn.train.widen import star21_outputs
 from kpn.vkdt.export import export_lut
 
 from conftest import SPEC_STAR15_TAPS, assert_one_line_error
-from model_shared import noise_profiles, random_image
+from model_shared import design_lut, noise_profiles, random_image
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -137,11 +137,8 @@ def test_initialise_grows_a_star15_checkpoint(tmp_path: Path, chroma: bool) -> N
 
 
 def test_initialise_grows_a_lut_with_the_chroma_kernel(tmp_path: Path) -> None:
-    config = load_config("design")
-    torch.manual_seed(0)
-    shared = KPN(config.model)
     lut = tmp_path / "shared.lut"
-    export_lut(shared.mlp, config, lut, dtype="f32")
+    config, shared = design_lut(lut)
     grown_config = star21(config, lut, chroma_kernel=True)
     grown = KPN(grown_config.model)
     initialise(grown, grown_config)
