@@ -4,7 +4,7 @@ A thin wrapper of :mod:`kpn.infer.cli` (also the console script ``kpn-infer``); 
 ``python infer.py --help``.
 """
 
-from kpn.infer.cli import run
+from kpn.cli import kpn_infer
 
 if __name__ == "__main__":
-    run()
+    kpn_infer()

@@ -1,9 +1,9 @@
 """Train the multilevel KPN denoiser: ``python train.py --config configs/quick.toml``.
 
-A thin entry point over :func:`kpn.train.cli.main`; ``python train.py --help`` lists the options.
+A thin entry point over :mod:`kpn.train.cli`; ``python train.py --help`` lists the options.
 """
 
-from kpn.train.cli import run
+from kpn.cli import kpn_train
 
 if __name__ == "__main__":
-    run()
+    kpn_train()

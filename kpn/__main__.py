@@ -28,35 +28,36 @@ import sys
 from collections.abc import Sequence
 
 from kpn.cli import Parser, exit_with
-from kpn.data import cli as data_cli
 from kpn.errors import KpnError
-from kpn.infer import cli as infer_cli
-from kpn.io import cli as io_cli
-from kpn.model import cli as model_cli
-from kpn.train import cli as train_cli
-from kpn.vkdt import cli as vkdt_cli
-
-# Each adds its subcommands, with the handler each runs; in the order --help lists them.
-COMMANDS = (
-    model_cli.add_commands,  # summary, smoke
-    io_cli.add_commands,  # nprof import-darktable
-    data_cli.add_commands,  # photos
-    vkdt_cli.add_pfm_command,  # pfm
-    vkdt_cli.add_export_command,  # export
-    train_cli.add_import_command,  # import
-    infer_cli.add_compare_command,  # compare-precision
-)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # here, not at the top: they import torch, which python -m kpn's exit_with must cover
+    from kpn.data import cli as data_cli
+    from kpn.infer import cli as infer_cli
+    from kpn.io import cli as io_cli
+    from kpn.model import cli as model_cli
+    from kpn.train import cli as train_cli
+    from kpn.vkdt import cli as vkdt_cli
+
+    # each adds its subcommands, with the handler each runs; in the order --help lists them
+    commands = (
+        model_cli.add_commands,  # summary, smoke
+        io_cli.add_commands,  # nprof import-darktable
+        data_cli.add_commands,  # photos
+        vkdt_cli.add_pfm_command,  # pfm
+        vkdt_cli.add_export_command,  # export
+        train_cli.add_import_command,  # import
+        infer_cli.add_compare_command,  # compare-precision
+    )
     parser = Parser(
         prog="python -m kpn",
         description=__doc__,  # its markup removed by Parser
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-    for add_commands in COMMANDS:
-        add_commands(commands)
+    subcommands = parser.add_subparsers(dest="command", required=True)
+    for add_commands in commands:
+        add_commands(subcommands)
     return parser
 
 
@@ -88,10 +89,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def run() -> None:
-    """Console script entry point."""
+if __name__ == "__main__":  # the console script kpn: kpn.cli.kpn_tools
     exit_with(main)
-
-
-if __name__ == "__main__":
-    run()

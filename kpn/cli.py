@@ -8,6 +8,7 @@ The module docstrings double as ``--help`` texts; their reST markup (double back
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import re
 import sys
@@ -101,6 +102,7 @@ class Parser(argparse.ArgumentParser):
 
 
 BROKEN_PIPE_STATUS = 128 + 13  # the shell's status of a program that SIGPIPE ended
+INTERRUPTED_STATUS = 128 + 2  # and of one that Ctrl-C (SIGINT) ended
 
 
 def exit_with(main: Callable[[], int]) -> NoReturn:
@@ -108,7 +110,9 @@ def exit_with(main: Callable[[], int]) -> NoReturn:
 
     A reader that stops reading (``kpn-infer ... | head -1``) ends the command as SIGPIPE
     ends a C program, quietly with status 141, not with a BrokenPipeError traceback; what
-    was being written is not (every write is atomic), what was written stays.
+    was being written is not (every write is atomic), what was written stays. A Ctrl-C
+    that no command caught (kpn-infer and training say what they kept; this is one while
+    they start, torch loading) ends it with the line ``interrupted`` and status 130.
     """
     try:
         status = main()
@@ -117,4 +121,29 @@ def exit_with(main: Callable[[], int]) -> NoReturn:
         # Python's own flush at exit would fail on the closed pipe again: point it away
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         status = BROKEN_PIPE_STATUS
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        status = INTERRUPTED_STATUS
     sys.exit(status)
+
+
+def launch(module: str) -> NoReturn:
+    """Run ``module``'s ``main()`` as a console script, the module imported inside
+    :func:`exit_with`: the commands import torch, which takes a second or more, and a
+    Ctrl-C then is a Ctrl-C like any other."""
+    exit_with(lambda: importlib.import_module(module).main())
+
+
+def kpn_infer() -> NoReturn:
+    """``kpn-infer`` and ``python infer.py``: :mod:`kpn.infer.cli`."""
+    launch("kpn.infer.cli")
+
+
+def kpn_train() -> NoReturn:
+    """``kpn-train`` and ``python train.py``: :mod:`kpn.train.cli`."""
+    launch("kpn.train.cli")
+
+
+def kpn_tools() -> NoReturn:
+    """``kpn`` and ``python -m kpn``: :mod:`kpn.__main__`."""
+    launch("kpn.__main__")

@@ -63,7 +63,7 @@ from typing import TextIO
 import torch
 import tqdm
 
-from kpn.cli import Parser, exit_with
+from kpn.cli import Parser
 from kpn.config import InferConfig
 from kpn.errors import KpnError, make_folder, require_folder
 from kpn.infer.compare import compare_precision
@@ -366,11 +366,6 @@ def _main(argv: Sequence[str] | None, done: Progress) -> int:
         say(f"error: {line}", sys.stderr)
         failures.append(line)
     return 1 if failures else 0
-
-
-def run() -> None:
-    """Console script entry point."""
-    exit_with(main)
 
 
 # --- python -m kpn compare-precision -----------------------------------------------------

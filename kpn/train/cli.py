@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from kpn.cli import Parser, exit_with
+from kpn.cli import Parser
 from kpn.config import apply_overrides, load_config
 from kpn.errors import KpnError, file_error, os_problem
 from kpn.io.checkpoint import TrainingState, load_latest_checkpoint, save_checkpoint
@@ -172,11 +172,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{final.ssim_noisy:.3f} -> {final.ssim_denoised:.3f}"
         )
     return 0
-
-
-def run() -> None:
-    """Console script entry point."""
-    exit_with(main)
 
 
 # --- python -m kpn import ----------------------------------------------------------------

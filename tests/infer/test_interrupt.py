@@ -130,7 +130,7 @@ def test_stops_raise_leaves_an_ignored_signal_ignored() -> None:
         signal.signal(signal.SIGINT, before)
 
 
-# infer.py's run(), each output held 1 s in its temporary file before the rename: a signal
+# infer.py's kpn_infer(), each output held 1 s in its temporary file before the rename: a signal
 # sent once the first output and the second's temporary file exist lands mid-write.
 SLOW_WRITES = textwrap.dedent(
     """
@@ -145,7 +145,8 @@ SLOW_WRITES = textwrap.dedent(
 
     cli.write_output = slow
     sys.argv[0] = "infer.py"
-    cli.run()
+    from kpn.cli import kpn_infer
+    kpn_infer()
     """
 )
 
