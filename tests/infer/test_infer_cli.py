@@ -301,7 +301,7 @@ def test_root_script_and_console_entry(tmp_path: Path, weights: SimpleNamespace)
     )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "x.denoised.pfm").is_file()
-    assert 'kpn-infer = "kpn.infer.cli:run"' in (ROOT / "pyproject.toml").read_text()
+    assert 'kpn-infer = "kpn.cli:kpn_infer"' in (ROOT / "pyproject.toml").read_text()
 
 
 def test_out_of_memory_is_one_line(
