@@ -40,6 +40,7 @@ from kpn.infer.noise_patches import (
     chi2_quantile,
     detail_variance,
     fine_and_coarse,
+    grid_steps,
     patch_details,
     plane_residual,
     sample_patches,
@@ -63,6 +64,11 @@ FLAT_LIMIT = 0.02  # too textured where fewer of the unclipped patches look like
 TEXTURE_LIMIT = 1.5
 SHAPE_LIMIT = 0.8  # too textured where their mean square is under this times their robust variance
 CORRELATED_LIMIT = 4.0  # correlated noise where the coarse power is more than this times the fine
+LEAST_PATCHES = 3 * MIN_PATCHES // 2  # the grid is every pixel where it would give fewer
+# noise read from the colour differences where their sigma is below this times the channels'
+COLOUR_BELOW = 0.95
+COLOUR_LEAST = 0.5  # ... and above this: far below, the channels' noise is not independent
+SQRT2, SQRT6 = math.sqrt(2.0), math.sqrt(6.0)
 NOISE_FLOOR = 1.0 / NOISE_SCALE  # sigma below one code of 16 bits: nothing to measure
 GREYS = (0.1, 0.5, 0.9)  # where sigma is reported
 
@@ -79,6 +85,7 @@ class NoiseEstimate:
     level_sets: int  # (mean, variance) pairs in the last fit
     correlation: float  # coarse over fine noise power: 1 for white noise
     shape: float  # mean square over robust variance of the flat high-pass: 1 for Gaussian noise
+    colour: bool = False  # read from the colour differences (a grey texture cancels there)
 
     def variance(self, x: np.ndarray | float) -> np.ndarray | float:
         """The fitted noise variance at linear value ``x`` (white 1)."""
@@ -102,10 +109,11 @@ class NoiseEstimate:
         da, db = (math.sqrt(max(self.covariance[i][i], 0.0)) for i in (0, 1))
         sigmas = "/".join(f"{self.sigma(x):.3g}" for x in GREYS)
         errors = "/".join(f"{100 * self.sigma_error(x):.0f}%" for x in GREYS)
+        source = " of the colour differences" if self.colour else ""
         return (
             f"a {self.a:.4g} +- {da:.2g}, b {self.b:.4g} +- {db:.2g}; sigma {sigmas} at "
-            f"10/50/90% grey +- {errors}; {self.samples} of {self.patches} patches flat, "
-            f"{self.level_sets} level sets"
+            f"10/50/90% grey +- {errors}; {self.samples} of {self.patches} patches{source} "
+            f"flat, {self.level_sets} level sets"
         )
 
 
@@ -168,15 +176,17 @@ def line_covariance(
 
 @dataclass(frozen=True)
 class _Patches:
-    """The unclipped patches sorted by mean: ``pixels [N, 49]``, their mean ``y [N]``,
-    plane ``residuals [N, 49]`` and its ``energy [N]``, and what a set's variance reads,
-    ``details [N, m]``."""
+    """The unclipped patches sorted by signal: ``pixels [N, 49]``, their signal ``y [N]``
+    (their mean, or under colour differences the brightness's), plane ``residuals [N,
+    49]`` and its ``energy [N]``, what a set's variance reads, ``details [N, m]``, and the
+    signal under each of those, ``levels [N, m]`` (or ``[N, 1]``, ``y``)."""
 
     pixels: np.ndarray
     y: np.ndarray
     residuals: np.ndarray
     energy: np.ndarray
     details: np.ndarray
+    levels: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -194,14 +204,14 @@ def _fit_sets(
     patches: _Patches,
     keep: np.ndarray,
     reader: SetReader,
-    predicted: np.ndarray | None = None,
+    previous: _Fit | None = None,
 ) -> _Fit | None:
     """One fit through the level sets (``parts``: slices of the sorted patches) of the
-    kept patches; sets with fewer than ``MIN_SET`` kept are left out. ``predicted [N]``:
-    each patch's variance by the previous fit, which a set's values are divided by (the
-    noise of a set's darkest and brightest patches differs: a robust variance of the
-    mixture would fall short of its mean) and its variance multiplied by. None where fewer
-    than two sets remain."""
+    kept patches; sets with fewer than ``MIN_SET`` kept are left out. Each value a set's
+    variance reads is divided by the ``previous`` fit's sigma at the signal under it
+    (``patches.levels``), the variance multiplied by their mean square: the noise of a
+    set's darkest and brightest patches, or pixels, differs, and a robust variance of the
+    mixture would fall short of its mean. None where fewer than two sets remain."""
     means, variances, sizes = [], [], []
     used = np.zeros_like(keep)
     for part in parts:
@@ -210,10 +220,11 @@ def _fit_sets(
         if count < MIN_SET:
             continue
         values, scale = patches.details[part], 1.0
-        if predicted is not None:
-            expected = np.maximum(predicted[part], 1e-30)
-            values = values / np.sqrt(expected)[:, None]
-            scale = float(expected[chosen].mean())
+        if previous is not None:
+            levels = np.maximum(patches.levels[part], 0.0)
+            expected = np.maximum(previous.alpha + previous.beta * levels, 1e-30)
+            values = values / np.sqrt(expected)
+            scale = float(np.broadcast_to(expected, values.shape)[chosen].mean())
         means.append(float(patches.y[part][chosen].mean()))
         variances.append(scale * reader.variance(values, chosen))
         sizes.append(float(count))
@@ -251,7 +262,7 @@ def _refine(patches: _Patches, variance: SetReader) -> tuple[_Fit | None, bool]:
             break
         predicted = fit.alpha + fit.beta * np.maximum(patches.y, 0.0)
         keep = patches.energy <= threshold * predicted
-        refined = _fit_sets(parts, patches, keep, variance, predicted)
+        refined = _fit_sets(parts, patches, keep, variance, fit)
         if refined is None:  # too few patches of any set look like noise alone
             return fit, False
         settled = _change(fit, refined, patches.y) <= SETTLED
@@ -302,15 +313,25 @@ def _settle_levels(y: np.ndarray) -> np.ndarray:
     return np.maximum(np.quantile(y, (0.1, 0.5, 0.9)), 0.0)
 
 
-def _sorted_patches(patches: np.ndarray, reader: SetReader) -> _Patches:
-    """The bundle of :class:`_Patches` of ``patches [N, 49]``, sorted by their mean."""
-    y = patches.mean(axis=1)
+def _sorted_patches(
+    patches: np.ndarray, reader: SetReader, signal: np.ndarray | None = None
+) -> _Patches:
+    """The bundle of :class:`_Patches` of ``patches [N, 49]``, sorted by their mean, or
+    by the mean of their ``signal [N, 49]`` where the noise's signal is another image's
+    (colour differences: the brightness's). A value's level is its patch's mean, or with
+    ``signal`` the signal under it (``reader.levels``): a patch flat in its colour may be
+    textured in its brightness, and so in its noise, where a flat patch is flat in both."""
+    y = (patches if signal is None else signal).mean(axis=1)
     order = np.argsort(y, kind="stable")  # level sets are slices of the sorted patches
     patches, y = patches[order], y[order]
     residuals = patches @ plane_residual()
     details = reader.values(patches)
     energy = np.einsum("ij,ij->i", residuals, residuals)
-    return _Patches(patches, y, residuals, energy, details)
+    if signal is None or reader.levels is None:
+        levels = y[:, None]
+    else:
+        levels = reader.levels(signal[order])
+    return _Patches(patches, y, residuals, energy, details, levels)
 
 
 def estimate_noise(
@@ -341,8 +362,16 @@ def estimate_noise(
     instead = instead or (
         f"give the profile ({mention('noise_a')} and {mention('noise_b')}, or {mention('nprof')})"
     )
-    sorted_patches = _sorted_patches(_unclipped(_checked(image, where), where, instead), reader)
+    array = _checked(image, where)
+    sorted_patches = _sorted_patches(_unclipped(array, where, instead), reader)
     fit, settled = _refine(sorted_patches, reader)
+    colour = _colour_patches(array, reader)
+    from_colour = False
+    if colour is not None:
+        colour_fit, colour_settled = _refine(colour, reader)
+        from_colour = _reads_texture(fit, colour_fit, sorted_patches.y)
+        if from_colour:
+            sorted_patches, fit, settled = colour, colour_fit, colour_settled
     correlation, shape = _judge(sorted_patches, fit, settled, where, instead)
     assert fit is not None  # _judge refuses a missing fit
     kept = int(fit.keep.sum())
@@ -359,13 +388,14 @@ def estimate_noise(
         level_sets=len(fit.means),
         correlation=float(correlation),
         shape=shape,
+        colour=from_colour,
     )
 
 
 def _unclipped(array: np.ndarray, where: str, instead: str) -> np.ndarray:
     """The sampled patches of ``array`` that touch no clip; refused (KpnError) where more
     than ``CLIPPED_LIMIT`` of them do or fewer than ``MIN_PATCHES`` remain."""
-    patches, clipped = sample_patches(array, TARGET_PATCHES, 3 * MIN_PATCHES // 2)
+    patches, clipped = sample_patches(array, TARGET_PATCHES, LEAST_PATCHES)
     if clipped.sum() > CLIPPED_LIMIT * len(patches) and len(patches) >= MIN_PATCHES:
         share = 100 * clipped.sum() / len(patches)
         raise KpnError(
@@ -379,6 +409,40 @@ def _unclipped(array: np.ndarray, where: str, instead: str) -> np.ndarray:
             f"{instead}"
         )
     return patches[~clipped]
+
+
+def _colour_patches(array: np.ndarray, reader: SetReader) -> _Patches | None:
+    """The sorted patches of an RGB ``array``'s two colour differences where none of the
+    three channels touches a clip, about ``TARGET_PATCHES`` of them: ``(R - G) / sqrt 2``
+    and ``(R + G - 2 B) / sqrt 6``, whose noise, independent between the channels, has
+    the variance of the profile at ``(R + G) / 2`` and ``(R + G + 4 B) / 6``, while a
+    grey texture cancels. None for another number of channels, or too few patches."""
+    height, width, channels = array.shape
+    if channels != 3:
+        return None
+    steps = grid_steps(height, width, 2, TARGET_PATCHES, LEAST_PATCHES)
+    patches, clipped = sample_patches(array, 0, steps=steps)
+    unclipped = ~clipped.reshape(3, -1).any(axis=0)
+    if 2 * unclipped.sum() < MIN_PATCHES:
+        return None
+    red, green, blue = patches.reshape(3, -1, patches.shape[1])[:, unclipped]
+    differences = np.concatenate(((red - green) / SQRT2, (red + green - 2 * blue) / SQRT6))
+    brightness = np.concatenate(((red + green) / 2, (red + green + 4 * blue) / 6))
+    return _sorted_patches(differences, reader, brightness)
+
+
+def _reads_texture(fit: _Fit | None, colour_fit: _Fit | None, y: np.ndarray) -> bool:
+    """Whether the colour differences' fit is the one to take: its sigma at the median
+    patch mean below ``COLOUR_BELOW`` times the channels' fit's (their patches hold a
+    grey texture, which the differences cancel) and above ``COLOUR_LEAST`` times it (far
+    below: the channels' noise is not independent, as a grey image's or a chroma-denoised
+    one's; the differences would miss it)."""
+    if fit is None or colour_fit is None:
+        return False
+    level = max(float(np.median(y)), 0.0)
+    ours = fit.alpha + fit.beta * level
+    theirs = colour_fit.alpha + colour_fit.beta * level
+    return ours > 0 and COLOUR_LEAST**2 <= theirs / ours < COLOUR_BELOW**2
 
 
 def _judge(

@@ -30,24 +30,21 @@ SAMPLING_SCALE = 0.6
 DETAIL_STEP = 2
 
 
-def sample_patches(image: np.ndarray, target: int, least: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def sample_patches(
+    image: np.ndarray, target: int, least: int = 0, steps: tuple[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """About ``target`` patches of every channel on an even grid, and which touch a clip.
 
-    ``[H,W,C] -> ([N, PATCH^2] float32, [N] bool)``. The grid's steps (down, across) are
-    the smallest whose product is at least the number of patches over ``target`` (the
-    count is ``target`` or a few percent more, for whole rows), or 1 where that would leave
-    fewer than ``least`` of an image that has them. A patch touches a clip where it
-    holds its channel's lowest or highest value and that value is held by more than one
-    pixel of the channel (an image clipped at black or white holds it in many; a noisy
-    unclipped one has one lowest and one highest pixel).
+    ``[H,W,C] -> ([N, PATCH^2] float32, [N] bool)``, channel after channel, each on the
+    same grid. The grid's steps (down, across) are :func:`grid_steps`'s, or ``steps``. A
+    patch touches a clip where it holds its channel's lowest or highest value and that
+    value is held by more than one pixel of the channel (an image clipped at black or
+    white holds it in many; a noisy unclipped one has one lowest and one highest pixel).
     """
     height, width, channels = image.shape
     if height < PATCH or width < PATCH:
         return np.empty((0, PATCH * PATCH), dtype=np.float32), np.empty(0, dtype=bool)
-    rows, columns = height - PATCH + 1, width - PATCH + 1
-    down, across = _steps(channels * rows * columns / target)
-    if channels * math.ceil(rows / down) * math.ceil(columns / across) < least:
-        down = across = 1
+    down, across = steps or grid_steps(height, width, channels, target, least)
     patches, clipped = [], []
     for channel in range(channels):
         plane = image[:, :, channel]
@@ -60,6 +57,18 @@ def sample_patches(image: np.ndarray, target: int, least: int = 0) -> tuple[np.n
         patches.append(flat)
         clipped.append(touches)
     return np.concatenate(patches), np.concatenate(clipped)
+
+
+def grid_steps(height: int, width: int, channels: int, target: int, least: int) -> tuple[int, int]:
+    """(down, across): the smallest grid steps whose product is at least the number of
+    patches of every channel over ``target`` (the count is ``target`` or a few percent more,
+    for whole rows), or 1 where that would leave fewer than ``least`` of an image that has
+    them."""
+    rows, columns = height - PATCH + 1, width - PATCH + 1
+    down, across = _steps(channels * rows * columns / target)
+    if channels * math.ceil(rows / down) * math.ceil(columns / across) < least:
+        down = across = 1
+    return down, across
 
 
 def _steps(ratio: float) -> tuple[int, int]:
@@ -106,6 +115,20 @@ def patch_details(pixels: np.ndarray) -> np.ndarray:
     return high_pass(pixels.reshape(-1, PATCH, PATCH), DETAIL_STEP).reshape(len(pixels), -1)
 
 
+def local_levels(pixels: np.ndarray) -> np.ndarray:
+    """``[N, PATCH^2] -> [N, 9]``: the 3x3 mean around each of :func:`patch_details`'
+    values: the signal whose noise a high-pass value holds, where a patch's noise level
+    varies across it (its own texture, or the brightness under colour differences)."""
+    squares = pixels.reshape(-1, PATCH, PATCH)
+    side = PATCH - 2
+    window = (
+        squares[:, i : i + side : DETAIL_STEP, j : j + side : DETAIL_STEP]
+        for i in range(3)
+        for j in range(3)
+    )
+    return (sum(window) / 9).reshape(len(pixels), -1)
+
+
 def detail_variance(details: np.ndarray, chosen: np.ndarray) -> float:
     """The noise variance of the ``chosen [n] bool`` of patches whose high-pass values are
     ``details [n, m]``: ``(median |d| / 0.6745)^2`` over all their values (robust to the
@@ -125,15 +148,18 @@ def detail_variance(details: np.ndarray, chosen: np.ndarray) -> float:
 class SetReader:
     """How a level set's noise variance is read from its patches: ``values(pixels [N,
     PATCH^2]) -> [N, m]`` once for all patches, ``variance(values [n, m], chosen [n]
-    bool) -> float`` per set, and ``sampling_scale``, n times the relative variance of
-    that estimate on n patches of noise (the floor of the fit's uncertainty)."""
+    bool) -> float`` per set, ``sampling_scale``, n times the relative variance of that
+    estimate on n patches of noise (the floor of the fit's uncertainty), and ``levels``,
+    where given, ``levels(signal [N, PATCH^2]) -> [N, m]``: the signal under each value
+    (else a patch's values share its mean)."""
 
     values: Callable[[np.ndarray], np.ndarray]
     variance: Callable[[np.ndarray, np.ndarray], float]
     sampling_scale: float
+    levels: Callable[[np.ndarray], np.ndarray] | None = None
 
 
-ROBUST_HIGH_PASS = SetReader(patch_details, detail_variance, SAMPLING_SCALE)
+ROBUST_HIGH_PASS = SetReader(patch_details, detail_variance, SAMPLING_SCALE, local_levels)
 
 
 def fine_and_coarse(patches: np.ndarray, details: np.ndarray | None = None) -> tuple[float, float]:

@@ -15,6 +15,7 @@ denoising uses, the variance curve over the range, also to 20%.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
@@ -23,6 +24,7 @@ import pytest
 import kpn.infer.noise_estimate as noise_estimate
 from kpn.errors import KpnError
 from kpn.infer.noise_estimate import estimate_noise, fit_line
+from kpn.infer.noise_patches import ROBUST_HIGH_PASS, local_levels
 
 from conftest import assert_one_line_error
 
@@ -130,6 +132,8 @@ def test_describe_says_the_profile_its_error_and_the_evidence() -> None:
     assert f"sigma {estimate.sigma(0.1):.3g}/{estimate.sigma(0.5):.3g}/" in line
     assert f"{estimate.samples} of {estimate.patches} patches flat" in line
     assert f"{estimate.level_sets} level sets" in line
+    colour = estimate_noise(add_noise(smooth_image() + grey_texture(0.015), 1e6, 10.0, 4))
+    assert colour.colour and "patches of the colour differences flat" in colour.describe()
 
 
 def test_grey_image() -> None:
@@ -285,3 +289,89 @@ def test_refinement_that_cycles_between_agreeing_fits_is_accepted(monkeypatch) -
         fit, settled = noise_estimate._refine(patches, noise_estimate.ROBUST_HIGH_PASS)
         assert settled == accepted
         assert fit is with_dark if accepted else fit in cycle
+
+
+# ---------------------------------------------------------------- the colour differences
+
+
+def test_local_levels_are_the_3x3_means_under_the_high_pass_values() -> None:
+    """On a ramp 7 y + x the 3x3 mean is the centre's value; the high-pass values sit at
+    rows and columns 1, 3, 5 (every other one of the valid 5 x 5)."""
+    ramp = np.arange(49, dtype=np.float32)[None]
+    expected = [7 * y + x for y in (1, 3, 5) for x in (1, 3, 5)]
+    np.testing.assert_allclose(local_levels(ramp), [expected], rtol=1e-6)
+
+
+def grey_texture(sigma: float, seed: int = 5) -> np.ndarray:
+    """``[256,256,1]``: white grey texture of std ``sigma``, the same in every channel: a
+    scan's grain, or fur, that a channel's high-pass reads as noise."""
+    return sigma * np.random.default_rng(seed).standard_normal((256, 256, 1))
+
+
+def test_grey_texture_is_read_through_the_colour_differences(monkeypatch) -> None:
+    """Grey texture of 0.8 times the noise's std: each channel holds 1.28 times the
+    noise's std, the colour differences the noise alone. Read from the channels alone the
+    estimate is 1.28x (or refused); from the differences within 5%."""
+    a, b = 1e6, 10.0
+    noisy = add_noise(smooth_image() + grey_texture(0.8 * true_sigma(a, b, 0.5)), a, b, 4)
+    estimate = estimate_noise(noisy)
+    assert estimate.colour
+    assert estimate.sigma(0.5) / true_sigma(a, b, 0.5) == pytest.approx(1, abs=0.05)
+    monkeypatch.setattr(noise_estimate, "_colour_patches", lambda array, reader: None)
+    channels = estimate_noise(noisy)
+    assert not channels.colour
+    assert channels.sigma(0.5) / true_sigma(a, b, 0.5) == pytest.approx(1.28, abs=0.05)
+
+
+def test_the_noise_of_a_textured_brightness_is_read_at_each_values_signal() -> None:
+    """Colour differences of a grey pattern of 0.02 and 0.9, b-dominated noise: a patch
+    flat in colour, its noise's variance 45x apart between its pixels. Each value divided
+    by the sigma at the 3x3 mean under it (local_levels) reads closer to the truth than
+    each divided by its patch's (the robust variance of a mixture falls short)."""
+    a, b = 1e3, 100.0
+    pattern = np.random.default_rng(0).choice([0.02, 0.9], size=(256, 256, 1))
+    array = noise_estimate._checked(add_noise(np.repeat(pattern, 3, axis=2), a, b, 3), "x")
+    errors = []
+    for reader in (ROBUST_HIGH_PASS, dataclasses.replace(ROBUST_HIGH_PASS, levels=None)):
+        fit, settled = noise_estimate._refine(noise_estimate._colour_patches(array, reader), reader)
+        assert settled
+        errors.append(abs(np.sqrt(fit.alpha + fit.beta * 0.3) / true_sigma(a, b, 0.3) - 1))
+    assert errors[0] < 0.1 and errors[0] < errors[1] - 0.03
+
+
+def test_a_grey_image_in_three_channels_is_read_from_the_channels() -> None:
+    """R = G = B, noise and all: the colour differences are 0 (noise shared by the
+    channels, which they cannot see), so the channels' estimate stands."""
+    a, b = 1e6, 10.0
+    grey = add_noise(smooth_image()[:, :, 1:2], a, b, 0)
+    estimate = estimate_noise(np.repeat(grey, 3, axis=2))
+    assert not estimate.colour
+    assert estimate.sigma(0.5) / true_sigma(a, b, 0.5) == pytest.approx(1, abs=0.1)
+
+
+def test_a_colour_texture_is_left_to_the_channels() -> None:
+    """Texture in red alone: both colour differences hold a part of it, while green's and
+    blue's patches are flat: the channels' estimate, the lower, stands."""
+    a, b = 1e6, 10.0
+    clean = smooth_image()
+    clean[:, :, :1] += grey_texture(1.5 * true_sigma(a, b, 0.5))
+    estimate = estimate_noise(add_noise(clean, a, b, 4))
+    assert not estimate.colour
+    assert estimate.sigma(0.5) / true_sigma(a, b, 0.5) == pytest.approx(1, abs=0.1)
+
+
+def _fit_at(variance: float, y: np.ndarray) -> object:
+    return noise_estimate._Fit(variance, 0.0, y[:2], np.full(2, variance), np.ones(2), y > 0)
+
+
+@pytest.mark.parametrize(
+    ("ratio", "taken"), [(1.0, False), (0.96, False), (0.94, True), (0.51, True), (0.49, False)]
+)
+def test_the_differences_are_taken_where_their_sigma_is_below_095_and_above_05(
+    ratio: float, taken: bool
+) -> None:
+    y = np.linspace(0.1, 0.9, 9)
+    channels, colour = _fit_at(1e-4, y), _fit_at(1e-4 * ratio**2, y)
+    assert noise_estimate._reads_texture(channels, colour, y) is taken
+    assert not noise_estimate._reads_texture(None, colour, y)
+    assert not noise_estimate._reads_texture(channels, None, y)
