@@ -212,6 +212,12 @@ def _fit_sets(
     (``patches.levels``), the variance multiplied by their mean square: the noise of a
     set's darkest and brightest patches, or pixels, differs, and a robust variance of the
     mixture would fall short of its mean. None where fewer than two sets remain."""
+    values, expected = patches.details, None
+    if previous is not None:  # for all patches at once: the loop below is per set
+        levels = np.maximum(patches.levels, 0.0)
+        expected = np.maximum(previous.alpha + previous.beta * levels, 1e-30)
+        values = values / np.sqrt(expected)
+        expected = np.broadcast_to(expected, values.shape)
     means, variances, sizes = [], [], []
     used = np.zeros_like(keep)
     for part in parts:
@@ -219,14 +225,9 @@ def _fit_sets(
         count = int(chosen.sum())
         if count < MIN_SET:
             continue
-        values, scale = patches.details[part], 1.0
-        if previous is not None:
-            levels = np.maximum(patches.levels[part], 0.0)
-            expected = np.maximum(previous.alpha + previous.beta * levels, 1e-30)
-            values = values / np.sqrt(expected)
-            scale = float(np.broadcast_to(expected, values.shape)[chosen].mean())
+        scale = 1.0 if expected is None else float(expected[part][chosen].mean())
         means.append(float(patches.y[part][chosen].mean()))
-        variances.append(scale * reader.variance(values, chosen))
+        variances.append(scale * reader.variance(values[part], chosen))
         sizes.append(float(count))
         used[part] = chosen
     if len(means) < 2:
