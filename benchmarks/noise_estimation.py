@@ -8,7 +8,9 @@ three sRGB sigmas, its seeds: :func:`quality_data.make_noisy`), each estimated b
 - adopted: :func:`kpn.infer.noise_estimate.estimate_noise` (docs/design.md §15): weak-
   texture 7x7 patches (their plane residual's energy what noise alone gives), level sets,
   the robust variance of Immerkaer's high-pass per set, a weighted line; it refuses
-  images too textured, clipped, flat or small, or with correlated noise;
+  images too textured, clipped, flat or small, or with correlated noise; an RGB
+  image's noise also read from its two colour differences, where a grey texture cancels;
+- the same from the channels alone (``colour_differences=False``: kpn until then);
 - the same with each set's variance from the eigenvalues of its patches' covariance
   (Chen et al. 2015; ``noise_baselines.CHEN_PER_SET``);
 - the methods of ``benchmarks/noise_baselines.py``: kpn's Foi-style fit until issue 25,
@@ -55,6 +57,11 @@ def adopted(image: np.ndarray) -> tuple[float, float]:
     return estimate.a, estimate.b
 
 
+def channels_alone(image: np.ndarray) -> tuple[float, float]:
+    estimate = estimate_noise(image, colour_differences=False)
+    return estimate.a, estimate.b
+
+
 def chen_per_set(image: np.ndarray) -> tuple[float, float]:
     estimate = estimate_noise(image, reader=CHEN_PER_SET)
     return estimate.a, estimate.b
@@ -62,6 +69,7 @@ def chen_per_set(image: np.ndarray) -> tuple[float, float]:
 
 CLASSICAL: dict[str, Callable[[np.ndarray], tuple[float, float]]] = {
     "adopted (design §15)": adopted,
+    "adopted, the channels alone (kpn until the colour differences)": channels_alone,
     "adopted, Chen's eigenvalues per set": chen_per_set,
     "Foi-style fit (kpn until #25)": foi_fit,
     "Chen 2015, one sigma": chen_one_sigma,

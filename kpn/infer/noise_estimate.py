@@ -341,6 +341,7 @@ def estimate_noise(
     instead: str = "",
     *,
     reader: SetReader = ROBUST_HIGH_PASS,
+    colour_differences: bool = True,
 ) -> NoiseEstimate:
     """Estimate the Poissonian-Gaussian noise profile of a noisy linear image.
 
@@ -352,6 +353,8 @@ def estimate_noise(
         reader: how a level set's variance is read from its patches (design §15: the
             robust variance of their high-pass; ``benchmarks/noise_estimation.py`` swaps
             in others).
+        colour_differences: an RGB image's noise also read from its colour differences,
+            where a grey texture cancels (design §15); False: from its channels alone.
 
     Returns:
         :class:`NoiseEstimate` with (a, b) on the 0..65535 scale.
@@ -366,7 +369,7 @@ def estimate_noise(
     array = _checked(image, where)
     sorted_patches = _sorted_patches(_unclipped(array, where, instead), reader)
     fit, settled = _refine(sorted_patches, reader)
-    colour = _colour_patches(array, reader)
+    colour = _colour_patches(array, reader) if colour_differences else None
     from_colour = False
     if colour is not None:
         colour_fit, colour_settled = _refine(colour, reader)
