@@ -218,6 +218,7 @@ TileOffset = Literal["anywhere", "inside"]
 NoiseLaw = Literal["uniform", "loguniform", "loglevel", "cameras"]
 NprofScale = Literal["refuse", "u16", "dng", "raw"]
 EV_LIMIT = 16.0  # 2**16 is float16's range, vkdt's tile format
+MAX_GRAIN = 0.1  # data.grain: a tenth of sRGB's range is no longer grain
 MAX_TOLD_JITTER = 4.0  # data.noise_told_jitter: sigma told at most 4x off
 
 
@@ -240,6 +241,10 @@ class DataConfig:
     flip_y: bool = True  # and in y
     # kpn only (design §8): also transpose tiles at random (vkdt's cnngenin never does)
     transpose: bool = False
+    # kpn only (design §8): half the training tiles' references get white grain, std
+    # u * grain on the sRGB scale (u uniform), as a scan's film grain or a photo's finest
+    # texture: fine variation beyond the noise told is the image's (vkdt's cnngenin: none)
+    grain: float = 0.0
     offset: TileOffset = "anywhere"  # vkdt: uniform over the image, mirrored past its edges
     # vkdt's (a, b) law; "loguniform"; "loglevel": each decade of sigma at mid-grey as
     # likely; "cameras": real profiles (kpn.data.synthesis.draw_noise_profile)
@@ -297,6 +302,8 @@ class DataConfig:
             raise fail("noise_a_min", "or data.noise_b_min must be > 0 for data.noise = 'loglevel'")
         if not 1 <= self.noise_told_jitter <= MAX_TOLD_JITTER:
             raise fail("noise_told_jitter", f"is outside 1..{MAX_TOLD_JITTER:g}")
+        if not 0 <= self.grain <= MAX_GRAIN:
+            raise fail("grain", f"is outside 0..{MAX_GRAIN:g} (sRGB std)")
         if not 0 <= self.deadleaves_fraction <= 1:
             raise fail("deadleaves_fraction", "is outside 0..1")
         if self.deadleaves_fraction and self.source == "deadleaves":

@@ -32,6 +32,13 @@ def srgb(linear: Tensor) -> Tensor:
     return torch.where(y <= SRGB_LINEAR_KNEE, 12.92 * y, curve)
 
 
+def srgb_slope(linear: Tensor) -> Tensor:
+    """The slope of :func:`srgb`'s curve (unclipped) at each linear value: 12.92 up to the
+    knee, ``1.055 / 2.4 * y ** (1/2.4 - 1)`` above. ``[...] -> [...]``"""
+    curve = 1.055 / 2.4 * linear.clamp(min=SRGB_LINEAR_KNEE) ** (1 / 2.4 - 1)
+    return torch.where(linear <= SRGB_LINEAR_KNEE, torch.full_like(linear, 12.92), curve)
+
+
 def gaussian_window(size: int, sigma: float, dtype: torch.dtype) -> Tensor:
     """A normalised separable Gaussian, as one axis. ``-> [size]``"""
     x = torch.arange(size, dtype=dtype) - (size - 1) / 2

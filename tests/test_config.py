@@ -231,6 +231,8 @@ BAD_FILES = {
     "guide-choice": ('[model]\nguide = "star"\n', ["model.guide", "'star'", "'centre'"]),
     "told-jitter-below-1": ("[data]\nnoise_told_jitter = 0.5\n", ["data.noise_told_jitter", "0.5"]),
     "told-jitter-above-4": ("[data]\nnoise_told_jitter = 8\n", ["data.noise_told_jitter", "1..4"]),
+    "grain-negative": ("[data]\ngrain = -0.01\n", ["data.grain", "-0.01", "0..0.1"]),
+    "grain-above-a-tenth": ("[data]\ngrain = 0.2\n", ["data.grain", "0.2", "0..0.1"]),
     "fine-passes-3": ("[model]\nfine_passes = 3\n", ["model.fine_passes", "3", "1 or 2"]),
     "chroma-f16": (
         '[model]\nchroma_kernel = true\nprecision = "vkdt-f16"\n',

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from kpn.io.images import linear_to_srgb
-from kpn.metrics import SSIM_K1, SSIM_K2, display_ssim, srgb, ssim
+from kpn.metrics import SSIM_K1, SSIM_K2, display_ssim, srgb, srgb_slope, ssim
 
 
 def test_identical_images_score_one() -> None:
@@ -61,3 +61,13 @@ def test_small_images_use_a_smaller_window() -> None:
     image = torch.rand(1, 3, 6, 9, generator=torch.Generator().manual_seed(2))
     assert ssim(image, image) == pytest.approx(1.0, abs=1e-6)
     assert ssim(image, 1 - image) < 0.5
+
+
+def test_srgb_slope_is_the_curves_derivative():
+    """By autograd of :func:`srgb` in float64, on both sides of the knee (0.0031308) and
+    inside [0, 1] (srgb clips there; its slope does not); 12.92 below the knee."""
+    linear = torch.tensor([1e-4, 0.002, 0.0031, 0.0032, 0.01, 0.18, 0.5, 0.99], dtype=torch.float64)
+    linear.requires_grad_(True)
+    srgb(linear).sum().backward()
+    torch.testing.assert_close(srgb_slope(linear.detach()), linear.grad)
+    assert srgb_slope(torch.tensor([0.0, -1.0])).tolist() == pytest.approx([12.92, 12.92])

@@ -245,9 +245,9 @@ def validation_set(config: DataConfig) -> TrainingBatch:
     """The fixed validation set: ``validation_count`` tiles of ``validation_tile``, from
     ``validation_seed`` and the validation folders (default: the training folders). The
     same tiles and noise profiles in every run and every call, and with ``data.transpose``
-    as without (an augmentation of training's), so that runs compare."""
+    or ``data.grain`` as without (augmentations of training's), so that runs compare."""
     dataset = make_dataset(
-        dataclasses.replace(config, transpose=False),
+        dataclasses.replace(config, transpose=False, grain=0.0),
         config.validation_seed,
         stream=VALIDATION,
         tile=config.validation_tile,

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from kpn.config import DataConfig, TileOffset
+from kpn.metrics import srgb_slope
 from kpn.model.features import NOISE_SCALE, noise_sigma
 from kpn.model.sampling import mirror_index
 
@@ -196,6 +197,23 @@ def add_noise(image: Tensor, noise_ab: Tensor, generator: torch.Generator) -> Te
     return image + z * sigma
 
 
+def add_grain(clean: Tensor, grain: float, generator: torch.Generator) -> Tensor:
+    """``data.grain`` (kpn only): on half the tiles (``u < 1/2`` leaves the tile as it is),
+    white grain of std ``(2u - 1) grain`` on the sRGB scale, carried to linear by the
+    slope of the sRGB curve at each value, per pixel and channel: a scan's film grain or a
+    photo's finest texture, which the network must keep as the image's.
+
+    ``[3,T,T] -> [3,T,T]``; ``grain`` 0: ``clean`` itself, the generator untouched.
+    """
+    if grain == 0.0:
+        return clean
+    u = float(torch.rand((), generator=generator, dtype=torch.float64))
+    if u < 0.5:
+        return clean
+    z = torch.randn(clean.shape, generator=generator, dtype=clean.dtype)
+    return clean + z * ((2 * u - 1) * grain / srgb_slope(clean))
+
+
 def bayer_mosaic(image: Tensor) -> Tensor:
     """Design §8's three-channel RGGB mosaic: at pixel (x, y), (x+y) odd -> green, else y odd
     -> blue, else red; the chosen value is written to all three channels.
@@ -241,6 +259,7 @@ def synthesize(
     clean = cut_tile(reference, draw, tile) * gain
     if config.generate in NOISE_MODES:
         noise_ab = draw_noise_profile(config, cameras, u[4:])
+        clean = add_grain(clean, config.grain, generator)
         image = add_noise(clean, noise_ab, generator)
     elif noisy is None:
         noise_ab = torch.zeros(2)

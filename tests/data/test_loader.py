@@ -177,6 +177,11 @@ def test_validation_set_identical_across_calls():
     assert same_batch(validation_set(transposing), first)
     plain, transposed = make_dataset(config, seed=0), make_dataset(transposing, seed=0)
     assert any(not torch.equal(plain[i].reference, transposed[i].reference) for i in range(8))
+    # so does data.grain
+    graining = dataclasses.replace(config, grain=0.05)
+    assert same_batch(validation_set(graining), first)
+    grainy = make_dataset(graining, seed=0)
+    assert any(not torch.equal(plain[i].reference, grainy[i].reference) for i in range(8))
 
 
 def test_validation_uses_held_out_folder(tmp_path: Path):

@@ -12,6 +12,7 @@ from torch.testing import assert_close
 from kpn.config import DataConfig
 from kpn.data.synthesis import (
     TileDraw,
+    add_grain,
     add_noise,
     bayer_mosaic,
     cut_tile,
@@ -37,6 +38,49 @@ def ramp_image(height: int, width: int) -> torch.Tensor:
     y = torch.arange(float(height))[None, :, None]
     x = torch.arange(float(width))[None, None, :]
     return 100 * c + 10 * y + x
+
+
+# ---------------------------------------------------------------- grain
+
+
+def test_grain_off_is_the_tile_itself_and_draws_nothing():
+    clean, generator = torch.rand(3, 8, 8), seeded(5)
+    assert add_grain(clean, 0.0, generator) is clean
+    assert torch.equal(torch.rand(4, generator=generator), torch.rand(4, generator=seeded(5)))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_grain_std_on_the_srgb_scale(seed: int):
+    """u < 1/2 leaves the tile; else white grain of std (2u - 1) grain / slope, the sRGB
+    curve's slope at the value: 12.92 at 0.002, 1.055/2.4 * 0.18^(1/2.4 - 1) = 1.2011 at
+    18% grey (by hand). 3 x 300 x 300 samples per level: the sample std's relative sd is
+    1/sqrt(2n) = 0.24%; allowed 1.5%."""
+    levels = torch.tensor([0.002, 0.18])[:, None, None, None]  # two flat [3,300,300] halves
+    clean = levels.expand(2, 3, 300, 150).permute(1, 2, 0, 3).reshape(3, 300, 300)
+    u = float(torch.rand((), generator=seeded(seed), dtype=torch.float64))
+    grainy = add_grain(clean, 0.01, seeded(seed))
+    if u < 0.5:
+        assert torch.equal(grainy, clean)
+        return
+    for half, slope in ((slice(0, 150), 12.92), (slice(150, 300), 1.2011)):
+        spread = (grainy - clean)[..., half].double().std().item()
+        assert spread == pytest.approx((2 * u - 1) * 0.01 / slope, rel=0.015)
+
+
+def test_grain_on_half_the_tiles_and_of_the_reference_only():
+    """synthesize with data.grain: the same draws and noise profile as without; the
+    reference carries the grain and the noisy input is that reference plus the noise."""
+    image = torch.rand(3, 40, 40) * 0.8 + 0.1
+    plain, grainy = DataConfig(generate=2), DataConfig(generate=2, grain=0.02)
+    changed = 0
+    for seed in range(40):
+        without = synthesize(image, None, None, plain, 16, "anywhere", None, seeded(seed))
+        with_grain = synthesize(image, None, None, grainy, 16, "anywhere", None, seeded(seed))
+        assert torch.equal(without.noise_ab, with_grain.noise_ab)
+        grain = with_grain.reference - without.reference
+        changed += bool(grain.abs().max() > 0)
+        assert grain.abs().max() < 6 * 0.02 / 0.467  # 6 sd where the slope is least, at 0.9
+    assert 10 <= changed <= 30  # binomial(40, 1/2): 4.5 sd either side
 
 
 # ---------------------------------------------------------------- noise
