@@ -38,6 +38,7 @@ from kpn.infer.noise_patches import (
     ROBUST_HIGH_PASS,
     SetReader,
     chi2_quantile,
+    clip_values,
     detail_variance,
     fine_and_coarse,
     grid_steps,
@@ -367,9 +368,10 @@ def estimate_noise(
         f"give the profile ({mention('noise_a')} and {mention('noise_b')}, or {mention('nprof')})"
     )
     array = _checked(image, where)
-    sorted_patches = _sorted_patches(_unclipped(array, where, instead), reader)
+    clips = clip_values(array)
+    sorted_patches = _sorted_patches(_unclipped(array, clips, where, instead), reader)
     fit, settled = _refine(sorted_patches, reader)
-    colour = _colour_patches(array, reader) if colour_differences else None
+    colour = _colour_patches(array, clips, reader) if colour_differences else None
     from_colour = False
     if colour is not None:
         colour_fit, colour_settled = _refine(colour, reader)
@@ -396,10 +398,11 @@ def estimate_noise(
     )
 
 
-def _unclipped(array: np.ndarray, where: str, instead: str) -> np.ndarray:
-    """The sampled patches of ``array`` that touch no clip; refused (KpnError) where more
-    than ``CLIPPED_LIMIT`` of them do or fewer than ``MIN_PATCHES`` remain."""
-    patches, clipped = sample_patches(array, TARGET_PATCHES, LEAST_PATCHES)
+def _unclipped(array: np.ndarray, clips: list[np.ndarray], where: str, instead: str) -> np.ndarray:
+    """The sampled patches of ``array`` that touch none of its ``clips``; refused
+    (KpnError) where more than ``CLIPPED_LIMIT`` of them do or fewer than ``MIN_PATCHES``
+    remain."""
+    patches, clipped = sample_patches(array, TARGET_PATCHES, LEAST_PATCHES, clips=clips)
     if clipped.sum() > CLIPPED_LIMIT * len(patches) and len(patches) >= MIN_PATCHES:
         share = 100 * clipped.sum() / len(patches)
         raise KpnError(
@@ -415,7 +418,9 @@ def _unclipped(array: np.ndarray, where: str, instead: str) -> np.ndarray:
     return patches[~clipped]
 
 
-def _colour_patches(array: np.ndarray, reader: SetReader) -> _Patches | None:
+def _colour_patches(
+    array: np.ndarray, clips: list[np.ndarray], reader: SetReader
+) -> _Patches | None:
     """The sorted patches of an RGB ``array``'s two colour differences where none of the
     three channels touches a clip, about ``TARGET_PATCHES`` of them: ``(R - G) / sqrt 2``
     and ``(R + G - 2 B) / sqrt 6``, whose noise, independent between the channels, has
@@ -425,7 +430,7 @@ def _colour_patches(array: np.ndarray, reader: SetReader) -> _Patches | None:
     if channels != 3:
         return None
     steps = grid_steps(height, width, 2, TARGET_PATCHES, LEAST_PATCHES)
-    patches, clipped = sample_patches(array, 0, steps=steps)
+    patches, clipped = sample_patches(array, 0, steps=steps, clips=clips)
     unclipped = ~clipped.reshape(3, -1).any(axis=0)
     if 2 * unclipped.sum() < MIN_PATCHES:
         return None

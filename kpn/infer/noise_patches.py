@@ -31,32 +31,46 @@ DETAIL_STEP = 2
 
 
 def sample_patches(
-    image: np.ndarray, target: int, least: int = 0, steps: tuple[int, int] | None = None
+    image: np.ndarray,
+    target: int,
+    least: int = 0,
+    steps: tuple[int, int] | None = None,
+    clips: list[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """About ``target`` patches of every channel on an even grid, and which touch a clip.
 
     ``[H,W,C] -> ([N, PATCH^2] float32, [N] bool)``, channel after channel, each on the
     same grid. The grid's steps (down, across) are :func:`grid_steps`'s, or ``steps``. A
-    patch touches a clip where it holds its channel's lowest or highest value and that
-    value is held by more than one pixel of the channel (an image clipped at black or
-    white holds it in many; a noisy unclipped one has one lowest and one highest pixel).
+    patch touches a clip where it holds one of its channel's :func:`clip_values`
+    (``clips``, where the caller has them).
     """
     height, width, channels = image.shape
     if height < PATCH or width < PATCH:
         return np.empty((0, PATCH * PATCH), dtype=np.float32), np.empty(0, dtype=bool)
     down, across = steps or grid_steps(height, width, channels, target, least)
+    clips = clip_values(image) if clips is None else clips
     patches, clipped = [], []
     for channel in range(channels):
-        plane = image[:, :, channel]
-        grid = sliding_window_view(plane, (PATCH, PATCH))[::down, ::across]
+        grid = sliding_window_view(image[:, :, channel], (PATCH, PATCH))[::down, ::across]
         flat = grid.reshape(-1, PATCH * PATCH).astype(np.float32)
         touches = np.zeros(len(flat), dtype=bool)
-        for extreme in (plane.min(), plane.max()):
-            if np.count_nonzero(plane == extreme) > 1:
-                touches |= (flat == extreme).any(axis=1)
+        for value in clips[channel]:
+            touches |= (flat == value).any(axis=1)
         patches.append(flat)
         clipped.append(touches)
     return np.concatenate(patches), np.concatenate(clipped)
+
+
+def clip_values(image: np.ndarray) -> list[np.ndarray]:
+    """Per channel of ``[H,W,C]``, its lowest and highest value where more than one pixel
+    holds it: an image clipped at black or white holds it in many, a noisy unclipped one
+    in one pixel each."""
+    values = []
+    for channel in range(image.shape[2]):
+        plane = image[:, :, channel]
+        extremes = (plane.min(), plane.max())
+        values.append(np.array([v for v in extremes if np.count_nonzero(plane == v) > 1]))
+    return values
 
 
 def grid_steps(height: int, width: int, channels: int, target: int, least: int) -> tuple[int, int]:

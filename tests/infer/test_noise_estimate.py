@@ -24,7 +24,7 @@ import pytest
 import kpn.infer.noise_estimate as noise_estimate
 from kpn.errors import KpnError
 from kpn.infer.noise_estimate import estimate_noise, fit_line
-from kpn.infer.noise_patches import ROBUST_HIGH_PASS, local_levels
+from kpn.infer.noise_patches import ROBUST_HIGH_PASS, clip_values, local_levels
 
 from conftest import assert_one_line_error
 
@@ -332,7 +332,8 @@ def test_the_noise_of_a_textured_brightness_is_read_at_each_values_signal() -> N
     array = noise_estimate._checked(add_noise(np.repeat(pattern, 3, axis=2), a, b, 3), "x")
     errors = []
     for reader in (ROBUST_HIGH_PASS, dataclasses.replace(ROBUST_HIGH_PASS, levels=None)):
-        fit, settled = noise_estimate._refine(noise_estimate._colour_patches(array, reader), reader)
+        patches = noise_estimate._colour_patches(array, clip_values(array), reader)
+        fit, settled = noise_estimate._refine(patches, reader)
         assert settled
         errors.append(abs(np.sqrt(fit.alpha + fit.beta * 0.3) / true_sigma(a, b, 0.3) - 1))
     assert errors[0] < 0.1 and errors[0] < errors[1] - 0.03
