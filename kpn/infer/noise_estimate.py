@@ -435,8 +435,9 @@ def _colour_patches(
     if 2 * unclipped.sum() < MIN_PATCHES:
         return None
     red, green, blue = patches.reshape(3, -1, patches.shape[1])[:, unclipped]
-    differences = np.concatenate(((red - green) / SQRT2, (red + green - 2 * blue) / SQRT6))
-    brightness = np.concatenate(((red + green) / 2, (red + green + 4 * blue) / 6))
+    both = red + green
+    differences = np.concatenate(((red - green) / SQRT2, (both - 2 * blue) / SQRT6))
+    brightness = np.concatenate((both / 2, (both + 4 * blue) / 6))
     return _sorted_patches(differences, reader, brightness)
 
 
