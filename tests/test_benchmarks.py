@@ -307,10 +307,12 @@ def test_quality_cbm3d_at_and_classical_from(tmp_path: Path, lut: Path) -> None:
     classical = [r for r in rows if r["method"] in quality.CLASSICAL]
     reused = [r for r in again if r["method"] in quality.CLASSICAL]
     assert sorted(map(str, reused)) == sorted(map(str, classical))
-    # the kpn rows are recomputed from the same noisy inputs: the same scores
-    mine = [r for r in again if r["method"] == "kpn s"]
-    before = [r for r in rows if r["method"] == "kpn s"]
-    assert [r["psnr_linear"] for r in mine] == [r["psnr_linear"] for r in before]
+    # the kpn rows are recomputed from the same noisy inputs: the same scores but for the
+    # last float digits, which differed by 3.6e-5 dB in some runs on a loaded machine (the
+    # order of a multi-threaded sum); other noisy inputs would move them 0.01 dB and more
+    mine = [float(r["psnr_linear"]) for r in again if r["method"] == "kpn s"]
+    before = [float(r["psnr_linear"]) for r in rows if r["method"] == "kpn s"]
+    assert mine == pytest.approx(before, abs=1e-3)
     bad = run_script("quality.py", "--quick", "--model", f"s={lut}", "--cbm3d-at", "ISO 1")
     assert bad.returncode == 2 and "unknown noise" in bad.stderr
 
