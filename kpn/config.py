@@ -219,6 +219,7 @@ NoiseLaw = Literal["uniform", "loguniform", "loglevel", "cameras"]
 NprofScale = Literal["refuse", "u16", "dng", "raw"]
 EV_LIMIT = 16.0  # 2**16 is float16's range, vkdt's tile format
 MAX_GRAIN = 0.1  # data.grain: a tenth of sRGB's range is no longer grain
+NOISE_MODES = (2, 4)  # the data.generate modes that add synthetic noise
 MAX_TOLD_JITTER = 4.0  # data.noise_told_jitter: sigma told at most 4x off
 
 
@@ -304,6 +305,8 @@ class DataConfig:
             raise fail("noise_told_jitter", f"is outside 1..{MAX_TOLD_JITTER:g}")
         if not 0 <= self.grain <= MAX_GRAIN:
             raise fail("grain", f"is outside 0..{MAX_GRAIN:g} (sRGB std)")
+        if self.grain and self.generate not in NOISE_MODES:
+            raise fail("grain", "goes under synthetic noise only: needs data.generate 2 or 4")
         if not 0 <= self.deadleaves_fraction <= 1:
             raise fail("deadleaves_fraction", "is outside 0..1")
         if self.deadleaves_fraction and self.source == "deadleaves":

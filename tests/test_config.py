@@ -233,6 +233,10 @@ BAD_FILES = {
     "told-jitter-above-4": ("[data]\nnoise_told_jitter = 8\n", ["data.noise_told_jitter", "1..4"]),
     "grain-negative": ("[data]\ngrain = -0.01\n", ["data.grain", "-0.01", "0..0.1"]),
     "grain-above-a-tenth": ("[data]\ngrain = 0.2\n", ["data.grain", "0.2", "0..0.1"]),
+    "grain-without-noise": (
+        "[data]\ngrain = 0.01\ngenerate = 1\n",
+        ["data.grain", "synthetic noise", "data.generate 2 or 4"],
+    ),
     "fine-passes-3": ("[model]\nfine_passes = 3\n", ["model.fine_passes", "3", "1 or 2"]),
     "chroma-f16": (
         '[model]\nchroma_kernel = true\nprecision = "vkdt-f16"\n',

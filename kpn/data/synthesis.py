@@ -33,12 +33,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from kpn.config import DataConfig, TileOffset
+from kpn.config import NOISE_MODES, DataConfig, TileOffset
 from kpn.metrics import srgb_slope
 from kpn.model.features import NOISE_SCALE, noise_sigma
 from kpn.model.sampling import mirror_index
 
-NOISE_MODES = (2, 4)
 MOSAIC_MODES = (3, 4)
 
 
