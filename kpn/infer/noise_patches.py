@@ -52,7 +52,7 @@ def sample_patches(
     patches, clipped = [], []
     for channel in range(channels):
         grid = sliding_window_view(image[:, :, channel], (PATCH, PATCH))[::down, ::across]
-        flat = grid.reshape(-1, PATCH * PATCH).astype(np.float32)
+        flat = grid.reshape(-1, PATCH * PATCH).astype(np.float32, copy=False)
         touches = np.zeros(len(flat), dtype=bool)
         for value in clips[channel]:
             touches |= (flat == value).any(axis=1)
