@@ -10,7 +10,9 @@ point of chi-squared at the noise the fit predicts); each set's variance is the 
 variance of Immerkaer's high-pass of those (:mod:`kpn.infer.noise_patches`); a straight
 line is fitted through the sets by re-weighted least squares (:func:`fit_line`), and the
 selection and fit are repeated until the fit settles, or cycles between fits that agree
-(:func:`_agreeing`).
+(:func:`_agreeing`). An RGB image's two colour differences are read the same way
+(:func:`_colour_patches`): a grey texture, which each channel's high-pass takes for
+noise, cancels there, and their fit is taken where it reads lower (:func:`_reads_texture`).
 
 An image is refused, with a one-line :class:`~kpn.errors.KpnError` that says what to give
 instead, when it is too small, too clipped, too flat (no noise to measure), too textured
