@@ -373,7 +373,9 @@ def estimate_noise(
     clips = clip_values(array)
     sorted_patches = _sorted_patches(_unclipped(array, clips, where, instead), reader)
     fit, settled = _refine(sorted_patches, reader)
-    colour = _colour_patches(array, clips, reader) if colour_differences else None
+    # the colour fit is compared with the channels' fit: without one it is never taken
+    use_colour = colour_differences and fit is not None
+    colour = _colour_patches(array, clips, reader) if use_colour else None
     from_colour = False
     if colour is not None:
         colour_fit, colour_settled = _refine(colour, reader)
@@ -451,7 +453,7 @@ def _reads_texture(fit: _Fit | None, colour_fit: _Fit | None, y: np.ndarray) -> 
     one's; the differences would miss it)."""
     if fit is None or colour_fit is None:
         return False
-    level = max(float(np.median(y)), 0.0)
+    level = float(_settle_levels(y)[1])
     ours = fit.alpha + fit.beta * level
     theirs = colour_fit.alpha + colour_fit.beta * level
     return ours > 0 and COLOUR_LEAST**2 <= theirs / ours < COLOUR_BELOW**2
