@@ -71,7 +71,13 @@ LEAST_PATCHES = 3 * MIN_PATCHES // 2  # the grid is every pixel where it would g
 # noise read from the colour differences where their sigma is below this times the channels'
 COLOUR_BELOW = 0.95
 COLOUR_LEAST = 0.5  # ... and above this: far below, the channels' noise is not independent
+# RGB -> the colour differences (R - G) / sqrt 2, (R + G - 2B) / sqrt 6, and the brightness
+# whose profile their noise has, (R + G) / 2, (R + G + 4B) / 6
 SQRT2, SQRT6 = math.sqrt(2.0), math.sqrt(6.0)
+COLOUR_DIFFERENCES = np.array(
+    ((1 / SQRT2, -1 / SQRT2, 0), (1 / SQRT6, 1 / SQRT6, -2 / SQRT6)), dtype=np.float32
+)
+UNDER_DIFFERENCES = np.array(((1 / 2, 1 / 2, 0), (1 / 6, 1 / 6, 4 / 6)), dtype=np.float32)
 NOISE_FLOOR = 1.0 / NOISE_SCALE  # sigma below one code of 16 bits: nothing to measure
 GREYS = (0.1, 0.5, 0.9)  # where sigma is reported
 
@@ -180,16 +186,17 @@ def line_covariance(
 @dataclass(frozen=True)
 class _Patches:
     """The unclipped patches sorted by signal: ``pixels [N, 49]``, their signal ``y [N]``
-    (their mean, or under colour differences the brightness's), plane ``residuals [N,
-    49]`` and its ``energy [N]``, what a set's variance reads, ``details [N, m]``, and the
-    signal under each of those, ``levels [N, m]`` (or ``[N, 1]``, ``y``)."""
+    (their mean, or under colour differences the brightness's), the ``energy [N]`` of
+    their residual after the best plane, what a set's variance reads, ``details [N, m]``,
+    the signal under each of those, ``levels [N, m]`` (or ``[N, 1]``, ``y``), and the
+    :func:`_settle_levels` of ``y``, ``settle [3]``."""
 
     pixels: np.ndarray
     y: np.ndarray
-    residuals: np.ndarray
     energy: np.ndarray
     details: np.ndarray
     levels: np.ndarray
+    settle: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -215,22 +222,28 @@ def _fit_sets(
     (``patches.levels``), the variance multiplied by their mean square: the noise of a
     set's darkest and brightest patches, or pixels, differs, and a robust variance of the
     mixture would fall short of its mean. None where fewer than two sets remain."""
-    values, expected = patches.details, None
+    values, expected = patches.details, np.ones(len(keep))
     if previous is not None:  # for all patches at once: the loop below is per set
         levels = np.maximum(patches.levels, 0.0)
-        expected = np.maximum(previous.alpha + previous.beta * levels, 1e-30)
-        values = values / np.sqrt(expected)
-        expected = np.broadcast_to(expected, values.shape)
+        variance = np.maximum(previous.alpha + previous.beta * levels, 1e-30)
+        values = values / np.sqrt(variance)
+        expected = variance.mean(axis=1)  # [N]: what each patch's values were divided by
+    # each set's count and means over its kept patches, at once (the sets are contiguous)
+    starts = [part.start for part in parts]
+    counts = np.add.reduceat(keep, starts, dtype=np.int64)
+    totals = np.add.reduceat(
+        np.where(keep[:, None], np.stack((patches.y, expected), axis=1), 0.0),
+        starts,
+        dtype=np.float64,
+    )
     means, variances, sizes = [], [], []
     used = np.zeros_like(keep)
-    for part in parts:
-        chosen = keep[part]
-        count = int(chosen.sum())
+    for part, count, (total_y, total_expected) in zip(parts, counts, totals, strict=True):
         if count < MIN_SET:
             continue
-        scale = 1.0 if expected is None else float(expected[part][chosen].mean())
-        means.append(float(patches.y[part][chosen].mean()))
-        variances.append(scale * reader.variance(values[part], chosen))
+        chosen = keep[part]
+        means.append(float(total_y / count))
+        variances.append(float(total_expected / count) * reader.variance(values[part], chosen))
         sizes.append(float(count))
         used[part] = chosen
     if len(means) < 2:
@@ -269,25 +282,24 @@ def _refine(patches: _Patches, variance: SetReader) -> tuple[_Fit | None, bool]:
         refined = _fit_sets(parts, patches, keep, variance, fit)
         if refined is None:  # too few patches of any set look like noise alone
             return fit, False
-        settled = _change(fit, refined, patches.y) <= SETTLED
+        settled = _change(fit, refined, patches.settle) <= SETTLED
         fit = refined
         if settled:
             return fit, True
         refined_fits.append(fit)
-    agreed = _agreeing(refined_fits[-CYCLE:], patches.y, variance)
+    agreed = _agreeing(refined_fits[-CYCLE:], patches.settle, variance)
     return (fit, False) if agreed is None else (agreed, True)
 
 
-def _agreeing(fits: list[_Fit], y: np.ndarray, reader: SetReader) -> _Fit | None:
+def _agreeing(fits: list[_Fit], levels: np.ndarray, reader: SetReader) -> _Fit | None:
     """Of ``CYCLE`` fits that a refinement cycles through (a level set at the edge of
     ``MIN_SET`` chosen patches drops out and comes back, and the line's intercept with
     it), the one with the most level sets (then patches), where every two of them agree
-    within ``AGREE`` combined standard errors at the :func:`_settle_levels` and within
+    within ``AGREE`` combined standard errors at ``levels``, the :func:`_settle_levels`, and within
     ``MEDIAN_AGREE`` at the median; None where they do not (or are fewer). The one with
     most sets measures where the others extrapolate."""
     if len(fits) < CYCLE:
         return None
-    levels = _settle_levels(y)
     design = np.stack((np.ones_like(levels), levels), axis=1)
     values, errors = [], []
     for fit in fits:
@@ -304,9 +316,9 @@ def _agreeing(fits: list[_Fit], y: np.ndarray, reader: SetReader) -> _Fit | None
     return max(fits, key=lambda fit: (len(fit.means), int(fit.keep.sum())))
 
 
-def _change(old: _Fit, new: _Fit, y: np.ndarray) -> float:
-    """The largest relative change of the fitted variance at the :func:`_settle_levels`."""
-    levels = _settle_levels(y)
+def _change(old: _Fit, new: _Fit, levels: np.ndarray) -> float:
+    """The largest relative change of the fitted variance at ``levels``, the
+    :func:`_settle_levels`."""
     before = np.maximum(old.alpha + old.beta * levels, 1e-30)
     return float(np.max(np.abs((new.alpha + new.beta * levels) / before - 1)))
 
@@ -329,13 +341,13 @@ def _sorted_patches(
     order = np.argsort(y, kind="stable")  # level sets are slices of the sorted patches
     patches, y = patches[order], y[order]
     residuals = patches @ plane_residual()
-    details = reader.values(patches)
     energy = np.einsum("ij,ij->i", residuals, residuals)
+    details = reader.values(patches)
     if signal is None or reader.levels is None:
         levels = y[:, None]
     else:
         levels = reader.levels(signal[order])
-    return _Patches(patches, y, residuals, energy, details, levels)
+    return _Patches(patches, y, energy, details, levels, _settle_levels(y))
 
 
 def estimate_noise(
@@ -379,7 +391,7 @@ def estimate_noise(
     from_colour = False
     if colour is not None:
         colour_fit, colour_settled = _refine(colour, reader)
-        from_colour = _reads_texture(fit, colour_fit, sorted_patches.y)
+        from_colour = _reads_texture(fit, colour_fit, float(sorted_patches.settle[1]))
         if from_colour:
             sorted_patches, fit, settled = colour, colour_fit, colour_settled
     correlation, shape = _judge(sorted_patches, fit, settled, where, instead)
@@ -438,22 +450,20 @@ def _colour_patches(
     unclipped = ~clipped.reshape(3, -1).any(axis=0)
     if 2 * unclipped.sum() < MIN_PATCHES:
         return None
-    red, green, blue = patches.reshape(3, -1, patches.shape[1])[:, unclipped]
-    both = red + green
-    differences = np.concatenate(((red - green) / SQRT2, (both - 2 * blue) / SQRT6))
-    brightness = np.concatenate((both / 2, (both + 4 * blue) / 6))
-    return _sorted_patches(differences, reader, brightness)
+    rgb = patches.reshape(3, -1, patches.shape[1])[:, unclipped].reshape(3, -1)
+    differences, brightness = (mix @ rgb for mix in (COLOUR_DIFFERENCES, UNDER_DIFFERENCES))
+    width = patches.shape[1]  # each row of a mix's product is one difference's patches
+    return _sorted_patches(differences.reshape(-1, width), reader, brightness.reshape(-1, width))
 
 
-def _reads_texture(fit: _Fit | None, colour_fit: _Fit | None, y: np.ndarray) -> bool:
-    """Whether the colour differences' fit is the one to take: its sigma at the median
-    patch mean below ``COLOUR_BELOW`` times the channels' fit's (their patches hold a
-    grey texture, which the differences cancel) and above ``COLOUR_LEAST`` times it (far
-    below: the channels' noise is not independent, as a grey image's or a chroma-denoised
-    one's; the differences would miss it)."""
+def _reads_texture(fit: _Fit | None, colour_fit: _Fit | None, level: float) -> bool:
+    """Whether the colour differences' fit is the one to take: its sigma at ``level``
+    (the channels' median patch mean) below ``COLOUR_BELOW`` times the channels' fit's
+    (their patches hold a grey texture, which the differences cancel) and above
+    ``COLOUR_LEAST`` times it (far below: the channels' noise is not independent, as a
+    grey image's or a chroma-denoised one's; the differences would miss it)."""
     if fit is None or colour_fit is None:
         return False
-    level = float(_settle_levels(y)[1])
     ours = fit.alpha + fit.beta * level
     theirs = colour_fit.alpha + colour_fit.beta * level
     return ours > 0 and COLOUR_LEAST**2 <= theirs / ours < COLOUR_BELOW**2

@@ -243,6 +243,7 @@ def _line_fit(alpha: float, beta: float, means: list[float], scatter: float = 0.
 
 
 Y = np.linspace(0.02, 0.9, 1000)  # the patch means: percentiles 10/50/90 at 0.11/0.46/0.81
+LEVELS = noise_estimate._settle_levels(Y)
 BRIGHT = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
 
 
@@ -253,23 +254,23 @@ def test_agreeing_fits_of_a_cycle_give_the_one_with_most_sets() -> None:
     with_dark = _line_fit(1e-6, 1e-4, [0.02, *BRIGHT], 0.02)
     without = _line_fit(4e-6, 0.95e-4, BRIGHT, 0.04)
     cycle = [without, with_dark, without]
-    assert noise_estimate._agreeing(cycle, Y, noise_estimate.ROBUST_HIGH_PASS) is with_dark
-    assert noise_estimate._agreeing(cycle[:2], Y, noise_estimate.ROBUST_HIGH_PASS) is None
+    assert noise_estimate._agreeing(cycle, LEVELS, noise_estimate.ROBUST_HIGH_PASS) is with_dark
+    assert noise_estimate._agreeing(cycle[:2], LEVELS, noise_estimate.ROBUST_HIGH_PASS) is None
 
 
 def test_fits_apart_beyond_their_errors_or_at_the_median_do_not_agree() -> None:
     precise = _line_fit(1e-6, 1e-4, [0.02, *BRIGHT])
     far = _line_fit(1e-6, 1.5e-4, [0.02, *BRIGHT])  # both exact: any gap is beyond errors
     reader = noise_estimate.ROBUST_HIGH_PASS
-    assert noise_estimate._agreeing([precise, far, precise], Y, reader) is None
+    assert noise_estimate._agreeing([precise, far, precise], LEVELS, reader) is None
     # equal at the median patch mean (0.46), 26% apart at the 10th percentile (0.108)
     steeper = _line_fit(5e-6, 1e-4 - 4e-6 / 0.46, [0.02, *BRIGHT])
-    assert noise_estimate._agreeing([precise, steeper, precise], Y, reader) is None
+    assert noise_estimate._agreeing([precise, steeper, precise], LEVELS, reader) is None
     # within their (large) errors, yet 20% apart in variance at the median patch mean
     loose = _line_fit(1e-6, 1e-4, [0.02, *BRIGHT], 0.5)
     louder = _line_fit(1e-6, 1.2e-4, [0.02, *BRIGHT], 0.5)
-    assert noise_estimate._agreeing([loose, louder, loose], Y, reader) is None
-    assert noise_estimate._agreeing([loose, loose, loose], Y, reader) is loose
+    assert noise_estimate._agreeing([loose, louder, loose], LEVELS, reader) is None
+    assert noise_estimate._agreeing([loose, loose, loose], LEVELS, reader) is loose
 
 
 def test_refinement_that_cycles_between_agreeing_fits_is_accepted(monkeypatch) -> None:
@@ -372,6 +373,6 @@ def test_the_differences_are_taken_where_their_sigma_is_below_095_and_above_05(
 ) -> None:
     y = np.linspace(0.1, 0.9, 9)
     channels, colour = _fit_at(1e-4, y), _fit_at(1e-4 * ratio**2, y)
-    assert noise_estimate._reads_texture(channels, colour, y) is taken
-    assert not noise_estimate._reads_texture(None, colour, y)
-    assert not noise_estimate._reads_texture(channels, None, y)
+    assert noise_estimate._reads_texture(channels, colour, 0.5) is taken
+    assert not noise_estimate._reads_texture(None, colour, 0.5)
+    assert not noise_estimate._reads_texture(channels, None, 0.5)

@@ -52,7 +52,13 @@ def test_high_pass_known_values() -> None:
     centre = (IMMERKAER * squares[:, 2:5, 3:6]).sum(axis=(1, 2))  # output (2, 3)
     np.testing.assert_allclose(full[:, 2, 3], centre, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(high_pass(squares, DETAIL_STEP), full[:, ::2, ::2])
-    assert patch_details(squares.reshape(5, -1)).shape == (5, 9)
+    # the values a set reads, as one product: the strided ones, row after row
+    np.testing.assert_allclose(
+        patch_details(squares.reshape(5, -1)),
+        full[:, ::2, ::2].reshape(5, 9),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def _noise_details(count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -107,6 +113,17 @@ def test_sample_patches_grid_and_clip() -> None:
     np.testing.assert_array_equal(clipped, np.tile(touching, 3))
     empty, _ = sample_patches(image[:5], 1000)
     assert empty.shape == (0, PATCH * PATCH)
+
+
+def test_coarse_power_is_the_high_pass_of_the_2x2_means() -> None:
+    """fine_and_coarse's coarse power, by hand: the 2x2 means of a patch's top-left 6x6,
+    their one high-pass value (3x3), squared, times 4."""
+    squares = np.random.default_rng(2).standard_normal((3, PATCH, PATCH)).astype(np.float32)
+    binned = squares[:, :6, :6].reshape(3, 3, 2, 3, 2).mean(axis=(2, 4))
+    by_hand = 4 * np.mean((IMMERKAER * binned).sum(axis=(1, 2)) ** 2)
+    fine, coarse = fine_and_coarse(squares.reshape(3, -1))
+    assert coarse == pytest.approx(by_hand, rel=1e-5)
+    assert fine == pytest.approx(np.mean(high_pass(squares, DETAIL_STEP) ** 2), rel=1e-5)
 
 
 def test_fine_and_coarse_tell_white_from_smoothed_noise() -> None:
