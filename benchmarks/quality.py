@@ -23,7 +23,9 @@ tells the network alone a wrong profile, ``--estimate`` adds each model told the
 estimated from the noisy image (``kpn NAME, told the estimate``: ``--noise auto``, an
 image it refuses scored as the noisy input), ``--ensemble 2,4`` each model as infer.py
 ``--ensemble N`` runs it (``kpn NAME, ensemble N``: the mean over N orientations of the
-image). Every other method is told the true noise.
+image), ``--sure-split`` each model with a SURE weight for the luma of the network's
+change and one for its chroma (``kpn NAME, SURE luma and chroma``: ``infer.sure_split =
+luma_chroma``). Every other method is told the true noise.
 The classical ones run through the
 generalised Anscombe transform (Makitalo and Foi 2013, with its closed-form unbiased
 inverse) for the signal-dependent camera noise, with sigma 1 after it; on the sRGB noise
@@ -177,6 +179,7 @@ def estimated_method(denoiser: Denoiser) -> Callable[[np.ndarray, Condition], np
 def methods(
     models: dict[str, Denoiser], classical: bool = True, cbm3d_too: bool = True,
     profile_test: bool = False, estimate: bool = False, ensembles: tuple[int, ...] = (),
+    sure_split: bool = False,
 ) -> dict[str, Callable]:  # fmt: skip
     """Method name -> ``run(noisy, condition) -> denoised``, in table order."""
     chosen: dict[str, Callable] = {"noisy": lambda noisy, condition: noisy}
@@ -185,6 +188,9 @@ def methods(
         chosen[f"kpn {name}"] = kpn_method(denoiser)
         if denoiser.sure:
             chosen[f"kpn {name}, no SURE"] = kpn_method(network)
+        if sure_split and denoiser.sure and denoiser.sure_split == "none":
+            split = dataclasses.replace(denoiser, sure_split="luma_chroma")
+            chosen[f"kpn {name}, SURE luma and chroma"] = kpn_method(split)
         if estimate:
             chosen[f"kpn {name}, told the estimate"] = estimated_method(denoiser)
         for count in ensembles:
@@ -362,6 +368,11 @@ def main(argv: list[str] | None = None) -> int:
         "--ensemble", type=ensemble_counts, default=(), metavar="N,...",
         help="also run each model as infer.py --ensemble N runs it, for each N (2, 4, 8)",
     )  # fmt: skip
+    parser.add_argument(
+        "--sure-split", action="store_true",
+        help="also run each model with a SURE weight for the luma and one for the chroma "
+        "(infer.sure_split = luma_chroma)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if (missing := missing_bench_extra("matplotlib", "skimage")) is not None:
         return missing
@@ -394,8 +405,9 @@ def main(argv: list[str] | None = None) -> int:
     # reused rows and --cbm3d-at: CBM3D runs at those noises, its earlier rows there dropped
     cbm3d_too = not args.no_cbm3d and (classical or (reuse and bool(cbm3d_at)))
     denoisers = methods(
-        models, classical, cbm3d_too, args.profile_test, args.estimate, args.ensemble
-    )
+        models, classical, cbm3d_too, args.profile_test, args.estimate, args.ensemble,
+        args.sure_split,
+    )  # fmt: skip
     if "CBM3D" in denoisers and reuse:
         earlier = [r for r in earlier if r["method"] != "CBM3D" or r["condition"] not in cbm3d_at]
     names = [name for name in denoisers if name not in CLASSICAL]
@@ -479,7 +491,11 @@ def report(
         *(
             f"- kpn {n}: {d.levels} levels, W {d.config.width}, "
             f"{d.config.features}, {d.config.kernel_taps} kernels, tile {d.tile}; "
-            + (f"SURE blend, window {d.sure_window} (kpn.infer.sure)" if d.sure else "no SURE")
+            + (
+                f"SURE blend, window {d.sure_window}, weights {d.sure_split} (kpn.infer.sure)"
+                if d.sure
+                else "no SURE"
+            )
             for n, d in models.items()
         ),
         "",

@@ -387,6 +387,7 @@ class TrainConfig:
 
 InferPrecision = Literal["auto", "model", "fp32", "bf16", "vkdt-f16"]
 SureDivergence = Literal["one_pass", "two_pass"]  # kpn.infer.sure
+SureSplit = Literal["none", "luma_chroma"]  # kpn.infer.sure.SPLITS
 MIN_TILE = 8  # smaller tiles are nearly all halo
 MAX_SURE_WINDOW = 4095
 ENSEMBLES = (1, 2, 4, 8)  # infer.ensemble: the first 1, 2, 4 or all 8 of the square's symmetries
@@ -410,6 +411,10 @@ class InferConfig:
     # model with vkdt's block transpose, or run in vkdt-f16, takes two_pass); two_pass, a
     # second pass of the network on a perturbed input (design §13)
     sure_divergence: SureDivergence = "one_pass"
+    # kpn only: which parts of the network's change get a SURE weight of their own: all of
+    # it, none; or its luma (the channels' mean) and its chroma, luma_chroma (design §13:
+    # better from ISO 6400 up, not the default: its divergence is too noisy at low noise)
+    sure_split: SureSplit = "none"
     # kpn only: the mean of the outputs of 1, 2, 4 or 8 orientations of the image (identity,
     # transpose, half turn, anti-transpose, then the flips): ENSEMBLE times the time
     # (kpn.infer.denoiser.ORIENTATIONS, docs/design.md §19)

@@ -56,9 +56,10 @@ class Denoiser:
     output blended towards the input by SURE, in windows of side ``sure_window``, its
     divergence by ``sure_divergence``: ``one_pass`` (:func:`kpn.infer.sure.sure_blend_one_pass`,
     where the model allows it: :func:`kpn.model.linearised.probe_applies`) or ``two_pass``
-    (:func:`kpn.infer.sure.sure_blend`, the network runs twice). ``ensemble`` (kpn only):
-    the mean of the outputs of the first 1, 2, 4 or 8 :data:`ORIENTATIONS` of the image,
-    each denoised as above, for as many times the time.
+    (:func:`kpn.infer.sure.sure_blend`, the network runs twice), its weights by
+    ``sure_split``: one for all of the network's change, or one for its luma and one for its
+    chroma. ``ensemble`` (kpn only): the mean of the outputs of the first 1, 2, 4 or
+    8 :data:`ORIENTATIONS` of the image, each denoised as above, for as many times the time.
     """
 
     weights: tuple[Tensor, ...]
@@ -70,6 +71,7 @@ class Denoiser:
     sure_window: int = 33
     sure_divergence: str = "one_pass"
     ensemble: int = 1
+    sure_split: str = "none"
 
     @classmethod
     def build(
@@ -130,7 +132,7 @@ class Denoiser:
         divergence = infer.sure_divergence if one_pass else "two_pass"
         return cls(
             weights, config, levels, tile, torch_device, sure, infer.sure_window, divergence,
-            ensemble,
+            ensemble, infer.sure_split,
         )  # fmt: skip
 
     def tiles(self, height: int, width: int) -> int:
@@ -200,10 +202,16 @@ class Denoiser:
                 a,
                 b,
                 self.sure_window,
+                self.sure_split,
             )
         else:
             out = sure_blend(
-                lambda noisy: self.network(noisy, a, b, progress), image, a, b, self.sure_window
+                lambda noisy: self.network(noisy, a, b, progress),
+                image,
+                a,
+                b,
+                self.sure_window,
+                self.sure_split,
             )
         return out
 

@@ -55,7 +55,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from kpn.config import SureSplit
+
 U16 = 65535.0
+# infer.sure_split -> the parts of the residual weighed apart: all of it, or its luma (the
+# channels' mean) and its chroma (design §13)
+SPLITS = {"none": 1, "luma_chroma": 2}
 PROBE_SEED = 0x5E1
 PROBE_STEP = 0.1  # eps, in units of the image's rms noise sigma
 ROWS = 256  # rows per chunk of the per-pixel sums: bounded temporaries on large photos
@@ -104,7 +109,7 @@ def _window_mean(plane: Tensor, window: int) -> Tensor:
     inside the image; ``window`` 0: the whole image's mean everywhere. Separable (the
     inside part of a square is a rectangle), in chunks of ``ROWS`` lines."""
     if window == 0:
-        return plane.mean(dtype=torch.float64).to(plane.dtype).expand_as(plane)
+        return torch.full_like(plane, float(plane.mean(dtype=torch.float64)))
     height, width = plane.shape
     out = torch.empty_like(plane)
     for top in range(0, height, ROWS):
@@ -123,8 +128,13 @@ def risk_sums(
     step: float | None,
     a: float,
     b: float,
+    split: SureSplit = "none",
 ) -> tuple[Tensor, Tensor]:
-    """SURE's two per-pixel sums over the channels: ``sum v (1 - df/dy)`` and ``sum r^2``.
+    """SURE's two per-pixel sums over the channels, ``sum v (1 - df/dy)`` and ``sum r^2``,
+    of each part the blend weighs apart: with ``split`` ``"none"`` the residual ``r``
+    itself, with ``"luma_chroma"`` its luma (the channels' mean, in each) and its chroma
+    (what is left), whose derivative's diagonal is the projection's: ``1/3 - delta_i
+    mean_c (J delta)`` and ``2/3 - delta_i ((J delta)_i - mean_c (J delta))``.
 
     Args:
         noisy: ``[H,W,3]`` the network's input ``y``.
@@ -135,22 +145,26 @@ def risk_sums(
         step: the probe's step (> 0), or None.
         a, b: the noise profile, 0..65535 scale.
 
+        split: which parts of the residual get a weight of their own (:data:`SPLITS`).
+
     Returns:
-        two ``[H,W]`` float32, both divided by :func:`sums_scale`. ``v`` of a float32
-        pixel and profile can overflow float32 (b near 1e34 at a pixel of 1): a chunk
-        whose float32 sums are not all finite is summed again in float64.
+        two ``[P,H,W]`` float32, P the split's parts (1 or 2), both divided by
+        :func:`sums_scale`. ``v`` of a float32 pixel and profile can overflow float32 (b
+        near 1e34 at a pixel of 1): a chunk whose float32 sums are not all finite is summed
+        again in float64.
     """
     height, width = noisy.shape[:2]
     scale = sums_scale(noisy, a, b)
-    reduction = torch.empty(height, width)
-    residual = torch.empty(height, width)
+    reduction = torch.empty(SPLITS[split], height, width)
+    residual = torch.empty(SPLITS[split], height, width)
     for top in range(0, height, ROWS):
         rows = slice(top, top + ROWS)
         arrays = (noisy[rows], denoised[rows], probed[rows], signs[rows])
-        sums = _chunk_sums(*arrays, step, a, b, scale, torch.float32)
+        sums = _chunk_sums(*arrays, step, a, b, scale, split, torch.float32)
         if not all(bool(part.isfinite().all()) for part in sums):
-            sums = tuple(map(_narrow, _chunk_sums(*arrays, step, a, b, scale, torch.float64)))
-        reduction[rows], residual[rows] = sums
+            wide = _chunk_sums(*arrays, step, a, b, scale, split, torch.float64)
+            sums = tuple(map(_narrow, wide))
+        reduction[:, rows], residual[:, rows] = sums
     return reduction, residual
 
 
@@ -163,19 +177,33 @@ def _chunk_sums(
     a: float,
     b: float,
     scale: float,
+    split: SureSplit,
     dtype: torch.dtype,
 ) -> tuple[Tensor, Tensor]:
     """:func:`risk_sums` of a chunk of rows in ``dtype``, divided by ``scale``:
-    ``[h,W,3] x 4 -> [h,W], [h,W]``."""
+    ``[h,W,3] x 4 -> [P,h,W], [P,h,W]``."""
     y, f = (torch.from_numpy(values).to(dtype) for values in (noisy, denoised))
-    along = torch.from_numpy(probed).to(dtype)
-    if step is None:  # the derivative along the probe
-        divergence = torch.from_numpy(signs).to(dtype) * along
-    else:  # a finite difference
-        divergence = torch.from_numpy(signs).to(dtype) * (along - f)
-        divergence /= step
-    reduction = (noise_variance(y, a, b) * (1 - divergence)).sum(-1)
-    residual = (f - y).square().sum(-1)
+    along = torch.from_numpy(probed).to(dtype)  # J delta: the derivative along the probe
+    if step is not None:  # ... by a finite difference
+        along = (along - f) / step
+    delta = torch.from_numpy(signs).to(dtype)
+    variance = noise_variance(y, a, b)
+    residual = f - y
+    if split == "none":
+        reductions = [(variance * (1 - delta * along)).sum(-1)]
+        residuals = [residual.square().sum(-1)]
+    else:  # the projections on the luma, P_Y x = mean_c(x) in each channel, and its rest
+        along_luma = along.mean(-1, keepdim=True)
+        residual_luma = residual.mean(-1, keepdim=True)
+        reductions = [
+            (variance * (1 / 3 - delta * along_luma)).sum(-1),
+            (variance * (2 / 3 - delta * (along - along_luma))).sum(-1),
+        ]
+        residuals = [
+            3 * residual_luma[..., 0].square(),
+            (residual - residual_luma).square().sum(-1),
+        ]
+    reduction, residual = torch.stack(reductions), torch.stack(residuals)
     if scale != 1.0:  # a photo's sums stay exactly as they are
         reduction /= scale
         residual /= scale
@@ -195,12 +223,20 @@ def _narrow(sums: Tensor) -> Tensor:
     return sums.clamp(-largest, largest).float()
 
 
-def weight_of_sums(reduction: Tensor, residual: Tensor, window: int) -> Tensor:
-    """The blend weight ``sum v (1 - df/dy) / sum r^2`` over each pixel's window, clipped
-    to [0, 1]: ``[H,W], [H,W] -> [H,W]``; ``window`` odd, or 0 for the whole image."""
-    reduction, residual = _window_mean(reduction, window), _window_mean(residual, window)
-    weight = reduction / residual.clamp(min=torch.finfo(residual.dtype).tiny)
-    return weight.clamp(0, 1)
+def weight_of_sums(
+    reduction: Tensor, residual: Tensor, window: int, out: Tensor | None = None
+) -> Tensor:
+    """Each part's blend weight ``sum v (1 - df/dy) / sum r^2`` over each pixel's window,
+    clipped to [0, 1]: ``[P,H,W], [P,H,W] -> [P,H,W]``; ``window`` odd, or 0 for the whole
+    image. ``out``: where the weights go (the blends pass ``reduction``, whose sums they
+    need no more: on a 24 Mpx photo each plane is 96 MB)."""
+    out = torch.empty_like(reduction) if out is None else out
+    tiny = torch.finfo(residual.dtype).tiny
+    for part, (part_reduction, part_residual) in enumerate(zip(reduction, residual, strict=True)):
+        weight = _window_mean(part_reduction, window)
+        weight /= _window_mean(part_residual, window).clamp_(min=tiny)
+        out[part] = weight.clamp_(0, 1)
+    return out
 
 
 def sure_blend(
@@ -209,6 +245,7 @@ def sure_blend(
     a: float,
     b: float,
     window: int,
+    split: SureSplit = "none",
 ) -> np.ndarray:
     """``noisy`` denoised by ``denoise`` and blended towards ``noisy`` by SURE, the
     divergence from a second pass of ``denoise`` on the perturbed input.
@@ -217,6 +254,8 @@ def sure_blend(
         denoise: the network on an ``[H,W,3]`` image, a new array.
         noisy: ``[H,W,3]`` float32 linear image with noise profile (a, b).
         window: odd side of the window of each pixel's blend weight; 0: one for the image.
+        split: ``"none"``, one weight for the three channels; ``"luma_chroma"``, a weight
+            for the residual's luma and one for its chroma (:data:`SPLITS`).
 
     Returns:
         ``[H,W,3]`` float32, a new array.
@@ -231,9 +270,9 @@ def sure_blend(
     probed = denoise(perturbed)
     del perturbed
     denoised = denoise(noisy)
-    sums = risk_sums(noisy, denoised, probed, signs, step, a, b)
+    reduction, residual = risk_sums(noisy, denoised, probed, signs, step, a, b, split)
     del probed, signs  # not needed for the window sums: memory back on large photos
-    return _blend(noisy, denoised, weight_of_sums(*sums, window))
+    return _blend(noisy, denoised, weight_of_sums(reduction, residual, window, out=reduction))
 
 
 def sure_blend_one_pass(
@@ -242,6 +281,7 @@ def sure_blend_one_pass(
     a: float,
     b: float,
     window: int,
+    split: SureSplit = "none",
 ) -> np.ndarray:
     """:func:`sure_blend` with the divergence from the network's own pass.
 
@@ -250,7 +290,7 @@ def sure_blend_one_pass(
             ``[H,W,3]`` float32 arrays: the network and its derivative along the probe
             ``signs`` (int8 ``[H,W,3]``), the kernels' own response taken at ``step``
             (:mod:`kpn.model.linearised`).
-        noisy, a, b, window: as :func:`sure_blend`'s.
+        noisy, a, b, window, split: as :func:`sure_blend`'s.
 
     Returns:
         ``[H,W,3]`` float32, a new array.
@@ -260,20 +300,30 @@ def sure_blend_one_pass(
         return noisy.copy()
     signs = probe(noisy.shape)
     denoised, derivative = denoise_along(noisy, signs, step)
-    sums = risk_sums(noisy, denoised, derivative, signs, None, a, b)
+    reduction, residual = risk_sums(noisy, denoised, derivative, signs, None, a, b, split)
     del derivative, signs
-    return _blend(noisy, denoised, weight_of_sums(*sums, window))
+    return _blend(noisy, denoised, weight_of_sums(reduction, residual, window, out=reduction))
 
 
-def _blend(noisy: np.ndarray, denoised: np.ndarray, weight: Tensor) -> np.ndarray:
-    """``denoised`` made ``noisy + weight (denoised - noisy)`` in place:
-    ``[H,W,3], [H,W,3], [H,W] -> [H,W,3]``, in float64 where float32 overflows."""
-    for top in range(0, noisy.shape[0], ROWS):  # in place: h = y + lambda (f - y)
+def _blend(noisy: np.ndarray, denoised: np.ndarray, weights: Tensor) -> np.ndarray:
+    """``denoised`` made ``noisy`` plus each part of ``denoised - noisy`` times its weight,
+    in place: ``[H,W,3], [H,W,3], [P,H,W] -> [H,W,3]``, in float64 where float32
+    overflows. P 1: ``y + lambda r``; P 2 (luma, chroma): ``y + lambda_C r + (lambda_Y -
+    lambda_C) mean_c(r)``."""
+    for top in range(0, noisy.shape[0], ROWS):
         rows = slice(top, top + ROWS)
         f, y = torch.from_numpy(denoised[rows]), torch.from_numpy(noisy[rows])
-        blended = (f - y).mul_(weight[rows, :, None]).add_(y)
+        blended = _blended(f, y, weights[:, rows, :, None])
         if not bool(blended.isfinite().all()):  # f - y of finite float32 overflowed
-            wide = y.double()
-            blended = (f.double() - wide).mul_(weight[rows, :, None]).add_(wide).float()
+            blended = _blended(f.double(), y.double(), weights[:, rows, :, None]).float()
         f.copy_(blended)
     return denoised
+
+
+def _blended(f: Tensor, y: Tensor, weights: Tensor) -> Tensor:
+    """:func:`_blend` of a chunk: ``[h,W,3], [h,W,3], [P,h,W,1] -> [h,W,3]``."""
+    residual = f - y
+    out = residual * weights[-1] + y  # the one weight, or the chroma's
+    if len(weights) == 2:
+        out += (weights[0] - weights[1]) * residual.mean(-1, keepdim=True)
+    return out

@@ -123,8 +123,8 @@ def expected(
     if not sure:
         return network(image)
     if infer.sure_divergence == "one_pass" and probe_applies(config):
-        return sure_blend_one_pass(network_along, image, a, b, infer.sure_window)
-    return sure_blend(network, image, a, b, infer.sure_window)
+        return sure_blend_one_pass(network_along, image, a, b, infer.sure_window, infer.sure_split)
+    return sure_blend(network, image, a, b, infer.sure_window, infer.sure_split)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:

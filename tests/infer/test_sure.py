@@ -21,6 +21,7 @@ from kpn.infer.denoiser import Denoiser
 from kpn.infer.sure import (
     PROBE_STEP,
     U16,
+    _blend,
     _window_mean,
     noise_variance,
     probe,
@@ -110,11 +111,12 @@ def test_blend_weight_is_sures_closed_form_for_a_pointwise_shrinkage():
     signs = probe(noisy.shape)
     step = 1e-3
     probed = m + c * (noisy + step * signs - m)
-    weight = weight_of_sums(*risk_sums(noisy, denoised, probed, signs, step, a, b), 0)
+    sums = risk_sums(noisy, denoised, probed, signs, step, a, b, "none")
+    weight = weight_of_sums(*sums, 0)
     variance = (a + U16 * b * np.maximum(noisy, 0)) / U16**2
     expected = (variance * (1 - c)).sum() / ((denoised - noisy) ** 2).sum()
     assert 0.01 < expected < 0.9
-    assert_close(weight, torch.full((64, 64), float(expected)), rtol=1e-5, atol=0)
+    assert_close(weight, torch.full((1, 64, 64), float(expected)), rtol=1e-5, atol=0)
 
 
 @pytest.mark.parametrize("a, b", [(2e4, 0.0), (1e3, 10.0)])
@@ -143,7 +145,8 @@ def test_a_window_keeps_texture_and_denoises_flat_regions():
     signs = probe(noisy.shape)
     step = PROBE_STEP * np.sqrt(a) / U16
     probed = box3(noisy + np.float32(step) * signs).astype(np.float32)
-    weight = weight_of_sums(*risk_sums(noisy, denoised, probed, signs, step, a, b), 33)
+    sums = risk_sums(noisy, denoised, probed, signs, step, a, b, "none")
+    (weight,) = weight_of_sums(*sums, 33)
     assert float(weight[40:216, 40:100].mean()) > 0.9  # away from box3's wrapped edges
     assert float(weight[:, 160:250].max()) < 0.05
 
@@ -165,10 +168,11 @@ def test_a_network_that_changes_nothing_gives_the_input():
     np.testing.assert_array_equal(out, noisy)
 
 
-def test_the_blend_is_between_input_and_output():
+def test_one_weights_blend_is_between_input_and_output():
+    """Each value, with one weight for all of it (with two, each part: below)."""
     noisy = noisy_of(scene(64), 1e4, 5.0)
     denoised = box3(noisy)
-    out = sure_blend(lambda image: box3(image).astype(np.float32), noisy, 1e4, 5.0, 9)
+    out = sure_blend(lambda image: box3(image).astype(np.float32), noisy, 1e4, 5.0, 9, "none")
     low, high = np.minimum(noisy, denoised), np.maximum(noisy, denoised)
     assert np.all(out >= low - 1e-6) and np.all(out <= high + 1e-6)
 
@@ -181,7 +185,7 @@ def test_blend_weight_matches_a_convolution_of_the_sums():
     denoised = box3(noisy).astype(np.float32)
     signs = probe(noisy.shape)
     probed = box3(noisy + np.float32(1e-3) * signs).astype(np.float32)
-    weight = weight_of_sums(*risk_sums(noisy, denoised, probed, signs, 1e-3, a, b), 5)
+    (weight,) = weight_of_sums(*risk_sums(noisy, denoised, probed, signs, 1e-3, a, b, "none"), 5)
     variance = torch.from_numpy((a + U16 * b * np.maximum(noisy, 0)) / U16**2)
     divergence = torch.from_numpy(signs * (probed - denoised) / 1e-3)
     reduction = (variance * (1 - divergence)).sum(-1)
@@ -191,6 +195,97 @@ def test_blend_weight_matches_a_convolution_of_the_sums():
         residual[None, None], box, padding=2
     )
     assert_close(weight, ratio[0, 0].float().clamp(0, 1), rtol=1e-4, atol=1e-6)
+
+
+# --- a weight for the luma and one for the chroma (infer.sure_split = luma_chroma) ---------
+def colour_scene(size: int = 128) -> np.ndarray:
+    """``[size,size,3]``: the grey gradient and stripes of :func:`scene`, tinted by a
+    colour that changes slowly across the image."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    tint = np.stack((0.1 * x, -0.05 * y, 0.08 * (1 - x)), -1)
+    return (scene(size) + tint).astype(np.float32)
+
+
+def test_the_parts_sums_add_up_to_the_sums_of_one_weight() -> None:
+    """The luma and chroma are orthogonal projections that add up to the identity: their
+    reductions and residual energies add up to those of the whole residual."""
+    a, b = 1e4, 5.0
+    noisy = noisy_of(colour_scene(48), a, b)
+    signs = probe(noisy.shape)
+    denoised = box3(noisy).astype(np.float32)
+    probed = (box3(noisy + np.float32(1e-3) * signs) * 0.9).astype(np.float32)  # any probe
+    whole = risk_sums(noisy, denoised, probed, signs, 1e-3, a, b, "none")
+    parts = risk_sums(noisy, denoised, probed, signs, 1e-3, a, b, "luma_chroma")
+    for one, two in zip(whole, parts, strict=True):
+        assert one.shape == (1, 48, 48) and two.shape == (2, 48, 48)
+        assert_close(two.sum(0, keepdim=True), one, rtol=1e-5, atol=1e-5 * float(one.abs().max()))
+
+
+def test_the_luma_parts_sums_by_hand() -> None:
+    """At one pixel: ``sum v (1/3 - delta_c mean(J delta))`` and ``3 mean(r)^2``."""
+    a, b = 100.0, 2.0
+    noisy = np.array([[[0.2, 0.5, 0.8]]], np.float32)
+    denoised = np.array([[[0.3, 0.4, 0.6]]], np.float32)
+    along = np.array([[[0.5, -0.25, 0.125]]], np.float32)  # J delta (one pass)
+    signs = np.array([[[1, -1, 1]]], np.int8)
+    reduction, residual = risk_sums(noisy, denoised, along, signs, None, a, b, "luma_chroma")
+    variance = (a + U16 * b * noisy[0, 0].astype(np.float64)) / U16**2
+    mean_along = along.mean()
+    luma = (variance * (1 / 3 - signs[0, 0] * mean_along)).sum()
+    chroma = (variance * (2 / 3 - signs[0, 0] * (along[0, 0] - mean_along))).sum()
+    r = (denoised - noisy)[0, 0].astype(np.float64)
+    assert_close(reduction[:, 0, 0].double(), torch.tensor([luma, chroma]), rtol=1e-5, atol=0)
+    expected = torch.tensor([3 * r.mean() ** 2, ((r - r.mean()) ** 2).sum()])
+    assert_close(residual[:, 0, 0].double(), expected, rtol=1e-5, atol=1e-12)
+
+
+@pytest.mark.parametrize("a, b", [(2e4, 0.0), (1e3, 10.0)])
+def test_each_parts_weight_is_the_one_that_knows_the_clean_image(a: float, b: float) -> None:
+    """A denoiser that smooths the chroma far more than the luma: over the whole image,
+    each part's SURE weight is the weight that minimises that part's error against the
+    clean image, within its sampling error, and the two-weight blend beats the one-weight
+    one."""
+    clean = colour_scene()
+    noisy = noisy_of(clean, a, b)
+
+    def denoise(image: np.ndarray) -> np.ndarray:
+        luma = image.mean(-1, keepdims=True)
+        return (box3(luma) + box3(box3(image - luma))).astype(np.float32)
+
+    residual = denoise(noisy) - noisy
+    found = sure_blend(denoise, noisy, a, b, 0, "luma_chroma") - noisy
+    for project in (lambda x: x.mean(-1, keepdims=True), lambda x: x - x.mean(-1, keepdims=True)):
+        part = project(residual)
+        oracle = (project(clean - noisy) * part).sum() / (part**2).sum()
+        assert abs(float((project(found) * part).sum() / (part**2).sum()) - oracle) < 0.03
+    one = sure_blend(denoise, noisy, a, b, 0, "none")
+    assert ((found + noisy - clean) ** 2).mean() < ((one - clean) ** 2).mean()
+
+
+def test_the_two_weights_blend_the_luma_and_the_chroma_apart() -> None:
+    """A blend of weights (1, 0): the network's luma with the input's chroma."""
+    noisy = noisy_of(colour_scene(16), 1e3, 1.0)
+    denoised = box3(noisy).astype(np.float32)
+    weights = torch.stack((torch.ones(16, 16), torch.zeros(16, 16)))
+    out = _blend(noisy, denoised.copy(), weights)
+    expected = noisy - noisy.mean(-1, keepdims=True) + denoised.mean(-1, keepdims=True)
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("split", ["none", "luma_chroma"])
+def test_a_linear_denoisers_blend_lies_between_input_and_output_in_each_part(split: str) -> None:
+    noisy = noisy_of(colour_scene(64), 1e4, 5.0)
+    denoised = box3(noisy)
+    out = sure_blend(lambda image: box3(image).astype(np.float32), noisy, 1e4, 5.0, 9, split)
+    for project in (lambda x: x.mean(-1), lambda x: x - x.mean(-1, keepdims=True)):
+        low = np.minimum(project(noisy), project(denoised))
+        high = np.maximum(project(noisy), project(denoised))
+        assert np.all(project(out) >= low - 1e-6) and np.all(project(out) <= high + 1e-6)
+
+
+def test_an_unknown_split_is_refused() -> None:
+    with pytest.raises(KpnError, match="sure_split"):
+        config_from_dict({"infer": {"sure_split": "rgb"}}, "x.toml")
 
 
 @pytest.mark.parametrize("window", [-1, 2, 32, 4097])
