@@ -72,6 +72,20 @@ FINE_TUNE: dict[str, object] = (
         "train.precision": "bf16",
     }
 )
+# weights/design-star21's design: the chroma kernel and input, star21 kernels, post_diff
+STAR21: dict[str, object] = (
+    DESIGN
+    | POST_DIFF
+    | SRGB_RANGE
+    | {
+        "model.chroma_kernel": "true",
+        "model.chroma_input": "true",
+        "model.kernel_taps": "star21",
+        "data.deadleaves_fraction": 0.25,
+        "train.precision": "bf16",
+    }
+)
+ONE_LEVEL: dict[str, object] = {"model.levels": 1}
 # name -> (what it is, --set overrides on configs/photos.toml)
 CANDIDATES: dict[str, tuple[str, dict[str, object]]] = {
     "star15": ("vkdt's star15 input, W 32", {"model.features": "star15"}),
@@ -137,6 +151,10 @@ CANDIDATES: dict[str, tuple[str, dict[str, object]]] = {
         "the design trained with bfloat16 hidden products (train.precision = bf16)",
         DESIGN | {"train.precision": "bf16"},
     ),
+    # the shipped model's design (weights/design-star21) from scratch, and with one level:
+    # issue 23's pyramid target at the screening's length
+    "star21-design": ("the shipped design: post_diff, chroma, star21, sRGB-range noise", STAR21),
+    "star21-one-level": ("the shipped design with one level: no pyramid", STAR21 | ONE_LEVEL),
 }
 TAG = "metrics/val_psnr"
 GAIN_TAG = "metrics/val_psnr_gain"

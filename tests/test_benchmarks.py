@@ -343,3 +343,54 @@ def test_design_bf16_candidate_trains_the_design_with_bf16_products() -> None:
     bf16 = apply_overrides(base, design.settings("design-bf16", 600))
     assert (fp32.train.precision, bf16.train.precision) == ("model", "bf16")
     assert fp32.model == bf16.model and bf16.training_model.precision == "bf16"
+
+
+# --- error_bands: where the error lies -----------------------------------------------------
+def test_error_bands_add_up_and_white_noise_fills_them_by_area() -> None:
+    """Luma and chroma, octave by octave, add up to the mean square exactly (Parseval);
+    white noise of variance 1 puts 1/3 in the luma, and in its finest band (periods below
+    3 px: spatial frequencies above 1/3) its share of the frequency square, 1 - pi / 9."""
+    import error_bands
+
+    rng = np.random.default_rng(0)
+    error = rng.standard_normal((128, 160, 3))
+    row = error_bands.band_rows(error, rng.standard_normal(error.shape))
+    parts = [row[f"{part} {band}"] for part in ("luma", "chroma") for band in error_bands.BANDS]
+    assert sum(parts) == pytest.approx(row["whole"], rel=1e-9)
+    luma = sum(row[f"luma {band}"] for band in error_bands.BANDS)
+    assert luma == pytest.approx(1 / 3, rel=0.03)
+    assert row[f"luma {error_bands.BANDS[0]}"] / luma == pytest.approx(1 - math.pi / 9, abs=0.02)
+
+
+def test_error_bands_detail_kept_is_one_plus_the_regression_slope() -> None:
+    """An error of -0.3 times the clean image: 70% of its finest detail kept, nothing else."""
+    import error_bands
+
+    clean = np.random.default_rng(1).standard_normal((64, 64, 3))
+    row = error_bands.band_rows(-0.3 * clean, clean)
+    assert row["luma finest detail kept"] == pytest.approx(0.7)
+    assert row["chroma finest detail kept"] == pytest.approx(0.7)
+    assert row["chroma finest rest"] == pytest.approx(0.0, abs=1e-20)
+
+
+@pytest.mark.slow
+def test_error_bands_quick_end_to_end(tmp_path: Path, lut: Path) -> None:
+    out = tmp_path / "results"
+    done = run_script("error_bands.py", "--quick", "--model", f"s={lut}", "--out", out)
+    assert done.returncode == 0, done.stderr
+    report = (out / "error-bands.md").read_text()
+    assert "## ISO 12800 +3 EV" in report and "| whole |" in report
+    bad = run_script("error_bands.py", "--quick", "--noises", "99", "--out", out)
+    assert bad.returncode == 2 and "--noises '99'" in bad.stderr
+
+
+@pytest.mark.slow
+def test_quality_sure_split_rows(tmp_path: Path, lut: Path) -> None:
+    """--sure-split adds each model with a SURE weight for the luma and one for the chroma."""
+    out = tmp_path / "results"
+    done = run_script(
+        "quality.py", "--quick", "--model", f"s={lut}", "--out", out, "--only-kpn", "--sure-split"
+    )
+    assert done.returncode == 0, done.stderr
+    methods = {r["method"] for r in read_csv(out / "quality.csv")}
+    assert methods == {"noisy", "kpn s", "kpn s, no SURE", "kpn s, SURE luma and chroma"}
