@@ -144,7 +144,6 @@ def risk_sums(
         signs: ``[H,W,3]`` int8, the Rademacher probe.
         step: the probe's step (> 0), or None.
         a, b: the noise profile, 0..65535 scale.
-
         split: which parts of the residual get a weight of their own (:data:`SPLITS`).
 
     Returns:
