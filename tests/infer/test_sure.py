@@ -262,6 +262,28 @@ def test_each_parts_weight_is_the_one_that_knows_the_clean_image(a: float, b: fl
     assert ((found + noisy - clean) ** 2).mean() < ((one - clean) ** 2).mean()
 
 
+@pytest.mark.parametrize("window", [0, 9])
+def test_a_parts_weight_is_its_own_where_its_sums_do_not_scatter(window: int) -> None:
+    """Constant per-pixel sums: each part keeps its own weight (0.2, 0.6; the one weight
+    of both is 0.4)."""
+    reduction = torch.stack((torch.full((64, 64), 0.2), torch.full((64, 64), 0.6)))
+    assert_close(weight_of_sums(reduction, torch.ones(2, 64, 64), window), reduction)
+
+
+def test_a_parts_weight_is_nearly_the_one_weight_where_its_sums_scatter() -> None:
+    """The luma's reductions alternating by +-50 about the same mean (0.2): its weight's
+    uncertainty (their spread over their count over its residual energy squared, 0.61)
+    far exceeds its distance from the one weight (0.2), which it nearly takes; the
+    chroma's, exact, keeps its own."""
+    signs = torch.ones(64, 64)
+    signs[::2, ::2] = signs[1::2, 1::2] = -1
+    reduction = torch.stack((0.2 + 50 * signs, torch.full((64, 64), 0.6)))
+    luma, chroma = weight_of_sums(reduction, torch.ones(2, 64, 64), 0)
+    shrink = 0.2**2 / (0.2**2 + 50**2 / 64**2)
+    assert_close(luma, torch.full_like(luma, 0.4 - shrink * 0.2), rtol=1e-4, atol=0)
+    assert_close(chroma, torch.full_like(chroma, 0.6))
+
+
 def test_the_two_weights_blend_the_luma_and_the_chroma_apart() -> None:
     """A blend of weights (1, 0): the network's luma with the input's chroma."""
     noisy = noisy_of(colour_scene(16), 1e3, 1.0)
