@@ -61,6 +61,10 @@ U16 = 65535.0
 # infer.sure_split -> the parts of the residual weighed apart: all of it, or its luma (the
 # channels' mean) and its chroma (design §13)
 SPLITS = {"none": 1, "luma_chroma": 2}
+# weights beyond it are clipped to [0, 1] all the same; bounded before the shrinkage's
+# squares, a part without residual (a grey image's chroma: its energy 0, its weight
+# inf) gives the one weight, not inf - inf
+WEIGHT_BOUND = 1e3
 PROBE_SEED = 0x5E1
 PROBE_STEP = 0.1  # eps, in units of the image's rms noise sigma
 ROWS = 256  # rows per chunk of the per-pixel sums: bounded temporaries on large photos
@@ -259,13 +263,14 @@ def _shrunk(reduction: Tensor, residual: Tensor, window: int, out: Tensor) -> Te
     for part in range(2):
         residual[part] = _window_mean(residual[part], window).clamp_(min=tiny)
     joint = _window_mean(reduction[0] + reduction[1], window).div_(residual[0] + residual[1])
+    joint.clamp_(-WEIGHT_BOUND, WEIGHT_BOUND)
     rows, columns = _window_counts(reduction.shape[1:], window)
     for part in range(2):
         excess = _window_mean(reduction[part], window)
         error = _window_mean(reduction[part].square(), window).sub_(excess.square())
         error.clamp_(min=0).div_(rows[:, None]).div_(columns[None, :])
         error.div_(residual[part].square().clamp_(min=tiny))
-        excess.div_(residual[part]).sub_(joint)
+        excess.div_(residual[part]).clamp_(-WEIGHT_BOUND, WEIGHT_BOUND).sub_(joint)
         shrink = excess.square()
         error.add_(shrink).clamp_(min=tiny)
         out[part] = excess.mul_(shrink.div_(error)).add_(joint).clamp_(0, 1)

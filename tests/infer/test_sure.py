@@ -284,6 +284,20 @@ def test_a_parts_weight_is_nearly_the_one_weight_where_its_sums_scatter() -> Non
     assert_close(chroma, torch.full_like(chroma, 0.6))
 
 
+@pytest.mark.parametrize("a, b", [(1e4, 5.0), (0.0, 1e34)])
+def test_a_grey_images_two_weights_are_finite(a: float, b: float) -> None:
+    """R = G = B and a network that keeps it grey: the chroma has no residual (its weight
+    alone would be inf, and inf - inf the shrinkage); the blend is finite, its luma
+    between the input's and the network's, its chroma none."""
+    grey = np.repeat(noisy_of(scene(32), 1e4, 5.0).mean(-1, keepdims=True), 3, -1)
+    denoise = lambda image: box3(image).astype(np.float32)  # noqa: E731
+    out = sure_blend(denoise, grey, a, b, 9, "luma_chroma")
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out - out.mean(-1, keepdims=True), 0, atol=1e-6)
+    low, high = np.minimum(grey, denoise(grey)), np.maximum(grey, denoise(grey))
+    assert np.all(out >= low - 1e-6) and np.all(out <= high + 1e-6)
+
+
 def test_the_two_weights_blend_the_luma_and_the_chroma_apart() -> None:
     """A blend of weights (1, 0): the network's luma with the input's chroma."""
     noisy = noisy_of(colour_scene(16), 1e3, 1.0)
