@@ -413,7 +413,7 @@ class InferConfig:
     sure_divergence: SureDivergence = "one_pass"
     # kpn only: which parts of the network's change get a SURE weight of their own: all of
     # it, none; or its luma (the channels' mean) and its chroma, luma_chroma (design §13:
-    # better from ISO 6400 up, not the default: its divergence is too noisy at low noise)
+    # better from ISO 6400 up; not yet the default, which would change every published number)
     sure_split: SureSplit = "none"
     # kpn only: the mean of the outputs of 1, 2, 4 or 8 orientations of the image (identity,
     # transpose, half turn, anti-transpose, then the flips): ENSEMBLE times the time

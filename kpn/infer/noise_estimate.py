@@ -450,10 +450,12 @@ def _colour_patches(
     unclipped = ~clipped.reshape(3, -1).any(axis=0)
     if 2 * unclipped.sum() < MIN_PATCHES:
         return None
-    rgb = patches.reshape(3, -1, patches.shape[1])[:, unclipped].reshape(3, -1)
-    differences, brightness = (mix @ rgb for mix in (COLOUR_DIFFERENCES, UNDER_DIFFERENCES))
-    width = patches.shape[1]  # each row of a mix's product is one difference's patches
-    return _sorted_patches(differences.reshape(-1, width), reader, brightness.reshape(-1, width))
+    rgb = patches.reshape(3, -1, PATCH * PATCH)[:, unclipped].reshape(3, -1)
+    # each row of a mix's product is one difference's (or brightness's) patches
+    differences, brightness = (
+        (mix @ rgb).reshape(-1, PATCH * PATCH) for mix in (COLOUR_DIFFERENCES, UNDER_DIFFERENCES)
+    )
+    return _sorted_patches(differences, reader, brightness)
 
 
 def _reads_texture(fit: _Fit | None, colour_fit: _Fit | None, level: float) -> bool:

@@ -100,12 +100,16 @@ def _running_mean(lines: Tensor, window: int) -> Tensor:
     """Mean of each row of ``[N,L]`` over the ``window`` entries about each entry, its
     part inside the row: ``[N,L] -> [N,L]`` in ``lines``' dtype, by differences of a
     float64 cumulative sum (a few operations per entry, whatever the window)."""
-    length = lines.shape[1]
     sums = F.pad(lines.double().cumsum(1), (1, 0))
-    index = torch.arange(length)
-    high = (index + window // 2 + 1).clamp(max=length)
-    low = (index - window // 2).clamp(min=0)
+    low, high = _window_bounds(lines.shape[1], window)
     return ((sums[:, high] - sums[:, low]) / (high - low)).to(lines.dtype)
+
+
+def _window_bounds(length: int, window: int) -> tuple[Tensor, Tensor]:
+    """``([L], [L])``: where the ``window`` entries about each of ``length`` entries start
+    and end (exclusive), their part inside the line."""
+    index = torch.arange(length)
+    return (index - window // 2).clamp(min=0), (index + window // 2 + 1).clamp(max=length)
 
 
 def _window_mean(plane: Tensor, window: int) -> Tensor:
@@ -282,13 +286,8 @@ def _window_counts(shape: torch.Size, window: int) -> tuple[Tensor, Tensor]:
     product its pixels; ``window`` 0: all)."""
     counts = []
     for length in shape:
-        if window == 0:
-            counts.append(torch.full((length,), float(length)))
-            continue
-        index = torch.arange(length)
-        half = window // 2
-        inside = (index + half + 1).clamp(max=length) - (index - half).clamp(min=0)
-        counts.append(inside.float())
+        low, high = _window_bounds(length, window or 2 * length + 1)  # 0: the whole line
+        counts.append((high - low).float())
     return counts[0], counts[1]
 
 
